@@ -1,0 +1,113 @@
+"""The common prepared-dataset layout that every source (synthetic, NYU Depth V2, SUN-RGBD, folders) produces.
+
+::
+
+    <root>/RGB/<name>.png      uint8 H×W×3, RGB order on disk as PNG
+    <root>/Depth/<name>.png    uint16 H×W, millimetres, 0 = missing
+    <root>/Label/<name>.png    uint8 H×W, 0..K-1, 255 = ignore
+    <root>/Missing/<name>.png  optional uint8 H×W, 1 where the raw sensor had no depth (NYU's Depth holds the
+                               in-painted depth; without this folder, missing = Depth == 0)
+    <root>/train.txt           one name per line
+    <root>/test.txt
+    <root>/meta.json           {"name", "classes": [K names], "ignore_index": 255,
+                                "intrinsics": {"fx", "fy", "cx", "cy"} (1-based principal point, pixels),
+                                "intrinsics_per_image": optional {name: {...}}, "depth_scale": 1000, ...}
+
+HHA images live in a separate folder (``<hha_root>/<name>.png``, channels disparity, height, angle in PNG order)
+because the HHA stage is a pipeline stage of its own and DVC does not allow one stage's output inside another's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from primkd.io import DataError, read_json
+
+IGNORE_INDEX = 255
+SPLITS = ("train", "test")
+
+# The 40 NYU Depth V2 classes of Gupta et al. (classMapping40.mat ``className``), label k ↔ index k-1.
+NYU40_CLASSES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
+    "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain", "box",
+    "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
+    "otherfurniture", "otherprop",
+)
+
+# NYU Depth V2 RGB camera; the principal point is 1-based (MATLAB convention, DESIGN.md §4).
+NYU_INTRINSICS = {"fx": 518.857901, "fy": 519.469611, "cx": 325.582449, "cy": 253.736166}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of a prepared dataset."""
+
+    root: Path
+
+    @property
+    def rgb_dir(self) -> Path:
+        return self.root / "RGB"
+
+    @property
+    def depth_dir(self) -> Path:
+        return self.root / "Depth"
+
+    @property
+    def label_dir(self) -> Path:
+        return self.root / "Label"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.root / "meta.json"
+
+    def split_path(self, split: str) -> Path:
+        return self.root / f"{split}.txt"
+
+    def rgb(self, name: str) -> Path:
+        return self.rgb_dir / f"{name}.png"
+
+    def depth(self, name: str) -> Path:
+        return self.depth_dir / f"{name}.png"
+
+    def label(self, name: str) -> Path:
+        return self.label_dir / f"{name}.png"
+
+    def missing(self, name: str) -> Path:
+        return self.root / "Missing" / f"{name}.png"
+
+
+def read_split(root: str | os.PathLike, split: str) -> list[str]:
+    """Names listed in ``<root>/<split>.txt``; a missing or empty list raises :class:`DataError`."""
+    path = Layout(Path(root)).split_path(split)
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found; run the prepare stage for this dataset first")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path}: the split list is empty; it must name one image per line")
+    return names
+
+
+def write_split(root: str | os.PathLike, split: str, names: list[str]) -> None:
+    """Write ``<root>/<split>.txt`` (one name per line)."""
+    from primkd.io import write_text
+
+    write_text(Layout(Path(root)).split_path(split), "".join(f"{n}\n" for n in names))
+
+
+def read_meta(root: str | os.PathLike) -> dict:
+    """Read and check ``<root>/meta.json``."""
+    path = Layout(Path(root)).meta_path
+    meta = read_json(path)
+    for key in ("classes", "intrinsics"):
+        if key not in meta:
+            raise DataError(f"{path}: missing key {key!r}; re-run the prepare stage")
+    return meta
+
+
+def intrinsics_for(meta: dict, name: str) -> dict:
+    """Camera intrinsics (fx, fy, cx, cy; 1-based principal point) of image ``name``."""
+    per_image = meta.get("intrinsics_per_image") or {}
+    return per_image.get(name, meta["intrinsics"])

@@ -1,0 +1,147 @@
+"""File I/O at the edges: atomic writes and image reads that fail with a message naming the file.
+
+Every stage writes through these helpers so that an interrupted stage never leaves a half-written file that DVC or
+Snakemake would take as complete: data goes to a temporary file in the same folder, is flushed to disk, then renamed
+over the target (rename is atomic on POSIX file systems).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+class DataError(ValueError):
+    """A problem with an input file or dataset; the message names the file and says how to fix it."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it.
+
+    Args:
+        path: final destination.
+        suffix: suffix of the temporary file (defaults to the destination's, so writers that pick a format from
+            the extension, such as ``cv2.imwrite``, still work).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix if suffix is not None else path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an old ``path`` is removed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (NaN is written as null so every JSON reader accepts it)."""
+    write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=False) + "\n")
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or malformed file raises :class:`DataError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); regenerate it or fix it by hand") from e
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, rgb: bool = True) -> None:
+    """Write a uint8 or uint16 image as PNG atomically.
+
+    Args:
+        path: destination ``.png``.
+        image: H×W (grey) or H×W×3 array.
+        rgb: whether a 3-channel ``image`` is in RGB order (OpenCV writes BGR, so it is reversed here).
+    """
+    if image.ndim == 3 and rgb:
+        image = image[..., ::-1]
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(image)):
+            raise OSError(f"{path}: OpenCV could not write the image")
+
+
+def read_image(path: str | os.PathLike, kind: str = "rgb") -> np.ndarray:
+    """Read an image with a clear error for a missing, corrupt or wrongly typed file.
+
+    Args:
+        path: image file.
+        kind: ``"rgb"`` (H×W×3 uint8, RGB order), ``"gray"`` (H×W uint8, e.g. labels) or ``"depth"`` (H×W uint16,
+            millimetres; an 8-bit file is rejected because it cannot hold metric depth).
+
+    Returns:
+        The decoded array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    flags = {"rgb": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_UNCHANGED, "depth": cv2.IMREAD_UNCHANGED}[kind]
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: cannot decode the image (corrupt or truncated file); re-create or re-download it")
+    if kind == "rgb":
+        return image[..., ::-1].copy()
+    if image.ndim == 3:
+        if kind == "gray" and image.shape[2] >= 3 and np.array_equal(image[..., 0], image[..., 1]):
+            return image[..., 0].copy()
+        raise DataError(f"{path}: expected a single-channel {kind} image, found {image.shape[2]} channels")
+    if kind == "depth" and image.dtype != np.uint16:
+        raise DataError(f"{path}: depth must be a 16-bit PNG in millimetres, found {image.dtype}")
+    if kind == "gray" and image.dtype != np.uint8:
+        raise DataError(f"{path}: labels must be an 8-bit PNG (0..K-1, 255 = ignore), found {image.dtype}")
+    return image

@@ -1,0 +1,20 @@
+"""Shared test set-up: offline hubs, few threads, and the location of the reference fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """``../shared/fixtures`` beside the repository (override with PRIMKD_FIXTURES)."""
+    path = Path(os.environ.get("PRIMKD_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    if not path.is_dir():
+        pytest.fail(f"reference fixtures not found at {path}; set PRIMKD_FIXTURES to the shared/fixtures folder")
+    return path

@@ -1,0 +1,23 @@
+# The PrimKD pipeline for Snakemake: the same stage commands as dvc.yaml (tests/test_pipelines.py checks it).
+#   snakemake --cores all                              # everything for the preset in params.yaml
+#   snakemake --cores all --config preset=nyuv2_b4     # another preset
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "params.yaml"
+
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        expand("results/{preset}/eval/{model}.json", preset=PRESET, model=MODELS),

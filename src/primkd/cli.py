@@ -1,0 +1,178 @@
+"""Command line: one sub-command per pipeline stage (``primkd <stage> ...`` or ``python -m primkd <stage> ...``).
+
+DVC (dvc.yaml) and Snakemake (workflow/rules/*.smk) run exactly these command strings; every path is an argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("primkd")
+
+
+def setup_logging(log_path: str | None) -> None:
+    """Log to stderr and, when given, to ``log_path`` (its folder is created)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from primkd.config import load_params
+
+    return load_params(args.params, args.preset)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from primkd.data.synthetic import generate_dataset
+
+    cfg = _config(args)
+    data = cfg["data"]
+    if data["source"] == "synthetic":
+        s = data["synthetic"]
+        generate_dataset(args.out, num_train=s["num_train"], num_test=s["num_test"], height=s["height"],
+                         width=s["width"], seed=s["seed"], workers=data["workers"])
+    else:
+        raise SystemExit(f"data.source {data['source']!r} is not supported by this version's prepare stage")
+    log.info("prepared %s dataset in %s", data["source"], args.out)
+
+
+def cmd_hha(args: argparse.Namespace) -> None:
+    from primkd.data import hha
+
+    if args.depth:
+        missing = [k for k in ("fx", "fy", "cx", "cy") if getattr(args, k) is None]
+        if missing or not args.out:
+            raise SystemExit(f"converting one depth file needs --out and the intrinsics --fx --fy --cx --cy "
+                             f"(1-based principal point); missing: {', '.join(missing + ([] if args.out else ['out']))}")
+        intrinsics = {k: getattr(args, k) for k in ("fx", "fy", "cx", "cy")}
+        hha.hha_from_file(args.depth, args.out, intrinsics, depth_scale=args.depth_scale)
+        log.info("wrote %s", args.out)
+        return
+    if not (args.data and args.out):
+        raise SystemExit("give --data and --out to convert a prepared dataset, or --depth FILE to convert one file")
+    cfg = _config(args)
+    counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
+    log.info("HHA in %s: %s", args.out, counts)
+
+
+def _run_from_args(args: argparse.Namespace, cfg: dict):
+    from primkd.config import experiment_kd
+    from primkd.engine.train import Run
+
+    if args.role == "teacher":
+        inputs = ["rgb"] if args.modality == "rgb" else ["modal"]
+        return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=inputs, info={"modality": args.modality})
+    if args.experiment is None:
+        return Run(name="cmx", kind="student", inputs=["rgb", "modal"])
+    if args.teacher is None:
+        raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt")
+    kd = experiment_kd(cfg, args.experiment)
+    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=Path(args.teacher))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from primkd.engine.train import train
+
+    cfg = _config(args)
+    run = _run_from_args(args, cfg)
+    summary = train(cfg, run, Path(args.data), Path(args.hha) if args.hha else None, Path(args.out_dir),
+                    progress=not args.no_progress)
+    log.info("%s done: test mIoU %.4f (single scale), %.1f s", run.name, summary["test_miou_single_scale"],
+             summary["train_seconds"])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+    from torch.utils.data import DataLoader
+
+    from primkd.data.dataset import RGBDDataset
+    from primkd.engine.checkpoint import load_model
+    from primkd.engine.evaluate import evaluate
+    from primkd.engine.train import select_device
+    from primkd.io import write_json, write_text
+
+    cfg = _config(args)
+    device = select_device(cfg["train"]["device"])
+    model, meta = load_model(args.model, device)
+    hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
+    dataset = RGBDDataset(args.data, "test", hha_root, bgr=cfg["train"]["bgr"])
+    loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], num_workers=cfg["train"]["num_workers"])
+    ev = cfg["eval"]
+    m = evaluate(model, loader, dataset.num_classes, meta["inputs"], device, ev["scales"], ev["flip"],
+                 progress=not args.no_progress)
+    classes = dataset.classes
+    metrics = {"model": meta["info"].get("run"), "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"],
+               "scales": ev["scales"], "flip": ev["flip"], "num_test_images": len(dataset),
+               "iou": dict(zip(classes, m["iou"])), "acc": dict(zip(classes, m["acc"]))}
+    write_json(args.out, metrics)
+    if args.confusion:
+        frame = pd.DataFrame(m["confusion"].numpy(), index=classes, columns=classes)
+        write_text(args.confusion, frame.to_csv(index_label="ground_truth\\prediction"))
+    log.info("%s: mIoU %.4f, mean acc %.4f, pixel acc %.4f", args.model, m["miou"], m["macc"], m["pacc"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
+        p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
+        p.add_argument("--log", default=None, help="Also write the log to this file.")
+        p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("prepare", cmd_prepare, "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
+    p.add_argument("--out", required=True, help="Output folder of the prepared dataset.")
+
+    p = stage("hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
+    p.add_argument("--data", help="Prepared dataset folder to convert.")
+    p.add_argument("--out", help="Output folder (dataset) or PNG file (single depth file).")
+    p.add_argument("--force", action="store_true", help="Re-encode images whose HHA is already up to date.")
+    p.add_argument("--depth", help="One depth file: uint16 PNG in millimetres or float .npy in metres.")
+    p.add_argument("--depth-scale", type=float, default=1000.0, help="PNG depth units per metre.")
+    for k in ("fx", "fy", "cx", "cy"):
+        p.add_argument(f"--{k}", type=float, help=f"Camera {k} in pixels (principal point 1-based).")
+
+    p = stage("train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
+    p.add_argument("--role", choices=["teacher", "student"], required=True, help="Network to train.")
+    p.add_argument("--modality", choices=["rgb", "depth"], default="rgb", help="Input of a teacher.")
+    p.add_argument("--experiment", help="Student experiment name in params.yaml `experiments` (omit for CMX).")
+    p.add_argument("--teacher", help="Teacher model file for a distilled student.")
+    p.add_argument("--data", required=True, help="Prepared dataset folder.")
+    p.add_argument("--hha", help="HHA folder (needed by students and depth teachers).")
+    p.add_argument("--out-dir", required=True, help="Output folder: model.pt, curves.csv, eval_curve.csv, train.json.")
+
+    p = stage("evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
+    p.add_argument("--model", required=True, help="Model file written by `primkd train`.")
+    p.add_argument("--data", required=True, help="Prepared dataset folder.")
+    p.add_argument("--hha", help="HHA folder (needed by models that read depth).")
+    p.add_argument("--out", required=True, help="Metrics JSON to write.")
+    p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    from primkd.config import ConfigError
+    from primkd.io import DataError
+
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as e:
+        log.error("%s", e)
+        raise SystemExit(2) from e
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Load ``params.yaml``: validate it against the shared JSON schema, then apply the active preset.
+
+The Snakefile validates the same file against the same schema and calls :func:`resolve` for the effective values,
+so both orchestrators and every stage command see identical numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
+SECTIONS = ("data", "hha", "model", "train", "kd", "eval")
+
+
+class ConfigError(ValueError):
+    """An invalid ``params.yaml``; the message names the key and the allowed values."""
+
+
+def schema_path(params_path: str | os.PathLike | None = None) -> Path:
+    """The schema beside ``params_path`` (a workflow copy) if there is one, else the repository's."""
+    if params_path is not None:
+        candidate = Path(params_path).resolve().parent / SCHEMA_RELPATH
+        if candidate.is_file():
+            return candidate
+    return REPO_ROOT / SCHEMA_RELPATH
+
+
+def validate(raw: dict, source: str = "params.yaml", schema_file: Path | None = None) -> None:
+    """Check ``raw`` against the schema; raise :class:`ConfigError` listing every violation with its key."""
+    schema = yaml.safe_load((schema_file or schema_path()).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_key(e)}: {_leaf_message(e)}" for e in errors]
+        raise ConfigError(f"{source} is invalid; fix these keys:\n" + "\n".join(lines))
+
+
+def _key(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _leaf_message(error: jsonschema.ValidationError) -> str:
+    # allOf/$ref wrappers report "... is not valid under ..."; the innermost cause says what is wrong.
+    while error.context:
+        error = min(error.context, key=lambda e: len(e.path))
+    return error.message
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override`` merged in recursively (override wins; lists are replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(raw: dict, preset: str | None = None) -> dict:
+    """Effective parameters: the top-level sections with the preset's overrides applied.
+
+    Args:
+        raw: the validated contents of ``params.yaml``.
+        preset: preset name; defaults to ``raw["preset"]``.
+
+    Returns:
+        A dict with ``preset``, the sections (data, hha, model, train, kd, eval) and ``experiments``.
+    """
+    name = preset or raw["preset"]
+    if name not in raw["presets"]:
+        known = ", ".join(sorted(raw["presets"]))
+        raise ConfigError(f"preset {name!r} is not defined under `presets` in params.yaml; choose one of: {known}")
+    cfg = {section: deep_merge(raw[section], raw["presets"][name].get(section, {})) for section in SECTIONS}
+    cfg["preset"] = name
+    cfg["experiments"] = copy.deepcopy(raw["experiments"])
+    return cfg
+
+
+def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = None) -> dict:
+    """Read, validate and resolve a parameter file (see :func:`resolve`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameter file not found; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    validate(raw, source=str(path), schema_file=schema_path(path))
+    return resolve(raw, preset)
+
+
+def experiment_kd(cfg: dict, name: str) -> dict[str, Any]:
+    """The distillation settings of student experiment ``name`` (``kd`` with the experiment's overrides)."""
+    if name not in cfg["experiments"]:
+        known = ", ".join(sorted(cfg["experiments"])) or "none"
+        raise ConfigError(f"experiment {name!r} is not listed under `experiments` in params.yaml (known: {known})")
+    return deep_merge(cfg["kd"], cfg["experiments"][name])

@@ -1,0 +1,65 @@
+"""Evaluation: one confusion matrix over the whole test split, single-scale or multi-scale + flip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
+
+
+def model_inputs(batch: dict, inputs: Sequence[str], device: torch.device) -> list[Tensor]:
+    """The tensors a model takes, in order: ``("rgb",)``, ``("modal",)`` or ``("rgb", "modal")``."""
+    return [batch[k].to(device, non_blocking=True) for k in inputs]
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, xs: list[Tensor], scales: Sequence[float], flip: bool) -> Tensor:
+    """Class probabilities summed over scales (and flips), B×K×H×W at the input size.
+
+    Each scaled input is resized bilinearly (align_corners False), its logits are resized back to H×W and turned
+    into probabilities before summing, as the official multi-scale evaluation does.
+    """
+    H, W = xs[0].shape[-2:]
+    total = None
+    for scale in scales:
+        size = (max(1, round(H * scale)), max(1, round(W * scale)))
+        scaled = [x if size == (H, W) else _resize(x, size) for x in xs]
+        variants = [scaled, [x.flip(-1) for x in scaled]] if flip else [scaled]
+        for i, v in enumerate(variants):
+            logits = model(*v)["logits"].float()
+            if i == 1:
+                logits = logits.flip(-1)
+            probs = _resize(logits, (H, W)).softmax(dim=1) if logits.shape[-2:] != (H, W) else logits.softmax(1)
+            total = probs if total is None else total + probs
+    return total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
+             scales: Sequence[float] = (1.0,), flip: bool = False, progress: bool = True) -> dict:
+    """Segmentation metrics of ``model`` over ``loader``.
+
+    Returns:
+        :func:`primkd.engine.metrics.metrics_from_confusion` of the accumulated matrix, plus ``confusion``
+        (K×K int64 tensor, rows = ground truth).
+    """
+    was_training = model.training
+    model.eval()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        probs = predict_probs(model, model_inputs(batch, inputs, device), scales, flip)
+        conf += confusion_matrix(probs.argmax(1), batch["label"].to(device), num_classes)
+    model.train(was_training)
+    metrics = metrics_from_confusion(conf.cpu())
+    metrics["confusion"] = conf.cpu()
+    return metrics

@@ -1,0 +1,120 @@
+"""Training engine: schedule, optimiser groups, augmentation, sampler, and a tiny end-to-end train/evaluate run."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from primkd.config import load_params
+from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
+from primkd.data.layout import IGNORE_INDEX, write_split
+from primkd.engine.checkpoint import load_model
+from primkd.engine.optim import param_groups, warmup_poly_factor
+from primkd.engine.train import Run, train
+from primkd.io import DataError, write_json, write_png
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_dataset(root: Path, n_train: int = 4, n_test: int = 2, size=(32, 48), classes: int = 3) -> Path:
+    """A random prepared dataset with a matching HHA folder (``root/hha``)."""
+    rng = np.random.default_rng(0)
+    H, W = size
+    names = {"train": [f"tr{i}" for i in range(n_train)], "test": [f"te{i}" for i in range(n_test)]}
+    for name in names["train"] + names["test"]:
+        label = rng.integers(0, classes, (H, W)).astype(np.uint8)
+        label[0, :] = IGNORE_INDEX
+        write_png(root / "RGB" / f"{name}.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+        write_png(root / "Depth" / f"{name}.png", rng.integers(500, 4000, (H, W)).astype(np.uint16))
+        write_png(root / "Label" / f"{name}.png", label)
+        write_png(root / "hha" / f"{name}.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    for split, items in names.items():
+        write_split(root, split, items)
+    write_json(root / "meta.json", {"name": "random", "classes": [f"c{i}" for i in range(classes)],
+                                    "intrinsics": {"fx": 50.0, "fy": 50.0, "cx": 24.5, "cy": 16.5}})
+    return root
+
+
+def test_warmup_then_poly_schedule():
+    # 10 iterations, 4 of warm-up, ratio 0.1: 0.1 (floor), 0.25, 0.5, 0.75, then (1 - it/10) ** 1.
+    factors = [warmup_poly_factor(it, 10, 4, 0.1, 1.0) for it in range(10)]
+    assert factors[:4] == [0.1, 0.25, 0.5, 0.75]
+    assert factors[4:] == pytest.approx([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    assert warmup_poly_factor(5, 10, 0, 0.0, 0.9) == pytest.approx(0.5**0.9)
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    decay, no_decay = param_groups([net], 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert {p.ndim for p in decay["params"]} == {2, 4}
+    assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
+
+
+def test_augment_keeps_images_and_labels_aligned():
+    rng = np.random.default_rng(3)
+    H, W = 20, 30
+    label = np.tile(np.arange(W, dtype=np.uint8), (H, 1))  # label = column index
+    image = np.repeat(label[..., None], 3, axis=2)  # image pixel = its label
+    aug = Augment(crop=(24, 36), scales=[1.0], flip=1.0)
+    (out,), out_label = augment([image], label, aug, rng)
+    assert out.shape == (24, 36, 3) and out_label.shape == (24, 36)
+    padded = out_label == IGNORE_INDEX  # padding beyond the 20x30 image
+    assert padded.sum() == 24 * 36 - H * W
+    assert np.array_equal(out[..., 0][~padded], out_label[~padded])
+    assert np.all(out[padded] == 0)
+    row = out_label[0]  # padding goes below and to the right, so row 0 holds image pixels
+    assert np.all(np.diff(row[row != IGNORE_INDEX].astype(int)) == -1)  # flipped: columns run backwards
+
+
+def test_normalize_uses_imagenet_statistics():
+    x = normalize(np.full((2, 2, 3), 255, np.uint8))
+    assert x.shape == (3, 2, 2)
+    assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
+
+
+def test_epoch_sampler_is_deterministic_and_shards_ranks():
+    s = EpochSampler(10, seed=1)
+    s.set_epoch(2)
+    first = list(s)
+    assert first == list(s) and sorted(i for i, _ in first) == list(range(10))
+    s.set_epoch(3)
+    assert [i for i, _ in s] != [i for i, _ in first]
+    ranks = [EpochSampler(10, seed=1, rank=r, world_size=3) for r in range(3)]
+    for r in ranks:
+        r.set_epoch(2)
+    union = [i for r in ranks for i, _ in r]
+    assert len(union) == 12 and set(union) == set(range(10))
+    s.set_epoch(2, start=4)
+    assert list(s) == first[4:]
+
+
+def test_dataset_rejects_labels_outside_the_classes(tmp_path):
+    root = make_dataset(tmp_path, classes=3)
+    bad = np.full((32, 48), 7, np.uint8)
+    write_png(root / "Label" / "tr0.png", bad)
+    ds = RGBDDataset(root, "train", root / "hha")
+    with pytest.raises(DataError, match=r"tr0\.png: label values \[7\] are outside 0\.\.2"):
+        ds[0]
+
+
+def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
+    root = make_dataset(tmp_path / "data")
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    cfg["train"].update(epochs=2, batch_size=2, crop=[32, 48])
+    teacher = train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
+    assert teacher["epochs"] == 2 and 0 <= teacher["test_miou_single_scale"] <= 1
+    kd = dict(cfg["kd"], beta=0.5)
+    run = Run("primkd", "student", ["rgb", "modal"], kd=kd, teacher_path=tmp_path / "t" / "model.pt")
+    student = train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)
+    curves = (tmp_path / "s" / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("epoch,lr,loss,seg,pred,feat,stage1_mse") and len(curves) == 3
+    last = dict(zip(curves[0].split(","), map(float, curves[-1].split(","))))
+    assert last["pred"] > 0 and last["feat"] > 0 and max(last[f"stage{i}_mse"] for i in range(1, 5)) > 0
+    model, meta = load_model(tmp_path / "s" / "model.pt")
+    assert meta["inputs"] == ["rgb", "modal"] and meta["info"]["kd"]["beta"] == 0.5
+    assert student["parameters"] == sum(p.numel() for p in model.parameters())
+    # Same seed, same data: a second run gives the same weights (CPU determinism).
+    again = train(cfg, run, root, root / "hha", tmp_path / "s2", progress=False)
+    assert again["final_loss"] == student["final_loss"]

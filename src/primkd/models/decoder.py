@@ -1,0 +1,57 @@
+"""SegFormer's all-MLP decoder head, as CMX and PrimKD use it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MLPDecoder(nn.Module):
+    """Per-stage Linear to a common width, upsampling to stride 4, fusion, per-pixel classifier.
+
+    Stage ``k`` goes through Linear C_k→E on its tokens and is upsampled bilinearly (align_corners False) to the
+    stride-4 size; the maps are concatenated in the order c4, c3, c2, c1, then Conv1×1 4E→E → BatchNorm → ReLU →
+    Dropout2d → Conv1×1 E→K.
+
+    Args:
+        in_channels: channels of the four encoder stages.
+        embed_dim: common width E.
+        num_classes: number of classes K.
+        dropout: Dropout2d probability before the classifier.
+        bn_eps: eps of the fusion BatchNorm (CMX's training builder uses 1e-3, its evaluation script 1e-5).
+    """
+
+    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
+                 bn_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Linear(c, embed_dim) for c in in_channels)
+        self.fuse = nn.Conv2d(len(in_channels) * embed_dim, embed_dim, 1)
+        self.fuse_bn = nn.BatchNorm2d(embed_dim, eps=bn_eps)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """CMX's decoder initialisation: convolutions Kaiming-normal (fan in, ReLU gain) with zero bias, BatchNorm
+        weight 1 and bias 0; the Linear projections keep PyTorch's default."""
+        for conv in (self.fuse, self.classifier):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        nn.init.ones_(self.fuse_bn.weight)
+        nn.init.zeros_(self.fuse_bn.bias)
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        """Map the stage outputs (``B×C_k×H_k×W_k``, stride 4 first) to logits ``B×K×H_1×W_1`` at stride 4."""
+        size = features[0].shape[-2:]
+        maps = []
+        for proj, x in zip(self.proj, features):
+            B, _, H, W = x.shape
+            x = proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, -1, H, W)  # (B, E, H, W)
+            if x.shape[-2:] != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            maps.append(x)
+        x = torch.relu(self.fuse_bn(self.fuse(torch.cat(maps[::-1], dim=1))))  # (B, E, H_1, W_1)
+        return self.classifier(self.dropout(x))

@@ -1,0 +1,1 @@
+"""Representation analysis: linear CKA between feature maps and feature-value histograms."""

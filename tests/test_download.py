@@ -1,0 +1,154 @@
+"""fetch(): checksums, retries, truncated transfers, hand-placed files and offline errors, against a local server."""
+
+import hashlib
+import json
+import shutil
+import socket
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from primkd.data.download import CHECKSUMS_FILE, DEFAULT_SOURCES, fetch
+from primkd.io import DataError
+
+BODY = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+BODY_SHA = hashlib.sha256(BODY).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.routes[path] = {"body": bytes, "truncate": n}``; the first ``n`` answers stop half-way."""
+
+    def do_GET(self) -> None:
+        self.server.hits[self.path] += 1
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404)
+            return
+        body = route["body"]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if route["truncate"] > 0:
+            route["truncate"] -= 1
+            self.wfile.write(body[: len(body) // 2])  # then the connection closes: fewer bytes than announced
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server on a random port: yields (base_url, routes, hits)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.routes, httpd.hits = {}, Counter()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.routes, httpd.hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port_url(path: str) -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def test_download_with_published_hash(server, tmp_path):
+    base, routes, hits = server
+    routes["/a.bin"] = {"body": BODY, "truncate": 0}
+    path = fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=f"sha256:{BODY_SHA}", progress=True)
+    assert path == tmp_path / "a.bin"
+    assert path.read_bytes() == BODY
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]  # no temporary left, no checksums.json needed
+    fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=BODY_SHA, progress=False)  # bare hex = sha256
+    assert hits["/a.bin"] == 1  # the verified copy is reused
+
+
+def test_wrong_hash_rejected_and_nothing_kept(server, tmp_path):
+    base, routes, _ = server
+    routes["/a.bin"] = {"body": BODY[:-1] + b"x", "truncate": 0}  # corrupted on the server
+    with pytest.raises(DataError, match="does not match the checksum"):
+        fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=BODY_SHA, progress=False, retries=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_download_rejected_then_rerun_succeeds(server, tmp_path):
+    base, routes, hits = server
+    routes["/a.bin"] = {"body": BODY, "truncate": 1}
+    with pytest.raises(DataError, match="could not download"):
+        fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False, retries=0)
+    assert list(tmp_path.iterdir()) == []  # neither a partial file nor a recorded checksum
+    path = fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False, retries=0)
+    assert path.read_bytes() == BODY
+    assert hits["/a.bin"] == 2
+
+
+def test_truncated_download_retried_within_one_call(server, tmp_path):
+    base, routes, hits = server
+    routes["/a.bin"] = {"body": BODY, "truncate": 1}
+    path = fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=BODY_SHA, progress=False, retries=1)
+    assert path.read_bytes() == BODY
+    assert hits["/a.bin"] == 2
+
+
+def test_hand_placed_file_used_without_network(tmp_path):
+    (tmp_path / "a.bin").write_bytes(BODY)
+    url = _closed_port_url("/a.bin")
+    assert fetch(url, tmp_path, "a.bin", known_hash=BODY_SHA, progress=False).read_bytes() == BODY
+    # without a published hash the hand-placed file is accepted and its sha256 recorded
+    (tmp_path / "b.bin").write_bytes(b"hello")
+    fetch(url, tmp_path, "b.bin", known_hash=None, progress=False)
+    recorded = json.loads((tmp_path / CHECKSUMS_FILE).read_text())
+    assert recorded == {"b.bin": f"sha256:{hashlib.sha256(b'hello').hexdigest()}"}
+
+
+def test_corrupt_hand_placed_file_set_aside_and_downloaded(server, tmp_path):
+    base, routes, _ = server
+    routes["/a.bin"] = {"body": BODY, "truncate": 0}
+    (tmp_path / "a.bin").write_bytes(BODY[:1000])  # e.g. an interrupted manual copy
+    path = fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=BODY_SHA, progress=False)
+    assert path.read_bytes() == BODY
+    assert (tmp_path / "a.bin.corrupt").read_bytes() == BODY[:1000]
+
+
+def test_unreachable_url_says_what_to_fetch_and_where(tmp_path):
+    url = _closed_port_url("/nyu_depth_v2_labeled.mat")
+    dest_dir = tmp_path / "raw"
+    with pytest.raises(DataError) as info:
+        fetch(url, dest_dir, "nyu_depth_v2_labeled.mat", known_hash=None, progress=False, retries=0, timeout=5)
+    message = str(info.value)
+    assert url in message
+    assert str(dest_dir / "nyu_depth_v2_labeled.mat") in message
+
+
+def test_hash_recorded_at_first_download_and_later_change_detected(server, tmp_path):
+    base, routes, hits = server
+    routes["/a.bin"] = {"body": BODY, "truncate": 0}
+    path = fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False)
+    assert json.loads((tmp_path / CHECKSUMS_FILE).read_text()) == {"a.bin": f"sha256:{BODY_SHA}"}
+    assert fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False) == path
+    assert hits["/a.bin"] == 1
+    path.write_bytes(BODY[:-1] + b"\0")  # modified on disk afterwards
+    with pytest.raises(DataError, match="no longer matches the checksum"):
+        fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False)
+    assert path.read_bytes() == BODY[:-1] + b"\0"  # left for the user to inspect
+    # once deleted, the file is downloaded again and checked against the recorded checksum
+    path.unlink()
+    assert fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False).read_bytes() == BODY
+
+
+@pytest.mark.parametrize("key", ["nyuv2_splits", "nyuv2_class_mapping"])
+def test_default_nyu_metadata_hashes_match_the_published_files(key, fixtures_dir, tmp_path):
+    source = DEFAULT_SOURCES[key]
+    shutil.copy(fixtures_dir / "nyuv2" / source["filename"], tmp_path / source["filename"])
+    # the default URL is not reachable here: success means the hand-placed file passed the published hash
+    path = fetch(source["url"], tmp_path, source["filename"], source["known_hash"], progress=False, retries=0)
+    assert source["known_hash"] == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"

@@ -62,7 +62,7 @@ def test_invalid_values_name_the_key(raw, edit, key, fragment):
 
 
 def test_unknown_preset_lists_the_known_ones(raw):
-    with pytest.raises(ConfigError, match="preset 'nyu' is not defined.*smoke"):
+    with pytest.raises(ConfigError, match=r"preset 'nyu' is not defined.*smoke"):
         resolve(raw, "nyu")
 
 

@@ -48,9 +48,11 @@ def cmd_hha(args: argparse.Namespace) -> None:
 
     if args.depth:
         missing = [k for k in ("fx", "fy", "cx", "cy") if getattr(args, k) is None]
-        if missing or not args.out:
+        if not args.out:
+            missing.append("out")
+        if missing:
             raise SystemExit(f"converting one depth file needs --out and the intrinsics --fx --fy --cx --cy "
-                             f"(1-based principal point); missing: {', '.join(missing + ([] if args.out else ['out']))}")
+                             f"(1-based principal point); missing: {', '.join(missing)}")
         intrinsics = {k: getattr(args, k) for k in ("fx", "fy", "cx", "cy")}
         hha.hha_from_file(args.depth, args.out, intrinsics, depth_scale=args.depth_scale)
         log.info("wrote %s", args.out)

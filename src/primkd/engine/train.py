@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -132,7 +131,6 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
     t = cfg["train"]
     # 1. Seeds and device.
     torch.manual_seed(t["seed"])
-    np.random.seed(t["seed"])
     device = select_device(t["device"])
     # 2. Data.
     train_loader, test_loader = build_loaders(cfg, run, data_root, hha_root)
@@ -171,7 +169,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                 sums[k] += float(terms[k].detach())
             stage_sum += terms["stage_mse"].detach().cpu()
             seen += batch["label"].shape[0]
-            bar.set_postfix(loss=f"{float(terms['loss']):.3f}")
+            bar.set_postfix(loss=f"{float(terms['loss'].detach()):.3f}")
         n = len(train_loader)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **{k: v / n for k, v in sums.items()}}
         row.update({f"stage{i + 1}_mse": float(v) / n for i, v in enumerate(stage_sum)})

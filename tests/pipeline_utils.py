@@ -1,0 +1,79 @@
+"""Helpers for the pipeline tests: a throw-away copy of the workflow and the two tools' views of it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("params.yaml", "dvc.yaml", "Snakefile", "workflow", "src", ".dvcignore")
+
+
+def copy_workflow(dest: Path, preset: str | None = None) -> Path:
+    """Copy what the pipelines need into ``dest`` (optionally switching the active preset)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    if preset is not None:
+        set_param(dest, ["preset"], preset)
+    return dest
+
+
+def set_param(root: Path, key: list[str], value) -> None:
+    """Change one key of ``root/params.yaml`` in place (comments are not kept; the copy is throw-away)."""
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    for part in key[:-1]:
+        node = node[part]
+    node[key[-1]] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a pipeline tool with the venv's executables first on PATH; fail with its output on error."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
+    return proc
+
+
+def dvc_stages(root: Path) -> dict[str, dict]:
+    """DVC's resolved stages: command → {"deps", "outs"} (parameter dependencies left out)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            deps = {d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)}
+            stages[" ".join(stage.cmd.split())] = {"deps": deps, "outs": {o.def_path for o in stage.outs}}
+    return stages
+
+
+def snakemake_jobs(root: Path) -> dict[str, dict]:
+    """Snakemake's jobs from a forced dry run: shell command → {"deps", "outs"}."""
+    out = run([str(BIN / "snakemake"), "--cores", "1", "--dry-run", "--printshellcmds", "--forceall"], root).stdout
+    jobs = {}
+    for block in re.split(r"\n\[[^\]]+\]\n", out)[1:]:
+        fields = dict(re.findall(r"^    (input|output): (.*)$", block, flags=re.M))
+        shell = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        if shell is None or shell.group(1) == "None":  # the `all` target has no command
+            continue
+        split = lambda s: {p.strip() for p in s.split(",") if p.strip()}  # noqa: E731
+        jobs[" ".join(shell.group(1).split())] = {"deps": split(fields.get("input", "")),
+                                                  "outs": split(fields.get("output", ""))}
+    return jobs

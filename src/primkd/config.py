@@ -79,6 +79,7 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
         known = ", ".join(sorted(raw["presets"]))
         raise ConfigError(f"preset {name!r} is not defined under `presets` in params.yaml; choose one of: {known}")
     cfg = {section: deep_merge(raw[section], raw["presets"][name].get(section, {})) for section in SECTIONS}
+    cfg["resources"] = deep_merge(raw["resources"], raw["presets"][name].get("resources", {}))
     cfg["preset"] = name
     cfg["experiments"] = copy.deepcopy(raw["experiments"])
     return cfg

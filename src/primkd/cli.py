@@ -30,16 +30,10 @@ def _config(args: argparse.Namespace) -> dict:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from primkd.data.synthetic import generate_dataset
+    from primkd.data.prepare import prepare_dataset
 
-    cfg = _config(args)
-    data = cfg["data"]
-    if data["source"] == "synthetic":
-        s = data["synthetic"]
-        generate_dataset(args.out, num_train=s["num_train"], num_test=s["num_test"], height=s["height"],
-                         width=s["width"], seed=s["seed"], workers=data["workers"])
-    else:
-        raise SystemExit(f"data.source {data['source']!r} is not supported by this version's prepare stage")
+    data = _config(args)["data"]
+    prepare_dataset(data, args.out)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
 
@@ -59,7 +53,13 @@ def cmd_hha(args: argparse.Namespace) -> None:
         return
     if not (args.data and args.out):
         raise SystemExit("give --data and --out to convert a prepared dataset, or --depth FILE to convert one file")
+    from primkd.data.layout import read_meta
+    from primkd.data.prepare import link_imported_hha
+
     cfg = _config(args)
+    if read_meta(args.data).get("hha_dir"):
+        link_imported_hha(args.data, args.out)
+        return
     counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
     log.info("HHA in %s: %s", args.out, counts)
 

@@ -1,0 +1,75 @@
+"""The prepare stage: produce the common layout from the source named in params (``data.source``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from primkd.data.download import DEFAULT_SOURCES, fetch
+from primkd.data.layout import read_meta, read_split
+from primkd.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+# Files each real source needs, keyed as in DEFAULT_SOURCES and params `data.urls`.
+SOURCE_FILES = {
+    "nyuv2": ("nyuv2_labeled", "nyuv2_splits", "nyuv2_class_mapping"),
+    "sunrgbd": ("sunrgbd", "sunrgbd_toolbox"),
+}
+
+
+def fetch_sources(data: dict) -> dict[str, Path]:
+    """Download (or find, when placed by hand) the raw files of ``data.source`` into ``data.raw_dir``.
+
+    URLs come from ``data.urls`` (mirrors may replace the defaults); checksums from the published values.
+    """
+    paths = {}
+    for key in SOURCE_FILES[data["source"]]:
+        default = DEFAULT_SOURCES[key]
+        url = data["urls"].get(key) or default["url"]
+        paths[key] = fetch(url, Path(data["raw_dir"]) / data["source"], default["filename"], default["known_hash"])
+    return paths
+
+
+def prepare_dataset(data: dict, out_dir: str | os.PathLike) -> Path:
+    """Write the prepared dataset for the ``data`` section of params into ``out_dir``."""
+    from primkd.data import folder, nyuv2, sunrgbd, synthetic
+
+    source, limit = data["source"], data["limit"] or None
+    if source == "synthetic":
+        s = data["synthetic"]
+        return synthetic.generate_dataset(out_dir, num_train=s["num_train"], num_test=s["num_test"],
+                                          height=s["height"], width=s["width"], seed=s["seed"],
+                                          workers=data["workers"])
+    if source == "folder":
+        f = data["folder"]
+        if not f["path"]:
+            raise ValueError("data.source is 'folder' but data.folder.path is empty; set it to the prepared folder")
+        folder.import_folder(f["path"], out_dir, f["num_classes"], modality=f["modality"])
+        return Path(out_dir)
+    raw = fetch_sources(data)
+    if source == "nyuv2":
+        return nyuv2.prepare_nyuv2(raw["nyuv2_labeled"], raw["nyuv2_splits"], raw["nyuv2_class_mapping"], out_dir,
+                                   limit=limit)
+    return sunrgbd.prepare_sunrgbd(raw["sunrgbd"], raw["sunrgbd_toolbox"], out_dir, limit=limit)
+
+
+def link_imported_hha(data_root: str | os.PathLike, out_dir: str | os.PathLike) -> int:
+    """For a folder imported with ready-made HHA images (``meta.json`` ``hha_dir``), place them as the HHA output.
+
+    Files are hard-linked where the file system allows (no copy), else copied; returns the number of images.
+    """
+    meta = read_meta(data_root)
+    src = Path(meta["hha_dir"])
+    names = read_split(data_root, "train") + read_split(data_root, "test")
+    with atomic_dir(out_dir) as tmp:
+        for name in names:
+            target = (src / f"{name}.png").resolve()
+            try:
+                os.link(target, tmp / f"{name}.png")
+            except OSError:
+                shutil.copy2(target, tmp / f"{name}.png")
+    log.info("linked %d imported HHA images from %s", len(names), src)
+    return len(names)

@@ -18,6 +18,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# Everything: both teachers, the CMX baseline and every experiment.
 rule all:
     input:
         expand("results/{preset}/eval/{model}.json", preset=PRESET, model=MODELS),
+
+
+# The main comparison only (`snakemake --cores all main`): RGB teacher, CMX baseline, PrimKD.
+rule main:
+    input:
+        expand("results/{preset}/eval/{model}.json", preset=PRESET, model=MAIN_MODELS),

@@ -50,6 +50,9 @@ def test_paper_presets_carry_the_paper_settings(raw):
         (lambda r: r["presets"]["demo"]["train"].update(epochs="ten"), "presets.demo.train.epochs", "integer"),
         (lambda r: r["model"].update(backbone="mit_b9"), "model.backbone", "mit_b9"),
         (lambda r: r.pop("eval"), "<top level>", "'eval' is a required property"),
+        (lambda r: r["experiments"].update(cmx={"teacher": "rgb"}), "experiments", "should not be valid"),
+        (lambda r: r["experiments"].update(x={"kd": {}}), "experiments.x", "'teacher' is a required property"),
+        (lambda r: r.update(seeds=[]), "seeds", "should be non-empty"),
     ],
 )
 def test_invalid_values_name_the_key(raw, edit, key, fragment):
@@ -67,10 +70,12 @@ def test_unknown_preset_lists_the_known_ones(raw):
 
 
 def test_experiment_overrides_kd(raw):
-    raw["experiments"]["beta01"] = {"beta": 0.1, "rule": "min"}
+    raw["experiments"]["beta01"] = {"teacher": "depth", "kd": {"beta": 0.1, "rule": "min"}}
     cfg = resolve(raw)
     kd = experiment_kd(cfg, "beta01")
     assert (kd["beta"], kd["rule"], kd["alpha"]) == (0.1, "min", raw["kd"]["alpha"])
+    assert kd["teacher_modality"] == "depth"
+    assert experiment_kd(cfg, "primkd") == {**raw["kd"], "teacher_modality": "rgb"}
     with pytest.raises(ConfigError, match="experiment 'nope'"):
         experiment_kd(cfg, "nope")
 

@@ -4,11 +4,19 @@ import json
 
 import pytest
 import yaml
-
 from pipeline_utils import copy_workflow, run, set_param
 
 pytestmark = pytest.mark.integration
-RUNS = ("teacher_rgb", "cmx", "primkd")
+RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd", "depth_teacher")
+# A small grid: two experiments (RGB and depth teacher) with two seeds each.
+EXPERIMENTS = {"primkd": {"teacher": "rgb"}, "depth_teacher": {"teacher": "depth"}}
+
+
+def smoke_copy(root):
+    copy_workflow(root, preset="smoke")
+    set_param(root, ["experiments"], EXPERIMENTS)
+    set_param(root, ["seeds"], [0, 1])
+    return root
 
 
 def eval_metrics(root) -> dict[str, dict]:
@@ -17,7 +25,7 @@ def eval_metrics(root) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def dvc_run(tmp_path_factory):
-    root = copy_workflow(tmp_path_factory.mktemp("dvc"), preset="smoke")
+    root = smoke_copy(tmp_path_factory.mktemp("dvc"))
     run(["dvc", "init", "--no-scm", "-q"], root)
     run(["dvc", "repro"], root)
     return root
@@ -25,7 +33,7 @@ def dvc_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def snakemake_run(tmp_path_factory):
-    root = copy_workflow(tmp_path_factory.mktemp("smk"), preset="smoke")
+    root = smoke_copy(tmp_path_factory.mktemp("smk"))
     run(["snakemake", "--cores", "2"], root)
     return root
 
@@ -33,18 +41,22 @@ def snakemake_run(tmp_path_factory):
 def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
     for name, m in eval_metrics(dvc_run).items():
         assert 0.0 <= m["miou"] <= 1.0 and m["num_test_images"] == 4, name
-        assert (dvc_run / "results/smoke/models" / name / "curves.csv").is_file()
+        seeds = [None] if name.startswith("teacher") else [0, 1]
+        assert m["seeds"] == [s for s in seeds if s is not None], name
+        for seed in seeds:
+            folder = dvc_run / "results/smoke/models" / name / ("" if seed is None else f"seed{seed}")
+            assert (folder / "curves.csv").is_file() and (folder / "model.pt").is_file(), folder
     second = run(["dvc", "repro"], dvc_run).stdout
     assert "Running stage" not in second
 
 
-def test_changing_beta_reruns_only_the_primkd_student(dvc_run):
+def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
     set_param(dvc_run, ["kd", "beta"], 0.5)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
-    assert set(status) == {"train_student@primkd"}
+    assert set(status) == {"train_student@primkd", "train_student@depth_teacher"}
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train_student@primkd", "evaluate_student@primkd"}
+    assert ran == {f"{stage}@{exp}" for stage in ("train_student", "evaluate_student") for exp in EXPERIMENTS}
 
 
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
@@ -52,15 +64,16 @@ def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
     params = yaml.safe_load((dvc_run / "params.yaml").read_text())
     assert params["kd"]["beta"] == 0.5  # the DVC copy was changed by the previous test: compare the unchanged runs
     dvc = eval_metrics(dvc_run)
-    for name in ("teacher_rgb", "cmx"):
+    for name in ("teacher_rgb", "teacher_depth", "cmx"):
         assert smk[name]["miou"] == pytest.approx(dvc[name]["miou"], abs=1e-9), name
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     assert "Nothing to be done" in dry
 
 
-def test_snakemake_reruns_only_the_primkd_student_when_beta_changes(snakemake_run):
+def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemake_run):
     set_param(snakemake_run, ["kd", "beta"], 0.5)
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
-    jobs = {line.split()[0] for line in dry.split("Job stats:")[1].split("total")[0].splitlines()[3:] if line.strip()}
-    assert jobs == {"train_student", "evaluate", "all"}
-    assert "results/smoke/models/primkd/model.pt" in dry and "results/smoke/models/cmx/model.pt" not in dry
+    stats = dry.split("Job stats:")[1].split("total")[0].splitlines()[3:]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in stats if line.strip()}
+    assert jobs == {"train_student": 2, "evaluate_student": 2, "all": 1}
+    assert "output: results/smoke/models/primkd\n" in dry and "output: results/smoke/models/cmx\n" not in dry

@@ -76,18 +76,43 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
     if args.teacher is None:
         raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt")
     kd = experiment_kd(cfg, args.experiment)
+    _check_teacher(Path(args.teacher), kd["teacher_modality"], args.experiment)
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=Path(args.teacher))
 
 
+def _check_teacher(path: Path, modality: str, experiment: str) -> None:
+    """Refuse a teacher file whose modality is not the one the experiment names (a wiring mistake)."""
+    import torch
+
+    from primkd.io import DataError
+
+    if not path.is_file():
+        raise DataError(f"{path}: teacher model not found; train the {modality} teacher first")
+    info = torch.load(path, map_location="cpu", weights_only=True).get("info", {})
+    if info.get("modality", modality) != modality:
+        raise DataError(f"{path}: a {info['modality']} teacher, but experiment {experiment!r} names teacher "
+                        f"{modality!r} in params.yaml; pass results/<preset>/models/teacher_{modality}/model.pt")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    """Teachers train once (train.seed); students train once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
+    import copy
+
     from primkd.engine.train import train
 
     cfg = _config(args)
     run = _run_from_args(args, cfg)
-    summary = train(cfg, run, Path(args.data), Path(args.hha) if args.hha else None, Path(args.out_dir),
-                    progress=not args.no_progress)
-    log.info("%s done: test mIoU %.4f (single scale), %.1f s", run.name, summary["test_miou_single_scale"],
-             summary["train_seconds"])
+    seeds = [None] if run.kind == "teacher" else cfg["seeds"]
+    for seed in seeds:
+        run_cfg, out_dir = cfg, Path(args.out_dir)
+        if seed is not None:
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg["train"]["seed"] = seed
+            out_dir = out_dir / f"seed{seed}"
+        summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
+                        progress=not args.no_progress)
+        log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
+                 summary["test_miou_single_scale"], summary["train_seconds"])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -96,28 +121,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     from primkd.data.dataset import RGBDDataset
     from primkd.engine.checkpoint import load_model
-    from primkd.engine.evaluate import evaluate
+    from primkd.engine.evaluate import evaluate, model_files, summarize_seeds
     from primkd.engine.train import select_device
     from primkd.io import write_json, write_text
 
     cfg = _config(args)
     device = select_device(cfg["train"]["device"])
-    model, meta = load_model(args.model, device)
-    hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
-    dataset = RGBDDataset(args.data, "test", hha_root, bgr=cfg["train"]["bgr"])
-    loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], num_workers=cfg["train"]["num_workers"])
     ev = cfg["eval"]
-    m = evaluate(model, loader, dataset.num_classes, meta["inputs"], device, ev["scales"], ev["flip"],
-                 progress=not args.no_progress)
-    classes = dataset.classes
-    metrics = {"model": meta["info"].get("run"), "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"],
-               "scales": ev["scales"], "flip": ev["flip"], "num_test_images": len(dataset),
-               "iou": dict(zip(classes, m["iou"])), "acc": dict(zip(classes, m["acc"]))}
+    per_seed, confusion, dataset, name = {}, None, None, None
+    for seed, path in model_files(Path(args.model)).items():
+        model, meta = load_model(path, device)
+        hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
+        if dataset is None:
+            dataset = RGBDDataset(args.data, "test", hha_root, bgr=cfg["train"]["bgr"])
+        loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
+        m = evaluate(model, loader, dataset.num_classes, meta["inputs"], device, ev["scales"], ev["flip"],
+                     progress=not args.no_progress)
+        per_seed[seed], name = m, meta["info"].get("run")
+        confusion = m["confusion"] if confusion is None else confusion + m["confusion"]
+        log.info("%s: mIoU %.4f, mean acc %.4f, pixel acc %.4f", path, m["miou"], m["macc"], m["pacc"])
+    metrics = {"model": name, **summarize_seeds(per_seed, dataset.classes), "scales": ev["scales"],
+               "flip": ev["flip"], "num_test_images": len(dataset)}
     write_json(args.out, metrics)
-    if args.confusion:
-        frame = pd.DataFrame(m["confusion"].numpy(), index=classes, columns=classes)
+    if args.confusion:  # summed over seeds
+        frame = pd.DataFrame(confusion.numpy(), index=dataset.classes, columns=dataset.classes)
         write_text(args.confusion, frame.to_csv(index_label="ground_truth\\prediction"))
-    log.info("%s: mIoU %.4f, mean acc %.4f, pixel acc %.4f", args.model, m["miou"], m["macc"], m["pacc"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,10 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="Teacher model file for a distilled student.")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by students and depth teachers).")
-    p.add_argument("--out-dir", required=True, help="Output folder: model.pt, curves.csv, eval_curve.csv, train.json.")
+    p.add_argument("--out-dir", required=True,
+                   help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
 
     p = stage("evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
-    p.add_argument("--model", required=True, help="Model file written by `primkd train`.")
+    p.add_argument("--model", required=True, help="Model file, or a student folder of seed<k>/model.pt (averaged).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by models that read depth).")
     p.add_argument("--out", required=True, help="Metrics JSON to write.")

@@ -82,6 +82,7 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
     cfg["resources"] = deep_merge(raw["resources"], raw["presets"][name].get("resources", {}))
     cfg["preset"] = name
     cfg["experiments"] = copy.deepcopy(raw["experiments"])
+    cfg["seeds"] = list(raw["seeds"])
     return cfg
 
 
@@ -99,8 +100,10 @@ def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = No
 
 
 def experiment_kd(cfg: dict, name: str) -> dict[str, Any]:
-    """The distillation settings of student experiment ``name`` (``kd`` with the experiment's overrides)."""
+    """The distillation settings of student experiment ``name``: ``kd`` with the experiment's overrides, plus
+    ``teacher_modality`` (the experiment's ``teacher``)."""
     if name not in cfg["experiments"]:
         known = ", ".join(sorted(cfg["experiments"])) or "none"
         raise ConfigError(f"experiment {name!r} is not listed under `experiments` in params.yaml (known: {known})")
-    return deep_merge(cfg["kd"], cfg["experiments"][name])
+    experiment = cfg["experiments"][name]
+    return {**deep_merge(cfg["kd"], experiment.get("kd", {})), "teacher_modality": experiment["teacher"]}

@@ -7,6 +7,9 @@ rule prepare:
         values=values("data"),
     log:
         f"results/{PRESET}/logs/prepare.log",
+    threads: CFG["resources"]["prepare"]["cpus_per_task"]
+    resources:
+        **job_resources("prepare"),
     shell:
         "primkd prepare --params params.yaml --preset {PRESET} --out {output} --log {log}"
 
@@ -21,5 +24,8 @@ rule hha:
         values=values("hha"),
     log:
         f"results/{PRESET}/logs/hha.log",
+    threads: CFG["resources"]["hha"]["cpus_per_task"]
+    resources:
+        **job_resources("hha"),
     shell:
         "primkd hha --params params.yaml --preset {PRESET} --data {DATA} --out {output} --log {log}"

@@ -1,40 +1,44 @@
-def train_outputs(name):
-    folder = f"results/{PRESET}/models/{name}"
-    return {"model": f"{folder}/model.pt", "summary": f"{folder}/train.json", "curves": f"{folder}/curves.csv",
-            "eval_curve": f"{folder}/eval_curve.csv"}
-
-
 rule train_teacher:
     input:
         *TRAIN_CODE,
         DATA,
         HHA,
     output:
-        **train_outputs("teacher_{modality}"),
+        model=f"results/{PRESET}/models/teacher_{{modality}}/model.pt",
+        summary=f"results/{PRESET}/models/teacher_{{modality}}/train.json",
+        curves=f"results/{PRESET}/models/teacher_{{modality}}/curves.csv",
+        eval_curve=f"results/{PRESET}/models/teacher_{{modality}}/eval_curve.csv",
     params:
         values=values("model", "train", "eval"),
         out_dir=lambda w: f"results/{PRESET}/models/teacher_{w.modality}",
     log:
         f"results/{PRESET}/logs/train_teacher_{{modality}}.log",
+    threads: CFG["resources"]["train"]["cpus_per_task"]
+    resources:
+        **job_resources("train"),
     shell:
         "primkd train --params params.yaml --preset {PRESET} --role teacher --modality {wildcards.modality} "
         "--data {DATA} --hha {HHA} --out-dir {params.out_dir} --log {log}"
 
 
+# Students write one seed<k>/ folder per entry of `seeds`.
 rule train_cmx:
     input:
         *TRAIN_CODE,
         DATA,
         HHA,
     output:
-        **train_outputs("cmx"),
+        directory(f"results/{PRESET}/models/cmx"),
     params:
-        values=values("model", "train", "eval"),
+        values=values("seeds", "model", "train", "eval"),
     log:
         f"results/{PRESET}/logs/train_cmx.log",
+    threads: CFG["resources"]["train"]["cpus_per_task"]
+    resources:
+        **job_resources("train"),
     shell:
         "primkd train --params params.yaml --preset {PRESET} --role student --data {DATA} --hha {HHA} "
-        "--out-dir results/{PRESET}/models/cmx --log {log}"
+        "--out-dir {output} --log {log}"
 
 
 rule train_student:
@@ -42,14 +46,16 @@ rule train_student:
         *TRAIN_CODE,
         DATA,
         HHA,
-        teacher=f"results/{PRESET}/models/teacher_rgb/model.pt",
+        teacher=lambda w: f"results/{PRESET}/models/teacher_{CFG['experiments'][w.exp]['teacher']}/model.pt",
     output:
-        **train_outputs("{exp}"),
+        directory(f"results/{PRESET}/models/{{exp}}"),
     params:
-        values=lambda w: values("model", "train", "eval") + json.dumps(experiment_kd(CFG, w.exp), sort_keys=True),
-        out_dir=lambda w: f"results/{PRESET}/models/{w.exp}",
+        values=lambda w: values("seeds", "model", "train", "eval") + json.dumps(experiment_kd(CFG, w.exp)),
     log:
         f"results/{PRESET}/logs/train_{{exp}}.log",
+    threads: CFG["resources"]["train"]["cpus_per_task"]
+    resources:
+        **job_resources("train"),
     shell:
         "primkd train --params params.yaml --preset {PRESET} --role student --experiment {wildcards.exp} "
-        "--teacher {input.teacher} --data {DATA} --hha {HHA} --out-dir {params.out_dir} --log {log}"
+        "--teacher {input.teacher} --data {DATA} --hha {HHA} --out-dir {output} --log {log}"

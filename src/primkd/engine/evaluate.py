@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
+from primkd.io import DataError
 
 
 def model_inputs(batch: dict, inputs: Sequence[str], device: torch.device) -> list[Tensor]:
@@ -63,3 +67,30 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
     metrics = metrics_from_confusion(conf.cpu())
     metrics["confusion"] = conf.cpu()
     return metrics
+
+
+def model_files(path: Path) -> dict[int | None, Path]:
+    """Model files of one run: ``path`` itself (a single model) or ``path/seed<k>/model.pt`` (one per seed)."""
+    path = Path(path)
+    if path.is_file():
+        return {None: path}
+    seeds = {int(p.parent.name[4:]): p for p in path.glob("seed*/model.pt") if p.parent.name[4:].isdigit()}
+    if not seeds:
+        raise DataError(f"{path}: neither a model file nor a folder of seed<k>/model.pt; run its training stage")
+    return dict(sorted(seeds.items()))
+
+
+def summarize_seeds(per_seed: dict[int | None, dict], classes: Sequence[str]) -> dict:
+    """Mean and standard deviation (ddof 0; 0 for one seed) over seeds of the scalar metrics, mean per-class IoU."""
+    out: dict = {}
+    for key in ("miou", "macc", "pacc"):
+        values = np.array([m[key] for m in per_seed.values()], dtype=np.float64)
+        out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
+    iou = np.array([[np.nan if v is None else v for v in m["iou"]] for m in per_seed.values()], dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every seed stay NaN
+        mean_iou = np.nanmean(iou, axis=0)
+    out["iou"] = {c: None if np.isnan(v) else float(v) for c, v in zip(classes, mean_iou)}
+    out["seeds"] = [s for s in per_seed if s is not None]
+    out["per_seed"] = [{"seed": s, **{k: m[k] for k in ("miou", "macc", "pacc")}} for s, m in per_seed.items()]
+    return out

@@ -15,6 +15,7 @@ Template fields: ``{S}`` 1-based stage, ``{s}`` the same stage 0-based, ``{j}`` 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,8 @@ from primkd.io import DataError
 
 StateDict = dict[str, Tensor]
 NameTable = list[tuple[str, str]]
+
+log = logging.getLogger(__name__)
 
 _FIELD_REGEX = {"S": r"(?P<S>\d+)", "s": r"(?P<s>\d+)", "j": r"(?P<j>\d+)", "i": r"(?P<i>\d+)", "rest": r"(?P<rest>.+)"}
 
@@ -119,11 +122,13 @@ def _rename(key: str, table: NameTable, to_ours: bool) -> str | None:
 
 def _convert(sd: Mapping[str, Tensor], table: NameTable, to_ours: bool, what: str,
              drop: Iterable[str] = ()) -> StateDict:
-    """Rename every entry; keys starting with a ``drop`` prefix are left out, unknown keys raise ``KeyError``."""
+    """Rename every entry; keys starting with a ``drop`` prefix are left out (and logged), unknown keys raise
+    ``KeyError``."""
     drop = tuple(drop)
-    out, unknown = {}, []
+    out, unknown, dropped = {}, [], []
     for key, value in sd.items():
         if key.startswith(drop):
+            dropped.append(key)
             continue
         new = _rename(key, table, to_ours)
         if new is None:
@@ -133,6 +138,9 @@ def _convert(sd: Mapping[str, Tensor], table: NameTable, to_ours: bool, what: st
     if unknown:
         raise KeyError(f"{what}: {len(unknown)} names not recognised, e.g. {unknown[:5]}; is this the right kind of "
                        f"checkpoint (strip wrappers such as 'module.' with strip_prefix first)?")
+    if dropped:
+        log.info("%s: left out %d entries not used here (%s), e.g. %s", what, len(dropped),
+                 ", ".join(f"{p}*" for p in drop if any(k.startswith(p) for k in dropped)), dropped[0])
     return out
 
 
@@ -195,7 +203,7 @@ def mit_from_hf(sd: Mapping[str, Tensor]) -> StateDict:
     return mit_from_segformer(_merge_kv(official))
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(DataError):
     """A state dict does not fit the model it is offered to; the message lists what differs."""
 
 
@@ -249,16 +257,33 @@ def load_state_dict_checked(module: nn.Module, sd: Mapping[str, Tensor], what: s
     module.load_state_dict(sd, strict=True)
 
 
-def _read_tensors(path: Path) -> StateDict:
-    """Read a ``.safetensors`` file or a torch pickle (tensors only); unwrap ``state_dict``/``model`` wrappers."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Read the tensors of a checkpoint: a ``.safetensors`` file or a torch pickle (loaded with ``weights_only``).
 
-        return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    A ``{"state_dict": …}`` or ``{"model": …}`` wrapper (as training engines save, next to optimizer state) is
+    unwrapped and a DDP ``module.`` prefix removed; names are otherwise left as they are.
+
+    Raises:
+        DataError: the file is missing, unreadable, or holds no dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch and safetensors raise several types for truncated or foreign files
+        raise DataError(f"{path}: cannot read the checkpoint ({e}); re-download it") from e
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
+    tensors = isinstance(obj, dict) and all(isinstance(v, Tensor) for v in obj.values())
+    if not tensors or not obj:
+        raise DataError(f"{path}: expected a state dict (name → tensor), optionally under 'model' or 'state_dict'; "
+                        f"found {type(obj).__name__} with keys {list(obj)[:5] if isinstance(obj, dict) else None}")
     return strip_prefix(obj, "module.")
 
 
@@ -277,7 +302,7 @@ def read_mit_pretrained(path: str | os.PathLike) -> StateDict:
         raise DataError(f"ImageNet MiT weights not found at {path}. Download mit_bX.pth from the SegFormer release "
                         "(github.com/NVlabs/SegFormer, 'ImageNet-1K pretrained weights') or the Hugging Face repo "
                         "nvidia/mit-bX (model.safetensors), and set the pretrained-weights path to that file.")
-    sd = _read_tensors(path)
+    sd = read_state_dict(path)
     if any(k.startswith("patch_embed1.") for k in sd):
         return mit_from_segformer(sd)
     return mit_from_hf(sd)

@@ -1,0 +1,132 @@
+"""Command-line sub-commands for weights and inference: ``infer``, ``export`` and ``import-official``.
+
+``register(sub)`` adds them to the ``primkd`` parser; unlike the pipeline stages they read no parameter file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("primkd")
+
+INTRINSICS = ("fx", "fy", "cx", "cy")
+
+
+def _intrinsics(args: argparse.Namespace) -> dict | None:
+    """All four ``--fx --fy --cx --cy`` as a dict, or None when none is given; a partial set is an error."""
+    given = {k: getattr(args, k) for k in INTRINSICS if getattr(args, k) is not None}
+    if given and len(given) < len(INTRINSICS):
+        raise SystemExit(f"give all of --fx --fy --cx --cy (1-based principal point) or none; missing: "
+                         f"{', '.join(f'--{k}' for k in INTRINSICS if k not in given)}")
+    return given or None
+
+
+def _check_infer_args(args: argparse.Namespace, reads_depth: bool) -> None:
+    if (args.rgb is None) == (args.rgb_dir is None):
+        raise SystemExit("give either --rgb FILE (one image) or --rgb-dir FOLDER (a folder of images)")
+    single = args.rgb is not None
+    depth_given = (args.depth or args.hha) if single else (args.depth_dir or args.hha_dir)
+    if reads_depth and not depth_given:
+        flags = "--depth or --hha" if single else "--depth-dir or --hha-dir"
+        raise SystemExit(f"{args.model} is an RGB-D model: give {flags}")
+    if single and Path(args.out).suffix.lower() != ".png":
+        raise SystemExit(f"--out must be a .png file when segmenting one image, got {args.out}")
+
+
+def infer_main(args: argparse.Namespace) -> None:
+    """Segment one RGB(-D) pair or a folder of them and write coloured label PNGs (and overlays)."""
+    from primkd.data.hha import read_depth
+    from primkd.data.synthetic import scaled_intrinsics
+    from primkd.engine.train import select_device
+    from primkd.infer import infer_folder, segment, write_prediction
+    from primkd.io import read_image
+    from primkd.weights import load_any
+
+    model, meta = load_any(args.model, select_device(args.device))
+    _check_infer_args(args, "modal" in meta["inputs"])
+    intrinsics = _intrinsics(args)
+    alpha = args.alpha if args.overlay else None
+    if args.rgb_dir is not None:
+        names = infer_folder(model, meta, args.rgb_dir, args.out, args.depth_dir, args.hha_dir, intrinsics,
+                             args.depth_scale, args.scales, args.flip, alpha, progress=not args.no_progress)
+        log.info("segmented %d images into %s", len(names), args.out)
+        return
+    rgb = read_image(args.rgb, "rgb")
+    hha = read_image(args.hha, "rgb") if args.hha else None
+    depth = read_depth(args.depth, args.depth_scale) if args.depth and hha is None else None
+    if intrinsics is None and depth is not None:
+        log.info("no intrinsics given: using the NYU Depth V2 camera scaled to %d×%d", *rgb.shape[:2])
+        intrinsics = scaled_intrinsics(*rgb.shape[:2])
+    label = segment(model, meta, rgb, depth, hha, intrinsics, args.scales, args.flip)
+    written = write_prediction(args.out, label, rgb, alpha)
+    log.info("wrote %s", ", ".join(map(str, written)))
+
+
+def export_main(args: argparse.Namespace) -> None:
+    """Export a model file as model.safetensors + config.json."""
+    from primkd.weights import export_safetensors
+
+    export_safetensors(args.model, args.out)
+
+
+def import_official_main(args: argparse.Namespace) -> None:
+    """Convert an official CMX / PrimKD checkpoint into a project model file."""
+    from primkd.data.layout import read_meta
+    from primkd.weights import import_official
+
+    classes = read_meta(args.classes_from)["classes"] if args.classes_from else None
+    import_official(args.checkpoint, args.kind, args.variant, args.num_classes, args.out, bgr=args.bgr,
+                    decoder_bn_eps=args.decoder_bn_eps, decoder_embed_dim=args.decoder_embed_dim, classes=classes)
+
+
+def _command(subparsers, name: str, func, help_text: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--log", default=None, help="Also write the log to this file.")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    p.set_defaults(func=func)
+    return p
+
+
+def register(subparsers) -> None:
+    """Add the ``infer``, ``export`` and ``import-official`` sub-commands to ``primkd``'s sub-parsers."""
+    from primkd.models.mit import MIT_VARIANTS
+
+    p = _command(subparsers, "infer", infer_main, "Segment an RGB(-D) pair or a folder with a trained, imported or "
+                 "exported model; write coloured label PNGs.")
+    p.add_argument("--model", required=True, help="Model file (.pt) or exported folder (primkd export).")
+    p.add_argument("--rgb", help="One RGB image.")
+    p.add_argument("--depth", help="Its depth: uint16 PNG (see --depth-scale) or float .npy in metres.")
+    p.add_argument("--hha", help="Its HHA PNG, used instead of computing HHA from --depth.")
+    p.add_argument("--rgb-dir", help="Folder of RGB images (.png/.jpg); each file stem names a sample.")
+    p.add_argument("--depth-dir", help="Folder of depth maps with the same stems (.png or .npy).")
+    p.add_argument("--hha-dir", help="Folder of HHA PNGs with the same stems, used instead of --depth-dir.")
+    p.add_argument("--out", required=True, help="Output PNG (one image) or output folder (--rgb-dir).")
+    p.add_argument("--overlay", action="store_true", help="Also write <name>_overlay.png over the RGB image.")
+    p.add_argument("--alpha", type=float, default=0.5, help="Weight of the label colours in the overlay (0..1).")
+    p.add_argument("--depth-scale", type=float, default=1000.0, help="PNG depth units per metre.")
+    for k in INTRINSICS:
+        p.add_argument(f"--{k}", type=float, help=f"Camera {k} in pixels, 1-based (default: NYU camera, rescaled).")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="Test scales whose predictions are summed.")
+    p.add_argument("--flip", action="store_true", help="Also sum the horizontally flipped prediction.")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to run the network.")
+
+    p = _command(subparsers, "export", export_main, "Export a model file as model.safetensors + config.json.")
+    p.add_argument("--model", required=True, help="Model file written by `primkd train` or `primkd import-official`.")
+    p.add_argument("--out", required=True, help="Output folder (replaced as a whole).")
+
+    p = _command(subparsers, "import-official", import_official_main,
+                 "Convert an official CMX / PrimKD checkpoint into a primkd model file.")
+    p.add_argument("--checkpoint", required=True, help="Official checkpoint (.pth) from the CMX or PrimKD release.")
+    p.add_argument("--kind", required=True, choices=["student", "teacher"],
+                   help="student: CMX or PrimKD RGB-D model; teacher: PrimKD RGB teacher (nyu-rgb.pth).")
+    p.add_argument("--variant", required=True, choices=sorted(MIT_VARIANTS), help="MiT variant it was trained with.")
+    p.add_argument("--num-classes", type=int, required=True, help="Classes of the checkpoint (NYU 40, SUN-RGBD 37).")
+    p.add_argument("--out", required=True, help="Model file to write (.pt).")
+    p.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=True,
+                   help="Record that the model takes BGR input, as the official code feeds it (default: yes).")
+    p.add_argument("--decoder-bn-eps", type=float, default=1e-5,
+                   help="Decoder BatchNorm eps: 1e-5 as the official evaluation builds it, 1e-3 as training does.")
+    p.add_argument("--decoder-embed-dim", type=int, default=512, help="Decoder width (512 in CMX and PrimKD).")
+    p.add_argument("--classes-from", help="Prepared dataset whose meta.json class names are stored with the model.")

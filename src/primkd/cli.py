@@ -120,20 +120,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
 
     from primkd.data.dataset import RGBDDataset
-    from primkd.engine.checkpoint import load_model
     from primkd.engine.evaluate import evaluate, model_files, summarize_seeds
     from primkd.engine.train import select_device
     from primkd.io import write_json, write_text
+    from primkd.weights import is_export, load_any
 
     cfg = _config(args)
     device = select_device(cfg["train"]["device"])
     ev = cfg["eval"]
     per_seed, confusion, dataset, name = {}, None, None, None
-    for seed, path in model_files(Path(args.model)).items():
-        model, meta = load_model(path, device)
+    files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
+    for seed, path in files.items():
+        model, meta = load_any(path, device)
         hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
-        if dataset is None:
-            dataset = RGBDDataset(args.data, "test", hha_root, bgr=cfg["train"]["bgr"])
+        if dataset is None:  # imported official weights record that they expect BGR input
+            dataset = RGBDDataset(args.data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
         loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
         m = evaluate(model, loader, dataset.num_classes, meta["inputs"], device, ev["scales"], ev["flip"],
                      progress=not args.no_progress)
@@ -184,11 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
 
     p = stage("evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
-    p.add_argument("--model", required=True, help="Model file, or a student folder of seed<k>/model.pt (averaged).")
+    p.add_argument("--model", required=True,
+                   help="Model file, exported folder, or a student folder of seed<k>/model.pt (averaged over seeds).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by models that read depth).")
     p.add_argument("--out", required=True, help="Metrics JSON to write.")
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
+
+    from primkd.cli_weights import register as register_weights
+
+    register_weights(sub)
     return parser
 
 

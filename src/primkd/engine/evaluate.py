@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from primkd.engine.distributed import all_reduce_sum
 from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
 from primkd.io import DataError
+
+
+class ShardSampler(Sampler):
+    """Test indices of one rank: every ``world_size``-th image, without padding, so no image is counted twice."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.indices = list(range(rank, length, world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
 
 
 def model_inputs(batch: dict, inputs: Sequence[str], device: torch.device) -> list[Tensor]:
@@ -53,6 +67,9 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
              scales: Sequence[float] = (1.0,), flip: bool = False, progress: bool = True) -> dict:
     """Segmentation metrics of ``model`` over ``loader``.
 
+    Under ``torchrun`` each rank evaluates its shard of the test set (see :class:`ShardSampler`) and the confusion
+    matrices are summed over ranks, so every rank returns the metrics of the whole test set.
+
     Returns:
         :func:`primkd.engine.metrics.metrics_from_confusion` of the accumulated matrix, plus ``confusion``
         (K×K int64 tensor, rows = ground truth).
@@ -64,6 +81,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
         probs = predict_probs(model, model_inputs(batch, inputs, device), scales, flip)
         conf += confusion_matrix(probs.argmax(1), batch["label"].to(device), num_classes)
     model.train(was_training)
+    conf = all_reduce_sum(conf)
     metrics = metrics_from_confusion(conf.cpu())
     metrics["confusion"] = conf.cpu()
     return metrics

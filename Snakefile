@@ -16,12 +16,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
-# Everything: both teachers, the CMX baseline and every experiment.
+# Everything: both teachers, the CMX baseline, every experiment, the analysis and the report.
 rule all:
     input:
-        expand("results/{preset}/eval/{model}.json", preset=PRESET, model=MODELS),
+        f"results/{PRESET}/REPORT.md",
 
 
 # The main comparison only (`snakemake --cores all main`): RGB teacher, CMX baseline, PrimKD.

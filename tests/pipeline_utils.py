@@ -53,6 +53,18 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Completed
     return proc
 
 
+def expand_dir_deps(stages: dict[str, dict], jobs: dict[str, dict]) -> dict[str, dict]:
+    """Replace a DVC dependency on a folder of other stages' outputs (``results/<preset>/eval``) by those outputs,
+    as Snakemake lists them one by one."""
+    produced = {out for job in jobs.values() for out in job["outs"]}
+    for stage in stages.values():
+        for dep in list(stage["deps"]):
+            inside = {p for p in produced if p.startswith(dep + "/")}
+            if inside and dep not in produced:
+                stage["deps"] = (stage["deps"] - {dep}) | inside
+    return stages
+
+
 def dvc_stages(root: Path) -> dict[str, dict]:
     """DVC's resolved stages: command → {"deps", "outs"} (parameter dependencies left out)."""
     from dvc.dependency.param import ParamsDependency

@@ -7,9 +7,9 @@ import yaml
 from pipeline_utils import copy_workflow, run, set_param
 
 pytestmark = pytest.mark.integration
-RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd", "depth_teacher")
+RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd", "kd_teacher_depth")
 # A small grid: two experiments (RGB and depth teacher) with two seeds each.
-EXPERIMENTS = {"primkd": {"teacher": "rgb"}, "depth_teacher": {"teacher": "depth"}}
+EXPERIMENTS = {"primkd": {"teacher": "rgb"}, "kd_teacher_depth": {"teacher": "depth"}}
 
 
 def smoke_copy(root):
@@ -53,7 +53,7 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
 def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
     set_param(dvc_run, ["kd", "beta"], 0.5)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
-    assert set(status) == {"train_student@primkd", "train_student@depth_teacher"}
+    assert set(status) == {"train_student@primkd", "train_student@kd_teacher_depth"}
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {f"{stage}@{exp}" for stage in ("train_student", "evaluate_student") for exp in EXPERIMENTS}

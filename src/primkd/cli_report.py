@@ -1,0 +1,90 @@
+"""Command line of the analysis and report stages: ``primkd analyze ...`` and ``primkd report ...``.
+
+:func:`register` adds both sub-commands to the parser of :mod:`primkd.cli`; every path is an argument, and both accept
+the same ``--params/--preset/--log/--no-progress`` flags as the other stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("primkd")
+
+
+def student_arg(text: str) -> tuple[str, str]:
+    """Parse ``NAME=PATH`` (a run name and its model file)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL.pt (e.g. cmx=results/demo/models/cmx/model.pt), "
+                                         f"got {text!r}")
+    return name, path
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from primkd.config import load_params
+
+    return load_params(args.params, args.preset)
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from primkd.analysis.run import analyze
+    from primkd.engine.train import select_device
+
+    cfg = _config(args)
+    students = dict(args.student)
+    if len(students) != len(args.student):
+        raise SystemExit("each --student NAME must be given once")
+    result = analyze(students, args.rgb_model, args.depth_model, args.data, args.hha, args.out_dir,
+                     max_images=args.max_images, batch_size=args.batch_size or cfg["eval"]["batch_size"],
+                     num_qualitative=args.qualitative_images, num_bins=args.bins,
+                     calibration_batches=args.calibration_batches, device=select_device(cfg["train"]["device"]),
+                     num_workers=cfg["train"]["num_workers"], bgr=cfg["train"]["bgr"], progress=not args.no_progress)
+    for row in result["cka"]:
+        log.info("CKA %s vs %s, stage %d: %.4f", row["student"], row["reference"], row["stage"], row["cka"])
+    log.info("analysis written to %s", args.out_dir)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from primkd.report.run import build_report
+
+    cfg = _config(args)
+    result = build_report(args.results, cfg["preset"], args.out_dir, paper_path=args.paper, report_path=args.report,
+                          decoder_embed_dim=cfg["model"]["decoder_embed_dim"])
+    log.info("report written to %s (%d table notes)", result["report"], result["notes"])
+
+
+def _stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
+    p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
+    p.add_argument("--log", default=None, help="Also write the log to this file.")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    p.set_defaults(func=func)
+    return p
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``analyze`` and ``report`` sub-commands to ``primkd``'s sub-parsers."""
+    p = _stage(sub, "analyze", cmd_analyze,
+               "Table 8 (linear CKA per stage), Figure 4 (feature histograms) and Figure 3 (predictions).")
+    p.add_argument("--student", action="append", type=student_arg, required=True, metavar="NAME=MODEL.pt",
+                   help="A CMX student to analyse, as run name and model file; repeat for each (figure order).")
+    p.add_argument("--rgb-model", required=True, help="RGB teacher model file (also the RGB-only SegFormer of Fig. 3).")
+    p.add_argument("--depth-model", help="Depth-only model file (the depth reference of Table 8); omit to skip it.")
+    p.add_argument("--data", required=True, help="Prepared dataset folder (its test split is analysed).")
+    p.add_argument("--hha", help="HHA folder (needed by the students and the depth-only model).")
+    p.add_argument("--out-dir", required=True, help="Output folder: cka.csv/json, figure3_*, figure4_* files.")
+    p.add_argument("--max-images", type=int, help="Analyse only the first N test images (default: all).")
+    p.add_argument("--batch-size", type=int, help="Test images per forward pass (default: eval.batch_size).")
+    p.add_argument("--qualitative-images", type=int, default=4, help="Number of test images shown in Figure 3.")
+    p.add_argument("--bins", type=int, default=100, help="Histogram bins per stage (Figure 4).")
+    p.add_argument("--calibration-batches", type=int, default=2,
+                   help="Minibatches whose 0.1%%/99.9%% quantiles fix each stage's histogram range.")
+
+    p = _stage(sub, "report", cmd_report, "Tables 1-8 with the paper's numbers, Figure 1 and REPORT.md.")
+    p.add_argument("--results", required=True, help="The preset's results folder (eval/, models/, analysis/).")
+    p.add_argument("--out-dir", required=True, help="Output folder of the tables (tables/) and Figure 1.")
+    p.add_argument("--report", help="Path of REPORT.md (default: OUT_DIR/REPORT.md).")
+    p.add_argument("--paper", type=Path, help="Paper table file (default: the packaged report/paper.yaml).")

@@ -1,0 +1,280 @@
+"""Report tables: the layout and paper values of ``paper.yaml``, our values beside them, and three renderings.
+
+Every table has, for each of its columns, three cells per row: ours (``mean ± std`` over seeds when a run has
+several, the sample standard deviation), the paper's value, and Δ = ours − paper. A value that is missing on either
+side prints as "—" and the table's notes say why, so a partial grid still reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from primkd.io import DataError
+
+PAPER_YAML = Path(__file__).with_name("paper.yaml")
+SOURCES = ("eval", "cka", "complexity")
+COMPLEXITY_KEYS = ("params_m", "gflops")
+EVAL_KEYS = ("miou", "macc", "pacc")  # the scalar metrics of an evaluation JSON, overall and per seed
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One quantity of a table (see the header of ``paper.yaml`` for ``source``)."""
+
+    key: str
+    label: str
+    source: str
+    scale: float = 1.0
+    digits: int = 1
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a ``run`` (eval / complexity columns) or a ``student`` and ``reference`` (cka columns)."""
+
+    label: str
+    run: str | None = None
+    student: str | None = None
+    reference: str | None = None
+    paper: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table of ``paper.yaml``; ``by_setting`` tables hold the paper's values per setting."""
+
+    key: str
+    title: str
+    row_header: str
+    caption: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    by_setting: bool = False
+
+    def paper_value(self, row: Row, column: Column, setting: str) -> float | None:
+        """The paper's number for this row and column in ``setting`` (None: not transcribed)."""
+        values = row.paper.get(setting, {}) if self.by_setting else row.paper
+        value = values.get(column.key)
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    """Everything in ``paper.yaml``."""
+
+    source: str
+    default_setting: str
+    settings: Mapping[str, Mapping]
+    tables: Mapping[str, TableSpec]
+    figure1: TableSpec
+
+    def setting_for(self, preset: str) -> str:
+        """The paper setting a preset is compared with: its own name if it is one, else the default."""
+        return preset if preset in self.settings else self.default_setting
+
+
+def _column(raw: Mapping, where: str) -> Column:
+    column = Column(**raw)
+    if column.source not in SOURCES:
+        raise DataError(f"{where}: column {column.key!r} has source {column.source!r}; use one of {SOURCES}")
+    if column.source == "cka" and not re.fullmatch(r"stage[1-9]", column.key):
+        raise DataError(f"{where}: cka column {column.key!r} must be named stage<k> (k = 1..4)")
+    if column.source == "eval" and column.key not in EVAL_KEYS:
+        raise DataError(f"{where}: eval column {column.key!r} must be one of {EVAL_KEYS}")
+    if column.source == "complexity" and column.key not in COMPLEXITY_KEYS:
+        raise DataError(f"{where}: complexity column {column.key!r} must be one of {COMPLEXITY_KEYS}")
+    return column
+
+
+def _table(key: str, raw: Mapping, settings: Mapping, where: str) -> TableSpec:
+    try:
+        columns = tuple(_column(c, f"{where}.{key}") for c in raw["columns"])
+        spec = TableSpec(key=key, title=raw["title"], row_header=raw["row_header"], caption=raw["caption"],
+                         columns=columns, rows=tuple(Row(**r) for r in raw["rows"]),
+                         by_setting=raw.get("by_setting", False))
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{where}.{key}: malformed table ({e}); see the layout described at the top of "
+                        f"{PAPER_YAML}") from e
+    keys = {c.key for c in columns}
+    for row in spec.rows:
+        needs_run = any(c.source != "cka" for c in columns)
+        if (needs_run and row.run is None) or (not needs_run and (row.student is None or row.reference is None)):
+            raise DataError(f"{where}.{key}: row {row.label!r} needs " + ("`run`" if needs_run else
+                            "`student` and `reference`"))
+        per_setting = row.paper.values() if spec.by_setting else [row.paper]
+        unknown = (set(row.paper) - set(settings)) if spec.by_setting else set()
+        unknown |= {k for values in per_setting for k in values} - keys
+        if unknown:
+            raise DataError(f"{where}.{key}: row {row.label!r} has paper values for unknown settings or columns "
+                            f"{sorted(unknown)}; settings are {sorted(settings)}, columns {sorted(keys)}")
+    return spec
+
+
+def load_paper(path: str | os.PathLike | None = None) -> PaperSpec:
+    """Read and check ``paper.yaml`` (the packaged one when ``path`` is None)."""
+    path = Path(path) if path is not None else PAPER_YAML
+    if not path.is_file():
+        raise DataError(f"{path}: paper table file not found")
+    raw = yaml.safe_load(path.read_text())
+    try:
+        settings = raw["settings"]
+        if raw["default_setting"] not in settings:
+            raise DataError(f"{path}: default_setting {raw['default_setting']!r} is not under `settings`")
+        tables = {k: _table(k, v, settings, f"{path}: tables") for k, v in raw["tables"].items()}
+        figure1 = _table("figure1", raw["figure1"], settings, str(path))
+        return PaperSpec(raw["source"], raw["default_setting"], settings, tables, figure1)
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: missing or malformed key {e}; it needs source, default_setting, settings, tables "
+                        f"and figure1") from e
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Our value: mean, sample standard deviation (None for one seed) and number of seeds."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat | None:
+        """Mean ± sample std (ddof 1) of the finite ``values``; None when there is none."""
+        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+        if not finite:
+            return None
+        mean = sum(finite) / len(finite)
+        std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
+        return cls(mean, std, len(finite))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Ours and the paper's value of one row and column; Δ = ours − paper."""
+
+    ours: Stat | None
+    paper: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.ours is None or self.paper is None else self.ours.mean - self.paper
+
+
+@dataclass
+class FilledTable:
+    """A table with its cells (rows × columns), the paper setting compared with, and notes on missing values."""
+
+    spec: TableSpec
+    setting: str
+    cells: list[list[Cell]]
+    notes: list[str]
+
+
+def fill_table(spec: TableSpec, ours: Sequence[Mapping[str, Stat | None]], setting: str,
+               notes: Sequence[str] = ()) -> FilledTable:
+    """Put our values (one ``{column key: Stat}`` per row) beside the paper's; note paper values left null."""
+    cells = [[Cell(values.get(c.key), spec.paper_value(row, c, setting)) for c in spec.columns]
+             for row, values in zip(spec.rows, ours, strict=True)]
+    notes = list(notes)
+    absent = [f"{row.label} ({c.label})" for row, r_cells in zip(spec.rows, cells) for c, cell in
+              zip(spec.columns, r_cells) if cell.paper is None]
+    if len(absent) == len(spec.rows) * len(spec.columns):
+        notes.append(f"paper values of this table not transcribed yet (null in paper.yaml, setting {setting})")
+    elif absent:
+        notes.append(f"paper value not transcribed (null in paper.yaml, setting {setting}): {', '.join(absent)}")
+    return FilledTable(spec, setting, cells, notes)
+
+
+def _num(x: float | None, digits: int, signed: bool = False) -> str:
+    if x is None:
+        return MISSING
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _ours_text(stat: Stat | None, digits: int) -> str:
+    if stat is None:
+        return MISSING
+    text = _num(stat.mean, digits)
+    return text if stat.std is None else f"{text} ± {_num(stat.std, digits)}"
+
+
+def to_markdown(table: FilledTable) -> str:
+    """GitHub Markdown: a header row ``<column> ours | paper | Δ`` per column, then the notes as a list."""
+    spec = table.spec
+    header = [spec.row_header] + [f"{c.label} {part}" for c in spec.columns for part in ("ours", "paper", "Δ")]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for row, cells in zip(spec.rows, table.cells):
+        parts = [row.label]
+        for c, cell in zip(spec.columns, cells):
+            parts += [_ours_text(cell.ours, c.digits), _num(cell.paper, c.digits), _num(cell.delta, c.digits, True)]
+        lines.append("| " + " | ".join(parts) + " |")
+    text = "\n".join(lines) + "\n"
+    if table.notes:
+        text += "\n" + "\n".join(f"- {note}" for note in table.notes) + "\n"
+    return text
+
+
+def _round(x: float | None) -> float | str:
+    return "" if x is None else round(x, 6)
+
+
+def to_csv(table: FilledTable) -> str:
+    """CSV: ``row, <key>_ours, <key>_ours_std, <key>_seeds, <key>_paper, <key>_delta`` per column (empty = missing)."""
+    spec = table.spec
+    fields = ["row"] + [f"{c.key}_{p}" for c in spec.columns for p in ("ours", "ours_std", "seeds", "paper", "delta")]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields)
+    for row, cells in zip(spec.rows, table.cells):
+        values: list = [row.label]
+        for cell in cells:
+            mean, std, n = (cell.ours.mean, cell.ours.std, cell.ours.n) if cell.ours else (None, None, 0)
+            values += [_round(mean), _round(std), n, _round(cell.paper), _round(cell.delta)]
+        writer.writerow(values)
+    return buf.getvalue()
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                  "α": r"$\alpha$", "β": r"$\beta$", "Δ": r"$\Delta$", "×": r"$\times$", "—": "--", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and write the Greek letters and dashes used in labels as LaTeX."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex_cell(text: str) -> str:
+    if text == MISSING:
+        return "--"
+    return "$" + text.replace("±", r"\pm") + "$"
+
+
+def to_latex(table: FilledTable) -> str:
+    """A booktabs ``table`` environment with one ``ours / paper / Δ`` column group per quantity."""
+    spec = table.spec
+    n = len(spec.columns)
+    groups = " & ".join(rf"\multicolumn{{3}}{{c}}{{{latex_escape(c.label)}}}" for c in spec.columns)
+    rules = " ".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(n))
+    lines = [r"\begin{table}[t]", r"\centering",
+             rf"\caption{{{latex_escape(spec.title)}. {latex_escape(spec.caption)}}}",
+             rf"\label{{tab:{spec.key}}}", rf"\begin{{tabular}}{{l{'rrr' * n}}}", r"\toprule",
+             rf"{latex_escape(spec.row_header)} & {groups} \\", rules,
+             " & " + " & ".join(["ours & paper & $\\Delta$"] * n) + r" \\", r"\midrule"]
+    for row, cells in zip(spec.rows, table.cells):
+        parts = [latex_escape(row.label)]
+        for c, cell in zip(spec.columns, cells):
+            parts += [_latex_cell(_ours_text(cell.ours, c.digits)), _latex_cell(_num(cell.paper, c.digits)),
+                      _latex_cell(_num(cell.delta, c.digits, True))]
+        lines.append(" & ".join(parts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

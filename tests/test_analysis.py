@@ -1,0 +1,142 @@
+"""Analysis stage: CKA per stage on tiny models, histogram binning and calibration, the qualitative figure."""
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_engine import make_dataset
+
+from primkd.analysis.cka import linear_cka
+from primkd.analysis.features import PairwiseStageCKA
+from primkd.analysis.histograms import StageHistograms, bin_counts, density, histogram_rows, robust_range
+from primkd.analysis.qualitative import Sample, classes_present
+from primkd.analysis.run import analyze
+from primkd.cli_report import register
+from primkd.engine.checkpoint import save_model
+from primkd.models.segmentors import build_student, build_teacher
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = 3
+
+
+def save_tiny(path: Path, kind: str, inputs: list[str], seed: int) -> Path:
+    """A randomly initialised mit_tiny teacher (SegFormer) or student (CMX) saved as a model file."""
+    torch.manual_seed(seed)
+    arch = {"kind": kind, "variant": "mit_tiny", "num_classes": CLASSES, "decoder_embed_dim": 16,
+            "drop_path_rate": 0.0, "decoder_bn_eps": 1e-5}
+    kwargs = {k: v for k, v in arch.items() if k != "kind"}
+    model = build_teacher(**kwargs) if kind == "teacher" else build_student(**kwargs)
+    save_model(path, model, arch, inputs, {"run": path.stem})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analysis")
+    data = make_dataset(root / "data", n_train=1, n_test=3, classes=CLASSES)
+    return {"data": data, "hha": data / "hha",
+            "rgb": save_tiny(root / "teacher_rgb.pt", "teacher", ["rgb"], 0),
+            "depth": save_tiny(root / "teacher_depth.pt", "teacher", ["modal"], 1),
+            "cmx": save_tiny(root / "cmx.pt", "student", ["rgb", "modal"], 2), "root": root}
+
+
+def test_analyze_command_writes_every_output_and_self_cka_is_one(tiny):
+    # "twin" is the RGB teacher itself: its CKA with the rgb reference must be 1 at every stage.
+    out = tiny["root"] / "out"
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["analyze", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--no-progress",
+                              "--student", f"cmx={tiny['cmx']}", "--student", f"twin={tiny['rgb']}",
+                              "--rgb-model", str(tiny["rgb"]), "--depth-model", str(tiny["depth"]),
+                              "--data", str(tiny["data"]), "--hha", str(tiny["hha"]), "--out-dir", str(out),
+                              "--qualitative-images", "1", "--bins", "8", "--calibration-batches", "1"])
+    args.func(args)
+    for name in ("cka.csv", "cka.json", "figure4_histograms.csv", "figure4_histograms.png", "figure4_histograms.pdf",
+                 "figure3_qualitative.png", "figure3_qualitative.pdf"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "cka.csv").open()))
+    assert len(rows) == 2 * 2 * 4  # students × references × stages
+    cka = {(r["student"], r["reference"], int(r["stage"])): float(r["cka"]) for r in rows}
+    for stage in range(1, 5):
+        assert cka[("twin", "rgb", stage)] == pytest.approx(1.0, abs=1e-9)
+        assert 0.0 <= cka[("cmx", "rgb", stage)] < 1.0
+        assert 0.0 <= cka[("cmx", "depth", stage)] < 1.0
+    samples = {int(r["stage"]): int(r["samples"]) for r in rows}
+    assert samples == {1: 3 * 8 * 12, 2: 3 * 4 * 6, 3: 3 * 2 * 3, 4: 3 * 1 * 2}  # 3 images of 32×48, strides 4..32
+    stored = json.loads((out / "cka.json").read_text())
+    assert stored["test_images"] == 3 and len(stored["rows"]) == 16
+    hist = list(csv.DictReader((out / "figure4_histograms.csv").open()))
+    assert {r["model"] for r in hist} == {"rgb", "cmx", "twin"}
+    # Every feature value of every test image is counted once (underflow + bins + overflow).
+    stage1 = [r for r in hist if r["model"] == "cmx" and r["stage"] == "1"]
+    assert len(stage1) == 8 + 2 and sum(int(r["count"]) for r in stage1) == 3 * 16 * 8 * 12
+
+
+def test_pairwise_cka_resizes_and_accumulates_minibatches():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 4, 4, generator=gen)
+    y = torch.randn(4, 5, 2, 2, generator=gen)  # coarser map: resized to 4×4 before comparing
+    y_up = F.interpolate(y, size=(4, 4), mode="bilinear", align_corners=False)
+    flat = lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])  # noqa: E731  (B·H·W, C)
+    expected = linear_cka(flat(x), flat(y_up))
+    cka = PairwiseStageCKA([("x", "y")], num_stages=1)
+    for i in range(0, 4, 3):  # minibatches of 3 and 1 images
+        cka.update({"x": [x[i : i + 3]], "y": [y[i : i + 3]]})
+    (row,) = cka.rows()
+    assert row["cka"] == pytest.approx(expected, rel=1e-9) and row["samples"] == 4 * 16 and row["stage"] == 1
+
+
+def test_analyze_rejects_reserved_student_names(tiny):
+    with pytest.raises(ValueError, match="reserved"):
+        analyze({"rgb": tiny["cmx"]}, tiny["rgb"], None, tiny["data"], tiny["hha"], tiny["root"] / "bad")
+
+
+def test_bin_counts_by_hand():
+    edges = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    values = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0])
+    # underflow {-1}; [0,1): {0, 0.5}; [1,2): {1}; [2,3] (last bin closed): {2, 3}; overflow {4}.
+    assert bin_counts(values, edges).tolist() == [1, 2, 1, 2, 1]
+
+
+def test_robust_range_and_degenerate_values():
+    gen = torch.Generator().manual_seed(0)
+    values = torch.arange(101, dtype=torch.float32)  # 0..100
+    assert robust_range(values, (0.1, 0.9), 10_000, gen) == pytest.approx((10.0, 90.0))
+    assert robust_range(torch.full((5,), 2.0), (0.0, 1.0), 10_000, gen) == (1.5, 2.5)
+
+
+def test_stage_histograms_hold_calibration_batches_then_bin_everything():
+    hist = StageHistograms(num_bins=4, calibration_batches=2, quantiles=(0.0, 1.0))
+    a = torch.tensor([0.0, 1.0, 2.0, 4.0]).reshape(1, 1, 2, 2)
+    b = torch.tensor([1.0, 1.0, 3.0, 3.0]).reshape(1, 1, 2, 2)
+    hist.update({"m": [a]})
+    assert hist.edges is None  # still calibrating: the batch is held
+    hist.update({"m": [b]})
+    hist.update({"m": [torch.tensor([-1.0, 5.0, 2.5, 0.5]).reshape(1, 1, 2, 2)]})  # after calibration
+    result = hist.result()
+    assert result["edges"][0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # range = min..max of the first two batches
+    # [0,1): 0, 0.5; [1,2): 1, 1, 1; [2,3): 2, 2.5; [3,4]: 3, 3, 4.
+    assert result["counts"]["m"][0].tolist() == [2, 3, 2, 3]
+    assert result["underflow"]["m"] == [1] and result["overflow"]["m"] == [1] and result["total"]["m"] == [12]
+    dens = density(result["counts"]["m"][0], result["edges"][0], 12)
+    assert float((dens * np.diff(result["edges"][0])).sum()) == pytest.approx(10 / 12)
+    rows = histogram_rows(result)
+    assert rows[0]["bin_left"] == -math.inf and rows[-1]["bin_right"] == math.inf and len(rows) == 6
+
+
+def test_histograms_calibrate_on_fewer_batches_than_asked():
+    hist = StageHistograms(num_bins=2, calibration_batches=5, quantiles=(0.0, 1.0))
+    hist.update({"m": [torch.tensor([0.0, 2.0]).reshape(1, 1, 1, 2)]})
+    assert hist.result()["counts"]["m"][0].tolist() == [1, 1]
+
+
+def test_classes_present_skips_ignore():
+    label = np.array([[0, 255], [2, 2]], np.uint8)
+    sample = Sample("x", np.zeros((2, 2, 3), np.uint8), None, label, {"m": np.array([[1, 1], [2, 0]], np.uint8)})
+    assert classes_present([sample]) == [0, 1, 2]

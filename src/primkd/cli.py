@@ -192,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Metrics JSON to write.")
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
 
+    from primkd.cli_report import register as register_report
     from primkd.cli_weights import register as register_weights
 
     register_weights(sub)
+    register_report(sub)
     return parser
 
 

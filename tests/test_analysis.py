@@ -16,9 +16,11 @@ from primkd.analysis.cka import linear_cka
 from primkd.analysis.features import PairwiseStageCKA
 from primkd.analysis.histograms import StageHistograms, bin_counts, density, histogram_rows, robust_range
 from primkd.analysis.qualitative import Sample, classes_present
-from primkd.analysis.run import analyze
+from primkd.analysis.run import analyze, resolve_model
 from primkd.cli_report import register
+from primkd.config import ConfigError
 from primkd.engine.checkpoint import save_model
+from primkd.io import DataError
 from primkd.models.segmentors import build_student, build_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,21 +40,26 @@ def save_tiny(path: Path, kind: str, inputs: list[str], seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    """A dataset and run folders in the pipeline's layout: teachers hold model.pt, the student seed0/ and seed2/."""
     root = tmp_path_factory.mktemp("analysis")
     data = make_dataset(root / "data", n_train=1, n_test=3, classes=CLASSES)
+    models = root / "models"
+    save_tiny(models / "cmx" / "seed2" / "model.pt", "student", ["rgb", "modal"], 3)
     return {"data": data, "hha": data / "hha",
-            "rgb": save_tiny(root / "teacher_rgb.pt", "teacher", ["rgb"], 0),
-            "depth": save_tiny(root / "teacher_depth.pt", "teacher", ["modal"], 1),
-            "cmx": save_tiny(root / "cmx.pt", "student", ["rgb", "modal"], 2), "root": root}
+            "rgb": save_tiny(models / "teacher_rgb" / "model.pt", "teacher", ["rgb"], 0).parent,
+            "depth": save_tiny(models / "teacher_depth.pt", "teacher", ["modal"], 1),
+            "cmx": models / "cmx", "cmx_seed0": save_tiny(models / "cmx" / "seed0" / "model.pt", "student",
+                                                          ["rgb", "modal"], 2), "root": root}
 
 
 def test_analyze_command_writes_every_output_and_self_cka_is_one(tiny):
-    # "twin" is the RGB teacher itself: its CKA with the rgb reference must be 1 at every stage.
+    # "twin" is the RGB teacher's model file itself: its CKA with the rgb reference must be 1 at every stage.
+    # "cmx" is a run folder (seed0/ and seed2/) and the RGB teacher a teacher's run folder: cka.json names the files.
     out = tiny["root"] / "out"
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["analyze", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--no-progress",
-                              "--student", f"cmx={tiny['cmx']}", "--student", f"twin={tiny['rgb']}",
+                              "--student", f"cmx={tiny['cmx']}", "--student", f"twin={tiny['rgb'] / 'model.pt'}",
                               "--rgb-model", str(tiny["rgb"]), "--depth-model", str(tiny["depth"]),
                               "--data", str(tiny["data"]), "--hha", str(tiny["hha"]), "--out-dir", str(out),
                               "--qualitative-images", "1", "--bins", "8", "--calibration-batches", "1"])
@@ -71,6 +78,9 @@ def test_analyze_command_writes_every_output_and_self_cka_is_one(tiny):
     assert samples == {1: 3 * 8 * 12, 2: 3 * 4 * 6, 3: 3 * 2 * 3, 4: 3 * 1 * 2}  # 3 images of 32×48, strides 4..32
     stored = json.loads((out / "cka.json").read_text())
     assert stored["test_images"] == 3 and len(stored["rows"]) == 16
+    assert stored["students"]["cmx"] == {"given": str(tiny["cmx"]), "model": str(tiny["cmx_seed0"]), "seed": 0}
+    assert stored["references"]["rgb"] == {"given": str(tiny["rgb"]), "model": str(tiny["rgb"] / "model.pt"),
+                                           "seed": None}
     hist = list(csv.DictReader((out / "figure4_histograms.csv").open()))
     assert {r["model"] for r in hist} == {"rgb", "cmx", "twin"}
     # Every feature value of every test image is counted once (underflow + bins + overflow).
@@ -92,9 +102,28 @@ def test_pairwise_cka_resizes_and_accumulates_minibatches():
     assert row["cka"] == pytest.approx(expected, rel=1e-9) and row["samples"] == 4 * 16 and row["stage"] == 1
 
 
-def test_analyze_rejects_reserved_student_names(tiny):
-    with pytest.raises(ValueError, match="reserved"):
+def test_analyze_rejects_reserved_student_names_and_bad_counts(tiny):
+    with pytest.raises(ConfigError, match="reserved"):
         analyze({"rgb": tiny["cmx"]}, tiny["rgb"], None, tiny["data"], tiny["hha"], tiny["root"] / "bad")
+    with pytest.raises(ConfigError, match="'--bins': 0"):
+        analyze({"cmx": tiny["cmx"]}, tiny["rgb"], None, tiny["data"], tiny["hha"], tiny["root"] / "bad", num_bins=0)
+
+
+def test_resolve_model_and_its_errors(tiny):
+    assert resolve_model(tiny["depth"]) == {"given": str(tiny["depth"]), "model": str(tiny["depth"]), "seed": None}
+    (tiny["root"] / "untrained").mkdir()
+    with pytest.raises(DataError, match=r"untrained: neither a model file nor a folder of seed<k>/model\.pt"):
+        resolve_model(tiny["root"] / "untrained")
+
+
+def test_analyze_command_reports_duplicate_students(tiny):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["analyze", "--params", str(REPO / "params.yaml"), "--preset", "smoke",
+                              "--student", f"cmx={tiny['cmx']}", "--student", f"cmx={tiny['cmx_seed0']}",
+                              "--rgb-model", str(tiny["rgb"]), "--data", str(tiny["data"]), "--out-dir", "o"])
+    with pytest.raises(ConfigError, match=r"--student \['cmx'\] given more than once"):
+        args.func(args)
 
 
 def test_bin_counts_by_hand():

@@ -14,11 +14,10 @@ log = logging.getLogger("primkd")
 
 
 def student_arg(text: str) -> tuple[str, str]:
-    """Parse ``NAME=PATH`` (a run name and its model file)."""
+    """Parse ``NAME=PATH`` (a run name and its model file or run folder)."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=MODEL.pt (e.g. cmx=results/demo/models/cmx/model.pt), "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (e.g. cmx=results/demo/models/cmx), got {text!r}")
     return name, path
 
 
@@ -30,12 +29,15 @@ def _config(args: argparse.Namespace) -> dict:
 
 def cmd_analyze(args: argparse.Namespace) -> None:
     from primkd.analysis.run import analyze
+    from primkd.config import ConfigError
     from primkd.engine.train import select_device
 
     cfg = _config(args)
     students = dict(args.student)
     if len(students) != len(args.student):
-        raise SystemExit("each --student NAME must be given once")
+        names = [name for name, _ in args.student]
+        raise ConfigError(f"--student {sorted({n for n in names if names.count(n) > 1})} given more than once; "
+                          f"give each run name once")
     result = analyze(students, args.rgb_model, args.depth_model, args.data, args.hha, args.out_dir,
                      max_images=args.max_images, batch_size=args.batch_size or cfg["eval"]["batch_size"],
                      num_qualitative=args.qualitative_images, num_bins=args.bins,
@@ -69,13 +71,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` and ``report`` sub-commands to ``primkd``'s sub-parsers."""
     p = _stage(sub, "analyze", cmd_analyze,
                "Table 8 (linear CKA per stage), Figure 4 (feature histograms) and Figure 3 (predictions).")
-    p.add_argument("--student", action="append", type=student_arg, required=True, metavar="NAME=MODEL.pt",
-                   help="A CMX student to analyse, as run name and model file; repeat for each (figure order).")
-    p.add_argument("--rgb-model", required=True, help="RGB teacher model file (also the RGB-only SegFormer of Fig. 3).")
-    p.add_argument("--depth-model", help="Depth-only model file (the depth reference of Table 8); omit to skip it.")
+    p.add_argument("--student", action="append", type=student_arg, required=True, metavar="NAME=PATH",
+                   help="A CMX student to analyse: run name and model file or run folder (results/<preset>/models/"
+                        "<run>, whose lowest seed<k>/ is used); repeat for each (figure order).")
+    p.add_argument("--rgb-model", required=True,
+                   help="RGB teacher: model file or run folder (also the RGB-only SegFormer of Fig. 3).")
+    p.add_argument("--depth-model",
+                   help="Depth-only model: model file or run folder (the depth reference of Table 8); omit to skip.")
     p.add_argument("--data", required=True, help="Prepared dataset folder (its test split is analysed).")
     p.add_argument("--hha", help="HHA folder (needed by the students and the depth-only model).")
-    p.add_argument("--out-dir", required=True, help="Output folder: cka.csv/json, figure3_*, figure4_* files.")
+    p.add_argument("--out-dir", required=True,
+                   help="Output folder: cka.csv/json (cka.json names the model file and seed used), figure3_*, "
+                        "figure4_* files.")
     p.add_argument("--max-images", type=int, help="Analyse only the first N test images (default: all).")
     p.add_argument("--batch-size", type=int, help="Test images per forward pass (default: eval.batch_size).")
     p.add_argument("--qualitative-images", type=int, default=4, help="Number of test images shown in Figure 3.")

@@ -140,13 +140,15 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
         ``{"cka": rows, "models": {name: resolve_model(...)} (references rgb/depth included), "outputs": [files]}``.
 
     Raises:
-        ConfigError: no student, a student named ``rgb`` or ``depth``, or ``num_qualitative`` / ``max_images`` < 1.
+        ConfigError: no student, a student named ``rgb`` or ``depth``, or a count (images, bins, batches) below 1.
         DataError: a model path that is neither a model file nor a run folder, or HHA needed but not given.
     """
     _check_names(student_models)
-    if num_qualitative < 1 or (max_images is not None and max_images < 1):
-        raise ConfigError(f"analyze needs --qualitative-images >= 1 and --max-images >= 1; got {num_qualitative}, "
-                          f"{max_images}")
+    counts = {"--max-images": 1 if max_images is None else max_images, "--batch-size": batch_size,
+              "--qualitative-images": num_qualitative, "--bins": num_bins, "--calibration-batches": calibration_batches}
+    bad = {flag: n for flag, n in counts.items() if n < 1}
+    if bad:
+        raise ConfigError(f"analyze needs positive counts; got {bad}")
     device = torch.device(device)
     out_dir = Path(out_dir)
     # 1. Networks and data (HHA is read when any network takes it).

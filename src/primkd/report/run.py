@@ -17,7 +17,7 @@ Outputs: ``out_dir/tables/<table>.md|.csv|.tex`` for Tables 1–8, ``out_dir/fig
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +131,10 @@ class _Gatherer:
 
     def table(self, spec: TableSpec) -> tuple[list[dict[str, Stat | None]], list[str]]:
         values, notes = [], []
+        missing = [f"`{row.run}`" for row in spec.rows if row.run is not None and row.run not in self.runs]
+        if missing:
+            notes.append(f"no evaluation in {self.results_dir / 'eval'} for {', '.join(dict.fromkeys(missing))}: run "
+                         f"their evaluate stages (a student experiment must be listed in params.yaml `experiments`)")
         for row in spec.rows:
             row_values = {}
             for column in spec.columns:
@@ -147,9 +151,8 @@ class _Gatherer:
     def value(self, row: Row, column: Column) -> tuple[Stat | None, str | None]:
         if column.source == "cka":
             return self._cka(row, column)
-        if row.run not in self.runs:
-            return None, (f"`{row.run}`: no evaluation ({self.results_dir / 'eval' / row.run}.json not found); run "
-                          f"its evaluate stage (a student experiment must be listed in params.yaml `experiments`)")
+        if row.run not in self.runs:  # noted once per table by `table`
+            return None, None
         if column.source == "eval":
             return Stat.of([r.metrics.get(column.key) * column.scale for r in self.runs[row.run]
                             if r.metrics.get(column.key) is not None]), None
@@ -201,14 +204,16 @@ def _runs_table(runs: Mapping[str, list[RunResult]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _image(title: str, target: Path, report_dir: Path, missing: str) -> str:
+def _image(title: str, target: Path, report_dir: Path, missing: str, notes: Sequence[str] = ()) -> str:
     if not target.is_file():
         return f"## {title}\n\n{missing}\n"
-    return f"## {title}\n\n![{title}]({os.path.relpath(target, report_dir)})\n"
+    text = f"## {title}\n\n![{title}]({os.path.relpath(target, report_dir)})\n"
+    return text + ("\n" + "\n".join(f"- {note}" for note in notes) + "\n" if notes else "")
 
 
 def _report_markdown(paper: PaperSpec, preset: str, setting: str, tables: Mapping[str, FilledTable],
-                     runs: Mapping[str, list[RunResult]], results_dir: Path, out_dir: Path, report_dir: Path) -> str:
+                     figure1_notes: Sequence[str], runs: Mapping[str, list[RunResult]], results_dir: Path,
+                     out_dir: Path, report_dir: Path) -> str:
     parts = [f"# PrimKD reproduction report: preset `{preset}`\n",
              f"Paper: {paper.source}. Each table gives ours, the paper's value and Δ = ours − paper; \"—\" marks a "
              f"value that is missing, and the notes under the table say why. {_setting_text(paper, preset, setting)} "
@@ -217,7 +222,8 @@ def _report_markdown(paper: PaperSpec, preset: str, setting: str, tables: Mappin
         spec = table.spec
         parts.append(f"## {key.replace('table', 'Table ')}: {spec.title}\n\n{spec.caption}\n\n{to_markdown(table)}")
     analysis = results_dir / "analysis"
-    parts.append(_image("Figure 1: single-modal models, CMX and PrimKD", out_dir / "figure1.png", report_dir, ""))
+    parts.append(_image("Figure 1: single-modal models, CMX and PrimKD", out_dir / "figure1.png", report_dir, "",
+                        figure1_notes))
     parts.append(_image("Figure 3: qualitative predictions", analysis / "figure3_qualitative.png", report_dir,
                         "Not found: run the analyze stage."))
     parts.append(_image("Figure 4: feature-value histograms", analysis / "figure4_histograms.png", report_dir,
@@ -264,8 +270,8 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
     s = paper.settings[setting]
     fig_paths = [out_dir / "figure1.png", out_dir / "figure1.pdf"]
     figure1(fig1, *fig_paths, subtitle=f"ours: preset {preset}; paper: {s['dataset']}, {s['backbone']}")
-    write_text(report_path, _report_markdown(paper, preset, setting, tables, gatherer.runs, results_dir, out_dir,
-                                             report_path.parent))
+    write_text(report_path, _report_markdown(paper, preset, setting, tables, fig1.notes, gatherer.runs, results_dir,
+                                             out_dir, report_path.parent))
     return {"tables": written, "figure1": [str(p) for p in fig_paths], "report": str(report_path),
             "notes": sum(len(t.notes) for t in tables.values())}
 

@@ -188,7 +188,8 @@ def fill_table(spec: TableSpec, ours: Sequence[Mapping[str, Stat | None]], setti
     absent = [f"{row.label} ({c.label})" for row, r_cells in zip(spec.rows, cells) for c, cell in
               zip(spec.columns, r_cells) if cell.paper is None]
     if len(absent) == len(spec.rows) * len(spec.columns):
-        notes.append(f"paper values of this table not transcribed yet (null in paper.yaml, setting {setting})")
+        what = "figure" if spec.key.startswith("figure") else "table"
+        notes.append(f"paper values of this {what} not transcribed yet (null in paper.yaml, setting {setting})")
     elif absent:
         notes.append(f"paper value not transcribed (null in paper.yaml, setting {setting}): {', '.join(absent)}")
     return FilledTable(spec, setting, cells, notes)

@@ -17,6 +17,15 @@ from primkd.io import DataError, write_json, write_png
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Train with one intra-op thread: on a busy 2-core machine more threads spin-wait (tiny runs 10-20x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_dataset(root: Path, n_train: int = 4, n_test: int = 2, size=(32, 48), classes: int = 3) -> Path:
     """A random prepared dataset with a matching HHA folder (``root/hha``)."""
     rng = np.random.default_rng(0)

@@ -44,8 +44,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (so a rename survives a power loss); a file system that cannot is left alone."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -93,7 +108,7 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; a missing or malformed file raises :class:`DataError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found; check the path, or re-run the stage that writes it")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -128,7 +143,7 @@ def read_image(path: str | os.PathLike, kind: str = "rgb") -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found; check the path, or re-run the stage that writes it")
     flags = {"rgb": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_UNCHANGED, "depth": cv2.IMREAD_UNCHANGED}[kind]
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, flags) if data.size else None
@@ -137,11 +152,14 @@ def read_image(path: str | os.PathLike, kind: str = "rgb") -> np.ndarray:
     if kind == "rgb":
         return image[..., ::-1].copy()
     if image.ndim == 3:
-        if kind == "gray" and image.shape[2] >= 3 and np.array_equal(image[..., 0], image[..., 1]):
+        if kind == "gray" and image.shape[2] >= 3 and (image[..., 1:3] == image[..., :1]).all():
             return image[..., 0].copy()
-        raise DataError(f"{path}: expected a single-channel {kind} image, found {image.shape[2]} channels")
+        raise DataError(f"{path}: expected a single-channel {kind} image, found {image.shape[2]} channels; "
+                        f"save it as a one-channel PNG")
     if kind == "depth" and image.dtype != np.uint16:
-        raise DataError(f"{path}: depth must be a 16-bit PNG in millimetres, found {image.dtype}")
+        raise DataError(f"{path}: depth must be a 16-bit PNG in millimetres, found {image.dtype}; re-export it as "
+                        f"uint16 millimetres (0 = missing)")
     if kind == "gray" and image.dtype != np.uint8:
-        raise DataError(f"{path}: labels must be an 8-bit PNG (0..K-1, 255 = ignore), found {image.dtype}")
+        raise DataError(f"{path}: labels must be an 8-bit PNG (0..K-1, 255 = ignore), found {image.dtype}; re-export "
+                        f"it as uint8")
     return image

@@ -80,6 +80,12 @@ def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.r
     return images, label[top : top + ch, left : left + cw]
 
 
+def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
+    """Sorted label values outside 0..K-1 that are not the ignore index (255)."""
+    bad = (label != IGNORE_INDEX) & (label >= num_classes)
+    return sorted(np.unique(label[bad]).tolist())
+
+
 class RGBDDataset(Dataset):
     """Samples of a prepared dataset as dicts of tensors.
 
@@ -105,6 +111,21 @@ class RGBDDataset(Dataset):
         self.augmentation = augmentation
         self.seed = seed
         self.bgr = bgr
+        self._check_files(split)
+
+    def _check_files(self, split: str) -> None:
+        """Fail now, not hours into training, when a listed sample lacks one of its files (all are named)."""
+        missing = [path for name in self.names for path in self.paths(name) if not path.is_file()]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            shown = ", ".join(str(p) for p in missing[:5]) + more
+            raise DataError(f"{self.layout.split_path(split)} lists samples whose files are missing: {shown}; re-run "
+                            f"the stage that writes them (prepare, hha) or remove those names from the list")
+
+    def paths(self, name: str) -> list[Path]:
+        """The files sample ``name`` is read from: RGB, label and (when used) HHA."""
+        paths = [self.layout.rgb(name), self.layout.label(name)]
+        return paths + ([self.hha_root / f"{name}.png"] if self.hha_root is not None else [])
 
     @property
     def num_classes(self) -> int:
@@ -121,17 +142,19 @@ class RGBDDataset(Dataset):
             images.append(read_image(self.hha_root / f"{name}.png", "rgb"))
         label_path = self.layout.label(name)
         label = read_image(label_path, "gray")
-        for im, path in zip(images[1:], [self.hha_root], strict=False):
-            if im.shape[:2] != images[0].shape[:2]:
-                raise DataError(f"{path}/{name}.png: size {im.shape[:2]} differs from the RGB image "
-                                f"{images[0].shape[:2]}; re-run the hha stage")
-        if label.shape != images[0].shape[:2]:
-            raise DataError(f"{label_path}: label size {label.shape} differs from the RGB image "
-                            f"{images[0].shape[:2]}; re-prepare the dataset")
-        bad = (label != IGNORE_INDEX) & (label >= self.num_classes)
-        if bad.any():
-            raise DataError(f"{label_path}: label values {sorted(np.unique(label[bad]).tolist())[:10]} are outside "
-                            f"0..{self.num_classes - 1} (255 = ignore); fix the class mapping of this dataset")
+        size = images[0].shape[:2]
+        if len(images) > 1 and images[1].shape[:2] != size:
+            raise DataError(f"{self.hha_root / f'{name}.png'}: HHA size {images[1].shape[:2]} differs from the RGB "
+                            f"image {size}; re-run the hha stage (if {self.layout.depth(name)} has that size too, the "
+                            f"dataset itself is inconsistent: `primkd check-data` lists such samples)")
+        if label.shape != size:
+            raise DataError(f"{label_path}: label size {label.shape} differs from the RGB image {size}; re-prepare "
+                            f"the dataset (`primkd check-data` lists every such sample)")
+        bad = invalid_labels(label, self.num_classes)
+        if bad:
+            raise DataError(f"{label_path}: label values {bad[:10]} are outside 0..{self.num_classes - 1} (255 = "
+                            f"ignore); fix the class mapping of this dataset (`primkd check-data` lists every such "
+                            f"file)")
         return images, label
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:

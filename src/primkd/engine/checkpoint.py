@@ -1,17 +1,33 @@
-"""Model files: weights plus everything needed to rebuild the network, written atomically."""
+"""Model files and resumable training-state checkpoints, all written atomically.
+
+A **model file** (``model.pt``) holds the trained network and what is needed to rebuild it. A **training-state
+checkpoint** (``<dir>/step-<iteration>.pt``) holds everything a run needs to continue exactly where it stopped: the
+network, the loss module (aligners), the optimiser, the scheduler, every random number generator, the loop's
+progress and a *fingerprint* of the settings the run depends on. A run only resumes from a checkpoint whose
+fingerprint equals its own.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from primkd.io import DataError, atomic_path
 from primkd.models.segmentors import build_student, build_teacher
 
+log = logging.getLogger(__name__)
+
 MODEL_FORMAT = "primkd-model-v1"
+STATE_FORMAT = "primkd-train-state-v1"
+STATE_PREFIX = "step-"
 
 
 def architecture(cfg: dict, kind: str, num_classes: int) -> dict:
@@ -45,21 +61,167 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: dict, inputs: li
         torch.save({"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state}, tmp)
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild and load a model file; returns the network (eval mode) and the file's metadata."""
-    path = Path(path)
+def _read(path: Path, fmt: str, what: str, fix: str) -> dict:
+    """Load a torch file of format ``fmt`` (tensors and plain Python values only) or raise :class:`DataError`."""
     if not path.is_file():
-        raise DataError(f"{path}: model file not found; run the training stage that produces it")
+        raise DataError(f"{path}: {what} not found; {fix}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise DataError(f"{path}: cannot read the model file ({e}); delete it and re-run its training stage") from e
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        raise DataError(f"{path}: not a primkd model file (expected format {MODEL_FORMAT!r})")
-    model = build_model(blob["arch"])
-    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
-    if missing or unexpected:
-        raise DataError(f"{path}: weights do not fit the architecture {blob['arch']} "
-                        f"(missing: {missing[:5]}, unexpected: {unexpected[:5]}); re-run its training stage")
+        raise DataError(f"{path}: cannot read the {what} ({e}); delete it and {fix}") from e
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise DataError(f"{path}: not a primkd {what} (expected format {fmt!r}); {fix}")
+    return blob
+
+
+def _load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path, arch: Any, fix: str) -> None:
+    """``module.load_state_dict(state)`` with missing, unexpected and wrongly shaped weights reported by name."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise DataError(f"{path}: weights do not fit the architecture {arch} (missing: {missing[:5]}, unexpected: "
+                        f"{unexpected[:5]}, wrong shape (file vs network): {shapes[:5]}); {fix}")
+    module.load_state_dict(state)
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild and load a model file; returns the network (eval mode) and the file's metadata.
+
+    Raises:
+        DataError: the file is missing, unreadable, not a model file, or its weights do not fit its architecture.
+    """
+    path = Path(path)
+    fix = "re-run the training stage that produces it"
+    blob = _read(path, MODEL_FORMAT, "model file", fix)
+    try:
+        model = build_model(blob["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: cannot build the architecture {blob.get('arch')} ({e}); {fix}") from e
+    _load_weights(model, blob["state_dict"], path, blob["arch"], fix)
     model.to(device).eval()
     return model, {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+# --- Training-state checkpoints -------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """States of every random generator a training step may draw from: torch (CPU and CUDA), NumPy, Python."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the legacy global generator)
+    state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore generators saved by :func:`rng_state` (CUDA states only where CUDA is in use)."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Training-state checkpoints in ``directory``, oldest (lowest iteration) first."""
+    directory = Path(directory)
+    return sorted(directory.glob(f"{STATE_PREFIX}*.pt")) if directory.is_dir() else []
+
+
+def remove_partial_checkpoints(directory: str | os.PathLike) -> None:
+    """Delete temporary files that a process killed while writing a checkpoint left behind."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for tmp in directory.glob(f".{STATE_PREFIX}*.pt"):
+            tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(directory: str | os.PathLike, iteration: int, stateful: Mapping[str, Any], progress: dict,
+                    fingerprint: dict, complete: bool, keep: int) -> Path:
+    """Write ``<directory>/step-<iteration>.pt`` atomically, then delete all but the newest ``keep`` checkpoints.
+
+    Args:
+        directory: checkpoint folder of one run.
+        iteration: batches processed so far (names the file; zero-padded so names sort by iteration).
+        stateful: objects with ``state_dict()`` (network, loss module, optimiser, scheduler, ...), saved by key.
+        progress: the loop's bookkeeping (epoch, position in the epoch, curves so far, ...); plain Python values.
+        fingerprint: settings the run depends on (see :func:`fingerprint_differences`).
+        complete: whether training has finished (the final checkpoint).
+        keep: number of checkpoints to keep (≥ 1).
+    """
+    directory = Path(directory)
+    states = {k: getattr(v, "module", v).state_dict() for k, v in stateful.items()}
+    blob = {"format": STATE_FORMAT, "iteration": iteration, "complete": complete, "fingerprint": fingerprint,
+            "progress": progress, "rng": rng_state(), "states": states}
+    path = directory / f"{STATE_PREFIX}{iteration:09d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+    for old in list_checkpoints(directory)[: -max(keep, 1)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a training-state checkpoint (on the CPU); a missing, truncated or foreign file raises DataError."""
+    return _read(Path(path), STATE_FORMAT, "training checkpoint", "start the run again without it")
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> tuple[Path, dict] | None:
+    """The newest readable checkpoint in ``directory`` and its contents, or None when there is none.
+
+    An unreadable checkpoint (a disk error, a file copied half-way) is skipped with a warning, so the run falls back
+    to the one before it.
+    """
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return path, read_checkpoint(path)
+        except DataError as e:
+            log.warning("skipping an unreadable checkpoint: %s", e)
+    return None
+
+
+def fingerprint_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested fingerprints, as ``"key: saved → current"``."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b, name = saved.get(key), current.get(key), f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += fingerprint_differences(a, b, f"{name}.")
+        elif _plain(a) != _plain(b):
+            out.append(f"{name}: {a!r} → {b!r}")
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so that a value compares equal after a round trip through a file."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def restore_checkpoint(blob: dict, stateful: Mapping[str, Any], path: str | os.PathLike) -> dict:
+    """Load a checkpoint's states into ``stateful`` (same keys as when saved), restore the RNGs; returns progress.
+
+    Raises:
+        DataError: the checkpoint lacks an entry of ``stateful`` or its weights do not fit the network.
+    """
+    path, fix = Path(path), "delete the checkpoint folder to train this run from scratch"
+    for key, obj in stateful.items():
+        if key not in blob["states"]:
+            raise DataError(f"{path}: checkpoint has no {key!r} state (it holds {sorted(blob['states'])}); {fix}")
+        obj = getattr(obj, "module", obj)
+        if isinstance(obj, nn.Module):
+            _load_weights(obj, blob["states"][key], path, blob["fingerprint"].get("arch"), fix)
+        else:
+            obj.load_state_dict(blob["states"][key])
+    set_rng_state(blob["rng"])
+    return blob["progress"]

@@ -1,14 +1,36 @@
-"""The training loop shared by the teacher, the CMX baseline and the PrimKD students."""
+"""The training loop shared by the teacher, the CMX baseline and the PrimKD students.
+
+Reliability (a run may be preempted, killed or fed bad data at any point):
+
+- **Resume**: a training-state checkpoint (network, aligners, optimiser, scheduler, every RNG, position in the data
+  order, curves so far) is written atomically every ``train.checkpoint_every`` iterations, on SIGTERM and at the end;
+  the newest ``train.keep_checkpoints`` are kept. Started again, a run continues from its newest checkpoint and, on
+  the CPU with a fixed seed, ends with exactly the weights and metrics of an uninterrupted run.
+- **SIGTERM** (what SLURM sends before preempting a job) makes the loop save a checkpoint at the next iteration
+  boundary and exit with status 128 + 15 (:class:`TrainingInterrupted`); DataLoader workers ignore it so that the
+  batch in flight completes. A SIGTERM during the last iteration or the final evaluation lets the run finish.
+- **Determinism**: ``train.deterministic`` selects deterministic kernels (bit-identical runs on the CPU).
+- **Non-finite losses** stop the run with an error naming the iteration, the loss terms and the images, leaving the
+  last good checkpoint in place, unless ``train.max_bad_batches`` allows skipping that many bad batches.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import logging
+import os
+import random
+import signal
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -16,15 +38,29 @@ from tqdm import tqdm
 
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset
 from primkd.distill.losses import PrimKDLoss
-from primkd.engine.checkpoint import architecture, build_model, load_model, save_model
+from primkd.engine.checkpoint import (
+    architecture,
+    build_model,
+    fingerprint_differences,
+    latest_checkpoint,
+    list_checkpoints,
+    load_model,
+    remove_partial_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+    save_model,
+)
 from primkd.engine.evaluate import evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
-from primkd.io import write_json, write_text
+from primkd.io import DataError, write_json, write_text
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
 
 LOSS_TERMS = ("loss", "seg", "pred", "feat")
+# ``train`` keys that may change between a run and its resumption (they do not change the numbers it computes).
+RESUME_FREE_KEYS = frozenset({"num_workers", "device", "checkpoint_every", "keep_checkpoints", "max_bad_batches",
+                              "deterministic"})
 
 
 @dataclass
@@ -47,6 +83,123 @@ class Run:
     info: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Reliability:
+    """Checkpoint, non-finite and determinism settings (``train`` keys of the same names).
+
+    Attributes:
+        checkpoint_every: iterations between training-state checkpoints (0 = only on SIGTERM and at the end).
+        keep_checkpoints: newest checkpoints kept per run.
+        max_bad_batches: batches with a non-finite loss that may be skipped (with a warning) before the run stops.
+        deterministic: use deterministic kernels only (CPU runs are then bit-identical; see
+            :func:`deterministic_algorithms` for CUDA).
+    """
+
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    max_bad_batches: int = 0
+    deterministic: bool = False
+
+    @classmethod
+    def from_cfg(cls, train_cfg: dict) -> Reliability:
+        return cls(**{f.name: train_cfg.get(f.name, f.default) for f in fields(cls)})
+
+
+@dataclass
+class Progress:
+    """The loop's bookkeeping, saved in every checkpoint (plain Python values only)."""
+
+    epoch: int = 0  # current epoch, 0-based
+    position: int = 0  # batches of the current epoch already processed
+    iteration: int = 0  # batches processed over the whole run (optimiser steps + skipped batches)
+    sums: dict = field(default_factory=lambda: dict.fromkeys(LOSS_TERMS, 0.0))  # loss sums of the current epoch
+    stage_sums: list = field(default_factory=lambda: [0.0] * 4)  # feature-MSE sums per stage, current epoch
+    good: int = 0  # finite batches of the current epoch (the denominator of its averages)
+    seen: int = 0  # images trained on over the run
+    bad_batches: int = 0  # skipped non-finite batches over the run
+    seconds: float = 0.0  # training time spent by earlier processes of this run
+    curves: list = field(default_factory=list)
+    eval_curve: list = field(default_factory=list)
+    resumed_at: list = field(default_factory=list)  # iterations at which the run was resumed
+
+    def start_epoch(self) -> None:
+        self.epoch, self.position, self.good = self.epoch + 1, 0, 0
+        self.sums, self.stage_sums = dict.fromkeys(LOSS_TERMS, 0.0), [0.0] * 4
+
+
+class TrainingInterrupted(SystemExit):
+    """A signal stopped training after a checkpoint was saved; the process exits with status 128 + signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(128 + signum)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StopRequest:
+    """Set by the signal handler of :func:`stop_on_signal`; the loop polls it at iteration boundaries."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signal(signum: int = signal.SIGTERM) -> Iterator[StopRequest]:
+    """Turn ``signum`` into a :class:`StopRequest` flag for the duration of the block (main thread only)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(received: int, frame) -> None:
+        request.signum = received
+        log.warning("received %s: stopping at the next iteration boundary", signal.Signals(received).name)
+
+    previous = signal.signal(signum, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signum, previous)
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM (SLURM signals every process of the job) so that the
+    main process can finish its batch and save a checkpoint; they exit when the main process closes the loader."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Within the block, use deterministic kernels when ``enabled`` (the previous settings are restored after).
+
+    Sets ``torch.use_deterministic_algorithms``, cuDNN's deterministic/benchmark flags and the cuBLAS workspace
+    (``CUBLAS_WORKSPACE_CONFIG``). CUDA has no deterministic kernel for some operations this network uses (the
+    backward pass of bilinear upsampling, 2-D NLL loss): torch warns about them instead of failing, so CUDA runs
+    stay close but not bit-identical; CPU runs are bit-identical.
+    """
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              cudnn.deterministic, cudnn.benchmark)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy's and Python's global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (third-party code may draw from the legacy global generator)
+    random.seed(seed)
+
+
 def select_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU."""
     if name == "auto":
@@ -57,27 +210,51 @@ def select_device(name: str) -> torch.device:
 
 
 def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None) -> tuple[DataLoader, DataLoader]:
-    """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images)."""
+    """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images).
+
+    Both loaders draw their worker seeds from a generator of their own, so creating one (at each epoch, and when a
+    run resumes mid-epoch) leaves the global torch RNG, which dropout and drop-path use, untouched. The data order
+    and the augmentation depend only on (seed, epoch, index).
+    """
     t = cfg["train"]
     needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd["teacher_modality"] == "depth")
     hha = hha_root if needs_hha else None
     aug = Augment(crop=tuple(t["crop"]), scales=t["scales"], flip=t["flip"])
     train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t["seed"], bgr=t["bgr"])
     test_set = RGBDDataset(data_root, "test", hha, bgr=t["bgr"])
-    common = {"num_workers": t["num_workers"], "pin_memory": torch.cuda.is_available(),
-              "persistent_workers": t["num_workers"] > 0}
+    workers = t["num_workers"]
+    common = {"num_workers": workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0,
+              "worker_init_fn": ignore_sigterm if workers > 0 else None}
     train_loader = DataLoader(train_set, batch_size=t["batch_size"], drop_last=True,
-                              sampler=EpochSampler(len(train_set), t["seed"]), **common)
+                              sampler=EpochSampler(len(train_set), t["seed"]),
+                              generator=torch.Generator().manual_seed(t["seed"]), **common)
     if len(train_loader) == 0:
         raise ValueError(f"{data_root}/train.txt lists {len(train_set)} images, fewer than train.batch_size = "
                          f"{t['batch_size']}; lower the batch size or add training images")
-    test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"], shuffle=False, **common)
+    test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"], shuffle=False,
+                             generator=torch.Generator().manual_seed(t["seed"]), **common)
     return train_loader, test_loader
 
 
-def load_teacher(run: Run, device: torch.device) -> tuple[nn.Module, list[str]]:
-    """The frozen teacher: eval mode, no gradients; returns it with the batch keys it takes."""
-    teacher, meta = load_model(run.teacher_path, device)
+def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module, list[str]]:
+    """The frozen teacher (eval mode, no gradients), checked against the student; returns it with its batch keys.
+
+    Raises:
+        DataError: the file is not a teacher, predicts another number of classes, or (with feature distillation)
+            has other stage widths than the student.
+    """
+    path = run.teacher_path
+    teacher, meta = load_model(path, device)
+    t_arch, fix = meta["arch"], "pass the model.pt of `primkd train --role teacher` trained with the same params"
+    if t_arch["kind"] != "teacher":
+        raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
+    if t_arch["num_classes"] != arch["num_classes"]:
+        raise DataError(f"{path}: the teacher predicts {t_arch['num_classes']} classes, the dataset has "
+                        f"{arch['num_classes']}; {fix}")
+    widths = [MIT_VARIANTS[a["variant"]]["embed_dims"] for a in (t_arch, arch)]
+    if run.kd["beta"] > 0 and tuple(widths[0]) != tuple(widths[1]):
+        raise DataError(f"{path}: the teacher's backbone {t_arch['variant']} has stage widths {widths[0]}, the "
+                        f"student's {arch['variant']} has {widths[1]}; feature distillation needs equal widths: {fix}")
     teacher.requires_grad_(False)
     return teacher, meta["inputs"]
 
@@ -106,6 +283,29 @@ def train_step(model: nn.Module, criterion: PrimKDLoss, batch: dict, run: Run, d
                      teacher_features=t_out["features"])
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_fingerprint(cfg: dict, run: Run, arch: dict, train_set: RGBDDataset) -> dict:
+    """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
+
+    Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
+    ``train`` section except :data:`RESUME_FREE_KEYS`, and the training split (class names, SHA-256 of the names).
+    """
+    names = hashlib.sha256("\n".join(train_set.names).encode()).hexdigest()
+    teacher = _sha256(run.teacher_path) if run.teacher_path is not None else None
+    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
+                    "teacher_sha256": teacher},
+            "arch": arch,
+            "train": {k: v for k, v in cfg["train"].items() if k not in RESUME_FREE_KEYS},
+            "data": {"classes": list(train_set.classes), "train_names_sha256": names}}
+
+
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -114,8 +314,175 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: Path, progress: bool = True) -> dict:
+class Trainer:
+    """One run's training loop over checkpointed state (see the module docstring for the reliability rules)."""
+
+    def __init__(self, cfg: dict, run: Run, data_root: Path, hha_root: Path | None, checkpoint_dir: Path,
+                 progress: bool):
+        t = cfg["train"]
+        self.cfg, self.run, self.epochs, self.show = cfg, run, t["epochs"], progress
+        self.opts = Reliability.from_cfg(t)
+        self.checkpoint_dir = checkpoint_dir
+        # 1. Seeds and device.
+        seed_everything(t["seed"])
+        self.device = select_device(t["device"])
+        # 2. Data.
+        self.train_loader, self.test_loader = build_loaders(cfg, run, data_root, hha_root)
+        self.dataset = self.train_loader.dataset
+        self.iters_per_epoch = len(self.train_loader)
+        # 3. Networks and loss (the aligners inside the loss are trained with the student).
+        self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
+        self.model = build_model(self.arch).to(self.device)
+        self.criterion = build_loss(run, self.arch["variant"]).to(self.device)
+        self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device) if run.kd is not None
+                                             else (None, []))
+        # 4. Optimiser and per-iteration schedule.
+        self.optimizer = build_optimizer([self.model, self.criterion], t)
+        self.scheduler = build_scheduler(self.optimizer, t, self.iters_per_epoch)
+        self.stateful = {"model": self.model, "criterion": self.criterion, "optimizer": self.optimizer,
+                         "scheduler": self.scheduler}
+        # 5. Continue from this run's newest checkpoint, if any.
+        self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset)
+        self.last_checkpoint: Path | None = None
+        self.state = self._resume()
+        self.started = time.perf_counter()
+
+    def _resume(self) -> Progress:
+        """Progress restored from the newest matching checkpoint (states and RNGs loaded), or a fresh one."""
+        remove_partial_checkpoints(self.checkpoint_dir)
+        found = latest_checkpoint(self.checkpoint_dir)
+        if found is None:
+            return Progress()
+        path, blob = found
+        changed = fingerprint_differences(blob["fingerprint"], self.fingerprint)
+        if changed and blob["complete"]:
+            log.warning("%s: a finished run with other settings (%s); training afresh and removing its checkpoints",
+                        path, "; ".join(changed[:5]))
+            for old in list_checkpoints(self.checkpoint_dir):
+                old.unlink()
+            return Progress()
+        if changed:
+            raise DataError(f"{path}: this unfinished run's checkpoint was written with other settings "
+                            f"({'; '.join(changed[:8])}); restore those settings to resume it, or delete "
+                            f"{self.checkpoint_dir} to train from scratch")
+        state = Progress(**restore_checkpoint(blob, self.stateful, path))
+        state.resumed_at.append(state.iteration)
+        self.last_checkpoint = path
+        log.info("%s: resuming at epoch %d, iteration %d (batch %d of the epoch) from %s", self.run.name,
+                 state.epoch + 1, state.iteration, state.position, path)
+        return state
+
+    def save(self, complete: bool = False) -> Path:
+        """Write a checkpoint of the current state, refusing weights that are no longer finite."""
+        for name, p in [*self.model.named_parameters(), *self.criterion.named_parameters()]:
+            if not torch.isfinite(p).all():
+                raise FloatingPointError(f"parameter {name} became non-finite by iteration {self.state.iteration}; "
+                                         f"the last good checkpoint is {self.last_checkpoint}; lower train.lr")
+        progress = asdict(self.state)
+        progress["seconds"] += time.perf_counter() - self.started
+        self.last_checkpoint = save_checkpoint(self.checkpoint_dir, self.state.iteration, self.stateful, progress,
+                                               self.fingerprint, complete, self.opts.keep_checkpoints)
+        return self.last_checkpoint
+
+    def _stop_if_requested(self, stop: StopRequest) -> None:
+        if stop.signum is not None:
+            path = self.save()
+            message = (f"{self.run.name}: stopped by {signal.Signals(stop.signum).name} at iteration "
+                       f"{self.state.iteration}; saved {path}; run the same command again to resume")
+            log.error("%s", message)
+            raise TrainingInterrupted(message, stop.signum)
+
+    def _non_finite(self, terms: dict[str, torch.Tensor], batch: dict) -> None:
+        """Skip a batch whose loss is not finite (within ``max_bad_batches``) or stop with an error naming it."""
+        s = self.state
+        bad = [k for k in LOSS_TERMS[1:] if not torch.isfinite(terms[k])] or ["loss"]
+        where = (f"iteration {s.iteration + 1} (epoch {s.epoch + 1}): non-finite loss terms {bad} on images "
+                 f"{list(batch['name'])}")
+        s.bad_batches += 1
+        if s.bad_batches > self.opts.max_bad_batches:
+            kept = (f"the last good checkpoint is {self.last_checkpoint} (started again, the run resumes from it)"
+                    if self.last_checkpoint else "no checkpoint was written yet")
+            raise FloatingPointError(f"{self.run.name}: {where}; {kept}. Lower train.lr, check the images with "
+                                     f"`primkd check-data`, or let train.max_bad_batches (now "
+                                     f"{self.opts.max_bad_batches}) skip such batches")
+        log.warning("%s: %s; skipping the batch (%d of at most %d)", self.run.name, where, s.bad_batches,
+                    self.opts.max_bad_batches)
+
+    def step(self, batch: dict) -> None:
+        """One iteration: forward, non-finite guard, backward, optimiser and scheduler steps, bookkeeping."""
+        s = self.state
+        terms = train_step(self.model, self.criterion, batch, self.run, self.device, self.teacher,
+                           self.teacher_inputs)
+        if torch.isfinite(terms["loss"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            self.optimizer.step()
+            for k in LOSS_TERMS:
+                s.sums[k] += float(terms[k].detach())
+            s.stage_sums = [a + float(b) for a, b in zip(s.stage_sums, terms["stage_mse"].detach().cpu())]
+            s.good += 1
+            s.seen += batch["label"].shape[0]
+        else:
+            self._non_finite(terms, batch)
+        self.scheduler.step()  # a skipped batch still advances the schedule, which counts batches
+        s.position += 1
+        s.iteration += 1
+
+    def end_epoch(self) -> None:
+        """Record the epoch's averages (and the test mIoU when due), then move to the next epoch."""
+        s, n = self.state, max(self.state.good, 1)
+        row = {"epoch": s.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({k: v / n for k, v in s.sums.items()})
+        row.update({f"stage{i + 1}_mse": v / n for i, v in enumerate(s.stage_sums)})
+        s.curves.append(row)
+        every = self.cfg["train"]["eval_every"]
+        if s.epoch + 1 == self.epochs or (every and (s.epoch + 1) % every == 0):
+            m = evaluate(self.model, self.test_loader, self.dataset.num_classes, self.run.inputs, self.device,
+                         progress=self.show)
+            s.eval_curve.append({"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]})
+            log.info("%s epoch %d: loss %.4f, test mIoU %.4f", self.run.name, s.epoch + 1, row["loss"], m["miou"])
+        else:
+            log.info("%s epoch %d: loss %.4f", self.run.name, s.epoch + 1, row["loss"])
+        s.start_epoch()
+
+    def _checkpoint_due(self) -> bool:
+        every = self.opts.checkpoint_every
+        return bool(every) and self.state.iteration % every == 0
+
+    def fit(self, stop: StopRequest) -> float:
+        """Train until the last epoch, checkpointing as configured; returns the total training seconds."""
+        s, self.started = self.state, time.perf_counter()
+        log.info("training %s (%s, %s) on %s: %d images, %d iterations/epoch, %d epochs", self.run.name,
+                 self.run.kind, self.arch["variant"], self.device, len(self.dataset), self.iters_per_epoch,
+                 self.epochs)
+        while s.epoch < self.epochs:
+            self.model.train()
+            self.criterion.train()
+            self.train_loader.sampler.set_epoch(s.epoch, s.position * self.train_loader.batch_size)
+            bar = tqdm(self.train_loader, desc=f"{self.run.name} epoch {s.epoch + 1}/{self.epochs}", unit="it",
+                       disable=not self.show, leave=False)
+            for batch in bar:
+                self.step(batch)
+                if s.position < self.iters_per_epoch:  # the epoch's last batch is checkpointed after its evaluation
+                    self._stop_if_requested(stop)
+                    if self._checkpoint_due():
+                        self.save()
+            due = self._checkpoint_due()
+            self.end_epoch()
+            if s.epoch < self.epochs:
+                self._stop_if_requested(stop)
+                if due:
+                    self.save()
+        self.save(complete=True)
+        return s.seconds + time.perf_counter() - self.started
+
+
+def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: Path, progress: bool = True,
+          checkpoint_dir: Path | None = None) -> dict:
     """Train one network and write ``model.pt``, ``curves.csv``, ``eval_curve.csv`` and ``train.json``.
+
+    Started again after an interruption, the run continues from its newest checkpoint in ``checkpoint_dir``. The
+    outputs are written only once training has finished, ``model.pt`` last, each atomically.
 
     Args:
         cfg: resolved parameters (:func:`primkd.config.load_params`).
@@ -124,75 +491,36 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
         hha_root: HHA folder (needed when the network or its teacher reads depth).
         out_dir: output folder.
         progress: show progress bars.
+        checkpoint_dir: training-state checkpoints of this run (default ``<out_dir>/checkpoints``); must survive
+            the orchestrator's clean-up of declared outputs.
 
     Returns:
         The summary written to ``train.json``.
+
+    Raises:
+        TrainingInterrupted: SIGTERM arrived; a checkpoint was saved (a ``SystemExit`` with status 143).
+        FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
+        DataError: bad input files, or an unfinished checkpoint of this run written with other settings.
     """
-    t = cfg["train"]
-    # 1. Seeds and device.
-    torch.manual_seed(t["seed"])
-    device = select_device(t["device"])
-    # 2. Data.
-    train_loader, test_loader = build_loaders(cfg, run, data_root, hha_root)
-    num_classes = train_loader.dataset.num_classes
-    # 3. Networks and loss (the aligners inside the loss are trained with the student).
-    arch = architecture(cfg, run.kind, num_classes)
-    model = build_model(arch).to(device)
-    criterion = build_loss(run, arch["variant"]).to(device)
-    teacher, teacher_inputs = load_teacher(run, device) if run.kd is not None else (None, [])
-    # 4. Optimiser and per-iteration schedule.
-    optimizer = build_optimizer([model, criterion], t)
-    scheduler = build_scheduler(optimizer, t, len(train_loader))
-    log.info("training %s (%s, %s) on %s: %d images, %d iterations/epoch, %d epochs", run.name, run.kind,
-             arch["variant"], device, len(train_loader.dataset), len(train_loader), t["epochs"])
-    # 5. Epochs.
-    curves, eval_curve, start, seen = [], [], time.perf_counter(), 0
-    for epoch in range(t["epochs"]):
-        model.train()
-        criterion.train()
-        train_loader.sampler.set_epoch(epoch)
-        sums = {k: 0.0 for k in LOSS_TERMS}
-        stage_sum = torch.zeros(4)
-        bar = tqdm(train_loader, desc=f"{run.name} epoch {epoch + 1}/{t['epochs']}", unit="it", disable=not progress,
-                   leave=False)
-        for batch in bar:
-            terms = train_step(model, criterion, batch, run, device, teacher, teacher_inputs)
-            if not torch.isfinite(terms["loss"]):
-                bad = [k for k in LOSS_TERMS if not torch.isfinite(terms[k])]
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, iteration {scheduler.last_epoch}: "
-                                         f"terms {bad}; lower train.lr or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            scheduler.step()
-            for k in LOSS_TERMS:
-                sums[k] += float(terms[k].detach())
-            stage_sum += terms["stage_mse"].detach().cpu()
-            seen += batch["label"].shape[0]
-            bar.set_postfix(loss=f"{float(terms['loss'].detach()):.3f}")
-        n = len(train_loader)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **{k: v / n for k, v in sums.items()}}
-        row.update({f"stage{i + 1}_mse": float(v) / n for i, v in enumerate(stage_sum)})
-        curves.append(row)
-        last = epoch + 1 == t["epochs"]
-        if last or (t["eval_every"] and (epoch + 1) % t["eval_every"] == 0):
-            m = evaluate(model, test_loader, num_classes, run.inputs, device, progress=progress)
-            eval_curve.append({"epoch": epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]})
-            log.info("%s epoch %d: loss %.4f, test mIoU %.4f", run.name, epoch + 1, row["loss"], m["miou"])
-        else:
-            log.info("%s epoch %d: loss %.4f", run.name, epoch + 1, row["loss"])
-    elapsed = time.perf_counter() - start
-    # 6. Outputs.
-    info = {"run": run.name, "preset": cfg["preset"], "seed": t["seed"], "classes": train_loader.dataset.classes,
-            "kd": run.kd, **run.info}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "curves.csv", _csv(curves))
-    write_text(out_dir / "eval_curve.csv", _csv(eval_curve))
-    summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": arch["variant"],
-               "seed": t["seed"], "device": str(device), "epochs": t["epochs"], "train_seconds": round(elapsed, 2),
-               "images_per_second": round(seen / elapsed, 2),
+    t, out_dir = cfg["train"], Path(out_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
+    opts = Reliability.from_cfg(t)
+    with deterministic_algorithms(opts.deterministic), stop_on_signal(signal.SIGTERM) as stop:
+        trainer = Trainer(cfg, run, Path(data_root), hha_root, checkpoint_dir, progress)
+        elapsed = trainer.fit(stop)
+    # 6. Outputs, model.pt last.
+    s, model = trainer.state, trainer.model
+    info = {"run": run.name, "preset": cfg["preset"], "seed": t["seed"], "deterministic": opts.deterministic,
+            "classes": trainer.dataset.classes, "kd": run.kd, **run.info}
+    write_text(out_dir / "curves.csv", _csv(s.curves))
+    write_text(out_dir / "eval_curve.csv", _csv(s.eval_curve))
+    summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": trainer.arch["variant"],
+               "seed": t["seed"], "deterministic": opts.deterministic, "device": str(trainer.device),
+               "epochs": t["epochs"], "iterations": s.iteration, "skipped_batches": s.bad_batches,
+               "resumed_at_iterations": s.resumed_at, "train_seconds": round(elapsed, 2),
+               "images_per_second": round(s.seen / max(elapsed, 1e-9), 2),
                "parameters": sum(p.numel() for p in model.parameters()),
-               "final_loss": curves[-1]["loss"], "test_miou_single_scale": eval_curve[-1]["miou"]}
+               "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"]}
     write_json(out_dir / "train.json", summary)
-    save_model(out_dir / "model.pt", model, arch, run.inputs, info)
+    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, info)
     return summary

@@ -1,0 +1,77 @@
+"""primkd.io: atomic writes leave either the old or the new content, never a partial file; image reads fail with
+the file named."""
+
+import cv2
+import numpy as np
+import pytest
+
+from primkd.io import DataError, atomic_dir, atomic_path, read_image, read_json, write_json, write_png
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".txt" and tmp.name.startswith(".out.")
+        tmp.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_dir_replaces_the_folder_only_on_success(tmp_path):
+    target = tmp_path / "prepared"
+    (target / "a").mkdir(parents=True)
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "b").write_text("partial")
+        raise RuntimeError("stage failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"] and [p.name for p in target.iterdir()] == ["a"]
+    with atomic_dir(target) as tmp:
+        (tmp / "b").write_text("complete")
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"] and [p.name for p in target.iterdir()] == ["b"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no_end_chunk", "flipped_byte", "empty", "not_an_image"])
+def test_corrupt_or_truncated_png_is_named(tmp_path, damage):
+    data = png_bytes(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    data = {"truncated": data[: len(data) // 2], "no_end_chunk": data[:-12], "empty": b"",
+            "flipped_byte": data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:],
+            "not_an_image": b"hello"}[damage]
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"{path}: cannot decode the image \(corrupt or truncated file\)"):
+        read_image(path)
+
+
+def test_image_kinds_are_checked(tmp_path):
+    with pytest.raises(DataError, match=rf"{tmp_path}/none\.png: file not found; check the path"):
+        read_image(tmp_path / "none.png")
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[..., 2] = 7  # channels differ: not a grey label saved as RGB
+    write_png(tmp_path / "colour.png", colour)
+    with pytest.raises(DataError, match="expected a single-channel gray image, found 3 channels; save it as a one"):
+        read_image(tmp_path / "colour.png", "gray")
+    write_png(tmp_path / "grey3.png", np.full((4, 4, 3), 5, np.uint8))
+    assert read_image(tmp_path / "grey3.png", "gray").tolist() == [[5] * 4] * 4
+    write_png(tmp_path / "depth8.png", np.ones((4, 4), np.uint8))
+    with pytest.raises(DataError, match="depth must be a 16-bit PNG in millimetres, found uint8; re-export"):
+        read_image(tmp_path / "depth8.png", "depth")
+    write_png(tmp_path / "label16.png", np.ones((4, 4), np.uint16))
+    with pytest.raises(DataError, match=r"labels must be an 8-bit PNG \(0\.\.K-1, 255 = ignore\), found uint16"):
+        read_image(tmp_path / "label16.png", "gray")
+
+
+def test_json_round_trip_writes_nan_as_null_and_names_a_malformed_file(tmp_path):
+    write_json(tmp_path / "m.json", {"miou": float("nan"), "iou": [0.5, float("inf")]})
+    assert read_json(tmp_path / "m.json") == {"miou": None, "iou": [0.5, None]}
+    (tmp_path / "bad.json").write_text("{miou: 1")
+    with pytest.raises(DataError, match=rf"{tmp_path}/bad\.json: not valid JSON"):
+        read_json(tmp_path / "bad.json")

@@ -46,6 +46,10 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
         for seed in seeds:
             folder = dvc_run / "results/smoke/models" / name / ("" if seed is None else f"seed{seed}")
             assert (folder / "curves.csv").is_file() and (folder / "model.pt").is_file(), folder
+    report = (dvc_run / "results/smoke/REPORT.md").read_text()
+    assert "## Table 8" in report and "| RGB (PrimKD) |" in report
+    cka = json.loads((dvc_run / "results/smoke/analysis/cka.json").read_text())
+    assert len(cka["rows"]) == 2 * 2 * 4  # (cmx, primkd) x (rgb, depth) x 4 stages
     second = run(["dvc", "repro"], dvc_run).stdout
     assert "Running stage" not in second
 
@@ -56,7 +60,8 @@ def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
     assert set(status) == {"train_student@primkd", "train_student@kd_teacher_depth"}
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {f"{stage}@{exp}" for stage in ("train_student", "evaluate_student") for exp in EXPERIMENTS}
+    students = {f"{stage}@{exp}" for stage in ("train_student", "evaluate_student") for exp in EXPERIMENTS}
+    assert ran == students | {"analyze", "report"}
 
 
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
@@ -75,5 +80,5 @@ def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemak
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     stats = dry.split("Job stats:")[1].split("total")[0].splitlines()[3:]
     jobs = {line.split()[0]: int(line.split()[1]) for line in stats if line.strip()}
-    assert jobs == {"train_student": 2, "evaluate_student": 2, "all": 1}
+    assert jobs == {"train_student": 2, "evaluate_student": 2, "analyze": 1, "report": 1, "all": 1}
     assert "output: results/smoke/models/primkd\n" in dry and "output: results/smoke/models/cmx\n" not in dry

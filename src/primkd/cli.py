@@ -105,12 +105,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     seeds = [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
         run_cfg, out_dir = cfg, Path(args.out_dir)
-        if seed is not None:
+        ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+        if seed is not None:  # one output and one checkpoint folder per seed
             run_cfg = copy.deepcopy(cfg)
             run_cfg["train"]["seed"] = seed
             out_dir = out_dir / f"seed{seed}"
+            ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
         summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, checkpoint_dir=ckpt_dir)
         log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
                  summary["test_miou_single_scale"], summary["train_seconds"])
 
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="Teacher model file for a distilled student.")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by students and depth teachers).")
+    p.add_argument("--checkpoint-dir",
+                   help="Resumable training-state checkpoints (students: seed<k>/ each); rerunning resumes from them.")
     p.add_argument("--out-dir", required=True,
                    help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
 
@@ -192,11 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Metrics JSON to write.")
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
 
+    from primkd.cli_check import register as register_check
     from primkd.cli_report import register as register_report
     from primkd.cli_weights import register as register_weights
 
     register_weights(sub)
     register_report(sub)
+    register_check(sub)
     return parser
 
 

@@ -21,7 +21,8 @@ rule train_teacher:
         "../../environment.yml"
     shell:
         "primkd train --params params.yaml --preset {params.preset} --role teacher --modality {wildcards.modality} "
-        "--data {input.data} --hha {input.hha} --out-dir {params.out_dir} --log {log}"
+        "--data {input.data} --hha {input.hha} --out-dir {params.out_dir} "
+        "--checkpoint-dir results/{params.preset}/checkpoints/teacher_{wildcards.modality} --log {log}"
 
 
 # Students write one seed<k>/ folder per entry of `seeds`.
@@ -44,7 +45,7 @@ rule train_cmx:
         "../../environment.yml"
     shell:
         "primkd train --params params.yaml --preset {params.preset} --role student --data {input.data} --hha {input.hha} "
-        "--out-dir {output} --log {log}"
+        "--out-dir {output} --checkpoint-dir results/{params.preset}/checkpoints/cmx --log {log}"
 
 
 rule train_student:
@@ -67,4 +68,5 @@ rule train_student:
         "../../environment.yml"
     shell:
         "primkd train --params params.yaml --preset {params.preset} --role student --experiment {wildcards.exp} "
-        "--teacher {input.teacher} --data {input.data} --hha {input.hha} --out-dir {output} --log {log}"
+        "--teacher {input.teacher} --data {input.data} --hha {input.hha} --out-dir {output} "
+        "--checkpoint-dir results/{params.preset}/checkpoints/{wildcards.exp} --log {log}"

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_engine import make_dataset
 
 from primkd.analysis.cka import linear_cka
 from primkd.analysis.features import PairwiseStageCKA
@@ -22,6 +21,8 @@ from primkd.config import ConfigError
 from primkd.engine.checkpoint import save_model
 from primkd.io import DataError
 from primkd.models.segmentors import build_student, build_teacher
+
+from test_engine import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 3

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+
 from pipeline_utils import copy_workflow, run, set_param
 
 pytestmark = pytest.mark.integration

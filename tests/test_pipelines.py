@@ -1,6 +1,7 @@
 """dvc.yaml and the Snakemake rules declare the same stages: same commands, inputs and outputs."""
 
 import pytest
+
 from pipeline_utils import copy_workflow, dvc_stages, expand_dir_deps, run, snakemake_jobs
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_engine import REPO, make_dataset, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 import primkd.engine.train as T
 from primkd.config import load_params
@@ -33,6 +32,8 @@ from primkd.engine.checkpoint import (
     save_model,
 )
 from primkd.io import DataError, read_image
+
+from test_engine import REPO, make_dataset, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 OUTPUTS = ("model.pt", "train.json", "curves.csv", "eval_curve.csv")
 TIMING = ("train_seconds", "images_per_second", "resumed_at_iterations")

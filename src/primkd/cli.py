@@ -98,6 +98,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Teachers train once (train.seed); students train once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
     import copy
 
+    from primkd.engine.distributed import cleanup
     from primkd.engine.train import train
 
     cfg = _config(args)
@@ -113,8 +114,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
         summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
                         progress=not args.no_progress, checkpoint_dir=ckpt_dir)
-        log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
-                 summary["test_miou_single_scale"], summary["train_seconds"])
+        if summary:  # rank 0 (the only rank outside torchrun)
+            log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
+                     summary["test_miou_single_scale"], summary["train_seconds"])
+    cleanup()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

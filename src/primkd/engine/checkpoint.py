@@ -36,7 +36,7 @@ def architecture(cfg: dict, kind: str, num_classes: int) -> dict:
     eps = model["teacher_decoder_bn_eps"] if kind == "teacher" else model["decoder_bn_eps"]
     return {"kind": kind, "variant": model["backbone"], "num_classes": num_classes,
             "decoder_embed_dim": model["decoder_embed_dim"], "drop_path_rate": model["drop_path_rate"],
-            "decoder_bn_eps": eps}
+            "decoder_bn_eps": eps, "decoder_dropout": model["decoder_dropout"]}
 
 
 def build_model(arch: dict) -> nn.Module:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,45 @@ def cleanup() -> None:
     """Leave the process group at the end of a run."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class GlooSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the whole batch over all ranks, for CPU ranks (gloo),
+    where ``torch.nn.SyncBatchNorm`` does not run. Sums and sums of squares are all-reduced with autograd, so the
+    gradients are those of one process holding the whole batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not (dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        C = x.shape[1]
+        count = x.new_tensor([x.numel() / C])
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))  # (2C + 1,)
+        n = stats[-1]
+        mean = stats[:C] / n
+        var = stats[C : 2 * C] / n - mean * mean  # biased, as BatchNorm normalises with
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))  # unbiased, as BatchNorm stores
+        shape = (1, C, 1, 1)
+        x_hat = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Synchronise every BatchNorm over the ranks: ``nn.SyncBatchNorm`` on GPUs, :class:`GlooSyncBatchNorm` on CPUs
+    (weights and running statistics carried over; state-dict names unchanged)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            synced = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats)
+            synced.load_state_dict(child.state_dict())
+            setattr(module, name, synced)
+        else:
+            convert_sync_batchnorm(child, device)
+    return module

@@ -12,6 +12,16 @@ Reliability (a run may be preempted, killed or fed bad data at any point):
 - **Determinism**: ``train.deterministic`` selects deterministic kernels (bit-identical runs on the CPU).
 - **Non-finite losses** stop the run with an error naming the iteration, the loss terms and the images, leaving the
   last good checkpoint in place, unless ``train.max_bad_batches`` allows skipping that many bad batches.
+
+Scale (:mod:`primkd.engine.precision`, :mod:`primkd.engine.distributed`):
+
+- **One GPU**: bf16 autocast (or fp16 with loss scaling), channels-last tensors, optional ``torch.compile``, cuDNN
+  autotuning, pinned memory and non-blocking copies; the frozen teacher runs in eval mode without autograd.
+- **Several GPUs** (``torchrun --nproc_per_node=N -m primkd train ...``): DistributedDataParallel over the student and
+  the PrimKD aligners, SyncBatchNorm in the student, each rank a shard of the shared data order, gradient
+  accumulation so that ranks × ``train.micro_batch`` × steps = ``train.batch_size`` whatever N is, the feature-loss
+  stage chosen from losses averaged over ranks (every rank picks the same stage, as one process with the whole batch
+  would), the test set sharded and its confusion matrices summed; rank 0 alone logs, checkpoints and writes outputs.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -50,8 +61,17 @@ from primkd.engine.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from primkd.engine.evaluate import evaluate, model_inputs
+from primkd.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    convert_sync_batchnorm,
+    init_distributed,
+    split_batch,
+)
+from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
+from primkd.engine.precision import Precision
 from primkd.io import DataError, write_json, write_text
 from primkd.models.mit import MIT_VARIANTS
 
@@ -60,7 +80,7 @@ log = logging.getLogger(__name__)
 LOSS_TERMS = ("loss", "seg", "pred", "feat")
 # ``train`` keys that may change between a run and its resumption (they do not change the numbers it computes).
 RESUME_FREE_KEYS = frozenset({"num_workers", "device", "checkpoint_every", "keep_checkpoints", "max_bad_batches",
-                              "deterministic"})
+                              "deterministic", "compile", "cudnn_benchmark"})
 
 
 @dataclass
@@ -209,14 +229,16 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None) -> tuple[DataLoader, DataLoader]:
-    """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images).
+def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, dist: DistInfo | None = None,
+                  micro_batch: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images), both sharded
+    over the ranks of ``dist``; the training loader yields ``micro_batch`` images (default ``train.batch_size``).
 
     Both loaders draw their worker seeds from a generator of their own, so creating one (at each epoch, and when a
     run resumes mid-epoch) leaves the global torch RNG, which dropout and drop-path use, untouched. The data order
     and the augmentation depend only on (seed, epoch, index).
     """
-    t = cfg["train"]
+    t, dist = cfg["train"], dist or DistInfo()
     needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd["teacher_modality"] == "depth")
     hha = hha_root if needs_hha else None
     aug = Augment(crop=tuple(t["crop"]), scales=t["scales"], flip=t["flip"])
@@ -225,13 +247,15 @@ def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None) -
     workers = t["num_workers"]
     common = {"num_workers": workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0,
               "worker_init_fn": ignore_sigterm if workers > 0 else None}
-    train_loader = DataLoader(train_set, batch_size=t["batch_size"], drop_last=True,
-                              sampler=EpochSampler(len(train_set), t["seed"]),
+    train_loader = DataLoader(train_set, batch_size=micro_batch or t["batch_size"], drop_last=True,
+                              sampler=EpochSampler(len(train_set), t["seed"], rank=dist.rank,
+                                                   world_size=dist.world_size),
                               generator=torch.Generator().manual_seed(t["seed"]), **common)
     if len(train_loader) == 0:
         raise ValueError(f"{data_root}/train.txt lists {len(train_set)} images, fewer than train.batch_size = "
                          f"{t['batch_size']}; lower the batch size or add training images")
-    test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"], shuffle=False,
+    test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"],
+                             sampler=ShardSampler(len(test_set), dist.rank, dist.world_size),
                              generator=torch.Generator().manual_seed(t["seed"]), **common)
     return train_loader, test_loader
 
@@ -259,28 +283,48 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     return teacher, meta["inputs"]
 
 
-def build_loss(run: Run, variant: str) -> PrimKDLoss:
-    """PrimKD loss for a distilled student, plain cross-entropy (no teacher terms) otherwise."""
+def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLoss:
+    """PrimKD loss for a distilled student, plain cross-entropy (no teacher terms) otherwise.
+
+    With ``sync_selection`` (several ranks) the stage losses are averaged over ranks before the stage is chosen.
+    """
     channels = MIT_VARIANTS[variant]["embed_dims"]
     if run.kd is None:
         return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
     kd = run.kd
     return PrimKDLoss(channels=channels, alpha=kd["alpha"], beta=kd["beta"], rule=kd["rule"], aligner=kd["aligner"],
                       per_sample=kd["per_sample"], kl_direction=kd["kl_direction"], temperature=kd["temperature"],
-                      use_pred=kd["alpha"] > 0, use_feat=kd["beta"] > 0)
+                      use_pred=kd["alpha"] > 0, use_feat=kd["beta"] > 0, sync_selection=sync_selection)
 
 
-def train_step(model: nn.Module, criterion: PrimKDLoss, batch: dict, run: Run, device: torch.device,
-               teacher: nn.Module | None, teacher_inputs: list[str]) -> dict[str, torch.Tensor]:
-    """Forward the student (and the frozen teacher) on one batch; returns the named loss terms."""
+class Objective(nn.Module):
+    """The trained network and its loss module (with the PrimKD aligners) as one module, so that one
+    DistributedDataParallel wrapper synchronises every trained parameter."""
+
+    def __init__(self, model: nn.Module, criterion: PrimKDLoss):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, inputs: list[torch.Tensor], labels: torch.Tensor,
+                teacher_out: dict | None = None) -> dict[str, torch.Tensor]:
+        out = self.model(*inputs)
+        if teacher_out is None:
+            return self.criterion(out["logits"], labels)
+        return self.criterion(out["logits"], labels, student_fused=out["fused"], teacher_logits=teacher_out["logits"],
+                              teacher_features=teacher_out["features"])
+
+
+def train_step(objective: nn.Module, batch: dict, run: Run, device: torch.device, teacher: nn.Module | None,
+               teacher_inputs: list[str], precision: Precision) -> dict[str, torch.Tensor]:
+    """Forward the student (and the frozen teacher, without autograd) on one batch; returns the named loss terms."""
     labels = batch["label"].to(device, non_blocking=True)
-    out = model(*model_inputs(batch, run.inputs, device))
-    if teacher is None:
-        return criterion(out["logits"], labels)
-    with torch.no_grad():
-        t_out = teacher(*model_inputs(batch, teacher_inputs, device))
-    return criterion(out["logits"], labels, student_fused=out["fused"], teacher_logits=t_out["logits"],
-                     teacher_features=t_out["features"])
+    inputs = [precision.inputs(x) for x in model_inputs(batch, run.inputs, device)]
+    with precision.autocast(device):
+        t_out = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(*[precision.inputs(x) for x in model_inputs(batch, teacher_inputs, device)])
+        return objective(inputs, labels, t_out)
 
 
 def _sha256(path: Path) -> str:
@@ -323,29 +367,67 @@ class Trainer:
         self.cfg, self.run, self.epochs, self.show = cfg, run, t["epochs"], progress
         self.opts = Reliability.from_cfg(t)
         self.checkpoint_dir = checkpoint_dir
-        # 1. Seeds and device.
+        # 1. Ranks, seeds, device and speed switches.
+        self.dist = init_distributed(t["device"])
         seed_everything(t["seed"])
         self.device = select_device(t["device"])
-        # 2. Data.
-        self.train_loader, self.test_loader = build_loaders(cfg, run, data_root, hha_root)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.precision = Precision.from_cfg(t, self.device)
+        # 2. Data: each rank takes micro-batches of its shard; `accum` of them make one optimiser step.
+        self.micro, self.accum = split_batch(t["batch_size"], self.dist.world_size, t.get("micro_batch", 0))
+        self.train_loader, self.test_loader = build_loaders(cfg, run, data_root, hha_root, self.dist, self.micro)
         self.dataset = self.train_loader.dataset
-        self.iters_per_epoch = len(self.train_loader)
+        self.iters_per_epoch = len(self.train_loader) // self.accum
+        if self.iters_per_epoch == 0:
+            raise ValueError(f"{data_root}/train.txt lists {len(self.dataset)} images, fewer than train.batch_size = "
+                             f"{t['batch_size']}; lower the batch size or add training images")
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
         self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
-        self.model = build_model(self.arch).to(self.device)
-        self.criterion = build_loss(run, self.arch["variant"]).to(self.device)
+        self.model = build_model(self.arch)
+        self.pretrained = self._init_pretrained(cfg["model"])
+        if self.dist.enabled and run.kind == "student":
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.model = self.precision.prepare(self.model.to(self.device))
+        self.criterion = build_loss(run, self.arch["variant"], sync_selection=self.dist.enabled).to(self.device)
+        self.objective = self._wrap(Objective(self.model, self.criterion))
         self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device) if run.kd is not None
                                              else (None, []))
-        # 4. Optimiser and per-iteration schedule.
+        if self.teacher is not None:
+            self.precision.prepare(self.teacher)
+        # 4. Optimiser, per-iteration schedule, loss scaling (fp16 only).
         self.optimizer = build_optimizer([self.model, self.criterion], t)
         self.scheduler = build_scheduler(self.optimizer, t, self.iters_per_epoch)
+        self.scaler = self.precision.grad_scaler(self.device)
         self.stateful = {"model": self.model, "criterion": self.criterion, "optimizer": self.optimizer,
                          "scheduler": self.scheduler}
+        if self.scaler.is_enabled():
+            self.stateful["scaler"] = self.scaler
         # 5. Continue from this run's newest checkpoint, if any.
         self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset)
         self.last_checkpoint: Path | None = None
         self.state = self._resume()
         self.started = time.perf_counter()
+
+    def _init_pretrained(self, model_cfg: dict) -> str | None:
+        """Load ImageNet MiT weights into the encoder(s) when ``model.pretrained`` asks for them."""
+        from primkd.weights import init_from_imagenet, resolve_pretrained
+
+        path = resolve_pretrained(model_cfg.get("pretrained", "none"), self.arch["variant"],
+                                  model_cfg.get("pretrained_dir", "data/pretrained"))
+        if path is None:
+            return None
+        init_from_imagenet(self.model, path)
+        log.info("%s: encoder initialised from %s", self.run.name, path)
+        return str(path)
+
+    def _wrap(self, objective: Objective) -> nn.Module:
+        """DistributedDataParallel over ranks (unused parameters allowed: a fixed-stage rule trains one aligner),
+        ``torch.compile`` when asked; the objective itself otherwise."""
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            objective = DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
+        return torch.compile(objective) if self.precision.compile else objective
 
     def _resume(self) -> Progress:
         """Progress restored from the newest matching checkpoint (states and RNGs loaded), or a fresh one."""
@@ -373,15 +455,17 @@ class Trainer:
         return state
 
     def save(self, complete: bool = False) -> Path:
-        """Write a checkpoint of the current state, refusing weights that are no longer finite."""
+        """Write a checkpoint of the current state (rank 0; the others wait), refusing non-finite weights."""
         for name, p in [*self.model.named_parameters(), *self.criterion.named_parameters()]:
             if not torch.isfinite(p).all():
                 raise FloatingPointError(f"parameter {name} became non-finite by iteration {self.state.iteration}; "
                                          f"the last good checkpoint is {self.last_checkpoint}; lower train.lr")
         progress = asdict(self.state)
         progress["seconds"] += time.perf_counter() - self.started
-        self.last_checkpoint = save_checkpoint(self.checkpoint_dir, self.state.iteration, self.stateful, progress,
-                                               self.fingerprint, complete, self.opts.keep_checkpoints)
+        if self.dist.is_main:
+            self.last_checkpoint = save_checkpoint(self.checkpoint_dir, self.state.iteration, self.stateful,
+                                                   progress, self.fingerprint, complete, self.opts.keep_checkpoints)
+        barrier()
         return self.last_checkpoint
 
     def _stop_if_requested(self, stop: StopRequest) -> None:
@@ -408,22 +492,40 @@ class Trainer:
         log.warning("%s: %s; skipping the batch (%d of at most %d)", self.run.name, where, s.bad_batches,
                     self.opts.max_bad_batches)
 
-    def step(self, batch: dict) -> None:
-        """One iteration: forward, non-finite guard, backward, optimiser and scheduler steps, bookkeeping."""
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (all ranks must skip a bad batch together, or DDP hangs)."""
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
+        return float(all_reduce_sum(bad)) == 0.0
+
+    def step(self, micro_batches: list[dict]) -> None:
+        """One iteration: for each micro-batch forward, non-finite guard and backward (gradients synchronised
+        across ranks on the last one only), then the optimiser and scheduler steps and the bookkeeping."""
         s = self.state
-        terms = train_step(self.model, self.criterion, batch, self.run, self.device, self.teacher,
-                           self.teacher_inputs)
-        if torch.isfinite(terms["loss"]):
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {k: 0.0 for k in LOSS_TERMS}
+        stages, finite = torch.zeros(len(s.stage_sums)), True
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.objective.no_sync()
+            with sync:
+                terms = train_step(self.objective, batch, self.run, self.device, self.teacher, self.teacher_inputs,
+                                   self.precision)
+                if not self._all_finite(terms["loss"]):
+                    self._non_finite(terms, batch)
+                    finite = False
+                    break
+                self.scaler.scale(terms["loss"] / len(micro_batches)).backward()
             for k in LOSS_TERMS:
-                s.sums[k] += float(terms[k].detach())
-            s.stage_sums = [a + float(b) for a, b in zip(s.stage_sums, terms["stage_mse"].detach().cpu())]
+                totals[k] += float(terms[k].detach()) / len(micro_batches)
+            stages += terms["stage_mse"].detach().float().cpu() / len(micro_batches)
+        if finite:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for k in LOSS_TERMS:
+                s.sums[k] += totals[k]
+            s.stage_sums = [a + float(b) for a, b in zip(s.stage_sums, stages)]
             s.good += 1
-            s.seen += batch["label"].shape[0]
-        else:
-            self._non_finite(terms, batch)
+            s.seen += sum(b["label"].shape[0] for b in micro_batches) * self.dist.world_size
         self.scheduler.step()  # a skipped batch still advances the schedule, which counts batches
         s.position += 1
         s.iteration += 1
@@ -458,11 +560,12 @@ class Trainer:
         while s.epoch < self.epochs:
             self.model.train()
             self.criterion.train()
-            self.train_loader.sampler.set_epoch(s.epoch, s.position * self.train_loader.batch_size)
-            bar = tqdm(self.train_loader, desc=f"{self.run.name} epoch {s.epoch + 1}/{self.epochs}", unit="it",
-                       disable=not self.show, leave=False)
-            for batch in bar:
-                self.step(batch)
+            self.train_loader.sampler.set_epoch(s.epoch, s.position * self.accum * self.micro)
+            batches = iter(self.train_loader)
+            bar = tqdm(range(s.position, self.iters_per_epoch), desc=f"{self.run.name} epoch {s.epoch + 1}/"
+                       f"{self.epochs}", unit="it", disable=not (self.show and self.dist.is_main), leave=False)
+            for _ in bar:
+                self.step([next(batches) for _ in range(self.accum)])
                 if s.position < self.iters_per_epoch:  # the epoch's last batch is checkpointed after its evaluation
                     self._stop_if_requested(stop)
                     if self._checkpoint_due():
@@ -507,11 +610,16 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
     opts = Reliability.from_cfg(t)
     with deterministic_algorithms(opts.deterministic), stop_on_signal(signal.SIGTERM) as stop:
         trainer = Trainer(cfg, run, Path(data_root), hha_root, checkpoint_dir, progress)
+        if not trainer.dist.is_main:  # one log per run: rank 0's
+            logging.getLogger("primkd").setLevel(logging.WARNING)
         elapsed = trainer.fit(stop)
-    # 6. Outputs, model.pt last.
+    # 6. Outputs (rank 0), model.pt last.
     s, model = trainer.state, trainer.model
     info = {"run": run.name, "preset": cfg["preset"], "seed": t["seed"], "deterministic": opts.deterministic,
-            "classes": trainer.dataset.classes, "kd": run.kd, **run.info}
+            "classes": trainer.dataset.classes, "kd": run.kd, "bgr": t["bgr"], "pretrained": trainer.pretrained,
+            **run.info}
+    if not trainer.dist.is_main:
+        return {}
     write_text(out_dir / "curves.csv", _csv(s.curves))
     write_text(out_dir / "eval_curve.csv", _csv(s.eval_curve))
     summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": trainer.arch["variant"],
@@ -519,7 +627,9 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "epochs": t["epochs"], "iterations": s.iteration, "skipped_batches": s.bad_batches,
                "resumed_at_iterations": s.resumed_at, "train_seconds": round(elapsed, 2),
                "images_per_second": round(s.seen / max(elapsed, 1e-9), 2),
-               "parameters": sum(p.numel() for p in model.parameters()),
+               "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
+               "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
+               "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"]}
     write_json(out_dir / "train.json", summary)
     save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, info)

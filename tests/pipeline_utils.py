@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("params.yaml", "dvc.yaml", "Snakefile", "workflow", "src", ".dvcignore")
+WORKFLOW_FILES = ("params.yaml", "dvc.yaml", "Snakefile", "workflow", "src", ".dvcignore", "environment.yml")
 
 
 def copy_workflow(dest: Path, preset: str | None = None) -> Path:

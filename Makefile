@@ -15,6 +15,17 @@ TORCH_PINS := "torch==2.14.1" "torchvision==0.29.1"
 
 .PHONY: demo test lint venv venv-test snakemake-demo clean-results
 
+# Printed after the demo: where the results are and the test-split metrics of each evaluated run.
+define SUMMARY
+import json, pathlib, yaml
+preset = yaml.safe_load(open("params.yaml"))["preset"]
+print(f"\nResults are in results/{preset}/ (metrics: results/{preset}/eval/, curves: dvc plots show)")
+for path in sorted(pathlib.Path(f"results/{preset}/eval").glob("*.json")):
+    m = json.loads(path.read_text())
+    print(f"  {path.stem:<16} mIoU {m['miou']:.3f}  mean acc {m['macc']:.3f}  pixel acc {m['pacc']:.3f}")
+endef
+export SUMMARY
+
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -37,9 +48,7 @@ MAIN_TARGETS := evaluate_teacher@rgb evaluate_cmx evaluate_student@primkd
 demo: venv
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro $(MAIN_TARGETS)
-	@echo
-	@echo "Results are in results/$$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["preset"])')/"
-	@$(BIN)/dvc metrics show
+	@$(BIN)/python -c "$$SUMMARY"
 
 ## snakemake-demo: the same pipeline through Snakemake
 snakemake-demo: venv

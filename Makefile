@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 
 TORCH_PINS := "torch==2.14.1" "torchvision==0.29.1"
 
-.PHONY: demo test lint venv venv-test snakemake-demo clean-results
+.PHONY: demo all test lint venv venv-test snakemake-demo clean-results
 
 # Printed after the demo: where the results are and the test-split metrics of each evaluated run.
 define SUMMARY
@@ -48,6 +48,12 @@ MAIN_TARGETS := evaluate_teacher@rgb evaluate_cmx evaluate_student@primkd
 demo: venv
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro $(MAIN_TARGETS)
+	@$(BIN)/python -c "$$SUMMARY"
+
+## all: every ablation, the analysis and REPORT.md through DVC (`dvc repro`) on the active preset
+all: venv
+	test -d .dvc || $(BIN)/dvc init --quiet
+	$(BIN)/dvc repro
 	@$(BIN)/python -c "$$SUMMARY"
 
 ## snakemake-demo: the same pipeline through Snakemake

@@ -59,9 +59,14 @@ def cmd_hha(args: argparse.Namespace) -> None:
     cfg = _config(args)
     if read_meta(args.data).get("hha_dir"):
         link_imported_hha(args.data, args.out)
-        return
-    counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
-    log.info("HHA in %s: %s", args.out, counts)
+    else:
+        counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
+        log.info("HHA in %s: %s", args.out, counts)
+    if args.contact_sheet:
+        from primkd.data.synthetic import contact_sheet
+
+        contact_sheet(args.data, args.contact_sheet, hha_root=args.out)
+        log.info("contact sheet of test images: %s", args.contact_sheet)
 
 
 def _run_from_args(args: argparse.Namespace, cfg: dict):
@@ -174,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="Prepared dataset folder to convert.")
     p.add_argument("--out", help="Output folder (dataset) or PNG file (single depth file).")
     p.add_argument("--force", action="store_true", help="Re-encode images whose HHA is already up to date.")
+    p.add_argument("--contact-sheet", help="Also write a PNG of the first test images: RGB, depth, label, HHA.")
     p.add_argument("--depth", help="One depth file: uint16 PNG in millimetres or float .npy in metres.")
     p.add_argument("--depth-scale", type=float, default=1000.0, help="PNG depth units per metre.")
     for k in ("fx", "fy", "cx", "cy"):

@@ -22,7 +22,8 @@ rule hha:
         "src/primkd/data/hha.py",
         data=DATA,
     output:
-        directory(HHA),
+        hha=directory(HHA),
+        sheet=f"results/{PRESET}/contact_sheet.png",
     params:
         preset=PRESET,
         values=values("hha"),
@@ -34,4 +35,5 @@ rule hha:
     conda:
         "../../environment.yml"
     shell:
-        "primkd hha --params params.yaml --preset {params.preset} --data {input.data} --out {output} --log {log}"
+        "primkd hha --params params.yaml --preset {params.preset} --data {input.data} --out {output.hha} "
+        "--contact-sheet {output.sheet} --log {log}"

@@ -43,7 +43,9 @@ def set_param(root: Path, key: list[str], value) -> None:
 
 def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a pipeline tool with the venv's executables first on PATH; fail with its output on error."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+    # One thread per stage, as Snakemake gives the smoke preset's jobs (threads = cpus_per_task = 1): CPU results
+    # depend on the thread count in the last bits, and the tests compare DVC's numbers with Snakemake's exactly.
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     if (cwd / "src").is_dir():  # stage commands import the copy's code, not whatever the checkout holds meanwhile
         env["PYTHONPATH"] = str(cwd / "src")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -23,16 +23,28 @@ def setup_logging(log_path: str | None) -> None:
                         handlers=handlers, force=True)
 
 
-def _config(args: argparse.Namespace) -> dict:
+def load_config(args: argparse.Namespace) -> dict:
+    """The resolved parameters named by a stage's ``--params`` and ``--preset``."""
     from primkd.config import load_params
 
     return load_params(args.params, args.preset)
 
 
+def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) -> argparse.ArgumentParser:
+    """A pipeline-stage sub-command with the flags every stage shares (params, preset, log, progress)."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
+    p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
+    p.add_argument("--log", default=None, help="Also write the log to this file.")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    p.set_defaults(func=func)
+    return p
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
-    data = _config(args)["data"]
+    data = load_config(args)["data"]
     prepare_dataset(data, args.out)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
@@ -56,7 +68,7 @@ def cmd_hha(args: argparse.Namespace) -> None:
     from primkd.data.layout import read_meta
     from primkd.data.prepare import link_imported_hha
 
-    cfg = _config(args)
+    cfg = load_config(args)
     if read_meta(args.data).get("hha_dir"):
         link_imported_hha(args.data, args.out)
     else:
@@ -106,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from primkd.engine.distributed import cleanup
     from primkd.engine.train import train
 
-    cfg = _config(args)
+    cfg = load_config(args)
     run = _run_from_args(args, cfg)
     seeds = [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
@@ -135,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.io import write_json, write_text
     from primkd.weights import is_export, load_any
 
-    cfg = _config(args)
+    cfg = load_config(args)
     device = select_device(cfg["train"]["device"])
     ev = cfg["eval"]
     per_seed, confusion, dataset, name = {}, None, None, None
@@ -163,19 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
-        p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
-        p.add_argument("--log", default=None, help="Also write the log to this file.")
-        p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-        p.set_defaults(func=func)
-        return p
-
-    p = stage("prepare", cmd_prepare, "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
+    p = add_stage(sub, "prepare", cmd_prepare,
+                  "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
     p.add_argument("--out", required=True, help="Output folder of the prepared dataset.")
 
-    p = stage("hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
+    p = add_stage(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
     p.add_argument("--data", help="Prepared dataset folder to convert.")
     p.add_argument("--out", help="Output folder (dataset) or PNG file (single depth file).")
     p.add_argument("--force", action="store_true", help="Re-encode images whose HHA is already up to date.")
@@ -185,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=float, help=f"Camera {k} in pixels (principal point 1-based).")
 
-    p = stage("train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
+    p = add_stage(sub, "train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
     p.add_argument("--role", choices=["teacher", "student"], required=True, help="Network to train.")
     p.add_argument("--modality", choices=["rgb", "depth"], default="rgb", help="Input of a teacher.")
     p.add_argument("--experiment", help="Student experiment name in params.yaml `experiments` (omit for CMX).")
@@ -197,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True,
                    help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
 
-    p = stage("evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
+    p = add_stage(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
     p.add_argument("--model", required=True,
                    help="Model file, exported folder, or a student folder of seed<k>/model.pt (averaged over seeds).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")

@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from primkd.cli import add_stage, load_config
+
 log = logging.getLogger("primkd")
 
 
@@ -21,18 +23,12 @@ def student_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
-def _config(args: argparse.Namespace) -> dict:
-    from primkd.config import load_params
-
-    return load_params(args.params, args.preset)
-
-
 def cmd_analyze(args: argparse.Namespace) -> None:
     from primkd.analysis.run import analyze
     from primkd.config import ConfigError
     from primkd.engine.train import select_device
 
-    cfg = _config(args)
+    cfg = load_config(args)
     students = dict(args.student)
     if len(students) != len(args.student):
         names = [name for name, _ in args.student]
@@ -51,25 +47,15 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from primkd.report.run import build_report
 
-    cfg = _config(args)
+    cfg = load_config(args)
     result = build_report(args.results, cfg["preset"], args.out_dir, paper_path=args.paper, report_path=args.report,
                           decoder_embed_dim=cfg["model"]["decoder_embed_dim"])
     log.info("report written to %s (%d table notes)", result["report"], result["notes"])
 
 
-def _stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
-    p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
-    p.add_argument("--log", default=None, help="Also write the log to this file.")
-    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    p.set_defaults(func=func)
-    return p
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` and ``report`` sub-commands to ``primkd``'s sub-parsers."""
-    p = _stage(sub, "analyze", cmd_analyze,
+    p = add_stage(sub, "analyze", cmd_analyze,
                "Table 8 (linear CKA per stage), Figure 4 (feature histograms) and Figure 3 (predictions).")
     p.add_argument("--student", action="append", type=student_arg, required=True, metavar="NAME=PATH",
                    help="A CMX student to analyse: run name and model file or run folder (results/<preset>/models/"
@@ -90,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-batches", type=int, default=2,
                    help="Minibatches whose 0.1%%/99.9%% quantiles fix each stage's histogram range.")
 
-    p = _stage(sub, "report", cmd_report, "Tables 1-8 with the paper's numbers, Figure 1 and REPORT.md.")
+    p = add_stage(sub, "report", cmd_report, "Tables 1-8 with the paper's numbers, Figure 1 and REPORT.md.")
     p.add_argument("--results", required=True, help="The preset's results folder (eval/, models/, analysis/).")
     p.add_argument("--out-dir", required=True, help="Output folder of the tables (tables/) and Figure 1.")
     p.add_argument("--report", help="Path of REPORT.md (default: OUT_DIR/REPORT.md).")

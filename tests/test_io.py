@@ -1,6 +1,8 @@
 """primkd.io: atomic writes leave either the old or the new content, never a partial file; image reads fail with
 the file named."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -75,3 +77,17 @@ def test_json_round_trip_writes_nan_as_null_and_names_a_malformed_file(tmp_path)
     (tmp_path / "bad.json").write_text("{miou: 1")
     with pytest.raises(DataError, match=rf"{tmp_path}/bad\.json: not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    from primkd.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "folder") as d:
+            (d / "b.txt").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755

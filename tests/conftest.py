@@ -18,3 +18,19 @@ def fixtures_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"reference fixtures not found at {path}; set PRIMKD_FIXTURES to the shared/fixtures folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def cmx_fixture(fixtures_dir: Path) -> dict:
+    """The official CMX student's tiny reference file (fixtures/README.md, cmx section)."""
+    import torch
+
+    return torch.load(fixtures_dir / "cmx" / "tiny_cmx_seed0.pt", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def teacher_fixture(fixtures_dir: Path) -> dict:
+    """The official PrimKD teacher's tiny reference file."""
+    import torch
+
+    return torch.load(fixtures_dir / "cmx" / "tiny_teacher_seed0.pt", weights_only=True)

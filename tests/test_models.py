@@ -68,16 +68,6 @@ def _check_norm_eps(model: nn.Module, cfg: dict[str, Any], from_official) -> Non
 
 
 @pytest.fixture(scope="module")
-def cmx_fixture(fixtures_dir: Path) -> dict[str, Any]:
-    return torch.load(fixtures_dir / "cmx" / "tiny_cmx_seed0.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def teacher_fixture(fixtures_dir: Path) -> dict[str, Any]:
-    return torch.load(fixtures_dir / "cmx" / "tiny_teacher_seed0.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
 def cmx_outputs(cmx_fixture: dict[str, Any]) -> dict[str, Any]:
     """Our CMX, built from the fixture's config and loaded with its weights, run on its inputs."""
     cfg = cmx_fixture["config"]

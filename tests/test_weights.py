@@ -183,16 +183,6 @@ def test_resolve_pretrained(tmp_path: Path) -> None:
 # Official checkpoints
 # ---------------------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cmx_fixture(fixtures_dir: Path) -> dict[str, Any]:
-    return torch.load(fixtures_dir / "cmx" / "tiny_cmx_seed0.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def teacher_fixture(fixtures_dir: Path) -> dict[str, Any]:
-    return torch.load(fixtures_dir / "cmx" / "tiny_teacher_seed0.pt", weights_only=True)
-
-
 def _official_checkpoint(path: Path, sd: dict[str, Tensor], wrapped: bool) -> Path:
     """Save ``sd`` as the official engines do (``{"model": …}`` with a DDP prefix and optimizer state) or bare."""
     if wrapped:

@@ -127,3 +127,22 @@ def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
     # Same seed, same data: a second run gives the same weights (CPU determinism).
     again = train(cfg, run, root, root / "hha", tmp_path / "s2", progress=False)
     assert again["final_loss"] == student["final_loss"]
+
+
+def test_student_refuses_a_teacher_of_the_wrong_modality(tmp_path):
+    root = make_dataset(tmp_path / "data")
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    cfg["train"].update(epochs=1, batch_size=2, crop=[32, 48])
+    train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
+    run = Run("x", "student", ["rgb", "modal"], kd=dict(cfg["kd"], teacher_modality="depth"),
+              teacher_path=tmp_path / "t" / "model.pt")
+    with pytest.raises(DataError, match=r"model\.pt: a rgb teacher, but this experiment names teacher 'depth'"):
+        train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)
+
+
+def test_batch_larger_than_the_training_split_is_refused(tmp_path):
+    root = make_dataset(tmp_path / "data", n_train=3)
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    cfg["train"].update(epochs=1, batch_size=4, crop=[32, 48])
+    with pytest.raises(ValueError, match=r"train\.txt lists 3 images, fewer than train\.batch_size = 4"):
+        train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)

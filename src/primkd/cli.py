@@ -93,22 +93,7 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
     if args.teacher is None:
         raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt")
     kd = experiment_kd(cfg, args.experiment)
-    _check_teacher(Path(args.teacher), kd["teacher_modality"], args.experiment)
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=Path(args.teacher))
-
-
-def _check_teacher(path: Path, modality: str, experiment: str) -> None:
-    """Refuse a teacher file whose modality is not the one the experiment names (a wiring mistake)."""
-    import torch
-
-    from primkd.io import DataError
-
-    if not path.is_file():
-        raise DataError(f"{path}: teacher model not found; train the {modality} teacher first")
-    info = torch.load(path, map_location="cpu", weights_only=True).get("info", {})
-    if info.get("modality", modality) != modality:
-        raise DataError(f"{path}: a {info['modality']} teacher, but experiment {experiment!r} names teacher "
-                        f"{modality!r} in params.yaml; pass results/<preset>/models/teacher_{modality}/model.pt")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -150,14 +135,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cfg = load_config(args)
     device = select_device(cfg["train"]["device"])
     ev = cfg["eval"]
-    per_seed, confusion, dataset, name = {}, None, None, None
+    per_seed, confusion, loader, name = {}, None, None, None
     files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
     for seed, path in files.items():
         model, meta = load_any(path, device)
-        hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
-        if dataset is None:  # imported official weights record that they expect BGR input
+        if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
+            hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
             dataset = RGBDDataset(args.data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
-        loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
+            loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
         m = evaluate(model, loader, dataset.num_classes, meta["inputs"], device, ev["scales"], ev["flip"],
                      progress=not args.no_progress)
         per_seed[seed], name = m, meta["info"].get("run")

@@ -251,9 +251,6 @@ def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, d
                               sampler=EpochSampler(len(train_set), t["seed"], rank=dist.rank,
                                                    world_size=dist.world_size),
                               generator=torch.Generator().manual_seed(t["seed"]), **common)
-    if len(train_loader) == 0:
-        raise ValueError(f"{data_root}/train.txt lists {len(train_set)} images, fewer than train.batch_size = "
-                         f"{t['batch_size']}; lower the batch size or add training images")
     test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"],
                              sampler=ShardSampler(len(test_set), dist.rank, dist.world_size),
                              generator=torch.Generator().manual_seed(t["seed"]), **common)
@@ -264,14 +261,19 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     """The frozen teacher (eval mode, no gradients), checked against the student; returns it with its batch keys.
 
     Raises:
-        DataError: the file is not a teacher, predicts another number of classes, or (with feature distillation)
-            has other stage widths than the student.
+        DataError: the file is not a teacher, reads another modality than the experiment's ``teacher``, predicts
+            another number of classes, or (with feature distillation) has other stage widths than the student.
     """
     path = run.teacher_path
     teacher, meta = load_model(path, device)
     t_arch, fix = meta["arch"], "pass the model.pt of `primkd train --role teacher` trained with the same params"
     if t_arch["kind"] != "teacher":
         raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
+    modality = "rgb" if meta["inputs"] == ["rgb"] else "depth"
+    wanted = run.kd.get("teacher_modality", modality)
+    if modality != wanted:
+        raise DataError(f"{path}: a {modality} teacher, but this experiment names teacher {wanted!r} in params.yaml; "
+                        f"pass results/<preset>/models/teacher_{wanted}/model.pt")
     if t_arch["num_classes"] != arch["num_classes"]:
         raise DataError(f"{path}: the teacher predicts {t_arch['num_classes']} classes, the dataset has "
                         f"{arch['num_classes']}; {fix}")

@@ -26,7 +26,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation (DESIGN.md §3): random scale, horizontal flip, random crop with padding."""
+    """Training augmentation (DESIGN.md §3): random scale, horizontal flip, random crop with centred mean padding."""
 
     crop: tuple[int, int]
     scales: Sequence[float]
@@ -43,19 +43,35 @@ def normalize(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
 
 
-def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.random.Generator):
-    """Apply scale → flip → pad/crop identically to every image and to the label.
+def centre_pad(x: np.ndarray, size: tuple[int, int], value: float) -> np.ndarray:
+    """Pad H×W(×C) ``x`` with ``value`` to at least ``size`` (height, width), the image centred (an odd margin puts
+    the extra pixel below / to the right), as the official CMX/PrimKD code pads crops and test windows."""
+    pad_h, pad_w = max(size[0] - x.shape[0], 0), max(size[1] - x.shape[1], 0)
+    if not (pad_h or pad_w):
+        return x
+    width = [(pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)] + [(0, 0)] * (x.ndim - 2)
+    return np.pad(x, width, constant_values=value)
+
+
+def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.random.Generator,
+            bgr: bool = False) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Apply scale → flip → normalise → crop/pad identically to every image and to the label.
+
+    The padding follows the official code: it comes after normalisation with 0 (so it is the mean colour, for RGB and
+    HHA alike), the image centred in the crop; labels are padded with the ignore index. A crop position is drawn only
+    along an axis where the image is larger than the crop.
 
     Args:
         images: H×W×3 uint8 arrays (RGB and, for RGB-D, HHA).
         label: H×W uint8.
         aug: augmentation settings.
         rng: generator for this sample.
+        bgr: feed the images in BGR order (see :func:`normalize`).
 
     Returns:
-        The augmented images (crop-sized) and label.
+        The normalised crop-sized images (3×h×w float32 tensors) and the h×w uint8 label.
     """
-    # 1. Random rescale: bilinear for images, nearest for labels.
+    # 1. Random rescale: bilinear for images, nearest for labels (on the uint8 images, as the official code).
     scale = float(rng.choice(np.asarray(aug.scales)))
     H, W = label.shape
     size = (max(1, round(W * scale)), max(1, round(H * scale)))  # cv2 wants (width, height)
@@ -66,18 +82,15 @@ def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.r
     if rng.random() < aug.flip:
         images = [im[:, ::-1] for im in images]
         label = label[:, ::-1]
-    # 3. Pad to at least the crop size (0 for images, ignore for labels), then a random crop.
+    # 3. Random crop window (axes larger than the crop), then centred padding to the crop size.
     ch, cw = aug.crop
     H, W = label.shape
-    pad_h, pad_w = max(ch - H, 0), max(cw - W, 0)
-    if pad_h or pad_w:
-        images = [np.pad(im, ((0, pad_h), (0, pad_w), (0, 0))) for im in images]
-        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
-        H, W = label.shape
-    top = int(rng.integers(0, H - ch + 1))
-    left = int(rng.integers(0, W - cw + 1))
-    images = [im[top : top + ch, left : left + cw] for im in images]
-    return images, label[top : top + ch, left : left + cw]
+    top = int(rng.integers(0, max(H - ch, 0) + 1))
+    left = int(rng.integers(0, max(W - cw, 0) + 1))
+    window = (slice(top, top + ch), slice(left, left + cw))
+    crops = [centre_pad(normalize(im[window], bgr).numpy().transpose(1, 2, 0), (ch, cw), 0.0) for im in images]
+    label = centre_pad(np.ascontiguousarray(label[window]), (ch, cw), IGNORE_INDEX)
+    return [torch.from_numpy(np.ascontiguousarray(c.transpose(2, 0, 1))) for c in crops], label  # (3, ch, cw)
 
 
 def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
@@ -162,11 +175,12 @@ class RGBDDataset(Dataset):
         images, label = self.load(index)
         if self.augmentation is not None:
             rng = np.random.default_rng((self.seed, epoch, index))
-            images, label = augment(images, label, self.augmentation, rng)
-        item = {"rgb": normalize(images[0], self.bgr), "label": torch.from_numpy(label.astype(np.int64)),
-                "name": self.names[index]}
-        if len(images) > 1:
-            item["modal"] = normalize(images[1], self.bgr)
+            tensors, label = augment(images, label, self.augmentation, rng, self.bgr)
+        else:
+            tensors = [normalize(im, self.bgr) for im in images]
+        item = {"rgb": tensors[0], "label": torch.from_numpy(label.astype(np.int64)), "name": self.names[index]}
+        if len(tensors) > 1:
+            item["modal"] = tensors[1]
         return item
 
 

@@ -295,7 +295,8 @@ def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLo
         return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
     kd = run.kd
     return PrimKDLoss(channels=channels, alpha=kd["alpha"], beta=kd["beta"], rule=kd["rule"], aligner=kd["aligner"],
-                      per_sample=kd["per_sample"], kl_direction=kd["kl_direction"], temperature=kd["temperature"],
+                      mask_keep=kd["mask_lambda"], per_sample=kd["per_sample"], kl_direction=kd["kl_direction"],
+                      temperature=kd["temperature"],
                       use_pred=kd["alpha"] > 0, use_feat=kd["beta"] > 0, sync_selection=sync_selection)
 
 

@@ -11,7 +11,7 @@ from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, nor
 from primkd.data.layout import IGNORE_INDEX, write_split
 from primkd.engine.checkpoint import load_model
 from primkd.engine.optim import param_groups, warmup_poly_factor
-from primkd.engine.train import Run, train
+from primkd.engine.train import Run, best_evaluation, evaluation_due, train
 from primkd.io import DataError, write_json, write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,9 +167,34 @@ def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
     model, meta = load_model(tmp_path / "s" / "model.pt")
     assert meta["inputs"] == ["rgb", "modal"] and meta["info"]["kd"]["beta"] == 0.5
     assert student["parameters"] == sum(p.numel() for p in model.parameters())
+    # Both checkpoints are kept: the last epoch's and the best test-split evaluation's (epochs 1 and 2 evaluated).
+    points = [(int(r.split(",")[0]), float(r.split(",")[1]))
+              for r in (tmp_path / "s" / "eval_curve.csv").read_text().splitlines()[1:]]
+    assert [e for e, _ in points] == [1, 2]
+    best_epoch = 1 if points[0][1] >= points[1][1] else 2
+    assert student["best_test_epoch"] == best_epoch and student["test_miou_best_epoch"] == points[best_epoch - 1][1]
+    best, best_meta = load_model(tmp_path / "s" / "model_best.pt")
+    assert best_meta["info"]["epoch"] == best_epoch and best_meta["info"]["checkpoint"] == "best_test_epoch"
+    assert best_meta["info"]["kd"]["beta"] == 0.5 and meta["info"]["epoch"] == 2
+    if best_epoch == 2:
+        assert all(torch.equal(a, b) for a, b in zip(best.state_dict().values(), model.state_dict().values()))
     # Same seed, same data: a second run gives the same weights (CPU determinism).
     again = train(cfg, run, root, root / "hha", tmp_path / "s2", progress=False)
     assert again["final_loss"] == student["final_loss"]
+
+
+def test_best_evaluation_on_a_scripted_curve():
+    # The official loop keeps its best on a strict improvement: the first of tied maxima wins; last != best.
+    curve = [{"epoch": e, "miou": m} for e, m in [(1, 0.20), (2, 0.41), (3, 0.38), (4, 0.41), (5, 0.40)]]
+    assert best_evaluation(curve) == {"epoch": 2, "miou": 0.41}
+    assert curve[-1]["miou"] == 0.40  # the honest last-epoch figure stays the default in the tables
+    assert best_evaluation([]) is None
+    assert best_evaluation([{"epoch": 1, "miou": None}, {"epoch": 2, "miou": 0.1}])["epoch"] == 2
+    # NYU official: every epoch; SUN-RGBD official: every 10 epochs from epoch 100, and always the last one.
+    assert [e for e in range(1, 6) if evaluation_due(e, 5, 1)] == [1, 2, 3, 4, 5]
+    sun = [e for e in range(1, 301) if evaluation_due(e, 300, 10, 100)]
+    assert sun[:3] == [100, 110, 120] and sun[-1] == 300 and len(sun) == 21
+    assert [e for e in range(1, 8) if evaluation_due(e, 7, 0)] == [7]
 
 
 def test_student_refuses_a_teacher_of_the_wrong_modality(tmp_path):

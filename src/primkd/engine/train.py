@@ -72,7 +72,7 @@ from primkd.engine.distributed import (
 from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
-from primkd.io import DataError, write_json, write_text
+from primkd.io import DataError, atomic_path, write_json, write_text
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class Progress:
     seconds: float = 0.0  # training time spent by earlier processes of this run
     curves: list = field(default_factory=list)
     eval_curve: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)  # the best test-split evaluation so far ({epoch, miou, macc, pacc})
     resumed_at: list = field(default_factory=list)  # iterations at which the run was resumed
 
     def start_epoch(self) -> None:
@@ -361,6 +362,25 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+BEST_FILE = "best.pt"  # in the checkpoint folder: the weights of the best test-split evaluation so far
+
+
+def evaluation_due(epoch: int, epochs: int, every: int, start: int = 0) -> bool:
+    """Whether the test split is evaluated after (1-based) ``epoch``: every ``every`` epochs from epoch ``start`` on,
+    and always after the last (official: NYU every epoch; SUN-RGBD every 10 from epoch 100)."""
+    return epoch == epochs or bool(every and epoch % every == 0 and epoch >= start)
+
+
+def best_evaluation(curve: list[dict]) -> dict | None:
+    """The point of a test-split curve with the highest mIoU; the earliest on ties (the official code replaces its
+    best only on a strict improvement). Selecting on the test split is the official practice, not a clean estimate."""
+    best = None
+    for point in curve:
+        if point.get("miou") is not None and (best is None or point["miou"] > best["miou"]):
+            best = point
+    return best
+
+
 class Trainer:
     """One run's training loop over checkpointed state (see the module docstring for the reliability rules)."""
 
@@ -437,14 +457,15 @@ class Trainer:
         remove_partial_checkpoints(self.checkpoint_dir)
         found = latest_checkpoint(self.checkpoint_dir)
         if found is None:
+            (self.checkpoint_dir / BEST_FILE).unlink(missing_ok=True)  # a best model of an earlier, removed run
             return Progress()
         path, blob = found
         changed = fingerprint_differences(blob["fingerprint"], self.fingerprint)
         if changed and blob["complete"]:
             log.warning("%s: a finished run with other settings (%s); training afresh and removing its checkpoints",
                         path, "; ".join(changed[:5]))
-            for old in list_checkpoints(self.checkpoint_dir):
-                old.unlink()
+            for old in [*list_checkpoints(self.checkpoint_dir), self.checkpoint_dir / BEST_FILE]:
+                old.unlink(missing_ok=True)
             return Progress()
         if changed:
             raise DataError(f"{path}: this unfinished run's checkpoint was written with other settings "
@@ -540,12 +561,19 @@ class Trainer:
         row.update({k: v / n for k, v in s.sums.items()})
         row.update({f"stage{i + 1}_mse": v / n for i, v in enumerate(s.stage_sums)})
         s.curves.append(row)
-        every = self.cfg["train"]["eval_every"]
-        if s.epoch + 1 == self.epochs or (every and (s.epoch + 1) % every == 0):
+        t = self.cfg["train"]
+        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t.get("eval_from", 0)):
             m = evaluate(self.model, self.test_loader, self.dataset.num_classes, self.run.inputs, self.device,
-                         progress=self.show)
-            s.eval_curve.append({"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]})
-            log.info("%s epoch %d: loss %.4f, test mIoU %.4f", self.run.name, s.epoch + 1, row["loss"], m["miou"])
+                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"].get("windows", "official"))
+            point = {"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]}
+            s.eval_curve.append(point)
+            if best_evaluation(s.eval_curve) is point:  # a new best: keep its weights beside the checkpoints
+                s.best = dict(point)
+                if self.dist.is_main:
+                    save_model(self.checkpoint_dir / BEST_FILE, self.model, self.arch, self.run.inputs, dict(point))
+                barrier()
+            log.info("%s epoch %d: loss %.4f, test mIoU %.4f (best %.4f at epoch %d)", self.run.name, s.epoch + 1,
+                     row["loss"], m["miou"], s.best["miou"], s.best["epoch"])
         else:
             log.info("%s epoch %d: loss %.4f", self.run.name, s.epoch + 1, row["loss"])
         s.start_epoch()
@@ -633,7 +661,20 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
                "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
-               "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"]}
+               "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
+               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
     write_json(out_dir / "train.json", summary)
-    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, info)
+    _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)
+    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t["epochs"]})
     return summary
+
+
+def _write_best_model(source: Path, dest: Path, best: dict, info: dict) -> None:
+    """Copy the best-evaluation weights to ``dest`` with the run's metadata and the epoch they come from."""
+    blob = torch.load(source, map_location="cpu", weights_only=True)
+    if blob["info"].get("epoch") != best.get("epoch"):  # a crash between a new best and the next checkpoint
+        log.warning("%s holds epoch %s, the resumed curve's best is epoch %s; keeping the file's weights and epoch",
+                    source, blob["info"].get("epoch"), best.get("epoch"))
+    blob["info"] = {**info, **blob["info"], "checkpoint": "best_test_epoch"}
+    with atomic_path(dest) as tmp:
+        torch.save(blob, tmp)

@@ -10,8 +10,15 @@ from primkd.config import load_params
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
 from primkd.data.layout import IGNORE_INDEX, write_split
 from primkd.engine.checkpoint import load_model
-from primkd.engine.optim import param_groups, warmup_poly_factor
-from primkd.engine.train import Run, best_evaluation, evaluation_due, train
+from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
+from primkd.engine.train import (
+    Run,
+    best_evaluation,
+    epoch_samples,
+    evaluation_due,
+    official_stage2_drop_path,
+    train,
+)
 from primkd.io import DataError, write_json, write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,3 +221,58 @@ def test_batch_larger_than_the_training_split_is_refused(tmp_path):
     cfg["train"].update(epochs=1, batch_size=4, crop=[32, 48])
     with pytest.raises(ValueError, match=r"train\.txt lists 3 images, fewer than train\.batch_size = 4"):
         train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
+
+
+def test_official_epoch_fills_the_last_batch_with_random_repeats():
+    # 10 images, batch 4: official epochs hold 4 x (10 // 4 + 1) = 12 samples, every image once plus 2 distinct ones.
+    cfg = {"batch_size": 4, "fill_last_batch": True}
+    assert epoch_samples(cfg, 10) == 12 and epoch_samples(dict(cfg, fill_last_batch=False), 10) == 10
+    assert epoch_samples(cfg, 8) == 12  # a whole extra batch when the split divides evenly, as the official loader
+    s = EpochSampler(10, seed=1, total=12)
+    s.set_epoch(3)
+    order = [i for i, _ in s]
+    assert len(s) == 12 and order == [i for i, _ in s]
+    assert sorted(order[:10]) == list(range(10)) and len(set(order[10:])) == 2
+    plain = EpochSampler(10, seed=1)
+    plain.set_epoch(3)
+    assert [i for i, _ in plain] == order[:10]  # the same permutation first
+    two = EpochSampler(3, seed=0, total=8)  # two more passes, then 2 distinct images
+    counts = np.bincount([i for i, _ in two], minlength=3)
+    assert counts.sum() == 8 and sorted(counts.tolist()) == [2, 3, 3]
+
+
+def test_first_step_at_the_full_rate_then_the_schedule_one_step_late():
+    net = torch.nn.Linear(2, 2)
+    cfg = {"lr": 1.0, "weight_decay": 0.0, "betas": [0.9, 0.999], "epochs": 1, "warmup_epochs": 0.5,
+           "warmup_ratio": 0.0, "poly_power": 1.0, "first_step_full_lr": True}
+    opt = build_optimizer([net], cfg)
+    sched = build_scheduler(opt, cfg, 8)  # 8 iterations, 4 of warm-up from 0
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([1.0, 0.0, 0.25, 0.5, 0.75, 0.5])  # official: full, then get_lr(0), get_lr(1), ...
+    opt = build_optimizer([net], dict(cfg, first_step_full_lr=False))
+    sched = build_scheduler(opt, dict(cfg, first_step_full_lr=False), 8)
+    assert opt.param_groups[0]["lr"] == 0.0
+
+
+def test_official_quirks_decoder_biases_and_constant_stage2_drop_path():
+    from primkd.models import build_student
+    from primkd.models.decoder import reset_conv_biases
+
+    torch.manual_seed(0)
+    net = build_student("mit_b0", num_classes=5, decoder_embed_dim=16)
+    assert net.decoder.fuse.bias.abs().max() == 0 and net.decoder.classifier.bias.abs().max() == 0
+    reset_conv_biases(net.decoder)
+    for conv in (net.decoder.fuse, net.decoder.classifier):
+        bound = conv.weight[0].numel() ** -0.5
+        assert 0 < conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 4
+    # mit_b0: depths 2, 2, 2, 2; 8 blocks, rates 0.1 * k / 7. Stage 2 holds blocks 2 and 3 (0.1 * 2/7, 0.1 * 3/7).
+    rates = lambda enc: [b.drop_path.drop_prob for b in enc.stages[1].blocks]  # noqa: E731
+    assert rates(net.encoder_rgb) == pytest.approx([0.2 / 7, 0.3 / 7])
+    official_stage2_drop_path(net, 0.1)
+    assert rates(net.encoder_rgb) == pytest.approx([0.2 / 7, 0.2 / 7])  # RGB: the stage's first rate
+    assert rates(net.encoder_modal) == pytest.approx([0.3 / 7, 0.3 / 7])  # depth: its second
+    assert net.encoder_rgb.stages[2].blocks[0].drop_path.drop_prob == pytest.approx(0.4 / 7)  # other stages linear

@@ -189,25 +189,32 @@ class EpochSampler(Sampler):
 
     With ``world_size`` ranks each rank takes every ``world_size``-th index of the shared permutation, padded by
     wrapping so all ranks see the same number of samples. ``start`` skips the first samples of the epoch (resume).
+    ``total`` > ``length`` fills the epoch up to ``total`` samples with distinct images drawn at random after the
+    permutation (the official loader's epoch of batch × (N // batch + 1) samples, its last batch filled with random
+    repeats).
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 total: int = 0):
         self.length, self.seed, self.shuffle = length, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        self.total = max(total, length)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return -(-self.length // self.world_size) - self.start
+        return -(-self.total // self.world_size) - self.start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length)
-        else:
-            order = np.arange(self.length)
-        per_rank = -(-self.length // self.world_size)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(self.length) if self.shuffle else np.arange(self.length)
+        if self.total > self.length:  # whole passes over the data, then the remainder drawn without replacement
+            extra = self.total - self.length
+            repeats = [rng.permutation(self.length) for _ in range(extra // self.length)]
+            order = np.concatenate([order, *repeats, rng.permutation(self.length)[: extra % self.length]])
+        per_rank = -(-self.total // self.world_size)
         order = np.resize(order, per_rank * self.world_size)[self.rank :: self.world_size]
         for index in order[self.start :]:
             yield int(index), self.epoch

@@ -73,6 +73,7 @@ from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
 from primkd.io import DataError, atomic_path, write_json, write_text
+from primkd.models.decoder import reset_conv_biases
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -250,12 +251,32 @@ def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, d
               "worker_init_fn": ignore_sigterm if workers > 0 else None}
     train_loader = DataLoader(train_set, batch_size=micro_batch or t["batch_size"], drop_last=True,
                               sampler=EpochSampler(len(train_set), t["seed"], rank=dist.rank,
-                                                   world_size=dist.world_size),
+                                                   world_size=dist.world_size, total=epoch_samples(t, len(train_set))),
                               generator=torch.Generator().manual_seed(t["seed"]), **common)
     test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"],
                              sampler=ShardSampler(len(test_set), dist.rank, dist.world_size),
                              generator=torch.Generator().manual_seed(t["seed"]), **common)
     return train_loader, test_loader
+
+
+def epoch_samples(train_cfg: dict, length: int) -> int:
+    """Images per epoch: the training split (the last incomplete batch dropped), or with ``train.fill_last_batch``
+    batch × (N // batch + 1), as the official loader (its epoch always ends with a batch of random repeats)."""
+    batch = train_cfg["batch_size"]
+    return batch * (length // batch + 1) if train_cfg.get("fill_last_batch", False) else length
+
+
+def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
+    """Make stage 2's stochastic depth constant, as the official dual encoder builds it: every RGB block at the rate
+    of the stage's first block, every depth block at the rate of its second (the linear rule elsewhere)."""
+    encoders = [model.encoder_rgb, model.encoder_modal] if hasattr(model, "encoder_rgb") else [model.encoder]
+    for offset, encoder in enumerate(encoders):
+        depths = [len(stage.blocks) for stage in encoder.stages]
+        total, start = sum(depths), depths[0]
+        rate = drop_path_rate * (start + offset) / max(total - 1, 1)
+        for block in encoder.stages[1].blocks:
+            if hasattr(block.drop_path, "drop_prob"):
+                block.drop_path.drop_prob = rate
 
 
 def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module, list[str]]:
@@ -343,13 +364,15 @@ def run_fingerprint(cfg: dict, run: Run, arch: dict, train_set: RGBDDataset) -> 
     """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
 
     Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
-    ``train`` section except :data:`RESUME_FREE_KEYS`, and the training split (class names, SHA-256 of the names).
+    official-recipe model keys outside it (stage-2 drop path, decoder bias init), the ``train`` section except
+    :data:`RESUME_FREE_KEYS`, and the training split (class names, SHA-256 of the names).
     """
     names = hashlib.sha256("\n".join(train_set.names).encode()).hexdigest()
     teacher = _sha256(run.teacher_path) if run.teacher_path is not None else None
     return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
                     "teacher_sha256": teacher},
             "arch": arch,
+            "init": {k: cfg["model"].get(k) for k in ("drop_path_stage2", "decoder_bias_init")},
             "train": {k: v for k, v in cfg["train"].items() if k not in RESUME_FREE_KEYS},
             "data": {"classes": list(train_set.classes), "train_names_sha256": names}}
 
@@ -408,6 +431,10 @@ class Trainer:
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
         self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
         self.model = build_model(self.arch)
+        if cfg["model"].get("decoder_bias_init", "zero") == "default":
+            reset_conv_biases(self.model.decoder)
+        if cfg["model"].get("drop_path_stage2", "linear") == "constant":
+            official_stage2_drop_path(self.model, cfg["model"]["drop_path_rate"])
         self.pretrained = self._init_pretrained(cfg["model"])
         if self.dist.enabled and run.kind == "student":
             self.model = convert_sync_batchnorm(self.model, self.device)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from primkd.engine.evaluate import MIN_INPUT_SIZE, predict_scores, scale_scores, sliding_windows
@@ -129,6 +130,15 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     assert 0 <= multi["miou"] <= 1 and multi["per_seed"][0]["epoch"] == 2
     best = m["best_epoch"]
     assert best["checkpoint"] == "best_test_epoch" and best["per_seed"][0]["epoch"] == summary["best_test_epoch"]
-    assert set(best) >= {"miou", "macc", "pacc", "iou", "multi_scale_flip"}
+    assert set(best) >= {"miou", "macc", "pacc", "iou"} and "multi_scale_flip" not in best  # eval.checkpoint: last
+    # With eval.checkpoint: best the best epoch is also tested multi-scale (what the tables then show).
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["presets"]["smoke"]["eval"]["checkpoint"] = "best"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--preset", "smoke", "--model",
+          str(tmp_path / "t" / "model.pt"), "--data", str(root), "--hha", str(root / "hha"), "--out", str(out),
+          "--no-progress"])
+    best = read_json(out)["best_epoch"]
+    assert best["multi_scale_flip"]["flip"] is True
     if summary["best_test_epoch"] == 2:  # the same weights: the same numbers
         assert best["miou"] == m["miou"] and best["multi_scale_flip"]["miou"] == multi["miou"]

@@ -149,8 +149,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             if checkpoint == "best" and (is_export(args.model) or not file.is_file()):
                 continue
             net, net_meta = (model, meta) if checkpoint == "last" else load_any(file, device)
+            # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
+            wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
             modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, modes=wanted)
             results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
             for mode, m in modes.items():
                 log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],

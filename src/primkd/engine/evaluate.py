@@ -223,10 +223,14 @@ def evaluation_modes(eval_cfg: dict) -> dict[str, tuple[list[float], bool]]:
 
 
 def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
-                   eval_cfg: dict, crop: Sequence[int] | None, progress: bool = True) -> dict[str, dict]:
-    """:func:`evaluate` in each of :func:`evaluation_modes`; a multi-scale mode equal to the single one is not rerun."""
+                   eval_cfg: dict, crop: Sequence[int] | None, progress: bool = True,
+                   modes: Sequence[str] | None = None) -> dict[str, dict]:
+    """:func:`evaluate` in each of :func:`evaluation_modes` (or the ``modes`` named); a multi-scale mode equal to the
+    single one is not rerun."""
     out: dict[str, dict] = {}
     for mode, (scales, flip) in evaluation_modes(eval_cfg).items():
+        if modes is not None and mode not in modes:
+            continue
         if mode != "single" and (scales, flip) == ([1.0], False):
             out[mode] = out["single"]
             continue
@@ -239,7 +243,8 @@ def evaluation_report(results: dict[str, dict], classes: Sequence[str], eval_cfg
     """The evaluation JSON of one run from :func:`evaluate_modes` results per checkpoint and seed.
 
     Args:
-        results: ``{"last": {seed: (modes, epoch)}, "best": {...}}`` (``best`` only when training kept one).
+        results: ``{"last": {seed: (modes, epoch)}, "best": {...}}`` (``best`` only when training kept one); a mode
+            missing from a seed's results is left out of the JSON.
         classes: class names.
         eval_cfg: the ``eval`` section (its scales and flip define the multi-scale mode).
 
@@ -254,6 +259,8 @@ def evaluation_report(results: dict[str, dict], classes: Sequence[str], eval_cfg
     def block(per_seed: dict) -> dict:
         out = {}
         for mode, (scales, flip) in modes.items():
+            if any(mode not in m for m, _ in per_seed.values()):
+                continue
             summary = {**summarize_seeds({s: m[mode] for s, (m, _) in per_seed.items()}, classes), "scales": scales,
                        "flip": flip}
             for entry, (_, epoch) in zip(summary["per_seed"], per_seed.values()):

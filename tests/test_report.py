@@ -140,8 +140,8 @@ def test_cka_table_and_report_markdown(report):
     # Figure 1 row C has no run: the figure still draws, with the table's note under it.
     assert "![Figure 1: single-modal models, CMX and PrimKD](report/figure1.png)\n\n- no evaluation in" in text
     assert "## Figure 3: qualitative predictions\n\nNot found: run the analyze stage." in text
-    assert "| `a` | once (seed 0) | mit_tiny | 2 | 12 | 50.0 |" in text  # runs table: mean train time over seeds
-    assert "| `b` | 0, 1 | mit_tiny | 2 | 12 | 51.0 ± 1.4 |" in text
+    assert "| `a` | once (seed 0) | mit_tiny | 2 | 12 | 50.0 | — |" in text  # runs table: mean train time over seeds
+    assert "| `b` | 0, 1 | mit_tiny | 2 | 12 | 51.0 ± 1.4 | — |" in text
     assert all(Path(p).is_file() for p in out["figure1"])
 
 
@@ -326,6 +326,7 @@ def test_modes_checkpoints_and_settings_of_the_packaged_tables(tmp_path):
     assert t5[2] == "| single layer | 40.0 | 57.2 | — |" and t5[3] == "| multi layer | 40.0 | 57.5 | — |"
     report = Path(out["report"]).read_text()
     assert "Ours: multi-scale (scales 0.5, 1, 1.5) + flip, the last epoch." in report
+    assert "| `primkd` | 0 | — | — | — | 40.0 | 45.0 (epoch 1) |" in report  # both checkpoints in the runs table
     assert "Ours: single-scale (scale 1, no flip), the last epoch." in report
     for key in ("table1", "table3", "table4", "table5", "table6", "table7", "table8"):  # every paper cell filled
         assert all(cell != "" for row in csv.DictReader(Path(out["tables"][key][1]).open())

@@ -63,6 +63,7 @@ class RunResult:
     num_classes: int | None
     scales: list | None = None  # the evaluation mode of ``metrics``
     flip: bool | None = None
+    epoch: int | None = None  # the epoch of the evaluated model, when the evaluation records it
 
 
 def _read_train(path: Path) -> dict | None:
@@ -89,8 +90,9 @@ def run_results(results_dir: Path, name: str, evaluation: Mapping, checkpoint: s
     seeded = [e for e in evaluation.get("per_seed", []) if e.get("seed") is not None]
     if not seeded:
         metrics = {k: evaluation.get(k) for k in EVAL_KEYS}
+        epoch = next((e.get("epoch") for e in evaluation.get("per_seed", [])), None)
         return [RunResult(name, None, metrics, _read_train(results_dir / "models" / name / "train.json"),
-                          num_classes, evaluation.get("scales"), evaluation.get("flip"))]
+                          num_classes, evaluation.get("scales"), evaluation.get("flip"), epoch)]
     results = []
     for entry in seeded:
         if not isinstance(entry["seed"], int):
@@ -98,7 +100,7 @@ def run_results(results_dir: Path, name: str, evaluation: Mapping, checkpoint: s
                             f"integer; re-run its evaluate stage")
         train = _read_train(results_dir / "models" / name / f"seed{entry['seed']}" / "train.json")
         results.append(RunResult(name, entry["seed"], {k: entry.get(k) for k in EVAL_KEYS}, train, num_classes,
-                                 evaluation.get("scales"), evaluation.get("flip")))
+                                 evaluation.get("scales"), evaluation.get("flip"), entry.get("epoch")))
     return results
 
 
@@ -288,19 +290,29 @@ def _comparison(spec: TableSpec, paper: PaperSpec, preset: str, matched: str | N
     return setting, compared, notes
 
 
-def _runs_table(runs: Mapping[str, list[RunResult]]) -> str:
-    lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) |", "|---|---:|---|---:|---:|---:|"]
+def _miou_text(group: Sequence[RunResult]) -> str:
+    miou = Stat.of([100 * r.metrics["miou"] for r in group if r.metrics.get("miou") is not None])
+    return "—" if miou is None else f"{miou.mean:.1f}" + (f" ± {miou.std:.1f}" if miou.std is not None else "")
+
+
+def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[RunResult]]) -> str:
+    """One line per run: seeds, backbone, epochs, time, and the single-scale mIoU of the last epoch and of the best
+    test-split epoch (test-set selection, as the official code reports; its epochs in brackets)."""
+    lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) last epoch "
+             "| mIoU (%) best test-split epoch |", "|---|---:|---|---:|---:|---:|---:|"]
     for name, group in sorted(runs.items()):
         trains = [r.train for r in group if r.train is not None]
         seconds = Stat.of([t["train_seconds"] for t in trains if "train_seconds" in t])
-        miou = Stat.of([100 * r.metrics["miou"] for r in group if r.metrics.get("miou") is not None])
+        epochs_best = [r.epoch for r in best.get(name, []) if r.epoch is not None]
+        best_text = _miou_text(best.get(name, [])) + (f" (epoch {', '.join(map(str, epochs_best))})"
+                                                      if epochs_best else "")
         backbone = trains[0].get("backbone", "—") if trains else "—"
         epochs = trains[0].get("epochs", "—") if trains else "—"
         seeds = ", ".join(str(r.seed) for r in group if r.seed is not None)
         if not seeds:  # a teacher: trained once, with train.seed
             seeds = f"once (seed {trains[0]['seed']})" if trains and "seed" in trains[0] else "once"
         cells = [f"`{name}`", seeds, str(backbone), str(epochs), "—" if seconds is None else f"{seconds.mean:.0f}",
-                 "—" if miou is None else f"{miou.mean:.1f}" + (f" ± {miou.std:.1f}" if miou.std is not None else "")]
+                 _miou_text(group), best_text]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -329,7 +341,8 @@ def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables:
                         "Not found: run the analyze stage."))
     parts.append(_image("Figure 4: feature-value histograms", analysis / "figure4_histograms.png", report_dir,
                         "Not found: run the analyze stage."))
-    parts.append("## Runs\n\n" + (_runs_table(runs) if runs else "No evaluated run yet.\n"))
+    parts.append("## Runs\n\n" + (_runs_table(runs, collect_runs(results_dir, "best")) if runs
+                                    else "No evaluated run yet.\n"))
     return "\n".join(parts)
 
 

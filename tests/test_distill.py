@@ -8,12 +8,14 @@ import torch
 
 from primkd.distill import losses
 from primkd.distill.losses import (
+    MaskedAligner,
     PrimKDLoss,
     aligners_from_official,
     build_aligners,
     kl_map,
     prediction_kl,
     select_feature_loss,
+    spatial_keep_mask,
     stage_feature_losses,
 )
 
@@ -216,6 +218,47 @@ def test_aligner_shapes_and_sizes(kind, per_channel):
     for c, align in zip(channels, aligners):
         assert align(torch.randn(2, c, 5, 7)).shape == (2, c, 5, 7)
         assert sum(p.numel() for p in align.parameters()) == per_channel(c)
+
+
+def test_aligners_get_the_official_kaiming_fan_in_init():
+    # Official: kaiming_normal_(fan_in, relu) on every aligner conv: std = sqrt(2 / fan_in); PyTorch's default
+    # (kaiming_uniform with a = sqrt(5)) has std sqrt(1 / (3 fan_in)), about 2.4x smaller.
+    torch.manual_seed(0)
+    c = 64
+    single, multi = build_aligners([c], "single")[0], build_aligners([c], "multi")[0]
+    for conv in (single, multi.align, multi.refine[0], multi.refine[2]):
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.03)
+        assert conv.bias.abs().max().item() <= 1 / fan_in**0.5  # biases keep PyTorch's default uniform bound
+
+
+def test_masked_aligner_mask_statistics_with_a_fixed_seed():
+    # lambda = 0.75: a position is kept when its uniform draw is <= 0.75, so about 25% are zeroed, the same positions
+    # in every channel, and the kept values are not rescaled.
+    gen = torch.Generator().manual_seed(7)
+    mask = spatial_keep_mask((4, 3, 50, 60), 0.75, generator=gen)
+    assert mask.shape == (4, 1, 50, 60) and set(mask.unique().tolist()) == {0.0, 1.0}
+    draws = torch.rand((4, 1, 50, 60), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(mask, (draws <= 0.75).float())
+    zeroed = 1 - mask.mean().item()
+    assert abs(zeroed - 0.25) < 0.01  # 12000 Bernoulli(0.25) draws: standard error 0.004
+    # Inside the aligner: with identity 1x1 weights, the masked map is zero at the same positions in all channels.
+    align = MaskedAligner(3, keep=0.75)
+    with torch.no_grad():
+        align.align.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+        align.align.bias.zero_()
+    seen = {}
+    align.refine.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].clone()))
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 40, 40) + 1.0  # strictly positive, so zeros come from the mask alone
+    align(x)
+    zero = seen["x"] == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))  # one mask per position, shared by the channels
+    assert abs(zero[:, 0].float().mean().item() - 0.25) < 0.03
+    assert torch.equal(seen["x"][~zero], x[~zero])  # kept values unscaled
+    assert MaskedAligner(3, keep=1.0)(x).shape == x.shape  # lambda 1: no mask
+    with pytest.raises(ValueError, match=r"kd\.mask_lambda"):
+        MaskedAligner(3, keep=0.0)
 
 
 def tiny_inputs(channels, requires_grad=True):

@@ -10,8 +10,15 @@ from primkd.config import load_params
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
 from primkd.data.layout import IGNORE_INDEX, write_split
 from primkd.engine.checkpoint import load_model
-from primkd.engine.optim import param_groups, warmup_poly_factor
-from primkd.engine.train import Run, train
+from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
+from primkd.engine.train import (
+    Run,
+    best_evaluation,
+    epoch_samples,
+    evaluation_due,
+    official_stage2_drop_path,
+    train,
+)
 from primkd.io import DataError, write_json, write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +75,56 @@ def test_augment_keeps_images_and_labels_aligned():
     image = np.repeat(label[..., None], 3, axis=2)  # image pixel = its label
     aug = Augment(crop=(24, 36), scales=[1.0], flip=1.0)
     (out,), out_label = augment([image], label, aug, rng)
-    assert out.shape == (24, 36, 3) and out_label.shape == (24, 36)
-    padded = out_label == IGNORE_INDEX  # padding beyond the 20x30 image
+    assert out.shape == (3, 24, 36) and out_label.shape == (24, 36)
+    padded = out_label == IGNORE_INDEX  # padding around the 20x30 image
     assert padded.sum() == 24 * 36 - H * W
-    assert np.array_equal(out[..., 0][~padded], out_label[~padded])
-    assert np.all(out[padded] == 0)
-    row = out_label[0]  # padding goes below and to the right, so row 0 holds image pixels
+    back = out[0] * 0.229 + 0.485  # undo the red channel's normalisation: pixel / 255
+    assert torch.allclose(back[torch.from_numpy(~padded)] * 255, torch.from_numpy(out_label[~padded]).float(),
+                          atol=1e-3)
+    assert torch.all(out[:, torch.from_numpy(padded)] == 0)
+    row = out_label[2]  # 2 rows of padding above (4 // 2), so row 2 holds image pixels
     assert np.all(np.diff(row[row != IGNORE_INDEX].astype(int)) == -1)  # flipped: columns run backwards
+
+
+def test_augment_pads_a_3x4_image_centred_with_the_mean_colour():
+    # A hand-made 3x4 image in a 6x7 crop: 3 rows of padding (1 above, 2 below) and 3 columns (1 left, 2 right).
+    # The official code pads after normalisation with 0, i.e. the ImageNet mean colour, for RGB and HHA alike.
+    rgb = np.array([[[0, 0, 0], [255, 255, 255], [124, 116, 104], [10, 20, 30]],
+                    [[255, 0, 0], [0, 255, 0], [0, 0, 255], [124, 116, 104]],
+                    [[50, 60, 70], [80, 90, 100], [200, 210, 220], [1, 2, 3]]], dtype=np.uint8)
+    hha = rgb[::-1].copy()
+    label = np.array([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]], dtype=np.uint8)
+    aug = Augment(crop=(6, 7), scales=[1.0], flip=0.0)
+    (out_rgb, out_hha), out_label = augment([rgb, hha], label, aug, np.random.default_rng(0))
+    expected_label = np.full((6, 7), 255, np.uint8)
+    expected_label[1:4, 1:5] = label
+    assert np.array_equal(out_label, expected_label)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for out, image in ((out_rgb, rgb), (out_hha, hha)):
+        expected = np.zeros((3, 6, 7), np.float32)
+        expected[:, 1:4, 1:5] = ((image / 255.0 - mean) / std).transpose(2, 0, 1)
+        assert np.allclose(out.numpy(), expected, atol=1e-6)
+    # Pixel (0, 0) is black: (0 - 0.485) / 0.229 = -2.1179 in red, the old uint8-zero padding value.
+    assert out_rgb[0, 1, 1].item() == pytest.approx(-2.117904, abs=1e-5)
+    assert out_rgb[0, 0, 0].item() == 0.0
+    # BGR input (the official cv2 quirk): channels reversed before the RGB statistics.
+    (bgr,), _ = augment([rgb], label, aug, np.random.default_rng(0), bgr=True)
+    assert bgr[0, 2, 1].item() == pytest.approx((0 / 255 - 0.485) / 0.229)  # the pure red pixel's blue is 0
+    assert bgr[2, 2, 1].item() == pytest.approx((1 - 0.406) / 0.225)
+
+
+def test_augment_crops_larger_axes_and_pads_smaller_ones():
+    # 4x10 image into a 6x4 crop: rows padded (1 above, 1 below), columns cropped at a random offset.
+    label = np.tile(np.arange(10, dtype=np.uint8), (4, 1))
+    image = np.repeat(label[..., None], 3, axis=2)
+    offsets = set()
+    for seed in range(20):
+        _, lab = augment([image], label, Augment(crop=(6, 4), scales=[1.0], flip=0.0),
+                              np.random.default_rng(seed))
+        assert np.all(lab[0] == 255) and np.all(lab[5] == 255) and np.all(lab[1:5] != 255)
+        offsets.add(int(lab[1, 0]))
+        assert np.array_equal(lab[1], np.arange(lab[1, 0], lab[1, 0] + 4))
+    assert offsets <= set(range(7)) and len(offsets) > 3
 
 
 def test_normalize_uses_imagenet_statistics():
@@ -124,9 +174,34 @@ def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
     model, meta = load_model(tmp_path / "s" / "model.pt")
     assert meta["inputs"] == ["rgb", "modal"] and meta["info"]["kd"]["beta"] == 0.5
     assert student["parameters"] == sum(p.numel() for p in model.parameters())
+    # Both checkpoints are kept: the last epoch's and the best test-split evaluation's (epochs 1 and 2 evaluated).
+    points = [(int(r.split(",")[0]), float(r.split(",")[1]))
+              for r in (tmp_path / "s" / "eval_curve.csv").read_text().splitlines()[1:]]
+    assert [e for e, _ in points] == [1, 2]
+    best_epoch = 1 if points[0][1] >= points[1][1] else 2
+    assert student["best_test_epoch"] == best_epoch and student["test_miou_best_epoch"] == points[best_epoch - 1][1]
+    best, best_meta = load_model(tmp_path / "s" / "model_best.pt")
+    assert best_meta["info"]["epoch"] == best_epoch and best_meta["info"]["checkpoint"] == "best_test_epoch"
+    assert best_meta["info"]["kd"]["beta"] == 0.5 and meta["info"]["epoch"] == 2
+    if best_epoch == 2:
+        assert all(torch.equal(a, b) for a, b in zip(best.state_dict().values(), model.state_dict().values()))
     # Same seed, same data: a second run gives the same weights (CPU determinism).
     again = train(cfg, run, root, root / "hha", tmp_path / "s2", progress=False)
     assert again["final_loss"] == student["final_loss"]
+
+
+def test_best_evaluation_on_a_scripted_curve():
+    # The official loop keeps its best on a strict improvement: the first of tied maxima wins; last != best.
+    curve = [{"epoch": e, "miou": m} for e, m in [(1, 0.20), (2, 0.41), (3, 0.38), (4, 0.41), (5, 0.40)]]
+    assert best_evaluation(curve) == {"epoch": 2, "miou": 0.41}
+    assert curve[-1]["miou"] == 0.40  # the honest last-epoch figure stays the default in the tables
+    assert best_evaluation([]) is None
+    assert best_evaluation([{"epoch": 1, "miou": None}, {"epoch": 2, "miou": 0.1}])["epoch"] == 2
+    # NYU official: every epoch; SUN-RGBD official: every 10 epochs from epoch 100, and always the last one.
+    assert [e for e in range(1, 6) if evaluation_due(e, 5, 1)] == [1, 2, 3, 4, 5]
+    sun = [e for e in range(1, 301) if evaluation_due(e, 300, 10, 100)]
+    assert sun[:3] == [100, 110, 120] and sun[-1] == 300 and len(sun) == 21
+    assert [e for e in range(1, 8) if evaluation_due(e, 7, 0)] == [7]
 
 
 def test_student_refuses_a_teacher_of_the_wrong_modality(tmp_path):
@@ -146,3 +221,58 @@ def test_batch_larger_than_the_training_split_is_refused(tmp_path):
     cfg["train"].update(epochs=1, batch_size=4, crop=[32, 48])
     with pytest.raises(ValueError, match=r"train\.txt lists 3 images, fewer than train\.batch_size = 4"):
         train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
+
+
+def test_official_epoch_fills_the_last_batch_with_random_repeats():
+    # 10 images, batch 4: official epochs hold 4 x (10 // 4 + 1) = 12 samples, every image once plus 2 distinct ones.
+    cfg = {"batch_size": 4, "fill_last_batch": True}
+    assert epoch_samples(cfg, 10) == 12 and epoch_samples(dict(cfg, fill_last_batch=False), 10) == 10
+    assert epoch_samples(cfg, 8) == 12  # a whole extra batch when the split divides evenly, as the official loader
+    s = EpochSampler(10, seed=1, total=12)
+    s.set_epoch(3)
+    order = [i for i, _ in s]
+    assert len(s) == 12 and order == [i for i, _ in s]
+    assert sorted(order[:10]) == list(range(10)) and len(set(order[10:])) == 2
+    plain = EpochSampler(10, seed=1)
+    plain.set_epoch(3)
+    assert [i for i, _ in plain] == order[:10]  # the same permutation first
+    two = EpochSampler(3, seed=0, total=8)  # two more passes, then 2 distinct images
+    counts = np.bincount([i for i, _ in two], minlength=3)
+    assert counts.sum() == 8 and sorted(counts.tolist()) == [2, 3, 3]
+
+
+def test_first_step_at_the_full_rate_then_the_schedule_one_step_late():
+    net = torch.nn.Linear(2, 2)
+    cfg = {"lr": 1.0, "weight_decay": 0.0, "betas": [0.9, 0.999], "epochs": 1, "warmup_epochs": 0.5,
+           "warmup_ratio": 0.0, "poly_power": 1.0, "first_step_full_lr": True}
+    opt = build_optimizer([net], cfg)
+    sched = build_scheduler(opt, cfg, 8)  # 8 iterations, 4 of warm-up from 0
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([1.0, 0.0, 0.25, 0.5, 0.75, 0.5])  # official: full, then get_lr(0), get_lr(1), ...
+    opt = build_optimizer([net], dict(cfg, first_step_full_lr=False))
+    sched = build_scheduler(opt, dict(cfg, first_step_full_lr=False), 8)
+    assert opt.param_groups[0]["lr"] == 0.0
+
+
+def test_official_quirks_decoder_biases_and_constant_stage2_drop_path():
+    from primkd.models import build_student
+    from primkd.models.decoder import reset_conv_biases
+
+    torch.manual_seed(0)
+    net = build_student("mit_b0", num_classes=5, decoder_embed_dim=16)
+    assert net.decoder.fuse.bias.abs().max() == 0 and net.decoder.classifier.bias.abs().max() == 0
+    reset_conv_biases(net.decoder)
+    for conv in (net.decoder.fuse, net.decoder.classifier):
+        bound = conv.weight[0].numel() ** -0.5
+        assert 0 < conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 4
+    # mit_b0: depths 2, 2, 2, 2; 8 blocks, rates 0.1 * k / 7. Stage 2 holds blocks 2 and 3 (0.1 * 2/7, 0.1 * 3/7).
+    rates = lambda enc: [b.drop_path.drop_prob for b in enc.stages[1].blocks]  # noqa: E731
+    assert rates(net.encoder_rgb) == pytest.approx([0.2 / 7, 0.3 / 7])
+    official_stage2_drop_path(net, 0.1)
+    assert rates(net.encoder_rgb) == pytest.approx([0.2 / 7, 0.2 / 7])  # RGB: the stage's first rate
+    assert rates(net.encoder_modal) == pytest.approx([0.3 / 7, 0.3 / 7])  # depth: its second
+    assert net.encoder_rgb.stages[2].blocks[0].drop_path.drop_prob == pytest.approx(0.4 / 7)  # other stages linear

@@ -128,3 +128,67 @@ def test_wrong_modality_and_missing_split_files(tmp_path):
     (tmp_path / "src" / "test.txt").unlink()
     with pytest.raises(DataError, match=r"test\.txt: split file not found"):
         import_folder(tmp_path / "src", tmp_path / "out", K, modality="hha")
+
+
+def test_depth_folder_cameras_per_dataset_and_per_image(tmp_path):
+    _make_folder(tmp_path / "src")
+    cam = {"fx": 529.5, "fy": 529.5, "cx": 365.0, "cy": 265.0}  # SUN-RGBD's Kinect v2, say
+    import_folder(tmp_path / "src", tmp_path / "one", K, intrinsics=cam)
+    assert read_meta(tmp_path / "one")["intrinsics"] == cam and "intrinsics_per_image" not in read_meta(
+        tmp_path / "one")
+    import_folder(tmp_path / "src", tmp_path / "named", K, intrinsics="nyuv2")
+    assert read_meta(tmp_path / "named")["intrinsics"] == NYU_INTRINSICS
+    # Per image: a folder of SUN-RGBD intrinsics.txt files (K row by row) ...
+    (tmp_path / "K").mkdir()
+    for name, fx in (("a0", 500.0), ("a1", 500.0), ("a2", 600.0)):
+        (tmp_path / "K" / f"{name}.txt").write_text(f"{fx} 0 320.5\n0 {fx} 240.5\n0 0 1\n")
+    import_folder(tmp_path / "src", tmp_path / "txt", K, intrinsics_file=tmp_path / "K")
+    meta = read_meta(tmp_path / "txt")
+    assert meta["intrinsics_per_image"]["a2"] == {"fx": 600.0, "fy": 600.0, "cx": 320.5, "cy": 240.5}
+    assert meta["intrinsics"]["fx"] == 500.0  # the camera most images share
+    from primkd.data.layout import intrinsics_for
+
+    assert intrinsics_for(meta, "a2")["fx"] == 600.0 and intrinsics_for(meta, "a0")["fx"] == 500.0
+    # ... or one JSON; an image without a camera is reported with the other problems.
+    (tmp_path / "K.json").write_text('{"a0": {"fx": 1, "fy": 2, "cx": 3, "cy": 4}, "a1": {"fx": 1, "fy": 2, '
+                                     '"cx": 3, "cy": 4}}')
+    with pytest.raises(DataError, match=r"K\.json: no intrinsics for \['a2'\]"):
+        import_folder(tmp_path / "src", tmp_path / "json", K, intrinsics_file=tmp_path / "K.json")
+    with pytest.raises(DataError, match=r"unknown camera 'kinect'"):
+        import_folder(tmp_path / "src", tmp_path / "bad", K, intrinsics="kinect")
+
+
+def test_sunrgbd_depth_folder_needs_its_cameras(tmp_path):
+    _make_folder(tmp_path / "src")
+    with pytest.raises(DataError, match=r"37-class \(SUN-RGBD\) depth folder mixes four cameras.*intrinsics_file"):
+        import_folder(tmp_path / "src", tmp_path / "out", 37)
+
+
+def test_official_sunrgbd_layout_with_labels_folder(tmp_path):
+    _make_folder(tmp_path / "src")
+    (tmp_path / "src" / "Label").rename(tmp_path / "src" / "labels")
+    import_folder(tmp_path / "src", tmp_path / "out", K)
+    label = read_image(Layout(tmp_path / "out").label("a0"), "gray")
+    assert list(label[0]) == [255, 0, 1, 2, 3, 4]
+    (tmp_path / "src" / "labels").rename(tmp_path / "src" / "other")
+    with pytest.raises(DataError, match=r"no label folder \(looked for Label/ and labels/\)"):
+        import_folder(tmp_path / "src", tmp_path / "out2", K)
+
+
+@pytest.mark.parametrize("has_hha", [True, False])
+def test_dformer_8bit_depth_is_refused_with_the_folder_to_use(tmp_path, has_hha):
+    src = tmp_path / "src"
+    _make_folder(src)
+    for name in ("a0", "a1", "a2"):  # DFormer: 8-bit depth normalised per image
+        _write(src / "Depth" / f"{name}.png", np.linspace(0, 255, H * W).reshape(H, W).astype(np.uint8))
+        if has_hha:
+            _write(src / "HHA" / f"{name}.jpg", _rgb(1), rgb=True)
+    with pytest.raises(DataError) as info:
+        import_folder(src, tmp_path / "out", K)
+    message = str(info.value)
+    assert "8-bit depth images (a0.png: uint8), as DFormer's per-image normalised depth" in message
+    if has_hha:
+        assert f"this folder has {src / 'HHA'}/: set data.folder.modality: hha" in message
+        assert import_folder(src, tmp_path / "out", K, modality="hha") == tmp_path / "out" / "HHA"
+    else:
+        assert "point data.folder.path at a folder whose Depth/ holds uint16 millimetres" in message

@@ -65,8 +65,9 @@ def student(env, out: Path, cfg: dict | None = None) -> dict:
 
 def assert_same_run(a: Path, b: Path) -> None:
     """Bit-identical weights, curves and metrics (timing aside)."""
-    wa, wb = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (a, b))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    for name in ("model.pt", "model_best.pt"):
+        wa, wb = (torch.load(d / name, weights_only=True)["state_dict"] for d in (a, b))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     for name in ("curves.csv", "eval_curve.csv"):
         assert (a / name).read_text() == (b / name).read_text()
     ja, jb = (json.loads((d / "train.json").read_text()) for d in (a, b))
@@ -91,7 +92,7 @@ def crash_at(monkeypatch, target: str, call: int) -> None:
     ("train_step", 3, [2]),  # mid-epoch: resumes at batch 2 of epoch 1
     ("train_step", 5, [4]),  # just after an epoch-end checkpoint
     ("evaluate", 2, [6]),  # in the last evaluation: resumes mid-epoch 2 with epoch 1's curves restored
-    ("save_model", 1, [8]),  # after the final checkpoint: only the outputs are written again
+    ("_write_best_model", 1, [8]),  # after the final checkpoint: only the outputs are written again
 ])
 def test_crashed_run_resumes_to_the_same_weights_and_metrics(env, tmp_path, monkeypatch, target, call, resumed_at):
     with monkeypatch.context() as m:

@@ -61,7 +61,8 @@ def evaluation(per_seed: dict) -> dict:
     mean = sum(mious) / len(mious)
     std = (sum((m - mean) ** 2 for m in mious) / len(mious)) ** 0.5  # population std, as evaluate writes it
     return {"model": "x", "miou": mean, "miou_std": std, "macc": 0.6, "macc_std": 0.0, "pacc": 0.7, "pacc_std": 0.0,
-            "iou": {"c0": 0.4, "c1": 0.6}, "seeds": [s for s in per_seed if s is not None],
+            "scales": [1.0], "flip": False, "iou": {"c0": 0.4, "c1": 0.6},
+            "seeds": [s for s in per_seed if s is not None],
             "per_seed": [{"seed": s, "miou": m, "macc": 0.6, "pacc": 0.7} for s, m in per_seed.items()]}
 
 
@@ -89,7 +90,7 @@ def report(tmp_path_factory):
     paper = tmp_path / "paper.yaml"
     paper.write_text(yaml.safe_dump(PAPER, allow_unicode=True))
     results = write_results(tmp_path / "results" / "demo")
-    out = build_report(results, "demo", results / "report", paper_path=paper, report_path=results / "REPORT.md",
+    out = build_report(results, "nyuv2_b4", results / "report", paper_path=paper, report_path=results / "REPORT.md",
                        decoder_embed_dim=16)
     return results, out
 
@@ -134,12 +135,13 @@ def test_cka_table_and_report_markdown(report):
     assert md[2] == "| a vs rgb | 0.625 | 0.500 | +0.125 | 0.900 | — | — |"
     text = (results / "REPORT.md").read_text()
     assert "## Table 1: Runs" in text and "| two seeds | 51.0 ± 1.4 | 50.0 | +1.0 |" in text
-    assert "not one of the paper's settings" in text  # preset demo compared with the default setting
+    assert "is in the paper's NYU, MiT-B4 setting (`nyuv2_b4`): Δ is printed" in text
+    assert "Ours: single-scale (scale 1, no flip), the last epoch." in text  # the caption states the mode used
     # Figure 1 row C has no run: the figure still draws, with the table's note under it.
     assert "![Figure 1: single-modal models, CMX and PrimKD](report/figure1.png)\n\n- no evaluation in" in text
     assert "## Figure 3: qualitative predictions\n\nNot found: run the analyze stage." in text
-    assert "| `a` | once (seed 0) | mit_tiny | 2 | 12 | 50.0 |" in text  # runs table: mean train time over seeds
-    assert "| `b` | 0, 1 | mit_tiny | 2 | 12 | 51.0 ± 1.4 |" in text
+    assert "| `a` | once (seed 0) | mit_tiny | 2 | 12 | 50.0 | — |" in text  # runs table: mean train time over seeds
+    assert "| `b` | 0, 1 | mit_tiny | 2 | 12 | 51.0 ± 1.4 | — |" in text
     assert all(Path(p).is_file() for p in out["figure1"])
 
 
@@ -148,7 +150,7 @@ def test_missing_everything_still_reports(tmp_path):
     md = Path(out["tables"]["table2"][0]).read_text()
     assert "| PrimKD | — | 57.8 | — |" in md  # the abstract's NYU result, compared in its own setting
     assert "| CMX | — | 56.3 | — | — | 139.9 | — |" in md  # 57.8 − 1.5, the abstract's margin over CMX-B4
-    assert "no evaluation" in md
+    assert "no multi-scale + flip evaluation in" in md  # Table 2 reads the multi-scale block
     assert "not one of the paper's settings" not in Path(out["report"]).read_text()
 
 
@@ -214,7 +216,51 @@ def test_packaged_paper_file():
     cmx = next(r for r in t2.rows if r.run == "cmx")
     assert t2.paper_value(cmx, t2.columns[0], "nyuv2_b4") == 56.3  # 57.8 − 1.5 (abstract)
     assert t2.paper_value(cmx, t2.columns[0], "sunrgbd_b4") == 52.1  # 52.5 − 0.4 (abstract)
-    assert t2.paper_value(cmx, t2.columns[0], "nyuv2_b2") is None
+    assert t2.paper_value(cmx, t2.columns[0], "nyuv2_b2") == 54.4
+    assert t2.paper_value(cmx, t2.columns[1], "sunrgbd_b4") is None  # the SUN-RGBD table prints no parameters
+    assert t2.eval_mode == "multi_scale_flip" and paper.tables["table4"].eval_mode == "single"
+    assert paper.match("nyuv2_b4_official", "nyuv2", "mit_b4") == "nyuv2_b4"
+    assert paper.match("demo", "synthetic", "mit_nano") is None
+
+
+def test_every_paper_number_is_in_the_report_file(fixtures_dir):
+    """Each number of the shared transcription (paper/primkd_tables.yaml beside the fixtures) sits in its table and
+    row of paper.yaml."""
+    shared = fixtures_dir.parent / "paper" / "primkd_tables.yaml"
+    src, paper = yaml.safe_load(shared.read_text()), load_paper()
+    value = lambda table, label, key="miou", setting=None: paper.tables[table].paper_value(  # noqa: E731
+        next(r for r in paper.tables[table].rows if r.label == label),
+        next(c for c in paper.tables[table].columns if c.key == key), setting)
+    t1 = src["table1_teacher_modality"]
+    assert [value("table1", lb) for lb in ("none (CMX)", "depth", "RGB (PrimKD)")] == [t1["none"], t1["depth"],
+                                                                                       t1["rgb"]]
+    for dataset in ("nyuv2", "sunrgbd"):
+        for r in src["table2_main"][dataset]:
+            ours = r["model"] in ("CMX", "PrimKD") and r["backbone"] in ("MiT-B2", "MiT-B4")
+            label = r["model"] if ours else f"{r['model']} ({r['backbone']})"
+            settings = [f"{dataset}_{r['backbone'][-2:].lower()}"] if ours else [f"{dataset}_b2", f"{dataset}_b4"]
+            for setting in settings:
+                for key, col in (("miou", "miou"), ("params", "params_m"), ("flops", "gflops")):
+                    assert value("table2", label, col, setting) == r.get(key), (label, setting, key)
+    t3 = {(r["prediction"], r["feature"]): r["miou"] for r in src["table3_guidance"]}
+    assert [value("table3", lb) for lb in ("none (CMX)", "prediction only", "feature only",
+                                            "prediction + feature (PrimKD)")] == [t3[(False, False)], t3[(True, False)],
+                                                                                   t3[(False, True)], t3[(True, True)]]
+    t4 = src["table4_stage_selection"]
+    labels4 = {"stage 1": "stage1", "stage 2": "stage2", "stage 3": "stage3", "stage 4": "stage4",
+               "average": "average", "minimum": "minimum", "maximum": "maximum"}
+    assert {lb: value("table4", lb) for lb in labels4} == {lb: t4[k] for lb, k in labels4.items()}
+    t5 = src["table5_aligner"]
+    assert (value("table5", "single layer"), value("table5", "multi layer")) == (t5["single_layer"],
+                                                                                 t5["multi_layer"])
+    assert [value("table6", f"α = {a}") for a in ("0.01", "0.1", "1")] == [src["table6_alpha"][k] for k in
+                                                                             (0.01, 0.1, 1)]
+    assert [value("table7", f"β = {b}") for b in ("0.01", "0.05", "0.1", "1")] == [src["table7_beta"][k] for k in
+                                                                                    (0.01, 0.05, 0.1, 1)]
+    t8 = paper.tables["table8"]
+    for row in t8.rows:
+        ref = {"rgb": "vs_rgb_model", "depth": "vs_depth_model"}[row.reference]
+        assert [t8.paper_value(row, c, None) for c in t8.columns] == src["table8_cka"][ref][row.student]
 
 
 def test_paper_runs_are_pipeline_runs():
@@ -252,3 +298,66 @@ def test_report_command_line(tmp_path):
     assert (results / "REPORT.md").is_file() and (results / "report" / "tables" / "table7.tex").is_file()
     with pytest.raises(SystemExit):
         parser.parse_args(["analyze", "--student", "cmx", "--rgb-model", "t.pt", "--data", "d", "--out-dir", "o"])
+
+
+def test_modes_checkpoints_and_settings_of_the_packaged_tables(tmp_path):
+    """Smoke preset: every table shows the paper column, no Δ (another setting); Table 2 reads the multi-scale block,
+    the ablations the single-scale one; eval.checkpoint best reads the best-epoch block; the official preset fills
+    each row with the run that has its kd settings."""
+    from primkd.config import load_params
+    from primkd.report.run import resolve_run
+    from primkd.report.tables import Row
+
+    results = tmp_path / "results" / "smoke"
+    multi = {"miou": 0.30, "macc": 0.4, "pacc": 0.5, "scales": [0.5, 1.0, 1.5], "flip": True,
+             "per_seed": [{"seed": 0, "miou": 0.30, "macc": 0.4, "pacc": 0.5}]}
+    best = {**evaluation({0: 0.45}), "per_seed": [{"seed": 0, "miou": 0.45, "macc": 0.6, "pacc": 0.7, "epoch": 1}],
+            "multi_scale_flip": {**multi, "miou": 0.35, "per_seed": [{"seed": 0, "miou": 0.35}]}}
+    for run in ("cmx", "primkd", "kd_aligner_single"):
+        write_json(results / "eval" / f"{run}.json", {**evaluation({0: 0.40}), "multi_scale_flip": multi,
+                                                      "best_epoch": best})
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    out = build_report(results, "smoke", results / "report", decoder_embed_dim=16, cfg=cfg)
+    t2 = Path(out["tables"]["table2"][0]).read_text().splitlines()
+    assert t2[2].startswith("| CMX | 30.0 | 56.3 | — |")  # multi-scale block, NYU MiT-B4 paper value, no Δ
+    assert "| ACNet (ResNet-50) | — | 48.3 | — |" in t2[4]
+    assert any("Δ omitted: the paper measured these numbers in NYU Depth V2 with MiT-B4" in line for line in t2)
+    t5 = Path(out["tables"]["table5"][0]).read_text().splitlines()
+    assert t5[2] == "| single layer | 40.0 | 57.2 | — |" and t5[3] == "| multi layer | 40.0 | 57.5 | — |"
+    report = Path(out["report"]).read_text()
+    assert "Ours: multi-scale (scales 0.5, 1, 1.5) + flip, the last epoch." in report
+    assert "| `primkd` | 0 | — | — | — | 40.0 | 45.0 (epoch 1) |" in report  # both checkpoints in the runs table
+    assert "Ours: single-scale (scale 1, no flip), the last epoch." in report
+    for key in ("table1", "table3", "table4", "table5", "table6", "table7", "table8"):  # every paper cell filled
+        assert all(cell != "" for row in csv.DictReader(Path(out["tables"][key][1]).open())
+                   for k, cell in row.items() if k.endswith("_paper"))
+    # The best test-split epoch (test-set selection), when eval.checkpoint asks for it.
+    cfg["eval"]["checkpoint"] = "best"
+    out = build_report(results, "smoke", tmp_path / "best", decoder_embed_dim=16, cfg=cfg)
+    assert Path(out["tables"]["table5"][0]).read_text().splitlines()[2] == "| single layer | 45.0 | 57.2 | — |"
+    assert "the best test-split epoch (test-set selection, the official practice)" in Path(out["report"]).read_text()
+    # The official preset: primkd has the single aligner, so no run has Table 5's multi-layer settings.
+    official = load_params(REPO / "params.yaml", "nyuv2_b4_official")
+    multi_row = Row(label="multi layer", run="primkd", kd={"aligner": "multi"})
+    run, note = resolve_run(multi_row, official)
+    assert run is None and "no experiment of this preset has the kd settings of the row (aligner: multi" in note
+    assert resolve_run(Row(label="single layer", run="kd_aligner_single", kd={"aligner": "single"}), official) == (
+        "kd_aligner_single", None)
+    assert resolve_run(Row(label="β = 0.1", run="kd_beta_0p1", kd={"beta": 0.1}), official)[0] == "kd_beta_0p1"
+    assert resolve_run(Row(label="β = 0.05", run="primkd", kd={"beta": 0.05}), official)[0] is None
+    assert resolve_run(multi_row, load_params(REPO / "params.yaml", "smoke")) == ("primkd", None)
+
+
+def test_official_preset_compares_in_its_setting_without_multi_scale_delta(tmp_path):
+    from primkd.config import load_params
+
+    results = tmp_path / "results" / "nyuv2_b4_official"
+    single = evaluation({0: 0.55})  # the released configuration tests single-scale: both blocks are scale 1
+    write_json(results / "eval" / "primkd.json", {**single, "multi_scale_flip": single,
+                                                  "best_epoch": {**single, "multi_scale_flip": single}})
+    cfg = load_params(REPO / "params.yaml", "nyuv2_b4_official")
+    out = build_report(results, "nyuv2_b4_official", results / "report", decoder_embed_dim=16, cfg=cfg)
+    t2 = Path(out["tables"]["table2"][0]).read_text()
+    assert "| PrimKD | 55.0 | 57.8 | — |" in t2 and "this preset tests single-scale" in t2
+    t1 = Path(out["tables"]["table1"][0]).read_text()
+    assert "| RGB (PrimKD) | 55.0 | 57.5 | -2.5 |" in t1  # NYU, MiT-B4: the ablation setting, Δ printed

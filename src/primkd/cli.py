@@ -127,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
 
     from primkd.data.dataset import RGBDDataset
-    from primkd.engine.evaluate import evaluate, model_files, summarize_seeds
+    from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
     from primkd.engine.train import select_device
     from primkd.io import write_json, write_text
     from primkd.weights import is_export, load_any
@@ -135,7 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cfg = load_config(args)
     device = select_device(cfg["train"]["device"])
     ev = cfg["eval"]
-    per_seed, confusion, loader, name = {}, None, None, None
+    results, loader, name = {}, None, None
     files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
     for seed, path in files.items():
         model, meta = load_any(path, device)
@@ -143,15 +143,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
             dataset = RGBDDataset(args.data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
             loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
-        m = evaluate(model, loader, dataset.num_classes, meta["inputs"], device, ev["scales"], ev["flip"],
-                     progress=not args.no_progress)
-        per_seed[seed], name = m, meta["info"].get("run")
-        confusion = m["confusion"] if confusion is None else confusion + m["confusion"]
-        log.info("%s: mIoU %.4f, mean acc %.4f, pixel acc %.4f", path, m["miou"], m["macc"], m["pacc"])
-    metrics = {"model": name, **summarize_seeds(per_seed, dataset.classes), "scales": ev["scales"],
-               "flip": ev["flip"], "num_test_images": len(dataset)}
+        name = meta["info"].get("run")
+        # The last epoch's model and, when training kept one, the best test-split evaluation's (model_best.pt).
+        for checkpoint, file in (("last", path), ("best", path.with_name("model_best.pt"))):
+            if checkpoint == "best" and (is_export(args.model) or not file.is_file()):
+                continue
+            net, net_meta = (model, meta) if checkpoint == "last" else load_any(file, device)
+            # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
+            wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
+            modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
+                                   progress=not args.no_progress, modes=wanted)
+            results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
+            for mode, m in modes.items():
+                log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],
+                         m["macc"], m["pacc"])
+    metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
     write_json(args.out, metrics)
-    if args.confusion:  # summed over seeds
+    if args.confusion:  # last epoch, single scale, summed over seeds
+        confusion = sum(modes["single"]["confusion"] for modes, _ in results["last"].values())
         frame = pd.DataFrame(confusion.numpy(), index=dataset.classes, columns=dataset.classes)
         write_text(args.confusion, frame.to_csv(index_label="ground_truth\\prediction"))
 

@@ -49,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     cfg = load_config(args)
     result = build_report(args.results, cfg["preset"], args.out_dir, paper_path=args.paper, report_path=args.report,
-                          decoder_embed_dim=cfg["model"]["decoder_embed_dim"])
+                          decoder_embed_dim=cfg["model"]["decoder_embed_dim"], cfg=cfg)
     log.info("report written to %s (%d table notes)", result["report"], result["notes"])
 
 

@@ -26,7 +26,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation (DESIGN.md §3): random scale, horizontal flip, random crop with padding."""
+    """Training augmentation (DESIGN.md §3): random scale, horizontal flip, random crop with centred mean padding."""
 
     crop: tuple[int, int]
     scales: Sequence[float]
@@ -43,19 +43,35 @@ def normalize(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
 
 
-def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.random.Generator):
-    """Apply scale → flip → pad/crop identically to every image and to the label.
+def centre_pad(x: np.ndarray, size: tuple[int, int], value: float) -> np.ndarray:
+    """Pad H×W(×C) ``x`` with ``value`` to at least ``size`` (height, width), the image centred (an odd margin puts
+    the extra pixel below / to the right), as the official CMX/PrimKD code pads crops and test windows."""
+    pad_h, pad_w = max(size[0] - x.shape[0], 0), max(size[1] - x.shape[1], 0)
+    if not (pad_h or pad_w):
+        return x
+    width = [(pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)] + [(0, 0)] * (x.ndim - 2)
+    return np.pad(x, width, constant_values=value)
+
+
+def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.random.Generator,
+            bgr: bool = False) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Apply scale → flip → normalise → crop/pad identically to every image and to the label.
+
+    The padding follows the official code: it comes after normalisation with 0 (so it is the mean colour, for RGB and
+    HHA alike), the image centred in the crop; labels are padded with the ignore index. A crop position is drawn only
+    along an axis where the image is larger than the crop.
 
     Args:
         images: H×W×3 uint8 arrays (RGB and, for RGB-D, HHA).
         label: H×W uint8.
         aug: augmentation settings.
         rng: generator for this sample.
+        bgr: feed the images in BGR order (see :func:`normalize`).
 
     Returns:
-        The augmented images (crop-sized) and label.
+        The normalised crop-sized images (3×h×w float32 tensors) and the h×w uint8 label.
     """
-    # 1. Random rescale: bilinear for images, nearest for labels.
+    # 1. Random rescale: bilinear for images, nearest for labels (on the uint8 images, as the official code).
     scale = float(rng.choice(np.asarray(aug.scales)))
     H, W = label.shape
     size = (max(1, round(W * scale)), max(1, round(H * scale)))  # cv2 wants (width, height)
@@ -66,18 +82,15 @@ def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.r
     if rng.random() < aug.flip:
         images = [im[:, ::-1] for im in images]
         label = label[:, ::-1]
-    # 3. Pad to at least the crop size (0 for images, ignore for labels), then a random crop.
+    # 3. Random crop window (axes larger than the crop), then centred padding to the crop size.
     ch, cw = aug.crop
     H, W = label.shape
-    pad_h, pad_w = max(ch - H, 0), max(cw - W, 0)
-    if pad_h or pad_w:
-        images = [np.pad(im, ((0, pad_h), (0, pad_w), (0, 0))) for im in images]
-        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
-        H, W = label.shape
-    top = int(rng.integers(0, H - ch + 1))
-    left = int(rng.integers(0, W - cw + 1))
-    images = [im[top : top + ch, left : left + cw] for im in images]
-    return images, label[top : top + ch, left : left + cw]
+    top = int(rng.integers(0, max(H - ch, 0) + 1))
+    left = int(rng.integers(0, max(W - cw, 0) + 1))
+    window = (slice(top, top + ch), slice(left, left + cw))
+    crops = [centre_pad(normalize(im[window], bgr).numpy().transpose(1, 2, 0), (ch, cw), 0.0) for im in images]
+    label = centre_pad(np.ascontiguousarray(label[window]), (ch, cw), IGNORE_INDEX)
+    return [torch.from_numpy(np.ascontiguousarray(c.transpose(2, 0, 1))) for c in crops], label  # (3, ch, cw)
 
 
 def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
@@ -162,11 +175,12 @@ class RGBDDataset(Dataset):
         images, label = self.load(index)
         if self.augmentation is not None:
             rng = np.random.default_rng((self.seed, epoch, index))
-            images, label = augment(images, label, self.augmentation, rng)
-        item = {"rgb": normalize(images[0], self.bgr), "label": torch.from_numpy(label.astype(np.int64)),
-                "name": self.names[index]}
-        if len(images) > 1:
-            item["modal"] = normalize(images[1], self.bgr)
+            tensors, label = augment(images, label, self.augmentation, rng, self.bgr)
+        else:
+            tensors = [normalize(im, self.bgr) for im in images]
+        item = {"rgb": tensors[0], "label": torch.from_numpy(label.astype(np.int64)), "name": self.names[index]}
+        if len(tensors) > 1:
+            item["modal"] = tensors[1]
         return item
 
 
@@ -175,25 +189,32 @@ class EpochSampler(Sampler):
 
     With ``world_size`` ranks each rank takes every ``world_size``-th index of the shared permutation, padded by
     wrapping so all ranks see the same number of samples. ``start`` skips the first samples of the epoch (resume).
+    ``total`` > ``length`` fills the epoch up to ``total`` samples with distinct images drawn at random after the
+    permutation (the official loader's epoch of batch × (N // batch + 1) samples, its last batch filled with random
+    repeats).
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 total: int = 0):
         self.length, self.seed, self.shuffle = length, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        self.total = max(total, length)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return -(-self.length // self.world_size) - self.start
+        return -(-self.total // self.world_size) - self.start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length)
-        else:
-            order = np.arange(self.length)
-        per_rank = -(-self.length // self.world_size)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(self.length) if self.shuffle else np.arange(self.length)
+        if self.total > self.length:  # whole passes over the data, then the remainder drawn without replacement
+            extra = self.total - self.length
+            repeats = [rng.permutation(self.length) for _ in range(extra // self.length)]
+            order = np.concatenate([order, *repeats, rng.permutation(self.length)[: extra % self.length]])
+        per_rank = -(-self.total // self.world_size)
         order = np.resize(order, per_rank * self.world_size)[self.rank :: self.world_size]
         for index in order[self.start :]:
             yield int(index), self.epoch

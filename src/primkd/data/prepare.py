@@ -47,7 +47,8 @@ def prepare_dataset(data: dict, out_dir: str | os.PathLike) -> Path:
         f = data["folder"]
         if not f["path"]:
             raise ValueError("data.source is 'folder' but data.folder.path is empty; set it to the prepared folder")
-        folder.import_folder(f["path"], out_dir, f["num_classes"], modality=f["modality"])
+        folder.import_folder(f["path"], out_dir, f["num_classes"], modality=f["modality"],
+                             intrinsics=f.get("intrinsics", "auto"), intrinsics_file=f.get("intrinsics_file") or None)
         return Path(out_dir)
     raw = fetch_sources(data)
     if source == "nyuv2":

@@ -71,34 +71,72 @@ def prediction_kl(student_logits: Tensor, teacher_logits: Tensor, direction: str
     return kl_map(student_logits, teacher_logits, direction, temperature).mean()
 
 
-def _single_aligner(channels: int) -> nn.Module:
-    return nn.Conv2d(channels, channels, kernel_size=1, bias=True)
+def _official_init(module: nn.Module) -> nn.Module:
+    """Kaiming-normal (fan in, ReLU gain) weights on every conv, as the official training builder initialises the
+    decoder head that holds the aligners; biases keep PyTorch's default (the official init leaves them alone)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    return module
 
 
-def _multi_aligner(channels: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(channels, channels, kernel_size=1),
-        nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-    )
+def spatial_keep_mask(shape: tuple[int, int, int, int], keep: float, device: torch.device | str = "cpu",
+                      generator: torch.Generator | None = None) -> Tensor:
+    """B×1×H×W float mask: 1 where a uniform draw is ≤ ``keep`` (λ), else 0; one draw per sample and position, shared
+    by the channels. λ = 0.75 zeroes about 25% of the positions; the kept values are not rescaled."""
+    B, _, H, W = shape
+    draws = torch.rand((B, 1, H, W), device=device, generator=generator)  # (B, 1, H, W)
+    return (draws <= keep).float()
 
 
-def build_aligners(channels: Sequence[int], kind: str = "single") -> nn.ModuleList:
+class MaskedAligner(nn.Module):
+    """The multi-layer aligner: Conv1×1, a random spatial mask, then Conv3×3 → ReLU → Conv3×3.
+
+    The official multi-layer path (``DecoderHead_mask``) masks between the 1×1 and the 3×3 convolutions, in the
+    manner of masked generative distillation: the 3×3 pair must reconstruct the teacher's feature at the masked
+    positions from their neighbours. ``keep`` = λ; 1 disables the mask.
+    """
+
+    def __init__(self, channels: int, keep: float = 0.75) -> None:
+        super().__init__()
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"mask keep ratio (kd.mask_lambda) must lie in (0, 1], got {keep}")
+        self.keep = keep
+        self.align = nn.Conv2d(channels, channels, kernel_size=1)
+        self.refine = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """B×C×H×W → B×C×H×W. The official code draws the mask at every call (aligners run only in training)."""
+        y = self.align(x)
+        if self.keep < 1.0:
+            y = y * spatial_keep_mask(tuple(y.shape), self.keep, y.device).to(y.dtype)
+        return self.refine(y)
+
+
+def build_aligners(channels: Sequence[int], kind: str = "single", mask_keep: float = 0.75) -> nn.ModuleList:
     """One aligner per stage, mapping the student's fused feature onto the teacher's (same C, same H×W).
+
+    Every conv gets the official initialisation (:func:`_official_init`).
 
     Args:
         channels: C_k per stage (student and teacher share them).
-        kind: ``"single"`` = Conv1×1 C→C with bias (the official code's path); ``"multi"`` = Conv1×1, Conv3×3, ReLU,
-            Conv3×3 (paper Table 5; 3×3 convs padded by 1 so H×W is kept).
+        kind: ``"single"`` = Conv1×1 C→C with bias (the released command's ``hint`` path); ``"multi"`` = Conv1×1,
+            random spatial mask, Conv3×3, ReLU, Conv3×3 (:class:`MaskedAligner`, the official ``DecoderHead_mask``;
+            paper Table 5; 3×3 convs padded by 1 so H×W is kept).
+        mask_keep: λ of the multi-layer aligner's mask (``kd.mask_lambda``; official 0.75).
 
     Returns:
         ModuleList of ``len(channels)`` aligners; module k maps B×C_k×H×W to B×C_k×H×W.
     """
     if kind not in ALIGNER_KINDS:
         raise ValueError(f"aligner kind {kind!r} is not one of {ALIGNER_KINDS}")
-    make = _single_aligner if kind == "single" else _multi_aligner
-    return nn.ModuleList(make(c) for c in channels)
+    if kind == "single":
+        return nn.ModuleList(_official_init(nn.Conv2d(c, c, kernel_size=1, bias=True)) for c in channels)
+    return nn.ModuleList(_official_init(MaskedAligner(c, mask_keep)) for c in channels)
 
 
 def aligners_from_official(state_dict: Mapping[str, Tensor], num_stages: int = 4,
@@ -233,7 +271,8 @@ class PrimKDLoss(nn.Module):
         alpha: weight α of the prediction KL term.
         beta: weight β of the selected feature loss (paper: 0.05, Table 7; the official code: 0.1).
         rule: stage selection rule, see :func:`select_feature_loss` (paper's best: ``"max"``).
-        aligner: ``"single"`` (Conv1×1, official default path) or ``"multi"`` (paper Table 5).
+        aligner: ``"single"`` (Conv1×1, official default path) or ``"multi"`` (masked, paper Table 5).
+        mask_keep: λ of the multi-layer aligner's spatial mask (official 0.75; 1 = no mask).
         per_sample: select the stage per sample (paper's text) instead of per mini-batch (official code).
         kl_direction: ``"teacher_student"`` (KL(p_t‖p_s), released setting) or ``"student_teacher"``.
         temperature: KL softmax temperature (the term is scaled by T²).
@@ -244,9 +283,9 @@ class PrimKDLoss(nn.Module):
     """
 
     def __init__(self, *, channels: Sequence[int], alpha: float = 1.0, beta: float = 0.05, rule: str = "max",
-                 aligner: str = "single", per_sample: bool = False, kl_direction: str = "teacher_student",
-                 temperature: float = 1.0, use_pred: bool = True, use_feat: bool = True, ignore_index: int = 255,
-                 sync_selection: bool = False) -> None:
+                 aligner: str = "single", mask_keep: float = 0.75, per_sample: bool = False,
+                 kl_direction: str = "teacher_student", temperature: float = 1.0, use_pred: bool = True,
+                 use_feat: bool = True, ignore_index: int = 255, sync_selection: bool = False) -> None:
         super().__init__()
         if kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"kl_direction {kl_direction!r} is not one of {KL_DIRECTIONS}")
@@ -256,7 +295,7 @@ class PrimKDLoss(nn.Module):
         self.per_sample, self.kl_direction, self.temperature = per_sample, kl_direction, temperature
         self.use_pred, self.use_feat = use_pred, use_feat
         self.ignore_index, self.sync_selection = ignore_index, sync_selection
-        self.aligners = build_aligners(self.channels, aligner)
+        self.aligners = build_aligners(self.channels, aligner, mask_keep)
 
     def forward(self, student_logits: Tensor, labels: Tensor, student_fused: Sequence[Tensor] | None = None,
                 teacher_logits: Tensor | None = None,

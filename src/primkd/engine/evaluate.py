@@ -1,7 +1,9 @@
-"""Evaluation: one confusion matrix over the whole test split, single-scale or multi-scale + flip."""
+"""Evaluation: one confusion matrix over the whole test split, single-scale or multi-scale + flip, predictions scored
+as the official CMX/PrimKD evaluator does (:func:`predict_scores`)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,32 +42,131 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-@torch.no_grad()
-def predict_probs(model: nn.Module, xs: list[Tensor], scales: Sequence[float], flip: bool) -> Tensor:
-    """Class probabilities summed over scales (and flips), B×K×H×W at the input size.
+# MiT's smallest input: stage 1 reduces its keys/values 8× on a 4× patch grid, so a side under 32 pixels leaves the
+# reduction convolution less than one kernel. Smaller network inputs are padded up to it (like any crop padding).
+MIN_INPUT_SIZE = 32
+WINDOW_MODES = ("official", "corrected")
 
-    Each scaled input is resized bilinearly (align_corners False), its logits are resized back to H×W and turned
-    into probabilities before summing, as the official multi-scale evaluation does.
+
+def _centre_pad(x: Tensor, size: tuple[int, int]) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Zero-pad B×C×H×W ``x`` to at least ``size``, centred (odd margins put the extra pixel below / right).
+
+    Returns the padded tensor and its margins (top, bottom, left, right); 0 after normalisation is the mean colour.
+    """
+    margin = _margins(tuple(x.shape[-2:]), size)
+    if any(margin):
+        x = F.pad(x, (margin[2], margin[3], margin[0], margin[1]))
+    return x, margin
+
+
+def _margins(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
+    pad_h, pad_w = max(target[0] - size[0], 0), max(target[1] - size[1], 0)
+    return pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
+
+
+def window_scores(model: nn.Module, xs: list[Tensor], crop: tuple[int, int] | None, flip: bool) -> Tensor:
+    """exp(logits) of one network input, B×K×h×w at the size of ``xs``, as the official evaluator scores a window.
+
+    The inputs are centred and zero-padded to ``crop`` (and to :data:`MIN_INPUT_SIZE`), the network runs on the padded
+    tensors and the padding is cut from its output. With ``flip`` the logits of the flipped input, flipped back, are
+    added **before** the exponential: exp(z + z_flipped), as the official code does (not exp(z) + exp(z_flipped)).
+    """
+    h, w = xs[0].shape[-2:]
+    target = (max(crop[0] if crop else 0, MIN_INPUT_SIZE), max(crop[1] if crop else 0, MIN_INPUT_SIZE))
+    padded = [_centre_pad(x, target)[0] for x in xs]
+    top, _, left, _ = _margins((h, w), target)
+    logits = model(*padded)["logits"].float()
+    if flip:
+        logits = logits + model(*[x.flip(-1) for x in padded])["logits"].float().flip(-1)
+    return logits[..., top : top + h, left : left + w].exp()  # (B, K, h, w)
+
+
+def sliding_windows(size: tuple[int, int], crop: tuple[int, int], stride_rate: float,
+                    mode: str = "official") -> list[tuple[slice, slice]]:
+    """(rows, columns) slices of the sliding windows over an H×W image larger than ``crop`` on both sides.
+
+    Strides are ceil(crop · stride_rate) per axis and the last window of each axis is moved back to end at the image
+    border. ``"official"`` reproduces the released index arithmetic of CMX's ``scale_process_rgbX``, which swaps the
+    axes: windows are crop_w rows × crop_h columns, rows advance by the column stride and columns by the row stride,
+    and a start that falls before 0 is a negative Python index (the window then covers only the last rows or columns;
+    on a 600×800 image with a 480×640 crop only rows 560-599 are scored, on 720×960 columns 800-959 are not).
+    ``"corrected"`` uses crop_h × crop_w windows with their own strides.
+    """
+    if mode not in WINDOW_MODES:
+        raise ValueError(f"eval.windows {mode!r} is not one of {WINDOW_MODES}")
+    H, W = size
+    ch, cw = crop
+    stride = (math.ceil(ch * stride_rate), math.ceil(cw * stride_rate))
+    rows_n, cols_n = math.ceil((H - ch) / stride[0]) + 1, math.ceil((W - cw) / stride[1]) + 1
+    windows = []
+    for gy in range(rows_n):
+        for gx in range(cols_n):
+            if mode == "official":
+                e_x, e_y = min(gx * stride[0] + ch, W), min(gy * stride[1] + cw, H)
+                windows.append((slice(e_y - cw, e_y), slice(e_x - ch, e_x)))
+            else:
+                e_y, e_x = min(gy * stride[0] + ch, H), min(gx * stride[1] + cw, W)
+                windows.append((slice(e_y - ch, e_y), slice(e_x - cw, e_x)))
+    return windows
+
+
+def scale_scores(model: nn.Module, xs: list[Tensor], crop: tuple[int, int] | None, flip: bool,
+                 stride_rate: float = 2 / 3, windows: str = "official") -> Tensor:
+    """Scores B×K×h×w of inputs already resized to one scale: one padded pass when a side is at most the crop's,
+    else the sum (not the mean) of :func:`window_scores` over :func:`sliding_windows`."""
+    h, w = xs[0].shape[-2:]
+    if crop is None or h <= crop[0] or w <= crop[1]:
+        return window_scores(model, xs, crop, flip)
+    total = None
+    for rows, cols in sliding_windows((h, w), crop, stride_rate, windows):
+        part = window_scores(model, [x[..., rows, cols] for x in xs], crop, flip)
+        if total is None:
+            total = part.new_zeros((*part.shape[:2], h, w))  # (B, K, h, w)
+        total[..., rows, cols] += part
+    return total
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, xs: list[Tensor], scales: Sequence[float] = (1.0,), flip: bool = False,
+                   crop: tuple[int, int] | None = None, stride_rate: float = 2 / 3,
+                   windows: str = "official") -> Tensor:
+    """Class scores B×K×H×W at the input size, as the official evaluator (CMX ``sliding_eval_rgbX``) computes them.
+
+    For each scale the (normalised) inputs are resized bilinearly to round(H·s)×round(W·s); at sizes up to the crop
+    the network sees them centred and zero-padded to the crop, above it sliding windows whose scores are summed where
+    they overlap (see :func:`scale_scores`); the scores are exp(logits) (with flip exp(z + z_flipped)), resized back
+    bilinearly and summed over scales. Take the argmax over K for the prediction; the scores are not probabilities.
+
+    Args:
+        model: segmentation network returning ``{"logits": B×K×h×w}`` at its input size.
+        xs: its inputs, B×3×H×W each (normalised).
+        scales: test scales.
+        flip: add the horizontally flipped pass.
+        crop: (height, width) of the network input (the official test crop is the training crop); None pads only
+            to :data:`MIN_INPUT_SIZE` and never slides.
+        stride_rate: window stride as a fraction of the crop (official 2/3).
+        windows: ``"official"`` or ``"corrected"`` window arithmetic (:func:`sliding_windows`).
     """
     H, W = xs[0].shape[-2:]
     total = None
     for scale in scales:
         size = (max(1, round(H * scale)), max(1, round(W * scale)))
         scaled = [x if size == (H, W) else _resize(x, size) for x in xs]
-        variants = [scaled, [x.flip(-1) for x in scaled]] if flip else [scaled]
-        for i, v in enumerate(variants):
-            logits = model(*v)["logits"].float()
-            if i == 1:
-                logits = logits.flip(-1)
-            probs = _resize(logits, (H, W)).softmax(dim=1) if logits.shape[-2:] != (H, W) else logits.softmax(1)
-            total = probs if total is None else total + probs
+        scores = scale_scores(model, scaled, crop, flip, stride_rate, windows)
+        scores = (scores if size == (H, W) else _resize(scores, (H, W))).double()  # summed in float64, as official
+        total = scores if total is None else total + scores
     return total
+
+
+predict_probs = predict_scores  # the former name, still used by primkd.infer and bench/
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
-             scales: Sequence[float] = (1.0,), flip: bool = False, progress: bool = True) -> dict:
-    """Segmentation metrics of ``model`` over ``loader``.
+             scales: Sequence[float] = (1.0,), flip: bool = False, progress: bool = True,
+             crop: Sequence[int] | None = None, windows: str = "official") -> dict:
+    """Segmentation metrics of ``model`` over ``loader``, predictions by :func:`predict_scores` (``scales``, ``flip``,
+    ``crop``, ``windows`` as there).
 
     Under ``torchrun`` each rank evaluates its shard of the test set (see :class:`ShardSampler`) and the confusion
     matrices are summed over ranks, so every rank returns the metrics of the whole test set.
@@ -78,8 +179,9 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
-        probs = predict_probs(model, model_inputs(batch, inputs, device), scales, flip)
-        conf += confusion_matrix(probs.argmax(1), batch["label"].to(device), num_classes)
+        scores = predict_scores(model, model_inputs(batch, inputs, device), scales, flip,
+                                tuple(crop) if crop is not None else None, windows=windows)
+        conf += confusion_matrix(scores.argmax(1), batch["label"].to(device), num_classes)
     model.train(was_training)
     conf = all_reduce_sum(conf)
     metrics = metrics_from_confusion(conf.cpu())
@@ -112,3 +214,64 @@ def summarize_seeds(per_seed: dict[int | None, dict], classes: Sequence[str]) ->
     out["seeds"] = [s for s in per_seed if s is not None]
     out["per_seed"] = [{"seed": s, **{k: m[k] for k in ("miou", "macc", "pacc")}} for s, m in per_seed.items()]
     return out
+
+
+def evaluation_modes(eval_cfg: dict) -> dict[str, tuple[list[float], bool]]:
+    """The two modes every evaluated run is scored in: ``single`` (scale 1, no flip: the paper's ablations) and
+    ``multi_scale_flip`` (``eval.scales`` and ``eval.flip``: the paper's Table 2)."""
+    return {"single": ([1.0], False), "multi_scale_flip": (list(eval_cfg["scales"]), bool(eval_cfg["flip"]))}
+
+
+def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
+                   eval_cfg: dict, crop: Sequence[int] | None, progress: bool = True,
+                   modes: Sequence[str] | None = None) -> dict[str, dict]:
+    """:func:`evaluate` in each of :func:`evaluation_modes` (or the ``modes`` named); a multi-scale mode equal to the
+    single one is not rerun."""
+    out: dict[str, dict] = {}
+    for mode, (scales, flip) in evaluation_modes(eval_cfg).items():
+        if modes is not None and mode not in modes:
+            continue
+        if mode != "single" and (scales, flip) == ([1.0], False):
+            out[mode] = out["single"]
+            continue
+        out[mode] = evaluate(model, loader, num_classes, inputs, device, scales, flip, progress, crop,
+                             eval_cfg.get("windows", "official"))
+    return out
+
+
+def evaluation_report(results: dict[str, dict], classes: Sequence[str], eval_cfg: dict) -> dict:
+    """The evaluation JSON of one run from :func:`evaluate_modes` results per checkpoint and seed.
+
+    Args:
+        results: ``{"last": {seed: (modes, epoch)}, "best": {...}}`` (``best`` only when training kept one); a mode
+            missing from a seed's results is left out of the JSON.
+        classes: class names.
+        eval_cfg: the ``eval`` section (its scales and flip define the multi-scale mode).
+
+    Returns:
+        The last epoch's single-scale summary at the top level (:func:`summarize_seeds`, with ``scales`` and
+        ``flip``), its multi-scale + flip summary under ``multi_scale_flip``, and the same two for the best
+        test-split epoch under ``best_epoch`` (each seed's ``epoch`` in its ``per_seed`` entry): test-set selection,
+        the official practice, reported beside the honest last-epoch figures.
+    """
+    modes = evaluation_modes(eval_cfg)
+
+    def block(per_seed: dict) -> dict:
+        out = {}
+        for mode, (scales, flip) in modes.items():
+            if any(mode not in m for m, _ in per_seed.values()):
+                continue
+            summary = {**summarize_seeds({s: m[mode] for s, (m, _) in per_seed.items()}, classes), "scales": scales,
+                       "flip": flip}
+            for entry, (_, epoch) in zip(summary["per_seed"], per_seed.values()):
+                entry["epoch"] = epoch
+            if mode == "single":
+                out.update(summary)
+            else:
+                out[mode] = summary
+        return out
+
+    report = {**block(results["last"]), "checkpoint": "last"}
+    if results.get("best"):
+        report["best_epoch"] = {**block(results["best"]), "checkpoint": "best_test_epoch"}
+    return report

@@ -40,7 +40,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per
     """Per-iteration LambdaLR implementing :func:`warmup_poly_factor` for the ``train`` section."""
     total = train_cfg["epochs"] * iters_per_epoch
     warmup = round(train_cfg["warmup_epochs"] * iters_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda it: warmup_poly_factor(it, total, warmup, train_cfg["warmup_ratio"], train_cfg["poly_power"]),
-    )
+    ratio, power = train_cfg["warmup_ratio"], train_cfg["poly_power"]
+    if train_cfg.get("first_step_full_lr", False):
+        # The official loop sets the rate after each step: step 1 runs at the optimiser's initial (full) rate and
+        # step k + 1 at the schedule's value for iteration k - 1.
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: 1.0 if it == 0 else warmup_poly_factor(it - 1, total, warmup, ratio, power))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: warmup_poly_factor(it, total, warmup, ratio, power))

@@ -72,7 +72,8 @@ from primkd.engine.distributed import (
 from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
-from primkd.io import DataError, write_json, write_text
+from primkd.io import DataError, atomic_path, write_json, write_text
+from primkd.models.decoder import reset_conv_biases
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class Progress:
     seconds: float = 0.0  # training time spent by earlier processes of this run
     curves: list = field(default_factory=list)
     eval_curve: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)  # the best test-split evaluation so far ({epoch, miou, macc, pacc})
     resumed_at: list = field(default_factory=list)  # iterations at which the run was resumed
 
     def start_epoch(self) -> None:
@@ -249,12 +251,32 @@ def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, d
               "worker_init_fn": ignore_sigterm if workers > 0 else None}
     train_loader = DataLoader(train_set, batch_size=micro_batch or t["batch_size"], drop_last=True,
                               sampler=EpochSampler(len(train_set), t["seed"], rank=dist.rank,
-                                                   world_size=dist.world_size),
+                                                   world_size=dist.world_size, total=epoch_samples(t, len(train_set))),
                               generator=torch.Generator().manual_seed(t["seed"]), **common)
     test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"],
                              sampler=ShardSampler(len(test_set), dist.rank, dist.world_size),
                              generator=torch.Generator().manual_seed(t["seed"]), **common)
     return train_loader, test_loader
+
+
+def epoch_samples(train_cfg: dict, length: int) -> int:
+    """Images per epoch: the training split (the last incomplete batch dropped), or with ``train.fill_last_batch``
+    batch × (N // batch + 1), as the official loader (its epoch always ends with a batch of random repeats)."""
+    batch = train_cfg["batch_size"]
+    return batch * (length // batch + 1) if train_cfg.get("fill_last_batch", False) else length
+
+
+def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
+    """Make stage 2's stochastic depth constant, as the official dual encoder builds it: every RGB block at the rate
+    of the stage's first block, every depth block at the rate of its second (the linear rule elsewhere)."""
+    encoders = [model.encoder_rgb, model.encoder_modal] if hasattr(model, "encoder_rgb") else [model.encoder]
+    for offset, encoder in enumerate(encoders):
+        depths = [len(stage.blocks) for stage in encoder.stages]
+        total, start = sum(depths), depths[0]
+        rate = drop_path_rate * (start + offset) / max(total - 1, 1)
+        for block in encoder.stages[1].blocks:
+            if hasattr(block.drop_path, "drop_prob"):
+                block.drop_path.drop_prob = rate
 
 
 def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module, list[str]]:
@@ -295,7 +317,8 @@ def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLo
         return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
     kd = run.kd
     return PrimKDLoss(channels=channels, alpha=kd["alpha"], beta=kd["beta"], rule=kd["rule"], aligner=kd["aligner"],
-                      per_sample=kd["per_sample"], kl_direction=kd["kl_direction"], temperature=kd["temperature"],
+                      mask_keep=kd["mask_lambda"], per_sample=kd["per_sample"], kl_direction=kd["kl_direction"],
+                      temperature=kd["temperature"],
                       use_pred=kd["alpha"] > 0, use_feat=kd["beta"] > 0, sync_selection=sync_selection)
 
 
@@ -341,13 +364,15 @@ def run_fingerprint(cfg: dict, run: Run, arch: dict, train_set: RGBDDataset) -> 
     """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
 
     Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
-    ``train`` section except :data:`RESUME_FREE_KEYS`, and the training split (class names, SHA-256 of the names).
+    official-recipe model keys outside it (stage-2 drop path, decoder bias init), the ``train`` section except
+    :data:`RESUME_FREE_KEYS`, and the training split (class names, SHA-256 of the names).
     """
     names = hashlib.sha256("\n".join(train_set.names).encode()).hexdigest()
     teacher = _sha256(run.teacher_path) if run.teacher_path is not None else None
     return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
                     "teacher_sha256": teacher},
             "arch": arch,
+            "init": {k: cfg["model"].get(k) for k in ("drop_path_stage2", "decoder_bias_init")},
             "train": {k: v for k, v in cfg["train"].items() if k not in RESUME_FREE_KEYS},
             "data": {"classes": list(train_set.classes), "train_names_sha256": names}}
 
@@ -358,6 +383,25 @@ def _csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+BEST_FILE = "best.pt"  # in the checkpoint folder: the weights of the best test-split evaluation so far
+
+
+def evaluation_due(epoch: int, epochs: int, every: int, start: int = 0) -> bool:
+    """Whether the test split is evaluated after (1-based) ``epoch``: every ``every`` epochs from epoch ``start`` on,
+    and always after the last (official: NYU every epoch; SUN-RGBD every 10 from epoch 100)."""
+    return epoch == epochs or bool(every and epoch % every == 0 and epoch >= start)
+
+
+def best_evaluation(curve: list[dict]) -> dict | None:
+    """The point of a test-split curve with the highest mIoU; the earliest on ties (the official code replaces its
+    best only on a strict improvement). Selecting on the test split is the official practice, not a clean estimate."""
+    best = None
+    for point in curve:
+        if point.get("miou") is not None and (best is None or point["miou"] > best["miou"]):
+            best = point
+    return best
 
 
 class Trainer:
@@ -387,6 +431,10 @@ class Trainer:
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
         self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
         self.model = build_model(self.arch)
+        if cfg["model"].get("decoder_bias_init", "zero") == "default":
+            reset_conv_biases(self.model.decoder)
+        if cfg["model"].get("drop_path_stage2", "linear") == "constant":
+            official_stage2_drop_path(self.model, cfg["model"]["drop_path_rate"])
         self.pretrained = self._init_pretrained(cfg["model"])
         if self.dist.enabled and run.kind == "student":
             self.model = convert_sync_batchnorm(self.model, self.device)
@@ -436,14 +484,15 @@ class Trainer:
         remove_partial_checkpoints(self.checkpoint_dir)
         found = latest_checkpoint(self.checkpoint_dir)
         if found is None:
+            (self.checkpoint_dir / BEST_FILE).unlink(missing_ok=True)  # a best model of an earlier, removed run
             return Progress()
         path, blob = found
         changed = fingerprint_differences(blob["fingerprint"], self.fingerprint)
         if changed and blob["complete"]:
             log.warning("%s: a finished run with other settings (%s); training afresh and removing its checkpoints",
                         path, "; ".join(changed[:5]))
-            for old in list_checkpoints(self.checkpoint_dir):
-                old.unlink()
+            for old in [*list_checkpoints(self.checkpoint_dir), self.checkpoint_dir / BEST_FILE]:
+                old.unlink(missing_ok=True)
             return Progress()
         if changed:
             raise DataError(f"{path}: this unfinished run's checkpoint was written with other settings "
@@ -539,12 +588,19 @@ class Trainer:
         row.update({k: v / n for k, v in s.sums.items()})
         row.update({f"stage{i + 1}_mse": v / n for i, v in enumerate(s.stage_sums)})
         s.curves.append(row)
-        every = self.cfg["train"]["eval_every"]
-        if s.epoch + 1 == self.epochs or (every and (s.epoch + 1) % every == 0):
+        t = self.cfg["train"]
+        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t.get("eval_from", 0)):
             m = evaluate(self.model, self.test_loader, self.dataset.num_classes, self.run.inputs, self.device,
-                         progress=self.show)
-            s.eval_curve.append({"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]})
-            log.info("%s epoch %d: loss %.4f, test mIoU %.4f", self.run.name, s.epoch + 1, row["loss"], m["miou"])
+                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"].get("windows", "official"))
+            point = {"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]}
+            s.eval_curve.append(point)
+            if best_evaluation(s.eval_curve) is point:  # a new best: keep its weights beside the checkpoints
+                s.best = dict(point)
+                if self.dist.is_main:
+                    save_model(self.checkpoint_dir / BEST_FILE, self.model, self.arch, self.run.inputs, dict(point))
+                barrier()
+            log.info("%s epoch %d: loss %.4f, test mIoU %.4f (best %.4f at epoch %d)", self.run.name, s.epoch + 1,
+                     row["loss"], m["miou"], s.best["miou"], s.best["epoch"])
         else:
             log.info("%s epoch %d: loss %.4f", self.run.name, s.epoch + 1, row["loss"])
         s.start_epoch()
@@ -632,7 +688,20 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
                "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
-               "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"]}
+               "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
+               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
     write_json(out_dir / "train.json", summary)
-    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, info)
+    _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)
+    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t["epochs"]})
     return summary
+
+
+def _write_best_model(source: Path, dest: Path, best: dict, info: dict) -> None:
+    """Copy the best-evaluation weights to ``dest`` with the run's metadata and the epoch they come from."""
+    blob = torch.load(source, map_location="cpu", weights_only=True)
+    if blob["info"].get("epoch") != best.get("epoch"):  # a crash between a new best and the next checkpoint
+        log.warning("%s holds epoch %s, the resumed curve's best is epoch %s; keeping the file's weights and epoch",
+                    source, blob["info"].get("epoch"), best.get("epoch"))
+    blob["info"] = {**info, **blob["info"], "checkpoint": "best_test_epoch"}
+    with atomic_path(dest) as tmp:
+        torch.save(blob, tmp)

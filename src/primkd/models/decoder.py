@@ -55,3 +55,12 @@ class MLPDecoder(nn.Module):
             maps.append(x)
         x = torch.relu(self.fuse_bn(self.fuse(torch.cat(maps[::-1], dim=1))))  # (B, E, H_1, W_1)
         return self.classifier(self.dropout(x))
+
+
+def reset_conv_biases(module: nn.Module) -> None:
+    """Redraw every Conv2d bias of ``module`` with PyTorch's default, uniform in ±1/sqrt(fan_in): the official
+    training builder re-initialises the decoder's conv weights but leaves the biases as PyTorch created them."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
+            fan_in = m.weight[0].numel()
+            nn.init.uniform_(m.bias, -(fan_in**-0.5), fan_in**-0.5)

@@ -5,7 +5,10 @@ Inputs under ``results_dir`` (``results/<preset>``), all optional (whatever is m
 - ``eval/<run>.json``: the evaluation of one run (``primkd evaluate``): ``miou``, ``macc``, ``pacc`` in [0, 1], the
   per-class ``iou`` and ``per_seed``, one ``{seed, miou, macc, pacc}`` per trained seed. A student run has one entry
   per seed of params.yaml ``seeds``, and the tables report mean ± sample standard deviation (ddof 1) over them, not
-  the file's ``miou_std`` (population std); a teacher has one entry with ``seed: null`` and reports its value alone;
+  the file's ``miou_std`` (population std); a teacher has one entry with ``seed: null`` and reports its value alone.
+  The top level is the last epoch's single-scale evaluation, ``multi_scale_flip`` the multi-scale + flip one and
+  ``best_epoch`` both for the best test-split epoch; each table reads the mode the paper used (``eval`` in
+  paper.yaml) for the checkpoint ``eval.checkpoint`` names (last by default);
 - ``models/<run>/seed<k>/train.json`` (students) or ``models/<run>/train.json`` (teachers): backbone, epochs,
   training time;
 - ``analysis/cka.json`` (Table 8) and ``analysis/figure3_qualitative.png``, ``analysis/figure4_histograms.png``.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +33,7 @@ from primkd.models.segmentors import build_student, count_parameters
 from primkd.report.figures import figure1
 from primkd.report.tables import (
     EVAL_KEYS,
+    EVAL_MODES,
     Column,
     FilledTable,
     PaperSpec,
@@ -57,35 +61,57 @@ class RunResult:
     metrics: dict
     train: dict | None
     num_classes: int | None
+    scales: list | None = None  # the evaluation mode of ``metrics``
+    flip: bool | None = None
+    epoch: int | None = None  # the epoch of the evaluated model, when the evaluation records it
 
 
 def _read_train(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def run_results(results_dir: Path, name: str, evaluation: Mapping) -> list[RunResult]:
-    """The results of run ``name`` from its evaluation JSON: one per ``per_seed`` entry with a seed, else one."""
+def evaluation_block(evaluation: Mapping, checkpoint: str = "last", mode: str = "single") -> Mapping | None:
+    """The part of an evaluation JSON for one checkpoint (last, best) and mode (single, multi_scale_flip); None when
+    the file has none (no best-epoch model, or written before both modes were evaluated)."""
+    block = evaluation if checkpoint == "last" else evaluation.get("best_epoch")
+    if block is not None and mode != "single":
+        block = block.get(mode)
+    return block
+
+
+def run_results(results_dir: Path, name: str, evaluation: Mapping, checkpoint: str = "last",
+                mode: str = "single") -> list[RunResult]:
+    """The results of run ``name`` from its evaluation JSON (the block of ``checkpoint`` and ``mode``): one per
+    ``per_seed`` entry with a seed, else one; none when the file lacks that block."""
+    evaluation = evaluation_block(evaluation, checkpoint, mode)
+    if evaluation is None:
+        return []
     num_classes = len(evaluation["iou"]) if evaluation.get("iou") else None
     seeded = [e for e in evaluation.get("per_seed", []) if e.get("seed") is not None]
     if not seeded:
         metrics = {k: evaluation.get(k) for k in EVAL_KEYS}
+        epoch = next((e.get("epoch") for e in evaluation.get("per_seed", [])), None)
         return [RunResult(name, None, metrics, _read_train(results_dir / "models" / name / "train.json"),
-                          num_classes)]
+                          num_classes, evaluation.get("scales"), evaluation.get("flip"), epoch)]
     results = []
     for entry in seeded:
         if not isinstance(entry["seed"], int):
             raise DataError(f"{results_dir / 'eval' / name}.json: per_seed has seed {entry['seed']!r}, not an "
                             f"integer; re-run its evaluate stage")
         train = _read_train(results_dir / "models" / name / f"seed{entry['seed']}" / "train.json")
-        results.append(RunResult(name, entry["seed"], {k: entry.get(k) for k in EVAL_KEYS}, train, num_classes))
+        results.append(RunResult(name, entry["seed"], {k: entry.get(k) for k in EVAL_KEYS}, train, num_classes,
+                                 evaluation.get("scales"), evaluation.get("flip"), entry.get("epoch")))
     return results
 
 
-def collect_runs(results_dir: str | os.PathLike) -> dict[str, list[RunResult]]:
-    """Every evaluated run under ``results_dir/eval`` by run name, one :class:`RunResult` per seed (or just one)."""
+def collect_runs(results_dir: str | os.PathLike, checkpoint: str = "last",
+                 mode: str = "single") -> dict[str, list[RunResult]]:
+    """Every evaluated run under ``results_dir/eval`` by run name, one :class:`RunResult` per seed (or just one), for
+    one checkpoint and evaluation mode (runs whose file lacks that block are left out)."""
     results_dir = Path(results_dir)
-    return {path.stem: run_results(results_dir, path.stem, read_json(path))
+    runs = {path.stem: run_results(results_dir, path.stem, read_json(path), checkpoint, mode)
             for path in sorted((results_dir / "eval").glob("*.json"))}
+    return {name: group for name, group in runs.items() if group}
 
 
 def load_cka(path: str | os.PathLike) -> dict[tuple[str, str, int], float] | None:
@@ -120,25 +146,78 @@ def measure_complexity(variant: str, num_classes: int, height: int, width: int,
     return {"params": count_parameters(model), "macs": count_macs(model, x, x)}
 
 
+def resolve_run(row: Row, cfg: Mapping | None) -> tuple[str | None, str | None]:
+    """The run that fills ``row`` under the active params, and a note when it is not the row's own ``run``.
+
+    A row naming ``kd`` keys stands for the preset's distillation settings with those keys: its ``run`` when that
+    experiment resolves to them, else the first experiment (same teacher) that does, else none.
+    """
+    if row.kd is None or cfg is None or row.run not in cfg.get("experiments", {}):
+        return row.run, None
+    from primkd.config import experiment_kd
+
+    wanted = {**cfg["kd"], **row.kd}
+    teacher = cfg["experiments"][row.run]["teacher"]
+    candidates = [row.run, *(n for n in cfg["experiments"] if n != row.run)]
+    for name in candidates:
+        kd = experiment_kd(cfg, name)
+        if kd.pop("teacher_modality") == teacher and kd == wanted:
+            return name, None if name == row.run else (f"{row.label}: `{name}` has this row's settings under the "
+                                                        f"active preset (`{row.run}` has other kd values)")
+    keys = ", ".join(f"{k}: {v}" for k, v in row.kd.items())
+    return None, (f"{row.label}: no experiment of this preset has the kd settings of the row ({keys}, the rest as "
+                  f"the preset's kd); add one under params.yaml `experiments`")
+
+
 class _Gatherer:
     """Our value of each (row, column) of a table, and the notes that explain the missing ones."""
 
-    def __init__(self, results_dir: Path, runs: Mapping[str, list[RunResult]], cka: Mapping | None,
-                 input_size: tuple[int, int], decoder_embed_dim: int) -> None:
-        self.results_dir, self.runs, self.cka = results_dir, runs, cka
+    def __init__(self, results_dir: Path, cka: Mapping | None, input_size: tuple[int, int], decoder_embed_dim: int,
+                 cfg: Mapping | None = None, checkpoint: str = "last") -> None:
+        self.results_dir, self.cka, self.cfg, self.checkpoint = results_dir, cka, cfg, checkpoint
+        self.runs = collect_runs(results_dir)  # the runs table: last epoch, single scale
+        self.by_mode = {mode: collect_runs(results_dir, checkpoint, mode) for mode in EVAL_MODES}
         self.input_size, self.decoder_embed_dim = input_size, decoder_embed_dim
         self.complexity: dict[tuple, dict[str, int]] = {}
 
+    def mode_text(self, spec: TableSpec) -> str:
+        """How this table's values were evaluated, for its caption: mode (from the JSON) and checkpoint."""
+        runs = self.by_mode[spec.eval_mode]
+        found = next((r for row in spec.rows for r in runs.get(resolve_run(row, self.cfg)[0] or "", [])), None)
+        if found is None or found.scales is None:
+            mode = "single-scale" if spec.eval_mode == "single" else "multi-scale + flip (eval.scales, eval.flip)"
+        elif list(found.scales) == [1.0] and not found.flip:
+            mode = "single-scale (scale 1, no flip)"
+        else:
+            mode = (f"multi-scale (scales {', '.join(f'{s:g}' for s in found.scales)})"
+                    + (" + flip" if found.flip else ", no flip"))
+        which = ("the best test-split epoch (test-set selection, the official practice)" if self.checkpoint == "best"
+                 else "the last epoch")
+        return f"Ours: {mode}, {which}."
+
+    def single_scale_only(self, spec: TableSpec) -> bool:
+        """Whether a multi-scale table's runs were in fact evaluated single-scale (eval.scales [1], no flip)."""
+        runs = self.by_mode[spec.eval_mode]
+        found = [r for row in spec.rows for r in runs.get(row.run or "", [])]
+        return bool(found) and all(r.scales is not None and list(r.scales) == [1.0] and not r.flip for r in found)
+
     def table(self, spec: TableSpec) -> tuple[list[dict[str, Stat | None]], list[str]]:
         values, notes = [], []
-        missing = [f"`{row.run}`" for row in spec.rows if row.run is not None and row.run not in self.runs]
+        runs = self.by_mode[spec.eval_mode]
+        resolved = [resolve_run(row, self.cfg) for row in spec.rows]
+        notes += list(dict.fromkeys(note for _, note in resolved if note))
+        missing = [f"`{name}`" for row, (name, _) in zip(spec.rows, resolved)
+                   if name is not None and not row.paper_only and name not in runs]
         if missing:
-            notes.append(f"no evaluation in {self.results_dir / 'eval'} for {', '.join(dict.fromkeys(missing))}: run "
-                         f"their evaluate stages (a student experiment must be listed in params.yaml `experiments`)")
-        for row in spec.rows:
+            what = {"single": "evaluation", "multi_scale_flip": "multi-scale + flip evaluation"}[spec.eval_mode]
+            where = " of the best test-split epoch (model_best.pt)" if self.checkpoint == "best" else ""
+            notes.append(f"no {what}{where} in {self.results_dir / 'eval'} for {', '.join(dict.fromkeys(missing))}: "
+                         f"run their evaluate stages (a student experiment must be listed in params.yaml "
+                         f"`experiments`)")
+        for row, (name, _) in zip(spec.rows, resolved):
             row_values = {}
             for column in spec.columns:
-                row_values[column.key], note = self.value(row, column)
+                row_values[column.key], note = self.value(replace(row, run=name), column, runs)
                 if note and note not in notes:
                     notes.append(note)
             values.append(row_values)
@@ -148,15 +227,15 @@ class _Gatherer:
             notes.append(f"ours is mean ± sample standard deviation over seeds: {', '.join(dict.fromkeys(seeded))}")
         return values, notes
 
-    def value(self, row: Row, column: Column) -> tuple[Stat | None, str | None]:
+    def value(self, row: Row, column: Column, runs: Mapping[str, list[RunResult]]) -> tuple[Stat | None, str | None]:
         if column.source == "cka":
             return self._cka(row, column)
-        if row.run not in self.runs:  # noted once per table by `table`
+        if row.paper_only or row.run not in runs:  # missing runs are noted once per table by `table`
             return None, None
         if column.source == "eval":
-            return Stat.of([r.metrics.get(column.key) * column.scale for r in self.runs[row.run]
+            return Stat.of([r.metrics.get(column.key) * column.scale for r in runs[row.run]
                             if r.metrics.get(column.key) is not None]), None
-        return self._complexity(row, column)
+        return self._complexity(row, column, runs)
 
     def _cka(self, row: Row, column: Column) -> tuple[Stat | None, str | None]:
         if self.cka is None:
@@ -166,8 +245,9 @@ class _Gatherer:
             return None, f"cka.json has no `{row.student}` vs `{row.reference}`: pass that student to the analyze stage"
         return Stat.of([value]), None
 
-    def _complexity(self, row: Row, column: Column) -> tuple[Stat | None, str | None]:
-        result = next((r for r in self.runs[row.run] if r.train is not None), self.runs[row.run][0])
+    def _complexity(self, row: Row, column: Column, runs: Mapping[str, list[RunResult]]) -> tuple[Stat | None,
+                                                                                                  str | None]:
+        result = next((r for r in runs[row.run] if r.train is not None), runs[row.run][0])
         if result.train is None or result.num_classes is None:
             return None, (f"`{row.run}`: parameters and FLOPs need its train.json under models/{row.run}/ (backbone) "
                           f"and the per-class IoU of its evaluation (number of classes)")
@@ -178,28 +258,61 @@ class _Gatherer:
         return Stat.of([measured["params"] / 1e6 if column.key == "params_m" else measured["macs"] / 1e9]), None
 
 
-def _setting_text(paper: PaperSpec, preset: str, setting: str) -> str:
+def _setting_text(paper: PaperSpec, preset: str, matched: str | None) -> str:
+    if matched is None:
+        s = paper.settings[paper.default_setting]
+        return (f"The active preset `{preset}` is not one of the paper's settings: its tables show the paper's "
+                f"numbers ({s['dataset']}, {s['backbone']} where a table has several settings) for reference only, "
+                f"without Δ.")
+    s = paper.settings[matched]
+    return (f"The active preset `{preset}` is in the paper's {s['dataset']}, {s['backbone']} setting (`{matched}`): Δ "
+            f"is printed where a table was measured in that setting; the ablations (Tables 1, 3-8) were measured in "
+            f"NYU Depth V2 with MiT-B4 only.")
+
+
+def _comparison(spec: TableSpec, paper: PaperSpec, preset: str, matched: str | None,
+                gatherer: _Gatherer) -> tuple[str, bool, list[str]]:
+    """The paper setting whose values a table shows, whether Δ is printed, and the note saying why not."""
+    if spec.by_setting or spec.paper_setting is None:
+        setting = matched or paper.default_setting
+        compared = matched is not None
+    else:
+        setting, compared = spec.paper_setting, matched == spec.paper_setting
+    notes = []
     s = paper.settings[setting]
-    text = f"The paper column is the paper's {s['dataset']}, {s['backbone']} setting (`{setting}`)"
-    if preset != setting:
-        text += (f"; the active preset `{preset}` is not one of the paper's settings, so Δ is the gap to the paper's "
-                 f"numbers on another dataset and backbone, not a reproduction error")
-    return text + "."
+    if not compared:
+        notes.append(f"Δ omitted: the paper measured these numbers in {s['dataset']} with {s['backbone']}; the "
+                     f"active preset `{preset}` is another setting (the paper column is for reference)")
+    elif spec.eval_mode == "multi_scale_flip" and gatherer.single_scale_only(spec):
+        compared = False
+        notes.append("Δ omitted: the paper's values are multi-scale + flip, this preset tests single-scale "
+                     "(eval.scales [1.0], eval.flip false, as the released configuration)")
+    return setting, compared, notes
 
 
-def _runs_table(runs: Mapping[str, list[RunResult]]) -> str:
-    lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) |", "|---|---:|---|---:|---:|---:|"]
+def _miou_text(group: Sequence[RunResult]) -> str:
+    miou = Stat.of([100 * r.metrics["miou"] for r in group if r.metrics.get("miou") is not None])
+    return "—" if miou is None else f"{miou.mean:.1f}" + (f" ± {miou.std:.1f}" if miou.std is not None else "")
+
+
+def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[RunResult]]) -> str:
+    """One line per run: seeds, backbone, epochs, time, and the single-scale mIoU of the last epoch and of the best
+    test-split epoch (test-set selection, as the official code reports; its epochs in brackets)."""
+    lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) last epoch "
+             "| mIoU (%) best test-split epoch |", "|---|---:|---|---:|---:|---:|---:|"]
     for name, group in sorted(runs.items()):
         trains = [r.train for r in group if r.train is not None]
         seconds = Stat.of([t["train_seconds"] for t in trains if "train_seconds" in t])
-        miou = Stat.of([100 * r.metrics["miou"] for r in group if r.metrics.get("miou") is not None])
+        epochs_best = [r.epoch for r in best.get(name, []) if r.epoch is not None]
+        best_text = _miou_text(best.get(name, [])) + (f" (epoch {', '.join(map(str, epochs_best))})"
+                                                      if epochs_best else "")
         backbone = trains[0].get("backbone", "—") if trains else "—"
         epochs = trains[0].get("epochs", "—") if trains else "—"
         seeds = ", ".join(str(r.seed) for r in group if r.seed is not None)
         if not seeds:  # a teacher: trained once, with train.seed
             seeds = f"once (seed {trains[0]['seed']})" if trains and "seed" in trains[0] else "once"
         cells = [f"`{name}`", seeds, str(backbone), str(epochs), "—" if seconds is None else f"{seconds.mean:.0f}",
-                 "—" if miou is None else f"{miou.mean:.1f}" + (f" ± {miou.std:.1f}" if miou.std is not None else "")]
+                 _miou_text(group), best_text]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -211,12 +324,12 @@ def _image(title: str, target: Path, report_dir: Path, missing: str, notes: Sequ
     return text + ("\n" + "\n".join(f"- {note}" for note in notes) + "\n" if notes else "")
 
 
-def _report_markdown(paper: PaperSpec, preset: str, setting: str, tables: Mapping[str, FilledTable],
+def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables: Mapping[str, FilledTable],
                      figure1_notes: Sequence[str], runs: Mapping[str, list[RunResult]], results_dir: Path,
                      out_dir: Path, report_dir: Path) -> str:
     parts = [f"# PrimKD reproduction report: preset `{preset}`\n",
              f"Paper: {paper.source}. Each table gives ours, the paper's value and Δ = ours − paper; \"—\" marks a "
-             f"value that is missing, and the notes under the table say why. {_setting_text(paper, preset, setting)} "
+             f"value that is missing, and the notes under the table say why. {_setting_text(paper, preset, matched)} "
              f"Tables as CSV and LaTeX: `{os.path.relpath(out_dir / 'tables', report_dir)}/`.\n"]
     for key, table in tables.items():
         spec = table.spec
@@ -228,13 +341,18 @@ def _report_markdown(paper: PaperSpec, preset: str, setting: str, tables: Mappin
                         "Not found: run the analyze stage."))
     parts.append(_image("Figure 4: feature-value histograms", analysis / "figure4_histograms.png", report_dir,
                         "Not found: run the analyze stage."))
-    parts.append("## Runs\n\n" + (_runs_table(runs) if runs else "No evaluated run yet.\n"))
+    parts.append("## Runs\n\n" + (_runs_table(runs, collect_runs(results_dir, "best")) if runs
+                                    else "No evaluated run yet.\n"))
     return "\n".join(parts)
+
+
+def _source_and_backbone(cfg: Mapping | None) -> tuple[str | None, str | None]:
+    return (cfg["data"]["source"], cfg["model"]["backbone"]) if cfg is not None else (None, None)
 
 
 def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.PathLike,
                  paper_path: str | os.PathLike | None = None, report_path: str | os.PathLike | None = None,
-                 decoder_embed_dim: int = 512) -> dict:
+                 decoder_embed_dim: int = 512, cfg: Mapping | None = None) -> dict:
     """Write Tables 1–8, Figure 1 and REPORT.md for one preset (see the module docstring for the files).
 
     Args:
@@ -244,6 +362,9 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
         paper_path: paper table file (default: the packaged ``paper.yaml``).
         report_path: where to write REPORT.md (default ``out_dir/REPORT.md``); its links are relative to it.
         decoder_embed_dim: decoder width of the measured network (Table 2 parameters and FLOPs).
+        cfg: the resolved params (:func:`primkd.config.load_params`): data.source and model.backbone match the
+            preset to a paper setting, eval.checkpoint picks the last or best epoch, the experiments fill rows by
+            their kd settings. None: match by preset name, last epoch, rows by run name.
 
     Returns:
         ``{"tables": {key: [md, csv, tex paths]}, "figure1": [png, pdf], "report": path, "notes": count}``.
@@ -252,25 +373,30 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
     report_path = Path(report_path) if report_path is not None else out_dir / "REPORT.md"
     # 1. Inputs: the paper's layout and values, our runs, the CKA table.
     paper = load_paper(paper_path)
-    setting = paper.setting_for(preset)
-    gatherer = _Gatherer(results_dir, collect_runs(results_dir), load_cka(results_dir / "analysis" / "cka.json"),
-                         tuple(paper.settings[setting]["input"]), decoder_embed_dim)
-    # 2. Tables 1–8.
+    matched = paper.match(preset, *_source_and_backbone(cfg))
+    setting = matched or paper.default_setting
+    checkpoint = cfg["eval"].get("checkpoint", "last") if cfg is not None else "last"
+    gatherer = _Gatherer(results_dir, load_cka(results_dir / "analysis" / "cka.json"),
+                         tuple(paper.settings[setting]["input"]), decoder_embed_dim, cfg, checkpoint)
+    # 2. Tables 1–8, each in the evaluation mode the paper used, with Δ only in the paper's setting.
     tables, written = {}, {}
     for key, spec in paper.tables.items():
         values, notes = gatherer.table(spec)
-        tables[key] = fill_table(spec, values, setting, notes)
+        table_setting, compared, why = _comparison(spec, paper, preset, matched, gatherer)
+        if any(c.source == "eval" for c in spec.columns):
+            spec = replace(spec, caption=f"{spec.caption} {gatherer.mode_text(spec)}")
+        tables[key] = fill_table(spec, values, table_setting, [*why, *notes], compared)
         paths = [out_dir / "tables" / f"{key}.{ext}" for ext in ("md", "csv", "tex")]
         for path, render in zip(paths, (to_markdown, to_csv, to_latex)):
             write_text(path, render(tables[key]))
         written[key] = [str(p) for p in paths]
     # 3. Figure 1 and REPORT.md.
     values, notes = gatherer.table(paper.figure1)
-    fig1 = fill_table(paper.figure1, values, setting, notes)
+    fig1 = fill_table(paper.figure1, values, setting, notes, matched is not None)
     s = paper.settings[setting]
     fig_paths = [out_dir / "figure1.png", out_dir / "figure1.pdf"]
     figure1(fig1, *fig_paths, subtitle=f"ours: preset {preset}; paper: {s['dataset']}, {s['backbone']}")
-    write_text(report_path, _report_markdown(paper, preset, setting, tables, fig1.notes, gatherer.runs, results_dir,
+    write_text(report_path, _report_markdown(paper, preset, matched, tables, fig1.notes, gatherer.runs, results_dir,
                                              out_dir, report_path.parent))
     return {"tables": written, "figure1": [str(p) for p in fig_paths], "report": str(report_path),
             "notes": sum(len(t.notes) for t in tables.values())}

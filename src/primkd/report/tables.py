@@ -1,8 +1,10 @@
 """Report tables: the layout and paper values of ``paper.yaml``, our values beside them, and three renderings.
 
 Every table has, for each of its columns, three cells per row: ours (``mean ± std`` over seeds when a run has
-several, the sample standard deviation), the paper's value, and Δ = ours − paper. A value that is missing on either
-side prints as "—" and the table's notes say why, so a partial grid still reports.
+several, the sample standard deviation), the paper's value, and Δ = ours − paper. Δ is printed only where the active
+preset is in the setting the paper measured that table in (dataset, backbone, evaluation mode); elsewhere the paper's
+column is shown for reference. A value that is missing on either side prints as "—" and the table's notes say why,
+so a partial grid still reports.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from primkd.io import DataError
 
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 SOURCES = ("eval", "cka", "complexity")
+EVAL_MODES = ("single", "multi_scale_flip")  # the blocks of an evaluation JSON (see primkd.engine.evaluate)
 COMPLEXITY_KEYS = ("params_m", "gflops")
 EVAL_KEYS = ("miou", "macc", "pacc")  # the scalar metrics of an evaluation JSON, overall and per seed
 MISSING = "—"
@@ -47,6 +50,8 @@ class Row:
     student: str | None = None
     reference: str | None = None
     paper: Mapping = field(default_factory=dict)
+    kd: Mapping | None = None  # the distillation keys the row stands for (see paper.yaml)
+    paper_only: bool = False  # another method of the paper: no run of ours
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class TableSpec:
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     by_setting: bool = False
+    eval_mode: str = "single"  # the evaluation mode the paper used and the JSON block read
+    paper_setting: str | None = None  # the one setting the paper measured this table in (ablations)
 
     def paper_value(self, row: Row, column: Column, setting: str) -> float | None:
         """The paper's number for this row and column in ``setting`` (None: not transcribed)."""
@@ -82,6 +89,14 @@ class PaperSpec:
         """The paper setting a preset is compared with: its own name if it is one, else the default."""
         return preset if preset in self.settings else self.default_setting
 
+    def match(self, preset: str, source: str | None = None, variant: str | None = None) -> str | None:
+        """The paper setting a preset reproduces: the one of the same name, else the one with its dataset source and
+        backbone (params.yaml data.source, model.backbone); None for any other preset (demo, smoke)."""
+        if preset in self.settings:
+            return preset
+        return next((k for k, v in self.settings.items()
+                     if source is not None and v.get("source") == source and v.get("variant") == variant), None)
+
 
 def _column(raw: Mapping, where: str) -> Column:
     column = Column(**raw)
@@ -101,14 +116,20 @@ def _table(key: str, raw: Mapping, settings: Mapping, where: str) -> TableSpec:
         columns = tuple(_column(c, f"{where}.{key}") for c in raw["columns"])
         spec = TableSpec(key=key, title=raw["title"], row_header=raw["row_header"], caption=raw["caption"],
                          columns=columns, rows=tuple(Row(**r) for r in raw["rows"]),
-                         by_setting=raw.get("by_setting", False))
+                         by_setting=raw.get("by_setting", False), eval_mode=raw.get("eval", "single"),
+                         paper_setting=raw.get("paper_setting"))
     except (KeyError, TypeError) as e:
         raise DataError(f"{where}.{key}: malformed table ({e}); see the layout described at the top of "
                         f"{PAPER_YAML}") from e
+    if spec.eval_mode not in EVAL_MODES:
+        raise DataError(f"{where}.{key}: eval {spec.eval_mode!r} is not one of {EVAL_MODES}")
+    if spec.paper_setting is not None and spec.paper_setting not in settings:
+        raise DataError(f"{where}.{key}: paper_setting {spec.paper_setting!r} is not under `settings`")
     keys = {c.key for c in columns}
     for row in spec.rows:
-        needs_run = any(c.source != "cka" for c in columns)
-        if (needs_run and row.run is None) or (not needs_run and (row.student is None or row.reference is None)):
+        needs_run = any(c.source != "cka" for c in columns) and not row.paper_only
+        needs_pair = not row.paper_only and not needs_run
+        if (needs_run and row.run is None) or (needs_pair and (row.student is None or row.reference is None)):
             raise DataError(f"{where}.{key}: row {row.label!r} needs " + ("`run`" if needs_run else
                             "`student` and `reference`"))
         per_setting = row.paper.values() if spec.by_setting else [row.paper]
@@ -159,14 +180,17 @@ class Stat:
 
 @dataclass(frozen=True)
 class Cell:
-    """Ours and the paper's value of one row and column; Δ = ours − paper."""
+    """Ours and the paper's value of one row and column; Δ = ours − paper when ``compared`` (same setting)."""
 
     ours: Stat | None
     paper: float | None
+    compared: bool = True
 
     @property
     def delta(self) -> float | None:
-        return None if self.ours is None or self.paper is None else self.ours.mean - self.paper
+        if not self.compared or self.ours is None or self.paper is None:
+            return None
+        return self.ours.mean - self.paper
 
 
 @dataclass
@@ -180,18 +204,22 @@ class FilledTable:
 
 
 def fill_table(spec: TableSpec, ours: Sequence[Mapping[str, Stat | None]], setting: str,
-               notes: Sequence[str] = ()) -> FilledTable:
-    """Put our values (one ``{column key: Stat}`` per row) beside the paper's; note paper values left null."""
-    cells = [[Cell(values.get(c.key), spec.paper_value(row, c, setting)) for c in spec.columns]
+               notes: Sequence[str] = (), compare: bool = True) -> FilledTable:
+    """Put our values (one ``{column key: Stat}`` per row) beside the paper's; note the values the paper leaves out.
+
+    ``compare`` False (the preset is not in the paper's setting) keeps the paper column but prints no Δ.
+    """
+    cells = [[Cell(values.get(c.key), spec.paper_value(row, c, setting), compare) for c in spec.columns]
              for row, values in zip(spec.rows, ours, strict=True)]
     notes = list(notes)
     absent = [f"{row.label} ({c.label})" for row, r_cells in zip(spec.rows, cells) for c, cell in
               zip(spec.columns, r_cells) if cell.paper is None]
     if len(absent) == len(spec.rows) * len(spec.columns):
         what = "figure" if spec.key.startswith("figure") else "table"
-        notes.append(f"paper values of this {what} not transcribed yet (null in paper.yaml, setting {setting})")
+        notes.append(f"the paper prints no value in this {what} (null in paper.yaml, setting {setting})")
     elif absent:
-        notes.append(f"paper value not transcribed (null in paper.yaml, setting {setting}): {', '.join(absent)}")
+        notes.append(f"no paper value (the paper prints none; null in paper.yaml, setting {setting}): "
+                     f"{', '.join(absent)}")
     return FilledTable(spec, setting, cells, notes)
 
 

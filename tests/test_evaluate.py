@@ -1,0 +1,144 @@
+"""Multi-scale + flip scoring as the official evaluator: sums worked out by hand on tiny stand-in models."""
+
+import math
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from primkd.engine.evaluate import MIN_INPUT_SIZE, predict_scores, scale_scores, sliding_windows
+
+
+class Echo(nn.Module):
+    """logits = the first input (+ a ramp a·column/width over the network input): scores are easy to compute by hand.
+
+    Records the size of every network input it sees."""
+
+    def __init__(self, ramp: float = 0.0, classes: int | None = None):
+        super().__init__()
+        self.ramp, self.classes, self.seen = ramp, classes, []
+
+    def forward(self, *xs):
+        x = xs[0]
+        self.seen.append((tuple(x.shape[-2:]), x.clone()))
+        W = x.shape[-1]
+        logits = x if self.classes is None else x.new_zeros((x.shape[0], self.classes, *x.shape[-2:]))
+        return {"logits": logits + self.ramp * torch.arange(W, dtype=x.dtype) / W}
+
+
+def test_flip_adds_logits_before_the_exponential():
+    # z(x) = x + a·col/W; the flipped pass flipped back: x + a·(W-1-col)/W. Official: exp(z + z_flipped) =
+    # exp(2x + a(W-1)/W) everywhere, a column-free value; exp(z) + exp(z_flipped) would depend on the column.
+    x = torch.tensor([[[[0.1, -0.2, 0.3, 0.0], [0.5, 0.4, -0.1, 0.2]]]])  # (1, 1, 2, 4)
+    got = predict_scores(Echo(ramp=1.0), [x], scales=[1.0], flip=True, crop=None)
+    # The 2x4 input is padded to 32x32 (MIN_INPUT_SIZE) inside; the ramp runs over those 32 columns.
+    W = MIN_INPUT_SIZE
+    expected = torch.exp(2 * x.double() + (W - 1) / W)
+    assert torch.allclose(got, expected, rtol=1e-6)
+
+
+def test_small_scales_are_centred_and_padded_to_the_crop_then_summed():
+    # Constant image c at scales 0.5 and 1 with a 48x64 crop: at 0.5 the 24x32 image sits in the middle of a 48x64
+    # zero canvas (12 rows / 16 columns of padding each side), the padding is cut from the scores, each scale adds
+    # exp(c) (bilinear resizing keeps constants), total 2·exp(c).
+    c = 0.7
+    x = torch.full((1, 1, 48, 64), c)
+    model = Echo()
+    got = predict_scores(model, [x], scales=[0.5, 1.0], flip=False, crop=(48, 64))
+    assert torch.allclose(got, torch.full_like(got, 2 * math.exp(c)), rtol=1e-6)
+    (size_half, seen_half), (size_one, _) = model.seen
+    assert size_half == size_one == (48, 64)
+    inside = torch.zeros(48, 64, dtype=torch.bool)
+    inside[12:36, 16:48] = True
+    assert torch.all(seen_half[0, 0][inside] == c) and torch.all(seen_half[0, 0][~inside] == 0)
+
+
+def test_scale_half_on_a_48x64_image_runs_the_real_network():
+    # The guard: 24x32 at scale 0.5 used to reach MiT's stage-1 reduction conv with a 6x8 map and crash.
+    from primkd.models import build_student
+
+    net = build_student("mit_tiny", num_classes=3, decoder_embed_dim=16).eval()
+    x = torch.randn(1, 3, 48, 64)
+    for crop in (None, (48, 64)):
+        scores = predict_scores(net, [x, x], scales=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75], flip=True, crop=crop)
+        assert scores.shape == (1, 3, 48, 64) and torch.isfinite(scores).all() and (scores > 0).all()
+
+
+def test_sliding_windows_by_hand():
+    # 6x8 image, crop 4x6, stride 2/3 -> (ceil(8/3), ceil(4)) = (3, 4); 2 x 2 windows.
+    corrected = sliding_windows((6, 8), (4, 6), 2 / 3, "corrected")
+    assert [(r.start, r.stop, c.start, c.stop) for r, c in corrected] == [(0, 4, 0, 6), (0, 4, 2, 8), (2, 6, 0, 6),
+                                                                           (2, 6, 2, 8)]
+    # The released arithmetic swaps the axes: 6-row x 4-column windows; rows step by 4, columns by 3.
+    official = sliding_windows((6, 8), (4, 6), 2 / 3, "official")
+    assert [(r.start, r.stop, c.start, c.stop) for r, c in official] == [(0, 6, 0, 4), (0, 6, 3, 7), (0, 6, 0, 4),
+                                                                         (0, 6, 3, 7)]
+    # NYU at scale 1.25 (600x800, crop 480x640): the row start falls before 0 and Python reads rows 560:600.
+    rows = {(r.start, r.stop) for r, _ in sliding_windows((600, 800), (480, 640), 2 / 3, "official")}
+    assert rows == {(-40, 600)} and len(range(600)[slice(-40, 600)]) == 40
+    with pytest.raises(ValueError, match=r"eval\.windows"):
+        sliding_windows((6, 8), (4, 6), 2 / 3, "other")
+
+
+@pytest.mark.parametrize("mode, rows, cols", [
+    # corrected: coverage counts rows (1, 1, 2, 2, 1, 1) x columns (1, 1, 2, 2, 2, 2, 1, 1)
+    ("corrected", [1, 1, 2, 2, 1, 1], [1, 1, 2, 2, 2, 2, 1, 1]),
+    # official: both row windows are rows 0:6 (count 2); columns 0:4 and 3:7, column 7 never scored
+    ("official", [2, 2, 2, 2, 2, 2], [1, 1, 1, 2, 1, 1, 1, 0]),
+])
+def test_overlapping_windows_are_summed_without_normalisation(mode, rows, cols):
+    # Zero logits: every window scores exp(0) = 1 per pixel, so the scale's score is the number of windows covering
+    # each pixel.
+    x = torch.zeros(1, 1, 6, 8)
+    got = scale_scores(Echo(classes=2), [x], crop=(4, 6), flip=False, windows=mode)
+    expected = torch.tensor(rows, dtype=torch.float32)[:, None] * torch.tensor(cols, dtype=torch.float32)[None, :]
+    assert torch.equal(got[0, 0], expected) and torch.equal(got[0, 1], expected)
+
+
+def test_multi_scale_total_by_hand_with_sliding_above_the_crop():
+    # 4x6 image of zeros, crop 4x6 (corrected windows), scales 1 and 1.5: at 1 one pass (score 1 everywhere); at
+    # 1.5 (6x9, stride (3, 4)) windows rows {0:4, 2:6} x columns {0:6, 3:9}; the 6x9 coverage map resized back to 4x6.
+    x = torch.zeros(1, 1, 4, 6)
+    got = predict_scores(Echo(classes=1), [x], scales=[1.0, 1.5], crop=(4, 6), windows="corrected")
+    cover = (torch.tensor([1, 1, 2, 2, 1, 1.0])[:, None] * torch.tensor([1, 1, 1, 2, 2, 2, 1, 1, 1.0])[None, :])
+    resized = torch.nn.functional.interpolate(cover[None, None], size=(4, 6), mode="bilinear", align_corners=False)
+    assert torch.allclose(got, 1 + resized.double(), atol=1e-6)
+
+
+def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
+    from primkd.cli import main
+    from primkd.config import load_params
+    from primkd.engine.train import Run, train
+    from primkd.io import read_json
+
+    from test_engine import REPO, make_dataset
+
+    torch.set_num_threads(1)
+    root = make_dataset(tmp_path / "data")
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    cfg["train"].update(epochs=2, batch_size=2, crop=[32, 48])
+    summary = train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
+    out = tmp_path / "eval.json"
+    main(["evaluate", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--model",
+          str(tmp_path / "t" / "model.pt"), "--data", str(root), "--hha", str(root / "hha"), "--out", str(out),
+          "--no-progress"])
+    m = read_json(out)
+    assert m["scales"] == [1.0] and m["flip"] is False and m["checkpoint"] == "last"
+    multi = m["multi_scale_flip"]
+    assert multi["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and multi["flip"] is True
+    assert 0 <= multi["miou"] <= 1 and multi["per_seed"][0]["epoch"] == 2
+    best = m["best_epoch"]
+    assert best["checkpoint"] == "best_test_epoch" and best["per_seed"][0]["epoch"] == summary["best_test_epoch"]
+    assert set(best) >= {"miou", "macc", "pacc", "iou"} and "multi_scale_flip" not in best  # eval.checkpoint: last
+    # With eval.checkpoint: best the best epoch is also tested multi-scale (what the tables then show).
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["presets"]["smoke"]["eval"]["checkpoint"] = "best"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--preset", "smoke", "--model",
+          str(tmp_path / "t" / "model.pt"), "--data", str(root), "--hha", str(root / "hha"), "--out", str(out),
+          "--no-progress"])
+    best = read_json(out)["best_epoch"]
+    assert best["multi_scale_flip"]["flip"] is True
+    if summary["best_test_epoch"] == 2:  # the same weights: the same numbers
+        assert best["miou"] == m["miou"] and best["multi_scale_flip"]["miou"] == multi["miou"]

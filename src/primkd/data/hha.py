@@ -18,6 +18,7 @@ with box filters over bands of rows in ~40 ms on one core. Conventions that the 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -43,12 +44,13 @@ IDENTITY_ANGLE_DEG = 0.1  # gravity closer than this to the camera's y axis is t
 BAND_ROWS = 32  # rows per band of the normal computation (keeps its ~30 temporaries in the CPU cache)
 
 
-def check_depth(depth_m: np.ndarray, source: str = "depth") -> np.ndarray:
-    """Check a depth map and return it as float64 metres.
+def check_depth(depth_m: np.ndarray, source: str = "depth", out: np.ndarray | None = None) -> np.ndarray:
+    """Check a depth map and return it as float64 metres (a copy, in ``out`` if given).
 
     Args:
         depth_m: H×W depth in metres, 0 = missing.
         source: name of the file (or array) the depth came from, used in error messages.
+        out: optional H×W float64 array to copy the depth into.
 
     Raises:
         DataError: the array is not 2-D or real-valued, or holds NaN, ±Inf or negative values.
@@ -58,7 +60,11 @@ def check_depth(depth_m: np.ndarray, source: str = "depth") -> np.ndarray:
         raise DataError(f"{source}: depth must be a single-channel H×W map, got shape {depth.shape}")
     if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
         raise DataError(f"{source}: depth must be real-valued metres, got dtype {depth.dtype}")
-    depth = depth.astype(np.float64)
+    if out is None:
+        depth = depth.astype(np.float64)
+    else:
+        np.copyto(out, depth)
+        depth = out
     n_bad = depth.size - np.count_nonzero(np.isfinite(depth))
     if n_bad:
         raise DataError(f"{source}: depth holds {n_bad} NaN or infinite values; encode missing depth as 0")
@@ -84,8 +90,37 @@ def pixel_rays(shape: tuple[int, int], intrinsics: dict) -> tuple[np.ndarray, np
     return x_over_z[None, :], y_over_z[:, None]  # (1, W), (H, 1)
 
 
-def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 radii: Sequence[int]) -> list[np.ndarray]:
+class _Workspace:
+    """The full-image buffers of one image shape (~60 MB at 480×640), kept between calls in each thread.
+
+    Allocating them afresh for every image makes the kernel map and zero new pages each time (about a quarter of the
+    encoding's CPU time, as system time); a dataset conversion encodes many images of one shape.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.sums = [np.empty((9, *shape)) for _ in (GRAVITY_RADIUS, ANGLE_RADIUS)]  # window sums per radius
+        self.normals = np.empty((3, *shape))  # the gravity normals
+        self.scratch = np.empty((5, *shape))  # the per-pixel terms being summed
+        self.depth, self.height = np.empty(shape), np.empty(shape)
+        self.solve = np.empty((7, BAND_ROWS, shape[1]))  # the normal solve's band temporaries
+        self.gravity = np.empty((6, GRAVITY_CHUNK))  # the gravity estimate's chunk temporaries
+
+
+_LOCAL = threading.local()
+
+
+def _workspace(shape: tuple[int, int]) -> _Workspace:
+    """This thread's workspace for images of ``shape`` (replacing one of another shape)."""
+    workspace = getattr(_LOCAL, "workspace", None)
+    if workspace is None or workspace.shape != shape:
+        _LOCAL.workspace = workspace = None  # free the old buffers before allocating the new ones
+        _LOCAL.workspace = workspace = _Workspace(shape)
+    return workspace
+
+
+def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.ndarray, radii: Sequence[int],
+                 sums: Sequence[np.ndarray] | None = None, scratch: np.ndarray | None = None) -> list[np.ndarray]:
     """Window sums of the terms of the normal equations of a·x̃ + b·ỹ + c = 1/Z, for each radius.
 
     The nine per-pixel terms are x̃², x̃ỹ, x̃, ỹ², ỹ, 1 (entries of AᵀA) and x̃/Z, ỹ/Z, 1/Z (Aᵀb), zero at invalid
@@ -97,17 +132,22 @@ def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.n
         depth_cm, valid: H×W depth (cm) and validity.
         x, y: X/Z of each column (1×W) and Y/Z of each row (H×1).
         radii: window radii.
+        sums: optional 9×H×W output buffers, one per radius.
+        scratch: optional 5×H×W buffer for the terms.
 
     Returns:
         Per radius, 9×H×W sums in the order above.
     """
-    one = valid.astype(np.float64)
-    inv_z = np.zeros_like(one)
+    scratch = np.empty((5, *depth_cm.shape)) if scratch is None else scratch
+    one, inv_z, x_one, y_one, term = scratch
+    np.copyto(one, valid)
+    inv_z.fill(0.0)
     np.divide(one, depth_cm, out=inv_z, where=valid)
-    x_one, y_one, term = one * x, one * y, np.empty_like(one)
+    np.multiply(one, x, out=x_one)
+    np.multiply(one, y, out=y_one)
     terms = ((x_one, x), (x_one, y), (x_one, None), (y_one, y), (y_one, None), (one, None),
              (inv_z, x), (inv_z, y), (inv_z, None))  # each term is the product of the pair
-    sums = [np.empty((9, *depth_cm.shape)) for _ in radii]
+    sums = [np.empty((9, *depth_cm.shape)) for _ in radii] if sums is None else sums
     for k, (base, factor) in enumerate(terms):
         if factor is not None:
             np.multiply(base, factor, out=term)
@@ -115,18 +155,17 @@ def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.n
             size = 2 * radius + 1
             cv2.boxFilter(base if factor is None else term, -1, (size, size), dst=out[k], normalize=False,
                           borderType=cv2.BORDER_CONSTANT)
-    return sums
+    return list(sums)
 
 
-def _unit_normals(sums: np.ndarray, out: np.ndarray, invalid: float = np.nan) -> None:
+def _unit_normals(sums: np.ndarray, out: np.ndarray, invalid: float, scratch: np.ndarray) -> None:
     """Unit plane normals adj(AᵀA)·Aᵀb / |·| of a band from its nine window sums (9×h×W) into ``out`` (3×h×W).
 
     ``invalid`` (NaN, or 0 for the gravity estimate) where a window holds fewer than two valid pixels. The ~40
-    elementwise operations on band arrays are what this costs, so they write into preallocated buffers.
+    elementwise operations on band arrays are what this costs, so they write into the 7×h×W ``scratch``.
     """
     a0, a1, a2, a3, a4, a5, b0, b1, b2 = sums  # AᵀA = [[a0, a1, a2], [a1, a3, a4], [a2, a4, a5]], Aᵀb = (b0, b1, b2)
-    adj = np.empty((6, *a0.shape))
-    tmp = np.empty(a0.shape)
+    adj, tmp = scratch[:6], scratch[6]
     for k, (p, q, r, s) in enumerate(((a3, a5, a4, a4), (a2, a4, a1, a5), (a1, a4, a2, a3),
                                       (a0, a5, a2, a2), (a1, a2, a0, a4), (a0, a3, a1, a1))):
         np.multiply(p, q, out=adj[k])  # adj_k = p·q − r·s
@@ -182,12 +221,15 @@ def compute_normals(depth_cm: np.ndarray, valid: np.ndarray, intrinsics: dict, r
 
 
 def _normals_from_sums(sums: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray,
-                       orient: bool, invalid: float = np.nan) -> np.ndarray:
+                       orient: bool, invalid: float = np.nan, out: np.ndarray | None = None,
+                       scratch: np.ndarray | None = None) -> np.ndarray:
     """Unit (and optionally oriented) normals 3×H×W from the window sums 9×H×W, band by band of rows so that the
-    solve's buffers stay in the CPU cache; ``invalid`` where a window has fewer than two valid pixels."""
-    normals = np.empty((3, *depth_cm.shape))
+    solve's buffers (``scratch``, 7×BAND_ROWS×W) stay in the CPU cache; ``invalid`` where a window has fewer than two
+    valid pixels."""
+    normals = np.empty((3, *depth_cm.shape)) if out is None else out
+    scratch = np.empty((7, BAND_ROWS, depth_cm.shape[1])) if scratch is None else scratch
     for rows in _bands(depth_cm.shape[0]):
-        _unit_normals(sums[:, rows], normals[:, rows], invalid)
+        _unit_normals(sums[:, rows], normals[:, rows], invalid, scratch[:, :rows.stop - rows.start])
         if orient:
             _orient(normals[:, rows], depth_cm[rows], x, y[rows])
     return normals
@@ -198,9 +240,10 @@ def _bands(height: int) -> list[slice]:
     return [slice(start, min(start + BAND_ROWS, height)) for start in range(0, height, BAND_ROWS)]
 
 
-def _weighted_scatter(nn: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Σ_i w_i n_i n_iᵀ of 3×M normals as a 3×3 matrix (six dot products; faster than a 3×M×3 matmul)."""
-    wx, wy, wz = nn * weight  # (3, M)
+def _weighted_scatter(nn: np.ndarray, weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Σ_i w_i n_i n_iᵀ of 3×M normals as a 3×3 matrix (six dot products; faster than a 3×M×3 matmul); ``out``: an
+    optional 3×M buffer for the weighted normals."""
+    wx, wy, wz = np.multiply(nn, weight, out=out)  # (3, M)
     x, y, z = nn
     xy, xz, yz = wx @ y, wx @ z, wy @ z
     return np.array([[wx @ x, xy, xz], [xy, wy @ y, yz], [xz, yz, wz @ z]])
@@ -214,27 +257,32 @@ class _Scatter:
     the normals near a threshold are re-classified per call.
     """
 
-    def __init__(self, nn: np.ndarray, y_ref: np.ndarray, sin_t: float, cos_t: float, margin: float) -> None:
+    def __init__(self, nn: np.ndarray, y_ref: np.ndarray, sin_t: float, cos_t: float, margin: float,
+                 scratch: np.ndarray) -> None:
+        """``scratch``: a 6×GRAVITY_CHUNK float64 buffer for the chunk temporaries."""
         self.y_ref, self.margin, self.sin_t, self.cos_t = y_ref, margin, sin_t, cos_t
         self.fixed, near_parts = np.zeros((3, 3)), []
         for start in range(0, nn.shape[1], GRAVITY_CHUNK):  # chunks keep the temporaries in the CPU cache
             chunk = nn[:, start:start + GRAVITY_CHUNK]  # (3, C)
-            similarity = y_ref @ chunk  # (C,)
+            similarity, distance, weight = scratch[:3, :chunk.shape[1]]
+            np.dot(y_ref, chunk, out=similarity)
             np.abs(similarity, out=similarity)
-            distance = np.abs(similarity - sin_t)
+            np.subtract(similarity, sin_t, out=distance)
+            np.abs(distance, out=distance)
             near = distance < margin
             np.subtract(similarity, cos_t, out=distance)
             np.abs(distance, out=distance)
             near |= distance < margin
-            weight = self._weight(similarity)
+            self._weight(similarity, out=weight)
             weight[near] = 0.0
-            self.fixed += _weighted_scatter(chunk, weight)
+            self.fixed += _weighted_scatter(chunk, weight, scratch[3:, :chunk.shape[1]])
             near_parts.append(chunk[:, near])
         self.near_nn = np.concatenate(near_parts, axis=1)  # (3, K)
 
-    def _weight(self, similarity: np.ndarray) -> np.ndarray:
+    def _weight(self, similarity: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """+1 for wall normals (|y·n| < sin θ), −1 for floor normals (|y·n| > cos θ), 0 otherwise."""
-        weight = (similarity < self.sin_t).astype(np.float64)
+        weight = np.empty_like(similarity) if out is None else out
+        np.copyto(weight, similarity < self.sin_t)
         weight -= similarity > self.cos_t
         return weight
 
@@ -248,7 +296,7 @@ class _Scatter:
 
 
 def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = GRAVITY_PASSES,
-                     y0: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+                     y0: Sequence[float] = (0.0, 1.0, 0.0), scratch: np.ndarray | None = None) -> np.ndarray:
     """Estimate the gravity (down) direction from a normal field, as the reference ``getYDir`` does.
 
     Each iteration splits the normals into a floor set (|y·n| > cos θ) and a wall set (|y·n| < sin θ) and takes the
@@ -260,6 +308,7 @@ def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = 
             missing ones too: they are counted as walls but add nothing to the scatter matrix.
         passes: (θ in degrees, iterations) per pass.
         y0: starting direction (camera y axis, pointing down).
+        scratch: optional 6×GRAVITY_CHUNK float64 buffer for temporaries.
 
     Returns:
         Unit 3-vector in camera coordinates.
@@ -274,12 +323,13 @@ def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = 
     if not nn.any():
         raise DataError("no valid surface normal to estimate gravity from (too few valid depth pixels)")
     y = np.asarray(y0, dtype=np.float64)
+    scratch = np.empty((6, GRAVITY_CHUNK)) if scratch is None else scratch
     for angle_deg, iterations in passes:
         theta = np.pi * angle_deg / 180.0
         scatter = None
         for _ in range(iterations):
             if scatter is None or not scatter.covers(y):
-                scatter = _Scatter(nn, y, np.sin(theta), np.cos(theta), GRAVITY_MARGIN)
+                scatter = _Scatter(nn, y, np.sin(theta), np.cos(theta), GRAVITY_MARGIN, scratch)
             new_y = np.linalg.eigh(scatter(y))[1][:, 0]  # eigenvector of the smallest eigenvalue
             new_y = new_y if new_y @ y >= 0 else -new_y
             if np.array_equal(new_y, y):
@@ -325,21 +375,25 @@ def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | Non
     Raises:
         DataError: invalid depth values, a mask of the wrong shape, or no valid depth pixel at all.
     """
-    depth_cm = check_depth(depth_m, source)
-    depth_cm *= 100.0  # check_depth returned a fresh float64 copy
+    shape = np.shape(depth_m)
+    workspace = _workspace(shape) if len(shape) == 2 else None  # else check_depth raises
+    depth_cm = check_depth(depth_m, source, out=workspace.depth if workspace else None)
+    depth_cm *= 100.0  # check_depth returned a float64 copy
     valid = _valid_mask(depth_cm, missing, source)
     x, y = pixel_rays(depth_cm.shape, intrinsics)
-    gravity_sums, sums = _window_sums(depth_cm, valid, x, y, (GRAVITY_RADIUS, ANGLE_RADIUS))
+    gravity_sums, sums = _window_sums(depth_cm, valid, x, y, (GRAVITY_RADIUS, ANGLE_RADIUS), workspace.sums,
+                                      workspace.scratch)
     # zero instead of NaN normals: they add nothing to the scatter, and need no compaction
-    gravity = estimate_gravity(_normals_from_sums(gravity_sums, depth_cm, x, y, orient=False, invalid=0.0))
-    del gravity_sums
+    normals = _normals_from_sums(gravity_sums, depth_cm, x, y, orient=False, invalid=0.0, out=workspace.normals,
+                                 scratch=workspace.solve)
+    gravity = estimate_gravity(normals, scratch=workspace.gravity)
     axis = _height_axis(gravity)
     hha = np.empty((*depth_cm.shape, 3), dtype=np.uint8)
-    height = np.empty(depth_cm.shape)
-    normals = np.empty((3, BAND_ROWS, depth_cm.shape[1]))
+    height = workspace.height
+    normals, scratch = np.empty((3, BAND_ROWS, depth_cm.shape[1])), workspace.solve
     for rows in _bands(depth_cm.shape[0]):
         band = normals[:, :rows.stop - rows.start]
-        _unit_normals(sums[:, rows], band)
+        _unit_normals(sums[:, rows], band, np.nan, scratch[:, :rows.stop - rows.start])
         _orient(band, depth_cm[rows], x, y[rows])
         cos_angle = np.clip(band[0] * gravity[0] + band[1] * gravity[1] + band[2] * gravity[2], -1.0, 1.0)
         angle = np.nan_to_num(np.degrees(np.arccos(cos_angle)), nan=180.0)
@@ -347,7 +401,8 @@ def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | Non
         hha[rows, :, 0] = _to_uint8(DISPARITY_CM / np.maximum(depth_cm[rows], MIN_DEPTH_CM))
         height[rows] = -(axis[0] * x + axis[1] * y[rows] + axis[2]) * depth_cm[rows]  # −y·P
     floor = _floor_offset(float(height.min()))
-    hha[..., 1] = _to_uint8(height - floor)
+    for rows in _bands(depth_cm.shape[0]):
+        hha[rows, :, 1] = _to_uint8(height[rows] - floor)
     return hha
 
 

@@ -259,32 +259,29 @@ class _Scatter:
 
     def __init__(self, nn: np.ndarray, y_ref: np.ndarray, sin_t: float, cos_t: float, margin: float,
                  scratch: np.ndarray) -> None:
-        """``scratch``: a 6×GRAVITY_CHUNK float64 buffer for the chunk temporaries."""
+        """``scratch``: a 6×GRAVITY_CHUNK float64 buffer for the chunk temporaries.
+
+        Fixed classes: wall if |y_ref·n| <= sin θ − margin, floor if >= cos θ + margin, neither if between sin θ +
+        margin and cos θ − margin; every other normal is near a threshold and re-classified per call.
+        """
         self.y_ref, self.margin, self.sin_t, self.cos_t = y_ref, margin, sin_t, cos_t
         self.fixed, near_parts = np.zeros((3, 3)), []
+        wall_max, floor_min = sin_t - margin, cos_t + margin  # classes that no y within margin/2 can change
+        middle = (sin_t + margin, cos_t - margin)  # neither wall nor floor for every such y (empty at θ = 45°)
         for start in range(0, nn.shape[1], GRAVITY_CHUNK):  # chunks keep the temporaries in the CPU cache
             chunk = nn[:, start:start + GRAVITY_CHUNK]  # (3, C)
-            similarity, distance, weight = scratch[:3, :chunk.shape[1]]
-            np.dot(y_ref, chunk, out=similarity)
-            np.abs(similarity, out=similarity)
-            np.subtract(similarity, sin_t, out=distance)
-            np.abs(distance, out=distance)
-            near = distance < margin
-            np.subtract(similarity, cos_t, out=distance)
-            np.abs(distance, out=distance)
-            near |= distance < margin
-            self._weight(similarity, out=weight)
-            weight[near] = 0.0
+            similarity, term, weight = scratch[:3, :chunk.shape[1]]
+            _abs_dot(y_ref, chunk, similarity, term)
+            wall, floor = similarity <= wall_max, similarity >= floor_min
+            near = ~(wall | floor | ((similarity >= middle[0]) & (similarity <= middle[1])))
+            np.subtract(wall, floor, out=weight, dtype=np.float64)
             self.fixed += _weighted_scatter(chunk, weight, scratch[3:, :chunk.shape[1]])
-            near_parts.append(chunk[:, near])
-        self.near_nn = np.concatenate(near_parts, axis=1)  # (3, K)
+            near_parts.append(np.flatnonzero(near) + start)
+        self.near_nn = nn[:, np.concatenate(near_parts)]  # (3, K)
 
-    def _weight(self, similarity: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def _weight(self, similarity: np.ndarray) -> np.ndarray:
         """+1 for wall normals (|y·n| < sin θ), −1 for floor normals (|y·n| > cos θ), 0 otherwise."""
-        weight = np.empty_like(similarity) if out is None else out
-        np.copyto(weight, similarity < self.sin_t)
-        weight -= similarity > self.cos_t
-        return weight
+        return np.subtract(similarity < self.sin_t, similarity > self.cos_t, dtype=np.float64)
 
     def covers(self, y: np.ndarray) -> bool:
         """Whether ``y`` is close enough to the reference direction for the fixed part to hold (with slack)."""
@@ -292,7 +289,18 @@ class _Scatter:
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         """The 3×3 scatter matrix for direction ``y`` (requires ``covers(y)``)."""
-        return self.fixed + _weighted_scatter(self.near_nn, self._weight(np.abs(y @ self.near_nn)))
+        similarity, term = np.empty((2, self.near_nn.shape[1]))
+        return self.fixed + _weighted_scatter(self.near_nn, self._weight(_abs_dot(y, self.near_nn, similarity, term)))
+
+
+def _abs_dot(y: np.ndarray, nn: np.ndarray, out: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """|y·n| of each of the 3×C normals into ``out`` (C); written out because ``y @ nn`` on a strided 3×C view is
+    about ten times slower."""
+    np.multiply(nn[0], y[0], out=out)
+    for i in (1, 2):
+        np.multiply(nn[i], y[i], out=term)
+        out += term
+    return np.abs(out, out=out)
 
 
 def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = GRAVITY_PASSES,
@@ -349,9 +357,38 @@ def _floor_offset(lowest_cm: float) -> float:
     return lowest_cm if lowest_cm <= MIN_HEIGHT_FLOOR_CM else DEFAULT_MIN_HEIGHT_CM
 
 
-def _to_uint8(channel: np.ndarray) -> np.ndarray:
-    """Round half to even and clamp at 255 (all channels are >= 0 by construction)."""
-    return np.minimum(np.rint(channel), 255).astype(np.uint8)
+def _to_uint8(channel: np.ndarray, out: np.ndarray) -> None:
+    """Round half to even and clamp at 255 (all channels are >= 0 by construction) into the uint8 ``out``; overwrites
+    ``channel``."""
+    np.rint(channel, out=channel)
+    np.minimum(channel, 255.0, out=channel)
+    out[...] = channel
+
+
+def _angle_channel(normals: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray, gravity: np.ndarray,
+                   out: np.ndarray, scratch: np.ndarray) -> None:
+    """The angle channel of a band into the uint8 ``out`` (h×W): the angle between the oriented normal and gravity,
+    in degrees + 38 (218 where the normal is NaN).
+
+    ``normals`` (3×h×W) are not oriented yet: orienting only flips a normal's sign (see _orient), so the sign is
+    applied to its dot product with gravity instead; ``scratch`` holds at least three h×W buffers.
+    """
+    cos_angle, toward, term = scratch[:3]
+    for dot, factors in ((cos_angle, gravity), (toward, (x, y, 1.0))):
+        np.multiply(normals[0], factors[0], out=dot)
+        np.multiply(normals[1], factors[1], out=term)
+        dot += term
+        np.multiply(normals[2], factors[2], out=term)
+        dot += term
+    flip = np.where((depth_cm > 0) & (toward != 0), toward < 0, normals[2] < 0)
+    np.negative(cos_angle, out=cos_angle, where=flip)
+    np.clip(cos_angle, -1.0, 1.0, out=cos_angle)
+    np.arccos(cos_angle, out=cos_angle)
+    np.degrees(cos_angle, out=cos_angle)
+    cos_angle += ANGLE_OFFSET_DEG
+    cos_angle[np.isnan(cos_angle)] = 180.0 + ANGLE_OFFSET_DEG
+    np.rint(cos_angle, out=cos_angle)
+    out[...] = cos_angle  # within 38..218
 
 
 def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | None = None,
@@ -392,17 +429,23 @@ def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | Non
     height = workspace.height
     normals, scratch = np.empty((3, BAND_ROWS, depth_cm.shape[1])), workspace.solve
     for rows in _bands(depth_cm.shape[0]):
-        band = normals[:, :rows.stop - rows.start]
-        _unit_normals(sums[:, rows], band, np.nan, scratch[:, :rows.stop - rows.start])
-        _orient(band, depth_cm[rows], x, y[rows])
-        cos_angle = np.clip(band[0] * gravity[0] + band[1] * gravity[1] + band[2] * gravity[2], -1.0, 1.0)
-        angle = np.nan_to_num(np.degrees(np.arccos(cos_angle)), nan=180.0)
-        hha[rows, :, 2] = _to_uint8(angle + ANGLE_OFFSET_DEG)
-        hha[rows, :, 0] = _to_uint8(DISPARITY_CM / np.maximum(depth_cm[rows], MIN_DEPTH_CM))
-        height[rows] = -(axis[0] * x + axis[1] * y[rows] + axis[2]) * depth_cm[rows]  # −y·P
+        h = rows.stop - rows.start
+        band, depth = normals[:, :h], depth_cm[rows]
+        _unit_normals(sums[:, rows], band, np.nan, scratch[:, :h])
+        _angle_channel(band, depth, x, y[rows], gravity, hha[rows, :, 2], scratch[:, :h])
+        buffer = scratch[0, :h]
+        np.maximum(depth, MIN_DEPTH_CM, out=buffer)
+        np.divide(DISPARITY_CM, buffer, out=buffer)
+        _to_uint8(buffer, hha[rows, :, 0])
+        np.add(axis[0] * x, axis[1] * y[rows], out=buffer)
+        buffer += axis[2]
+        np.multiply(buffer, depth, out=height[rows])
+        np.negative(height[rows], out=height[rows])  # −y·P
     floor = _floor_offset(float(height.min()))
     for rows in _bands(depth_cm.shape[0]):
-        hha[rows, :, 1] = _to_uint8(height[rows] - floor)
+        buffer = scratch[0, :rows.stop - rows.start]
+        np.subtract(height[rows], floor, out=buffer)
+        _to_uint8(buffer, hha[rows, :, 1])
     return hha
 
 

@@ -141,8 +141,8 @@ def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.n
     scratch = np.empty((5, *depth_cm.shape)) if scratch is None else scratch
     one, inv_z, x_one, y_one, term = scratch
     np.copyto(one, valid)
-    inv_z.fill(0.0)
-    np.divide(one, depth_cm, out=inv_z, where=valid)
+    np.maximum(depth_cm, np.finfo(np.float64).tiny, out=inv_z)  # 1/Z where valid, 0 elsewhere, without a masked divide
+    np.divide(one, inv_z, out=inv_z)
     np.multiply(one, x, out=x_one)
     np.multiply(one, y, out=y_one)
     terms = ((x_one, x), (x_one, y), (x_one, None), (y_one, y), (y_one, None), (one, None),
@@ -158,11 +158,13 @@ def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.n
     return list(sums)
 
 
-def _unit_normals(sums: np.ndarray, out: np.ndarray, invalid: float, scratch: np.ndarray) -> None:
+def _unit_normals(sums: np.ndarray, out: np.ndarray, invalid: float, scratch: np.ndarray,
+                  normalise: bool = True) -> None:
     """Unit plane normals adj(AᵀA)·Aᵀb / |·| of a band from its nine window sums (9×h×W) into ``out`` (3×h×W).
 
     ``invalid`` (NaN, or 0 for the gravity estimate) where a window holds fewer than two valid pixels. The ~40
-    elementwise operations on band arrays are what this costs, so they write into the 7×h×W ``scratch``.
+    elementwise operations on band arrays are what this costs, so they write into the 7×h×W ``scratch``. With
+    ``normalise`` false the normals are left unnormalised and ``invalid`` is not applied (the caller does both).
     """
     a0, a1, a2, a3, a4, a5, b0, b1, b2 = sums  # AᵀA = [[a0, a1, a2], [a1, a3, a4], [a2, a4, a5]], Aᵀb = (b0, b1, b2)
     adj, tmp = scratch[:6], scratch[6]
@@ -177,6 +179,8 @@ def _unit_normals(sums: np.ndarray, out: np.ndarray, invalid: float, scratch: np
         out[i] += tmp
         np.multiply(adj[m], b2, out=tmp)
         out[i] += tmp
+    if not normalise:
+        return
     norm = adj[0]  # reused as scratch
     np.multiply(out[0], out[0], out=norm)
     np.multiply(out[1], out[1], out=tmp)
@@ -365,16 +369,16 @@ def _to_uint8(channel: np.ndarray, out: np.ndarray) -> None:
     out[...] = channel
 
 
-def _angle_channel(normals: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray, gravity: np.ndarray,
-                   out: np.ndarray, scratch: np.ndarray) -> None:
-    """The angle channel of a band into the uint8 ``out`` (h×W): the angle between the oriented normal and gravity,
-    in degrees + 38 (218 where the normal is NaN).
+def _angle_channel(normals: np.ndarray, count: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray,
+                   gravity: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
+    """The angle channel of a band into the uint8 ``out`` (h×W): the angle between the oriented unit normal and
+    gravity, in degrees + 38 (218 where the window holds fewer than two valid pixels, ``count`` < 1.5).
 
-    ``normals`` (3×h×W) are not oriented yet: orienting only flips a normal's sign (see _orient), so the sign is
-    applied to its dot product with gravity instead; ``scratch`` holds at least three h×W buffers.
+    ``normals`` (3×h×W) are neither normalised nor oriented: orienting only flips a normal's sign (see _orient), so
+    the sign and the length are applied to its dot product with gravity; ``scratch`` holds four h×W buffers.
     """
-    cos_angle, toward, term = scratch[:3]
-    for dot, factors in ((cos_angle, gravity), (toward, (x, y, 1.0))):
+    cos_angle, toward, term, norm = scratch[:4]
+    for dot, factors in ((cos_angle, gravity), (toward, (x, y, 1.0)), (norm, normals)):
         np.multiply(normals[0], factors[0], out=dot)
         np.multiply(normals[1], factors[1], out=term)
         dot += term
@@ -382,6 +386,10 @@ def _angle_channel(normals: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: 
         dot += term
     flip = np.where((depth_cm > 0) & (toward != 0), toward < 0, normals[2] < 0)
     np.negative(cos_angle, out=cos_angle, where=flip)
+    np.sqrt(norm, out=norm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_angle /= norm
+    cos_angle[count < 1.5] = np.nan
     np.clip(cos_angle, -1.0, 1.0, out=cos_angle)
     np.arccos(cos_angle, out=cos_angle)
     np.degrees(cos_angle, out=cos_angle)
@@ -431,8 +439,8 @@ def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | Non
     for rows in _bands(depth_cm.shape[0]):
         h = rows.stop - rows.start
         band, depth = normals[:, :h], depth_cm[rows]
-        _unit_normals(sums[:, rows], band, np.nan, scratch[:, :h])
-        _angle_channel(band, depth, x, y[rows], gravity, hha[rows, :, 2], scratch[:, :h])
+        _unit_normals(sums[:, rows], band, np.nan, scratch[:, :h], normalise=False)
+        _angle_channel(band, sums[5, rows], depth, x, y[rows], gravity, hha[rows, :, 2], scratch[:, :h])
         buffer = scratch[0, :h]
         np.maximum(depth, MIN_DEPTH_CM, out=buffer)
         np.divide(DISPARITY_CM, buffer, out=buffer)

@@ -535,7 +535,7 @@ def _single_thread_worker() -> None:
 
 
 def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1, force: bool = False,
-                    names: Sequence[str] | None = None) -> dict:
+                    names: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Write ``out_dir/<name>.png`` (HHA) for every image of a prepared dataset (layout.py).
 
     Depth comes from ``Depth/<name>.png`` (scaled by meta.json ``depth_scale``, default 1000 = mm), the missing mask
@@ -548,6 +548,7 @@ def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, wo
         workers: number of processes (1 = run in this process).
         force: recompute outputs that look up to date.
         names: images to convert; default all names of train.txt and test.txt.
+        progress: show a progress bar.
 
     Returns:
         {"converted": n, "skipped": m}.
@@ -566,13 +567,13 @@ def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, wo
         inputs = [depth, layout.meta_path] + ([mask] if mask_path else [])
         if force or not _is_up_to_date(out, inputs):
             jobs.append((depth, out, intrinsics_for(meta, name), depth_scale, mask_path))
-    _run_jobs(jobs, workers)
+    _run_jobs(jobs, workers, progress)
     return {"converted": len(jobs), "skipped": len(names) - len(jobs)}
 
 
-def _run_jobs(jobs: list[tuple], workers: int) -> None:
-    """Run ``hha_from_file(*job)`` for every job, in ``workers`` processes, with a progress bar."""
-    with tqdm(total=len(jobs), desc="HHA", unit="img", disable=not jobs) as bar:
+def _run_jobs(jobs: list[tuple], workers: int, progress: bool = True) -> None:
+    """Run ``hha_from_file(*job)`` for every job, in ``workers`` processes, with a progress bar if ``progress``."""
+    with tqdm(total=len(jobs), desc="HHA", unit="img", disable=not (jobs and progress)) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 hha_from_file(*job)

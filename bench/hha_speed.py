@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), help="Depth files of <fixtures>/hha to encode.")
     parser.add_argument("--fixtures", type=Path, default=default_fixtures(),
                         help="The shared fixtures folder (holds hha/<scene> and hha/scene_meta.json).")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="Also profile this many primkd calls on the first scene (cProfile, CPU-time timer) and "
+                             "print the functions with the most own time.")
     parser.add_argument("--out", type=Path, help="Also write the results as JSON here.")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.repeats < 1:
@@ -122,6 +125,22 @@ def cpu_model() -> str:
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return f"{names[0]} ({len(names)} logical CPUs)" if names else platform.processor() or platform.machine()
+
+
+def profile(depth: np.ndarray, intrinsics: dict, calls: int, rows: int = 12) -> str:
+    """cProfile (CPU-time timer) of ``calls`` compute_hha calls: the functions with the most own time."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile(timer=time.process_time)
+    profiler.enable()
+    for _ in range(calls):
+        compute_hha(depth, intrinsics)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(rows)
+    return text.getvalue().strip()
 
 
 def load_scene(folder: Path, name: str) -> np.ndarray:
@@ -189,6 +208,9 @@ def main(args: argparse.Namespace) -> dict:
     for name, text in checks.items():
         print(f"{name}: primkd vs reference output: {text}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.profile:
+        name, depth = next(iter(depths.items()))
+        print(f"\nprofile of {args.profile} primkd calls on {name}:\n{profile(depth, intrinsics, args.profile)}")
     report = {"command": " ".join(sys.argv), "numpy": np.__version__, "opencv": cv2.__version__,
               "threads": thread_report(), "rounds": args.rounds, "repeats": args.repeats,
               "reference": str(args.reference) if args.reference else None, "results": results, "parity": checks}

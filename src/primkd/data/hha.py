@@ -92,7 +92,7 @@ def pixel_rays(shape: tuple[int, int], intrinsics: dict) -> tuple[np.ndarray, np
 
 
 class _Workspace:
-    """The full-image buffers of one image shape (~60 MB at 480×640), kept between calls in each thread.
+    """The full-image buffers of one image shape (~70 MB at 480×640), kept between calls in each thread.
 
     Allocating them afresh for every image makes the kernel map and zero new pages each time (about a quarter of the
     encoding's CPU time, as system time); a dataset conversion encodes many images of one shape.

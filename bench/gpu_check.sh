@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The one-GPU check of issue 7, about 6 minutes on one H100-class GPU (budget: 8); installs nothing.
+# The one-GPU check, about 8 minutes on one H100-class GPU (most of it torch.compile); installs nothing.
 #
 #   bench/gpu_check.sh [OUT_DIR]          # default results/bench/gpu_check; PYTHON=... picks the interpreter
+#   OFFICIAL_CMX=.refs/RGBX_Semantic_Segmentation OFFICIAL_PRIMKD=.refs/PrimKD bench/gpu_check.sh
 #
-# 1. training throughput, fp32 eager vs optimised (bench/train_throughput.py): teacher and PrimKD student, MiT-B2,
-#    480×640, the params batch;
+# 1. training throughput side by side (bench/train_throughput.py, one process, alternating rounds): the CMX step and
+#    the PrimKD step, MiT-B2, 480×640, the params batch, as the official code trains (the official classes, fp32 eager,
+#    when OFFICIAL_CMX / OFFICIAL_PRIMKD name checkouts; README, "Benchmarks"), the project's networks the same way
+#    (fp32_eager), and the project optimised: bf16 autocast, fused attention, channels-last, torch.compile;
 # 2. a 300-iteration PrimKD training on synthetic 480×640 scenes whose loss must fall (bench/gpu_train_check.py);
 # 3. evaluation throughput, single scale and multi-scale + flip, fp32 eager vs optimised;
-# then a short table. Exit status 1 if a step failed (the table is printed anyway).
+# then the ratio tables. Exit status 1 if a step failed (the tables are printed anyway).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +24,19 @@ mkdir -p "$OUT"
     || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
+official=()
+for pair in "cmx:${OFFICIAL_CMX:-}" "primkd:${OFFICIAL_PRIMKD:-}"; do
+    name=${pair%%:*} dir=${pair#*:}
+    if [[ -z $dir ]]; then
+        echo "official $name: not measured (set OFFICIAL_${name^^} to a checkout; README, \"Benchmarks\")"
+    elif [[ -f $dir/models/builder.py ]]; then
+        official+=("--official-$name" "$dir")
+    else
+        echo "bench/gpu_check.sh: OFFICIAL_${name^^}=$dir is not a checkout (no models/builder.py)" >&2
+        exit 1
+    fi
+done
+
 status=0
 start=$SECONDS
 step() {  # step NAME COMMAND...: run, time, remember a failure
@@ -30,12 +46,13 @@ step() {  # step NAME COMMAND...: run, time, remember a failure
     "$@" || status=1
     echo "   ($((SECONDS - t0)) s)"
 }
-step "training throughput" "$PYTHON" bench/train_throughput.py --device cuda --tasks train_teacher train_student \
-    --iters 8 --warmup 3 --repeats 3 --out "$OUT/train_throughput.json"
+step "training throughput, side by side" "$PYTHON" bench/train_throughput.py --device cuda \
+    --tasks train_cmx train_student --compile --iters 8 --warmup 3 --rounds 3 "${official[@]}" \
+    --out "$OUT/train_throughput.json"
 step "PrimKD training, 300 iterations" "$PYTHON" bench/gpu_train_check.py --device cuda --iters 300 \
     --out "$OUT/train_check.json"
 step "evaluation throughput" "$PYTHON" bench/train_throughput.py --device cuda --tasks eval_single eval_multi \
-    --iters 5 --warmup 2 --repeats 3 --out "$OUT/eval_throughput.json"
+    --configs fp32_eager optimised --iters 5 --warmup 2 --rounds 3 --out "$OUT/eval_throughput.json"
 
 echo "== summary ($((SECONDS - start)) s in all)"
 "$PYTHON" - "$OUT" <<'EOF' || status=1
@@ -56,10 +73,12 @@ if check:
     print(f"PrimKD training, {check['iters']} iterations at {check['images_per_s']:.1f} img/s: loss "
           f"{check['loss_first_window']:.3f} -> {check['loss_last_window']:.3f} (ratio {check['ratio']:.2f}): "
           f"{'PASS' if check['passed'] else 'FAIL'}")
-student = reports.get("train_throughput.json", {}).get("ratios", {}).get("train_student")
-if student:
-    met = student["speedup"] >= 2 and student["memory_ratio"] <= 0.6
-    print(f"issue 7 goal for student training (>= 2x images/s, <= 0.6x peak memory): {student['speedup']:.2f}x, "
-          f"{student['memory_ratio']:.2f}x: {'met' if met else 'NOT met'}")
+student = reports.get("train_throughput.json", {}).get("ratios", {}).get("train_student", {})
+for baseline in ("official", "fp32_eager"):
+    r = student.get(f"optimised/{baseline}")
+    if r:
+        met = r["images_per_s"] >= 2 and r.get("peak_mib", 1.0) <= 0.6
+        print(f"issue 7 goal for student training against {baseline} (>= 2x images/s, <= 0.6x peak memory): "
+              f"{r['images_per_s']:.2f}x, {r.get('peak_mib', float('nan')):.2f}x: {'met' if met else 'NOT met'}")
 EOF
 exit $status

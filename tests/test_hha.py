@@ -210,6 +210,32 @@ def test_all_missing_depth_is_rejected():
         compute_hha(np.zeros((8, 8)), TINY_INTRINSICS)
 
 
+# --- the per-thread workspace of full-image buffers ------------------------------------------------------------------
+
+
+def test_workspace_reuse_across_shapes_gives_the_same_encoding(fixtures_dir, parity):
+    """Buffers kept from an earlier image (of another shape, or the same) must not leak into the next encoding."""
+    depth, intrinsics = parity["holes"]["depth"], _intrinsics(fixtures_dir)
+    first = compute_hha(depth, intrinsics)
+    crop = compute_hha(depth[40:200, 100:420], intrinsics)
+    again = compute_hha(depth, intrinsics)
+    assert np.array_equal(first, again)
+    assert np.array_equal(first, parity["holes"]["ours"].astype(np.uint8))
+    assert not np.array_equal(crop, first[40:200, 100:420]), "the crop has its own gravity and floor"
+
+
+def test_threads_encode_concurrently_with_their_own_buffers(fixtures_dir, parity):
+    from concurrent.futures import ThreadPoolExecutor
+
+    intrinsics = _intrinsics(fixtures_dir)
+    depths = [parity["holes"]["depth"], parity["clean"]["depth"]] * 3
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda d: compute_hha(d, intrinsics), depths))
+    for depth_index, result in enumerate(results):
+        scene = ("holes", "clean")[depth_index % 2]
+        assert np.array_equal(result, parity[scene]["ours"].astype(np.uint8)), f"{scene} differs in a thread"
+
+
 # --- files ------------------------------------------------------------------------------------------------------------
 
 

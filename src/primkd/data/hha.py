@@ -2,8 +2,9 @@
 
 HHA turns one depth map into three uint8 channels: horizontal **disparity** (31000 / depth in cm), **height** above
 the lowest point (cm, along the estimated gravity direction) and the **angle** between each surface normal and
-gravity (degrees + 38). The reference takes ~3.3 s per 480×640 image; this implementation computes the same numbers
-with box filters over bands of rows in ~40 ms on one core. Conventions that the numbers depend on:
+gravity (degrees + 38). This implementation computes the reference's numbers with whole-image running-sum box filters
+and a closed-form 3×3 solve per pixel, about 70× less CPU time per 480×640 image than the reference in the same process
+(bench/hha_speed.py, docs/BENCHMARKS.md). Conventions that the numbers depend on:
 
 - Camera coordinates: x right, y down, z forward; the principal point (cx, cy) is **1-based** (MATLAB), so the pixel at
   0-based column u, row v back-projects to X = (u + 1 − cx)·Z/fx, Y = (v + 1 − cy)·Z/fy.
@@ -18,6 +19,7 @@ with box filters over bands of rows in ~40 ms on one core. Conventions that the 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -32,7 +34,7 @@ from primkd.io import DataError, read_image, write_png
 ANGLE_RADIUS = 3  # 7×7 window for the normals of the angle channel
 GRAVITY_RADIUS = 10  # 21×21 window for the normals that gravity is estimated from
 GRAVITY_PASSES = ((45.0, 5), (15.0, 5))  # (threshold in degrees, iterations) of the gravity estimate
-GRAVITY_MARGIN = 0.02  # |y·n| band around a threshold whose normals are re-classified at each iteration
+GRAVITY_MARGIN = 0.03  # |y·n| band around a threshold whose normals are re-classified at each iteration
 GRAVITY_CHUNK = 32768  # normals per chunk when the gravity scatter matrix is summed from scratch
 DISPARITY_CM = 31000.0  # disparity = DISPARITY_CM / max(Z_cm, MIN_DEPTH_CM)
 MIN_DEPTH_CM = 100.0
@@ -40,15 +42,16 @@ ANGLE_OFFSET_DEG = 38.0  # 128 − 90: the angle channel stores angle + 38
 MIN_HEIGHT_FLOOR_CM = -90.0  # if the lowest point is above this height ...
 DEFAULT_MIN_HEIGHT_CM = -130.0  # ... the floor is assumed this far below the camera instead
 IDENTITY_ANGLE_DEG = 0.1  # gravity closer than this to the camera's y axis is taken as the y axis itself
-BAND_ROWS = 32  # rows per band of the normal computation (keeps its ~30 temporaries in the CPU cache)
+BAND_ROWS = 32  # rows per band of the normal solve (keeps its temporaries in the CPU cache; 16 and 64 are slower)
 
 
-def check_depth(depth_m: np.ndarray, source: str = "depth") -> np.ndarray:
-    """Check a depth map and return it as float64 metres.
+def check_depth(depth_m: np.ndarray, source: str = "depth", out: np.ndarray | None = None) -> np.ndarray:
+    """Check a depth map and return it as float64 metres (a copy, in ``out`` if given).
 
     Args:
         depth_m: H×W depth in metres, 0 = missing.
         source: name of the file (or array) the depth came from, used in error messages.
+        out: optional H×W float64 array to copy the depth into.
 
     Raises:
         DataError: the array is not 2-D or real-valued, or holds NaN, ±Inf or negative values.
@@ -58,7 +61,11 @@ def check_depth(depth_m: np.ndarray, source: str = "depth") -> np.ndarray:
         raise DataError(f"{source}: depth must be a single-channel H×W map, got shape {depth.shape}")
     if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
         raise DataError(f"{source}: depth must be real-valued metres, got dtype {depth.dtype}")
-    depth = depth.astype(np.float64)
+    if out is None:
+        depth = depth.astype(np.float64)
+    else:
+        np.copyto(out, depth)
+        depth = out
     n_bad = depth.size - np.count_nonzero(np.isfinite(depth))
     if n_bad:
         raise DataError(f"{source}: depth holds {n_bad} NaN or infinite values; encode missing depth as 0")
@@ -84,54 +91,116 @@ def pixel_rays(shape: tuple[int, int], intrinsics: dict) -> tuple[np.ndarray, np
     return x_over_z[None, :], y_over_z[:, None]  # (1, W), (H, 1)
 
 
-def _box_sum(image: np.ndarray, radius: int) -> np.ndarray:
-    """Sum over the (2r+1)×(2r+1) window around each pixel of an H×W float64 image, zero outside the image."""
-    size = 2 * radius + 1
-    return cv2.boxFilter(image, -1, (size, size), normalize=False, borderType=cv2.BORDER_CONSTANT)
+class _Workspace:
+    """The full-image buffers of one image shape (~70 MB at 480×640), kept between calls in each thread.
+
+    Allocating them afresh for every image makes the kernel map and zero new pages each time (about a quarter of the
+    encoding's CPU time, as system time); a dataset conversion encodes many images of one shape.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.sums = [np.empty((9, *shape)) for _ in (GRAVITY_RADIUS, ANGLE_RADIUS)]  # window sums per radius
+        self.normals = np.empty((3, *shape))  # the gravity normals
+        self.scratch = np.empty((5, *shape))  # the per-pixel terms being summed
+        self.depth, self.height = np.empty(shape), np.empty(shape)
+        self.solve = np.empty((7, BAND_ROWS, shape[1]))  # the normal solve's band temporaries
+        self.gravity = np.empty((6, GRAVITY_CHUNK))  # the gravity estimate's chunk temporaries
 
 
-def _plane_moments(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-    """Per-pixel terms of the normal equations of a·x̃ + b·ỹ + c = 1/Z, zero at invalid pixels.
+_LOCAL = threading.local()
+
+
+def _workspace(shape: tuple[int, int]) -> _Workspace:
+    """This thread's workspace for images of ``shape`` (replacing one of another shape)."""
+    workspace = getattr(_LOCAL, "workspace", None)
+    if workspace is None or workspace.shape != shape:
+        _LOCAL.workspace = workspace = None  # free the old buffers before allocating the new ones
+        _LOCAL.workspace = workspace = _Workspace(shape)
+    return workspace
+
+
+def _window_sums(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.ndarray, radii: Sequence[int],
+                 sums: Sequence[np.ndarray] | None = None, scratch: np.ndarray | None = None) -> list[np.ndarray]:
+    """Window sums of the terms of the normal equations of a·x̃ + b·ỹ + c = 1/Z, for each radius.
+
+    The nine per-pixel terms are x̃², x̃ỹ, x̃, ỹ², ỹ, 1 (entries of AᵀA) and x̃/Z, ỹ/Z, 1/Z (Aᵀb), zero at invalid
+    pixels. Each is computed once into a scratch map and summed at once over the (2r+1)×(2r+1) window of every radius
+    (zero outside the image): the map is still in the CPU cache, and whole-image running-sum box filters do not
+    recompute the overlapping halos that filtering bands of rows would (1.6× the work at radius 10).
 
     Args:
-        depth_cm, valid: h×W depth (cm) and validity of a band of rows.
-        x, y: X/Z of each column (1×W) and Y/Z of each row of the band (h×1).
+        depth_cm, valid: H×W depth (cm) and validity.
+        x, y: X/Z of each column (1×W) and Y/Z of each row (H×1).
+        radii: window radii.
+        sums: optional 9×H×W output buffers, one per radius.
+        scratch: optional 5×H×W buffer for the terms.
 
     Returns:
-        Nine h×W maps: the entries x̃², x̃ỹ, x̃, ỹ², ỹ, 1 of AᵀA, then x̃/Z, ỹ/Z, 1/Z of Aᵀb.
+        Per radius, 9×H×W sums in the order above.
     """
-    one = valid.astype(np.float64)
-    inv_z = np.divide(one, depth_cm, out=np.zeros_like(one), where=valid)
-    return [one * (x * x), one * (x * y), one * x, one * (y * y), one * y, one, inv_z * x, inv_z * y, inv_z]
+    scratch = np.empty((5, *depth_cm.shape)) if scratch is None else scratch
+    one, inv_z, x_one, y_one, term = scratch
+    np.copyto(one, valid)
+    np.maximum(depth_cm, np.finfo(np.float64).tiny, out=inv_z)  # 1/Z where valid, 0 elsewhere, without a masked divide
+    np.divide(one, inv_z, out=inv_z)
+    np.multiply(one, x, out=x_one)
+    np.multiply(one, y, out=y_one)
+    terms = ((x_one, x), (x_one, y), (x_one, None), (y_one, y), (y_one, None), (one, None),
+             (inv_z, x), (inv_z, y), (inv_z, None))  # each term is the product of the pair
+    sums = [np.empty((9, *depth_cm.shape)) for _ in radii] if sums is None else sums
+    for k, (base, factor) in enumerate(terms):
+        if factor is not None:
+            np.multiply(base, factor, out=term)
+        for radius, out in zip(radii, sums):
+            size = 2 * radius + 1
+            cv2.boxFilter(base if factor is None else term, -1, (size, size), dst=out[k], normalize=False,
+                          borderType=cv2.BORDER_CONSTANT)
+    return list(sums)
 
 
-def _solve_normals(sums: list[np.ndarray]) -> np.ndarray:
-    """Unnormalised plane normals adj(AᵀA)·Aᵀb from the nine box-summed moments; returns 3×h×W."""
+def _unit_normals(sums: np.ndarray, out: np.ndarray, invalid: float, scratch: np.ndarray,
+                  normalise: bool = True) -> None:
+    """Unit plane normals adj(AᵀA)·Aᵀb / |·| of a band from its nine window sums (9×h×W) into ``out`` (3×h×W).
+
+    ``invalid`` (NaN, or 0 for the gravity estimate) where a window holds fewer than two valid pixels. The ~40
+    elementwise operations on band arrays are what this costs, so they write into the 7×h×W ``scratch``. With
+    ``normalise`` false the normals are left unnormalised and ``invalid`` is not applied (the caller does both).
+    """
     a0, a1, a2, a3, a4, a5, b0, b1, b2 = sums  # AᵀA = [[a0, a1, a2], [a1, a3, a4], [a2, a4, a5]], Aᵀb = (b0, b1, b2)
-    adj0, adj1, adj2 = a3 * a5 - a4 * a4, a2 * a4 - a1 * a5, a1 * a4 - a2 * a3
-    adj3, adj4, adj5 = a0 * a5 - a2 * a2, a1 * a2 - a0 * a4, a0 * a3 - a1 * a1
-    return np.stack([adj0 * b0 + adj1 * b1 + adj2 * b2,
-                     adj1 * b0 + adj3 * b1 + adj4 * b2,
-                     adj2 * b0 + adj4 * b1 + adj5 * b2])  # (3, h, W)
-
-
-def _band_normals(depth_cm: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.ndarray, rows: slice,
-                  radius: int, orient: bool) -> np.ndarray:
-    """Unit normals (3×h×W) of the rows ``rows``, computed from those rows plus a halo of ``radius`` rows."""
-    H = depth_cm.shape[0]
-    top, bottom = max(rows.start - radius, 0), min(rows.stop + radius, H)
-    inner = slice(rows.start - top, rows.stop - top)  # the band's rows inside the haloed block
-    moments = _plane_moments(depth_cm[top:bottom], valid[top:bottom], x, y[top:bottom])
-    sums = [_box_sum(m, radius)[inner] for m in moments]
-    normals = _solve_normals(sums)  # (3, h, W)
+    adj, tmp = scratch[:6], scratch[6]
+    for k, (p, q, r, s) in enumerate(((a3, a5, a4, a4), (a2, a4, a1, a5), (a1, a4, a2, a3),
+                                      (a0, a5, a2, a2), (a1, a2, a0, a4), (a0, a3, a1, a1))):
+        np.multiply(p, q, out=adj[k])  # adj_k = p·q − r·s
+        np.multiply(r, s, out=tmp)
+        adj[k] -= tmp
+    for i, (j, k, m) in enumerate(((0, 1, 2), (1, 3, 4), (2, 4, 5))):  # row i of the symmetric adjugate times Aᵀb
+        np.multiply(adj[j], b0, out=out[i])
+        np.multiply(adj[k], b1, out=tmp)
+        out[i] += tmp
+        np.multiply(adj[m], b2, out=tmp)
+        out[i] += tmp
+    if not normalise:
+        return
+    norm = adj[0]  # reused as scratch
+    np.multiply(out[0], out[0], out=norm)
+    np.multiply(out[1], out[1], out=tmp)
+    norm += tmp
+    np.multiply(out[2], out[2], out=tmp)
+    norm += tmp
+    np.sqrt(norm, out=norm)
     with np.errstate(invalid="ignore", divide="ignore"):
-        normals /= np.sqrt(normals[0] * normals[0] + normals[1] * normals[1] + normals[2] * normals[2])
-    normals[:, sums[5] < 1.5] = np.nan  # sums[5] counts the valid pixels of each window
-    if orient:
-        toward_point = normals[0] * x + normals[1] * y[rows] + normals[2]  # sign of N·P where Z > 0
-        flip = np.where((depth_cm[rows] > 0) & (toward_point != 0), toward_point < 0, normals[2] < 0)
-        normals *= 1.0 - 2.0 * flip
-    return normals
+        np.divide(1.0, norm, out=norm)
+    norm[a5 < 1.5] = invalid  # a5 counts the valid pixels of each window
+    out *= norm
+
+
+def _orient(normals: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """Flip unit normals (3×h×W, in place) to point away from the camera: N·P >= 0 at the centre point P, or N_z >= 0
+    where Z = 0 (and where N·P = 0)."""
+    toward_point = normals[0] * x + normals[1] * y + normals[2]  # sign of N·P where Z > 0
+    flip = np.where((depth_cm > 0) & (toward_point != 0), toward_point < 0, normals[2] < 0)
+    normals *= 1.0 - 2.0 * flip
 
 
 def compute_normals(depth_cm: np.ndarray, valid: np.ndarray, intrinsics: dict, radius: int,
@@ -140,8 +209,7 @@ def compute_normals(depth_cm: np.ndarray, valid: np.ndarray, intrinsics: dict, r
 
     The plane aX + bY + cZ = 1 is fitted to the valid pixels of the window (zero padding outside the image) by
     solving the 3×3 normal equations with the adjugate; its normal (a, b, c) is normalised and, if ``orient``, flipped
-    to N_z >= 0 and then to point away from the camera (N·P >= 0 at the centre point P; pixels with Z = 0 keep the
-    first flip only). The image is processed in bands of ``BAND_ROWS`` rows so that the temporaries stay in cache.
+    to point away from the camera (N·P >= 0 at the centre point P; pixels with Z = 0, or N·P = 0, get N_z >= 0).
 
     Args:
         depth_cm: H×W depth in centimetres (float64); also gives the centre points used for orientation.
@@ -154,9 +222,21 @@ def compute_normals(depth_cm: np.ndarray, valid: np.ndarray, intrinsics: dict, r
         3×H×W unit normals (x, y, z), NaN where the window holds fewer than two valid pixels.
     """
     x, y = pixel_rays(depth_cm.shape, intrinsics)
-    normals = np.empty((3, *depth_cm.shape))
+    return _normals_from_sums(_window_sums(depth_cm, valid, x, y, [radius])[0], depth_cm, x, y, orient)
+
+
+def _normals_from_sums(sums: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray,
+                       orient: bool, invalid: float = np.nan, out: np.ndarray | None = None,
+                       scratch: np.ndarray | None = None) -> np.ndarray:
+    """Unit (and optionally oriented) normals 3×H×W from the window sums 9×H×W, band by band of rows so that the
+    solve's buffers (``scratch``, 7×BAND_ROWS×W) stay in the CPU cache; ``invalid`` where a window has fewer than two
+    valid pixels."""
+    normals = np.empty((3, *depth_cm.shape)) if out is None else out
+    scratch = np.empty((7, BAND_ROWS, depth_cm.shape[1])) if scratch is None else scratch
     for rows in _bands(depth_cm.shape[0]):
-        normals[:, rows] = _band_normals(depth_cm, valid, x, y, rows, radius, orient)
+        _unit_normals(sums[:, rows], normals[:, rows], invalid, scratch[:, :rows.stop - rows.start])
+        if orient:
+            _orient(normals[:, rows], depth_cm[rows], x, y[rows])
     return normals
 
 
@@ -165,11 +245,13 @@ def _bands(height: int) -> list[slice]:
     return [slice(start, min(start + BAND_ROWS, height)) for start in range(0, height, BAND_ROWS)]
 
 
-def _weighted_scatter(nn: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Σ_i w_i n_i n_iᵀ of 3×M normals as a 3×3 matrix (six dot products; faster than a 3×M×3 matmul)."""
-    weighted = nn * weight  # (3, M)
-    upper = [weighted[i] @ nn[j] for i, j in zip(*np.triu_indices(3))]  # xx, xy, xz, yy, yz, zz
-    return np.array(upper)[[[0, 1, 2], [1, 3, 4], [2, 4, 5]]]
+def _weighted_scatter(nn: np.ndarray, weight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Σ_i w_i n_i n_iᵀ of 3×M normals as a 3×3 matrix (six dot products; faster than a 3×M×3 matmul); ``out``: an
+    optional 3×M buffer for the weighted normals."""
+    wx, wy, wz = np.multiply(nn, weight, out=out)  # (3, M)
+    x, y, z = nn
+    xy, xz, yz = wx @ y, wx @ z, wy @ z
+    return np.array([[wx @ x, xy, xz], [xy, wy @ y, yz], [xz, yz, wz @ z]])
 
 
 class _Scatter:
@@ -180,22 +262,31 @@ class _Scatter:
     the normals near a threshold are re-classified per call.
     """
 
-    def __init__(self, nn: np.ndarray, y_ref: np.ndarray, sin_t: float, cos_t: float, margin: float) -> None:
+    def __init__(self, nn: np.ndarray, y_ref: np.ndarray, sin_t: float, cos_t: float, margin: float,
+                 scratch: np.ndarray) -> None:
+        """``scratch``: a 6×GRAVITY_CHUNK float64 buffer for the chunk temporaries.
+
+        Fixed classes: wall if |y_ref·n| <= sin θ − margin, floor if >= cos θ + margin, neither if between sin θ +
+        margin and cos θ − margin; every other normal is near a threshold and re-classified per call.
+        """
         self.y_ref, self.margin, self.sin_t, self.cos_t = y_ref, margin, sin_t, cos_t
         self.fixed, near_parts = np.zeros((3, 3)), []
-        for start in range(0, nn.shape[1], GRAVITY_CHUNK):  # chunks keep the temporaries small
+        wall_max, floor_min = sin_t - margin, cos_t + margin  # classes that no y within margin/2 can change
+        middle = (sin_t + margin, cos_t - margin)  # neither wall nor floor for every such y (empty at θ = 45°)
+        for start in range(0, nn.shape[1], GRAVITY_CHUNK):  # chunks keep the temporaries in the CPU cache
             chunk = nn[:, start:start + GRAVITY_CHUNK]  # (3, C)
-            similarity = np.abs(y_ref @ chunk)  # (C,)
-            near = (np.abs(similarity - sin_t) < margin) | (np.abs(similarity - cos_t) < margin)
-            weight = self._weight(similarity)
-            weight[near] = 0.0
-            self.fixed += _weighted_scatter(chunk, weight)
-            near_parts.append(chunk[:, near])
-        self.near_nn = np.concatenate(near_parts, axis=1)  # (3, K)
+            similarity, term, weight = scratch[:3, :chunk.shape[1]]
+            _abs_dot(y_ref, chunk, similarity, term)
+            wall, floor = similarity <= wall_max, similarity >= floor_min
+            near = ~(wall | floor | ((similarity >= middle[0]) & (similarity <= middle[1])))
+            np.subtract(wall, floor, out=weight, dtype=np.float64)
+            self.fixed += _weighted_scatter(chunk, weight, scratch[3:, :chunk.shape[1]])
+            near_parts.append(np.flatnonzero(near) + start)
+        self.near_nn = nn[:, np.concatenate(near_parts)]  # (3, K)
 
     def _weight(self, similarity: np.ndarray) -> np.ndarray:
         """+1 for wall normals (|y·n| < sin θ), −1 for floor normals (|y·n| > cos θ), 0 otherwise."""
-        return (similarity < self.sin_t).astype(np.float64) - (similarity > self.cos_t)
+        return np.subtract(similarity < self.sin_t, similarity > self.cos_t, dtype=np.float64)
 
     def covers(self, y: np.ndarray) -> bool:
         """Whether ``y`` is close enough to the reference direction for the fixed part to hold (with slack)."""
@@ -203,11 +294,22 @@ class _Scatter:
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         """The 3×3 scatter matrix for direction ``y`` (requires ``covers(y)``)."""
-        return self.fixed + _weighted_scatter(self.near_nn, self._weight(np.abs(y @ self.near_nn)))
+        similarity, term = np.empty((2, self.near_nn.shape[1]))
+        return self.fixed + _weighted_scatter(self.near_nn, self._weight(_abs_dot(y, self.near_nn, similarity, term)))
+
+
+def _abs_dot(y: np.ndarray, nn: np.ndarray, out: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """|y·n| of each of the 3×C normals into ``out`` (C); written out because ``y @ nn`` on a strided 3×C view is
+    about ten times slower."""
+    np.multiply(nn[0], y[0], out=out)
+    for i in (1, 2):
+        np.multiply(nn[i], y[i], out=term)
+        out += term
+    return np.abs(out, out=out)
 
 
 def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = GRAVITY_PASSES,
-                     y0: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+                     y0: Sequence[float] = (0.0, 1.0, 0.0), scratch: np.ndarray | None = None) -> np.ndarray:
     """Estimate the gravity (down) direction from a normal field, as the reference ``getYDir`` does.
 
     Each iteration splits the normals into a floor set (|y·n| > cos θ) and a wall set (|y·n| < sin θ) and takes the
@@ -215,9 +317,11 @@ def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = 
     An iteration that returns y unchanged ends its pass early (the rest of the pass would repeat it exactly).
 
     Args:
-        normals: 3×H×W normals (unit length, any orientation); NaN normals are ignored.
+        normals: 3×H×W normals (unit length, any orientation); NaN normals are ignored. Zero normals may stand for
+            missing ones too: they are counted as walls but add nothing to the scatter matrix.
         passes: (θ in degrees, iterations) per pass.
         y0: starting direction (camera y axis, pointing down).
+        scratch: optional 6×GRAVITY_CHUNK float64 buffer for temporaries.
 
     Returns:
         Unit 3-vector in camera coordinates.
@@ -225,17 +329,20 @@ def estimate_gravity(normals: np.ndarray, passes: Sequence[tuple[float, int]] = 
     Raises:
         DataError: no normal is valid.
     """
-    flat = normals.reshape(3, -1)  # (3, H*W)
-    nn = np.compress(~np.isnan(flat[0]), flat, axis=1)  # (3, M)
-    if nn.shape[1] == 0:
+    nn = normals.reshape(3, -1)  # (3, M)
+    missing = np.isnan(nn[0])
+    if missing.any():
+        nn = np.compress(~missing, nn, axis=1)
+    if not nn.any():
         raise DataError("no valid surface normal to estimate gravity from (too few valid depth pixels)")
     y = np.asarray(y0, dtype=np.float64)
+    scratch = np.empty((6, GRAVITY_CHUNK)) if scratch is None else scratch
     for angle_deg, iterations in passes:
         theta = np.pi * angle_deg / 180.0
         scatter = None
         for _ in range(iterations):
             if scatter is None or not scatter.covers(y):
-                scatter = _Scatter(nn, y, np.sin(theta), np.cos(theta), GRAVITY_MARGIN)
+                scatter = _Scatter(nn, y, np.sin(theta), np.cos(theta), GRAVITY_MARGIN, scratch)
             new_y = np.linalg.eigh(scatter(y))[1][:, 0]  # eigenvector of the smallest eigenvalue
             new_y = new_y if new_y @ y >= 0 else -new_y
             if np.array_equal(new_y, y):
@@ -255,9 +362,42 @@ def _floor_offset(lowest_cm: float) -> float:
     return lowest_cm if lowest_cm <= MIN_HEIGHT_FLOOR_CM else DEFAULT_MIN_HEIGHT_CM
 
 
-def _to_uint8(channel: np.ndarray) -> np.ndarray:
-    """Round half to even and clamp at 255 (all channels are >= 0 by construction)."""
-    return np.minimum(np.rint(channel), 255).astype(np.uint8)
+def _to_uint8(channel: np.ndarray, out: np.ndarray) -> None:
+    """Round half to even and clamp at 255 (all channels are >= 0 by construction) into the uint8 ``out``; overwrites
+    ``channel``."""
+    np.rint(channel, out=channel)
+    np.minimum(channel, 255.0, out=channel)
+    out[...] = channel
+
+
+def _angle_channel(normals: np.ndarray, count: np.ndarray, depth_cm: np.ndarray, x: np.ndarray, y: np.ndarray,
+                   gravity: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
+    """The angle channel of a band into the uint8 ``out`` (h×W): the angle between the oriented unit normal and
+    gravity, in degrees + 38 (218 where the window holds fewer than two valid pixels, ``count`` < 1.5).
+
+    ``normals`` (3×h×W) are neither normalised nor oriented: orienting only flips a normal's sign (see _orient), so
+    the sign and the length are applied to its dot product with gravity; ``scratch`` holds four h×W buffers.
+    """
+    cos_angle, toward, term, norm = scratch[:4]
+    for dot, factors in ((cos_angle, gravity), (toward, (x, y, 1.0)), (norm, normals)):
+        np.multiply(normals[0], factors[0], out=dot)
+        np.multiply(normals[1], factors[1], out=term)
+        dot += term
+        np.multiply(normals[2], factors[2], out=term)
+        dot += term
+    flip = np.where((depth_cm > 0) & (toward != 0), toward < 0, normals[2] < 0)
+    np.negative(cos_angle, out=cos_angle, where=flip)
+    np.sqrt(norm, out=norm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_angle /= norm
+    cos_angle[count < 1.5] = np.nan
+    np.clip(cos_angle, -1.0, 1.0, out=cos_angle)
+    np.arccos(cos_angle, out=cos_angle)
+    np.degrees(cos_angle, out=cos_angle)
+    cos_angle += ANGLE_OFFSET_DEG
+    cos_angle[np.isnan(cos_angle)] = 180.0 + ANGLE_OFFSET_DEG
+    np.rint(cos_angle, out=cos_angle)
+    out[...] = cos_angle  # within 38..218
 
 
 def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | None = None,
@@ -281,24 +421,40 @@ def compute_hha(depth_m: np.ndarray, intrinsics: dict, missing: np.ndarray | Non
     Raises:
         DataError: invalid depth values, a mask of the wrong shape, or no valid depth pixel at all.
     """
-    depth_cm = check_depth(depth_m, source)
-    depth_cm *= 100.0  # check_depth returned a fresh float64 copy
+    shape = np.shape(depth_m)
+    workspace = _workspace(shape) if len(shape) == 2 else None  # else check_depth raises
+    depth_cm = check_depth(depth_m, source, out=workspace.depth if workspace else None)
+    depth_cm *= 100.0  # check_depth returned a float64 copy
     valid = _valid_mask(depth_cm, missing, source)
-    gravity = estimate_gravity(compute_normals(depth_cm, valid, intrinsics, GRAVITY_RADIUS, orient=False))
-    axis = _height_axis(gravity)
     x, y = pixel_rays(depth_cm.shape, intrinsics)
+    gravity_sums, sums = _window_sums(depth_cm, valid, x, y, (GRAVITY_RADIUS, ANGLE_RADIUS), workspace.sums,
+                                      workspace.scratch)
+    # zero instead of NaN normals: they add nothing to the scatter, and need no compaction
+    normals = _normals_from_sums(gravity_sums, depth_cm, x, y, orient=False, invalid=0.0, out=workspace.normals,
+                                 scratch=workspace.solve)
+    gravity = estimate_gravity(normals, scratch=workspace.gravity)
+    axis = _height_axis(gravity)
     hha = np.empty((*depth_cm.shape, 3), dtype=np.uint8)
-    height = np.empty(depth_cm.shape)
+    height = workspace.height
+    normals, scratch = np.empty((3, BAND_ROWS, depth_cm.shape[1])), workspace.solve
     for rows in _bands(depth_cm.shape[0]):
-        normals = _band_normals(depth_cm, valid, x, y, rows, ANGLE_RADIUS, orient=True)  # (3, h, W)
-        cos_angle = np.clip(normals[0] * gravity[0] + normals[1] * gravity[1] + normals[2] * gravity[2], -1.0, 1.0)
-        angle = np.nan_to_num(np.degrees(np.arccos(cos_angle)), nan=180.0)
-        hha[rows, :, 2] = _to_uint8(angle + ANGLE_OFFSET_DEG)
-        hha[rows, :, 0] = _to_uint8(DISPARITY_CM / np.maximum(depth_cm[rows], MIN_DEPTH_CM))
-        height[rows] = -(axis[0] * x + axis[1] * y[rows] + axis[2]) * depth_cm[rows]  # −y·P
+        h = rows.stop - rows.start
+        band, depth = normals[:, :h], depth_cm[rows]
+        _unit_normals(sums[:, rows], band, np.nan, scratch[:, :h], normalise=False)
+        _angle_channel(band, sums[5, rows], depth, x, y[rows], gravity, hha[rows, :, 2], scratch[:, :h])
+        buffer = scratch[0, :h]
+        np.maximum(depth, MIN_DEPTH_CM, out=buffer)
+        np.divide(DISPARITY_CM, buffer, out=buffer)
+        _to_uint8(buffer, hha[rows, :, 0])
+        np.add(axis[0] * x, axis[1] * y[rows], out=buffer)
+        buffer += axis[2]
+        np.multiply(buffer, depth, out=height[rows])
+        np.negative(height[rows], out=height[rows])  # −y·P
     floor = _floor_offset(float(height.min()))
     for rows in _bands(depth_cm.shape[0]):
-        hha[rows, :, 1] = _to_uint8(height[rows] - floor)
+        buffer = scratch[0, :rows.stop - rows.start]
+        np.subtract(height[rows], floor, out=buffer)
+        _to_uint8(buffer, hha[rows, :, 1])
     return hha
 
 
@@ -380,7 +536,7 @@ def _single_thread_worker() -> None:
 
 
 def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1, force: bool = False,
-                    names: Sequence[str] | None = None) -> dict:
+                    names: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Write ``out_dir/<name>.png`` (HHA) for every image of a prepared dataset (layout.py).
 
     Depth comes from ``Depth/<name>.png`` (scaled by meta.json ``depth_scale``, default 1000 = mm), the missing mask
@@ -393,6 +549,7 @@ def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, wo
         workers: number of processes (1 = run in this process).
         force: recompute outputs that look up to date.
         names: images to convert; default all names of train.txt and test.txt.
+        progress: show a progress bar.
 
     Returns:
         {"converted": n, "skipped": m}.
@@ -411,13 +568,13 @@ def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, wo
         inputs = [depth, layout.meta_path] + ([mask] if mask_path else [])
         if force or not _is_up_to_date(out, inputs):
             jobs.append((depth, out, intrinsics_for(meta, name), depth_scale, mask_path))
-    _run_jobs(jobs, workers)
+    _run_jobs(jobs, workers, progress)
     return {"converted": len(jobs), "skipped": len(names) - len(jobs)}
 
 
-def _run_jobs(jobs: list[tuple], workers: int) -> None:
-    """Run ``hha_from_file(*job)`` for every job, in ``workers`` processes, with a progress bar."""
-    with tqdm(total=len(jobs), desc="HHA", unit="img", disable=not jobs) as bar:
+def _run_jobs(jobs: list[tuple], workers: int, progress: bool = True) -> None:
+    """Run ``hha_from_file(*job)`` for every job, in ``workers`` processes, with a progress bar if ``progress``."""
+    with tqdm(total=len(jobs), desc="HHA", unit="img", disable=not (jobs and progress)) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 hha_from_file(*job)

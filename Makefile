@@ -18,7 +18,7 @@ UV := $(BIN)/uv
 # on any platform. `make lock` regenerates it after a change to pyproject.toml's dependencies.
 LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version 3.11 -o requirements.lock
 
-.PHONY: demo all test lint venv venv-test lock snakemake-demo clean-results
+.PHONY: demo all compare test lint venv venv-test lock snakemake-demo clean-results
 
 # Printed after the demo: where the results are and the test-split metrics of each evaluated run.
 define SUMMARY
@@ -65,6 +65,10 @@ all: venv
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro
 	@$(BIN)/python -c "$$SUMMARY"
+
+## compare: the active preset's evaluated runs side by side: changed parameters, mIoU etc. (mean ± std over seeds)
+compare: venv
+	$(BIN)/primkd compare
 
 ## snakemake-demo: the same pipeline through Snakemake
 snakemake-demo: venv

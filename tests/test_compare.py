@@ -75,6 +75,17 @@ def test_cli_prints_the_table_and_writes_the_summary(tmp_path, capsys, cfg):
     assert write_summary(results, cfg) == results / "summary.json"
 
 
+def test_cli_draws_the_curves(tmp_path, capsys):
+    results = write_results(tmp_path / "results")
+    run = results / "models" / "cmx" / "seed0"
+    run.mkdir(parents=True)
+    (run / "curves.csv").write_text("epoch,loss\n1,2.0\n2,1.5\n")
+    (run / "eval_curve.csv").write_text("epoch,miou\n2,0.4\n")
+    main(["compare", "--params", str(PARAMS), "--preset", "smoke", "--results", str(results),
+          "--curves", str(tmp_path / "plots")])
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["ablation.png", "cmx.png"]
+
+
 def test_missing_results_name_the_folder(tmp_path, cfg):
     with pytest.raises(DataError, match="eval: no evaluations found; run the pipeline first"):
         build_summary(tmp_path, cfg)

@@ -22,6 +22,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
     table = compare_table(build_summary(results, cfg))
     if args.out:
         write_text(args.out, table)
+    if args.curves:
+        from primkd.report.compare import BASELINE, TEACHERS
+        from primkd.report.curves import plot_curves
+
+        for path in plot_curves(results, args.curves, order=[*TEACHERS, BASELINE, *cfg["experiments"]]):
+            print(f"wrote {path}", file=sys.stderr)
     sys.stdout.write(table)
 
 
@@ -32,3 +38,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", help="The preset's results folder (default: results/<preset>).")
     p.add_argument("--summary", help="Also write the compact summary JSON here (e.g. results/<preset>/summary.json).")
     p.add_argument("--out", help="Also write the table (Markdown) to this file.")
+    p.add_argument("--curves", help="Also draw the training curves as PNG files in this folder: one per run and "
+                                    "ablation.png (the students overlaid).")

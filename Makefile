@@ -18,7 +18,7 @@ UV := $(BIN)/uv
 # on any platform. `make lock` regenerates it after a change to pyproject.toml's dependencies.
 LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version 3.11 -o requirements.lock
 
-.PHONY: demo all compare test lint venv venv-test lock snakemake-demo clean-results
+.PHONY: demo all compare check-params test lint venv venv-test lock snakemake-demo clean-results
 
 # Printed after the demo: where the results are and the test-split metrics of each evaluated run.
 define SUMMARY
@@ -55,16 +55,21 @@ lock: | $(UV)
 MAIN_TARGETS := evaluate_teacher@rgb evaluate_cmx evaluate_student@primkd
 
 ## demo: the main comparison through DVC on the active preset of params.yaml (default: demo, synthetic data)
-demo: venv
+demo: check-params
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro $(MAIN_TARGETS)
 	@$(BIN)/python -c "$$SUMMARY"
 
 ## all: every ablation, the analysis and REPORT.md through DVC (`dvc repro`) on the active preset
-all: venv
+all: check-params
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro
 	@$(BIN)/python -c "$$SUMMARY"
+
+## check-params: params.yaml against its schema, and the preset name (DVC alone reports a misspelt preset as
+## "Parameters 'presets.<name>.data' are missing")
+check-params: venv
+	$(BIN)/primkd check-params
 
 ## compare: the active preset's evaluated runs side by side: changed parameters, mIoU etc. (mean ± std over seeds)
 compare: venv

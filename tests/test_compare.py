@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from primkd.cli import main
 from primkd.config import load_params
@@ -89,3 +90,16 @@ def test_cli_draws_the_curves(tmp_path, capsys):
 def test_missing_results_name_the_folder(tmp_path, cfg):
     with pytest.raises(DataError, match="eval: no evaluations found; run the pipeline first"):
         build_summary(tmp_path, cfg)
+
+
+def test_check_params_names_the_valid_presets(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text().replace("\npreset: demo", "\npreset: dmeo", 1))
+    with pytest.raises(SystemExit) as stop:
+        main(["check-params", "--params", str(params)])
+    assert stop.value.code == 2
+    valid = ", ".join(sorted(yaml.safe_load(PARAMS.read_text())["presets"]))
+    assert f"preset 'dmeo' is not defined under `presets` in params.yaml; choose one of: {valid}" in (
+        capsys.readouterr().err)
+    main(["check-params", "--params", str(PARAMS), "--preset", "smoke"])
+    assert capsys.readouterr().out == f"{PARAMS}: valid; preset smoke\n"

@@ -190,14 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
 
     from primkd.cli_check import register as register_check
-    from primkd.cli_compare import register as register_compare
+    from primkd.cli_experiments import register as register_experiments
     from primkd.cli_report import register as register_report
     from primkd.cli_weights import register as register_weights
 
     register_weights(sub)
     register_report(sub)
     register_check(sub)
-    register_compare(sub)
+    register_experiments(sub)
     return parser
 
 

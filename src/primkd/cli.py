@@ -21,7 +21,7 @@ def load_config(args: argparse.Namespace) -> dict:
     from primkd.engine.runtime import apply_resources
 
     cfg = load_params(args.params, args.preset)
-    apply_resources(cfg, args.stage)  # torch threads and workers from resources.<stage>.cpus_per_task
+    apply_resources(cfg, getattr(args, "stage", None))  # torch threads and workers from resources.<stage>.cpus_per_task
     return cfg
 
 

@@ -88,7 +88,7 @@ def plan_threads(stage: str, cpus_per_task: int, requested_workers: int, given: 
                       torch_threads=threads, workers=workers, requested_workers=requested_workers)
 
 
-def apply_resources(cfg: dict, stage: str, environ: dict | None = None) -> ThreadPlan | None:
+def apply_resources(cfg: dict, stage: str | None, environ: dict | None = None) -> ThreadPlan | None:
     """Fit stage ``stage`` to its resources: set torch's threads, cap its worker count in ``cfg`` (in place) and
     record the plan as ``cfg["runtime"]``. Stages without a ``resources`` entry (report, infer) are left alone.
 

@@ -14,6 +14,8 @@ export PYTHONUNBUFFERED := 1
 # uv installs the locked packages several times faster than pip (docs/BENCHMARKS.md); pip brings it from PyPI.
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv
+# uv trusts the system's certificate store, as pip does here (/etc/pip.conf), not only its own bundled roots.
+export UV_SYSTEM_CERTS := 1
 # requirements.lock: every package pinned (torch 2.14.1, torchvision 0.29.1 by pyproject.toml's caps), for Python 3.11
 # on any platform. `make lock` regenerates it after a change to pyproject.toml's dependencies.
 LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version 3.11 -o requirements.lock

@@ -11,9 +11,16 @@ export HF_HUB_OFFLINE := 1
 # A CUDA wheel of torch probes for GPUs; on CPU-only machines this keeps start-up quiet.
 export PYTHONUNBUFFERED := 1
 
-TORCH_PINS := "torch==2.14.1" "torchvision==0.29.1"
+# uv installs the locked packages several times faster than pip (docs/BENCHMARKS.md); pip brings it from PyPI.
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+# uv trusts the system's certificate store, as pip does here (/etc/pip.conf), not only its own bundled roots.
+export UV_SYSTEM_CERTS := 1
+# requirements.lock: every package pinned (torch 2.14.1, torchvision 0.29.1 by pyproject.toml's caps), for Python 3.11
+# on any platform. `make lock` regenerates it after a change to pyproject.toml's dependencies.
+LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version 3.11 -o requirements.lock
 
-.PHONY: demo all test lint venv venv-test snakemake-demo clean-results
+.PHONY: demo all compare check-params test lint venv venv-test lock snakemake-demo clean-results
 
 # Printed after the demo: where the results are and the test-split metrics of each evaluated run.
 define SUMMARY
@@ -26,35 +33,49 @@ for path in sorted(pathlib.Path(f"results/{preset}/eval").glob("*.json")):
 endef
 export SUMMARY
 
-$(VENV)/.installed: pyproject.toml
+$(UV):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+
+# The lock holds the test tools too, so one install serves demo and test.
+$(VENV)/.installed: pyproject.toml requirements.lock | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
 venv: $(VENV)/.installed
 
 venv-test: $(VENV)/.installed-test
 
+lock: | $(UV)
+	$(UV) $(LOCK_CMD)
+
 # The main comparison (RGB teacher, CMX baseline, PrimKD); `dvc repro` alone also runs every ablation.
 MAIN_TARGETS := evaluate_teacher@rgb evaluate_cmx evaluate_student@primkd
 
 ## demo: the main comparison through DVC on the active preset of params.yaml (default: demo, synthetic data)
-demo: venv
+demo: check-params
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro $(MAIN_TARGETS)
 	@$(BIN)/python -c "$$SUMMARY"
 
 ## all: every ablation, the analysis and REPORT.md through DVC (`dvc repro`) on the active preset
-all: venv
+all: check-params
 	test -d .dvc || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro
 	@$(BIN)/python -c "$$SUMMARY"
+
+## check-params: params.yaml against its schema, and the preset name (DVC alone reports a misspelt preset as
+## "Parameters 'presets.<name>.data' are missing")
+check-params: venv
+	$(BIN)/primkd check-params
+
+## compare: the active preset's evaluated runs side by side: changed parameters, mIoU etc. (mean ± std over seeds)
+compare: venv
+	$(BIN)/primkd compare
 
 ## snakemake-demo: the same pipeline through Snakemake
 snakemake-demo: venv

@@ -11,12 +11,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The reference fixtures travel with the repository (tests/fixtures/PROVENANCE.md); the team's shared originals sit
+# beside it, and tests/test_fixtures.py checks that the copy still equals them.
+FIXTURES = REPO / "tests" / "fixtures"
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """``../shared/fixtures`` beside the repository (override with PRIMKD_FIXTURES)."""
-    path = Path(os.environ.get("PRIMKD_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    """``tests/fixtures`` (override with PRIMKD_FIXTURES, e.g. fixtures made with other seeds)."""
+    path = Path(os.environ.get("PRIMKD_FIXTURES") or FIXTURES)
     if not path.is_dir():
-        pytest.fail(f"reference fixtures not found at {path}; set PRIMKD_FIXTURES to the shared/fixtures folder")
+        pytest.fail(f"reference fixtures not found at {path}; unset PRIMKD_FIXTURES to use {FIXTURES}, or point it "
+                    f"at a folder with the layout of tests/fixtures/README.md")
     return path
 
 

@@ -10,24 +10,19 @@ import logging
 import sys
 from pathlib import Path
 
+from primkd.runlog import run_header, setup_logging
+
 log = logging.getLogger("primkd")
-
-
-def setup_logging(log_path: str | None) -> None:
-    """Log to stderr and, when given, to ``log_path`` (its folder is created)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
 
 
 def load_config(args: argparse.Namespace) -> dict:
     """The resolved parameters named by a stage's ``--params`` and ``--preset``."""
     from primkd.config import load_params
+    from primkd.engine.runtime import apply_resources
 
-    return load_params(args.params, args.preset)
+    cfg = load_params(args.params, args.preset)
+    apply_resources(cfg, getattr(args, "stage", None))  # torch threads and workers from resources.<stage>.cpus_per_task
+    return cfg
 
 
 def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) -> argparse.ArgumentParser:
@@ -37,7 +32,7 @@ def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) 
     p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
     p.add_argument("--log", default=None, help="Also write the log to this file.")
     p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, stage=name)
     return p
 
 
@@ -204,18 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
 
     from primkd.cli_check import register as register_check
+    from primkd.cli_experiments import register as register_experiments
     from primkd.cli_report import register as register_report
     from primkd.cli_weights import register as register_weights
 
     register_weights(sub)
     register_report(sub)
     register_check(sub)
+    register_experiments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log)
+    setup_logging(args.log, run_header(sys.argv[1:] if argv is None else argv, getattr(args, "checkpoint_dir", None)))
     from primkd.config import ConfigError
     from primkd.io import DataError
 

@@ -32,7 +32,6 @@ import hashlib
 import io
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -40,7 +39,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -72,6 +70,7 @@ from primkd.engine.distributed import (
 from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
+from primkd.engine.runtime import seed_everything, select_device
 from primkd.io import DataError, atomic_path, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
 from primkd.models.mit import MIT_VARIANTS
@@ -213,22 +212,6 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         cudnn.deterministic, cudnn.benchmark = before[2], before[3]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), NumPy's and Python's global generators."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 (third-party code may draw from the legacy global generator)
-    random.seed(seed)
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
-    return torch.device(name)
 
 
 def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, dist: DistInfo | None = None,
@@ -688,6 +671,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
                "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
+               "threads": cfg.get("runtime"),
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
                "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
     write_json(out_dir / "train.json", summary)

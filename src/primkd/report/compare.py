@@ -1,0 +1,123 @@
+"""Experiments side by side: what each run changes and what it scores, from ``results/<preset>/eval/*.json``.
+
+:func:`build_summary` gives the compact record that git and DVC keep per preset (``results/<preset>/summary.json``:
+per run its seed count, mIoU/mAcc/pAcc mean ± std, the parameters that define it), :func:`compare_table` the table
+that ``primkd compare`` and ``make compare`` print. Both report the mean ± sample standard deviation (ddof 1) over
+seeds, as the report's tables do; a run trained once (the teachers) has no std.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from primkd.io import DataError, read_json, write_json
+from primkd.report.tables import EVAL_KEYS, Stat
+
+TEACHERS = ("teacher_rgb", "teacher_depth")
+BASELINE = "cmx"
+
+
+def load_evaluations(results_dir: str | os.PathLike) -> dict[str, dict]:
+    """Every ``eval/<run>.json`` of a preset's results folder, by run name (confusion matrices are CSV, skipped)."""
+    folder = Path(results_dir) / "eval"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no evaluations found; run the pipeline first (make demo, or dvc repro)")
+    return {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))}
+
+
+def seed_stats(evaluation: Mapping, source: str = "evaluation") -> dict[str, Stat | None]:
+    """Mean ± sample std over the seeds of one evaluation JSON for each metric of :data:`EVAL_KEYS`."""
+    per_seed = evaluation.get("per_seed") or [{k: evaluation.get(k) for k in EVAL_KEYS}]
+    try:
+        return {k: Stat.of([entry.get(k) for entry in per_seed]) for k in EVAL_KEYS}
+    except TypeError as e:
+        raise DataError(f"{source}: per_seed holds a non-numeric metric ({e}); re-run its evaluate stage") from e
+
+
+def run_parameters(cfg: Mapping, run: str) -> dict:
+    """The parameters that define ``run`` beyond the preset's common ones: its role, the teacher it distils from and
+    the ``kd`` keys its experiment sets to other values than the ``kd`` section (empty for the plain settings)."""
+    if run in TEACHERS:
+        return {"role": "teacher", "input": run.removeprefix("teacher_")}
+    if run == BASELINE:
+        return {"role": "student", "distillation": False}
+    experiment = cfg["experiments"].get(run)
+    if experiment is None:
+        return {"role": "student", "experiment": "not in params.yaml"}
+    changed = {f"kd.{k}": v for k, v in experiment.get("kd", {}).items() if cfg["kd"].get(k) != v}
+    return {"role": "student", "distillation": True, "teacher": experiment["teacher"], **changed}
+
+
+def common_parameters(cfg: Mapping) -> dict:
+    """The preset's settings every run shares (what tells one preset's summary from another's)."""
+    t, m = cfg["train"], cfg["model"]
+    return {"preset": cfg["preset"], "backbone": m["backbone"], "epochs": t["epochs"], "batch_size": t["batch_size"],
+            "lr": t["lr"], "seeds": list(cfg["seeds"]), "kd": dict(cfg["kd"]),
+            "eval_scales": list(cfg["eval"]["scales"]), "eval_flip": cfg["eval"]["flip"]}
+
+
+def _order(names: list[str], cfg: Mapping) -> list[str]:
+    """Teachers, the CMX baseline, the experiments in params.yaml order, then any other evaluated run."""
+    known = [*TEACHERS, BASELINE, *cfg["experiments"]]
+    return [n for n in known if n in names] + sorted(n for n in names if n not in known)
+
+
+def build_summary(results_dir: str | os.PathLike, cfg: Mapping) -> dict:
+    """The preset's compact record: common parameters and, per evaluated run, seeds, metric means and stds."""
+    evaluations = load_evaluations(results_dir)
+    runs = {}
+    for name in _order(list(evaluations), cfg):
+        stats = seed_stats(evaluations[name], f"{Path(results_dir) / 'eval' / name}.json")
+        entry: dict = {"seeds": max((s.n for s in stats.values() if s is not None), default=0)}
+        for key, stat in stats.items():
+            entry[key] = None if stat is None else round(stat.mean, 6)
+            entry[f"{key}_std"] = None if stat is None or stat.std is None else round(stat.std, 6)
+        runs[name] = {**entry, "params": run_parameters(cfg, name)}
+    return {"preset": cfg["preset"], "params": common_parameters(cfg), "runs": runs}
+
+
+def write_summary(results_dir: str | os.PathLike, cfg: Mapping, path: str | os.PathLike | None = None) -> Path:
+    """Write :func:`build_summary` to ``path`` (default ``<results_dir>/summary.json``) atomically."""
+    path = Path(path) if path is not None else Path(results_dir) / "summary.json"
+    write_json(path, build_summary(results_dir, cfg))
+    return path
+
+
+def _describe(params: Mapping) -> str:
+    if params["role"] == "teacher":
+        return f"teacher, {params['input']} input"
+    if "experiment" in params:
+        return "not an experiment of params.yaml"
+    if not params["distillation"]:
+        return "no distillation (baseline)"
+    changed = [f"{k}={v}" for k, v in params.items() if k.startswith("kd.")]
+    if params["teacher"] != "rgb":
+        changed.insert(0, f"teacher={params['teacher']}")
+    return ", ".join(changed) or "kd as in params.yaml"
+
+
+def _percent(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+
+
+def compare_table(summary: Mapping) -> str:
+    """A Markdown table of the runs of :func:`build_summary`: changed parameters, seeds, metrics in % (mean ± sample
+    std over seeds) and the mIoU difference to the CMX baseline."""
+    base = summary["runs"].get(BASELINE, {}).get("miou")
+    p = summary["params"]
+    kd = ", ".join(f"{k} {v}" for k, v in p["kd"].items())
+    mode = "single scale" if p["eval_scales"] == [1.0] and not p["eval_flip"] else (
+        f"scales {p['eval_scales']}" + (" + flip" if p["eval_flip"] else ""))
+    lines = [f"preset {summary['preset']}: {p['backbone']}, {p['epochs']} epochs, batch {p['batch_size']}, "
+             f"lr {p['lr']}, seeds {p['seeds']}; evaluation {mode}; kd: {kd}", "",
+             "| run | changed parameters | seeds | mIoU % | mAcc % | pAcc % | Δ mIoU vs cmx |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, run in summary["runs"].items():
+        delta = "—" if base is None or run["miou"] is None or name == BASELINE else f"{100 * (run['miou'] - base):+.2f}"
+        metrics = " | ".join(_percent(run[k], run[f"{k}_std"]) for k in EVAL_KEYS)
+        lines.append(f"| {name} | {_describe(run['params'])} | {run['seeds']} | {metrics} | {delta} |")
+    return "\n".join(lines) + "\n"

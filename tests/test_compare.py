@@ -1,0 +1,105 @@
+"""primkd compare and results/<preset>/summary.json on hand-made evaluations with hand-checked statistics."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from primkd.cli import main
+from primkd.config import load_params
+from primkd.io import DataError
+from primkd.report.compare import build_summary, compare_table, write_summary
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+# Per-seed mIoU / mAcc / pAcc of each run; a teacher is trained once (seed null).
+RUNS = {
+    "teacher_rgb": [(None, 0.50, 0.60, 0.80)],
+    "cmx": [(0, 0.40, 0.50, 0.70), (1, 0.44, 0.52, 0.72)],
+    "primkd": [(0, 0.45, 0.55, 0.75), (1, 0.47, 0.55, 0.77)],
+    "kd_beta_0p1": [(0, 0.41, 0.51, 0.71), (1, 0.43, 0.53, 0.73)],
+}
+
+
+def write_results(root: Path) -> Path:
+    (root / "eval").mkdir(parents=True)
+    for name, seeds in RUNS.items():
+        per_seed = [{"seed": s, "miou": a, "macc": b, "pacc": c} for s, a, b, c in seeds]
+        evaluation = {"model": name, "miou": sum(e["miou"] for e in per_seed) / len(per_seed), "per_seed": per_seed,
+                      "scales": [1.0], "flip": False}
+        (root / "eval" / f"{name}.json").write_text(json.dumps(evaluation))
+    (root / "eval" / "cmx_confusion.csv").write_text("not a run\n")
+    return root
+
+
+@pytest.fixture
+def cfg():
+    cfg = load_params(PARAMS, "smoke")
+    cfg["seeds"] = [0, 1]
+    return cfg
+
+
+def test_summary_holds_seed_counts_means_sample_stds_and_defining_parameters(tmp_path, cfg):
+    summary = build_summary(write_results(tmp_path / "results"), cfg)
+    runs = summary["runs"]
+    assert list(runs) == ["teacher_rgb", "cmx", "primkd", "kd_beta_0p1"]
+    assert runs["cmx"]["seeds"] == 2 and runs["cmx"]["miou"] == pytest.approx(0.42)
+    assert runs["cmx"]["miou_std"] == pytest.approx(0.0282843, abs=1e-6)  # sqrt(2 * 0.02² / 1): ddof 1
+    assert runs["primkd"]["macc_std"] == 0.0 and runs["primkd"]["pacc"] == pytest.approx(0.76)
+    assert runs["teacher_rgb"] == {"seeds": 1, "miou": 0.5, "miou_std": None, "macc": 0.6, "macc_std": None,
+                                   "pacc": 0.8, "pacc_std": None, "params": {"role": "teacher", "input": "rgb"}}
+    assert runs["kd_beta_0p1"]["params"] == {"role": "student", "distillation": True, "teacher": "rgb",
+                                             "kd.beta": 0.1}
+    assert runs["primkd"]["params"] == {"role": "student", "distillation": True, "teacher": "rgb"}
+    assert summary["params"]["backbone"] == "mit_tiny" and summary["params"]["kd"]["beta"] == 0.05
+
+
+def test_compare_table_rows(tmp_path, cfg):
+    table = compare_table(build_summary(write_results(tmp_path / "results"), cfg))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["cmx"] == "| cmx | no distillation (baseline) | 2 | 42.00 ± 2.83 | 51.00 ± 1.41 | 71.00 ± 1.41 | — |"
+    assert rows["primkd"] == ("| primkd | kd as in params.yaml | 2 | 46.00 ± 1.41 | 55.00 ± 0.00 | 76.00 ± 1.41 "
+                              "| +4.00 |")
+    assert rows["kd_beta_0p1"].startswith("| kd_beta_0p1 | kd.beta=0.1 | 2 | 42.00 ± 1.41 |")
+    assert rows["teacher_rgb"] == "| teacher_rgb | teacher, rgb input | 1 | 50.00 | 60.00 | 80.00 | +8.00 |"
+    assert table.startswith("preset smoke: mit_tiny, 2 epochs, batch 4, lr 0.001, seeds [0, 1]; evaluation single "
+                            "scale; kd: alpha 1.0, beta 0.05")
+
+
+def test_cli_prints_the_table_and_writes_the_summary(tmp_path, capsys, cfg):
+    results = write_results(tmp_path / "results")
+    main(["compare", "--params", str(PARAMS), "--preset", "smoke", "--results", str(results),
+          "--summary", str(results / "summary.json")])
+    assert "| kd_beta_0p1 | kd.beta=0.1 | 2 |" in capsys.readouterr().out
+    cfg["seeds"] = load_params(PARAMS, "smoke")["seeds"]  # the CLI reads params.yaml as it is
+    assert json.loads((results / "summary.json").read_text()) == build_summary(results, cfg)
+    assert write_summary(results, cfg) == results / "summary.json"
+
+
+def test_cli_draws_the_curves(tmp_path, capsys):
+    results = write_results(tmp_path / "results")
+    run = results / "models" / "cmx" / "seed0"
+    run.mkdir(parents=True)
+    (run / "curves.csv").write_text("epoch,loss\n1,2.0\n2,1.5\n")
+    (run / "eval_curve.csv").write_text("epoch,miou\n2,0.4\n")
+    main(["compare", "--params", str(PARAMS), "--preset", "smoke", "--results", str(results),
+          "--curves", str(tmp_path / "plots")])
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["ablation.png", "cmx.png"]
+
+
+def test_missing_results_name_the_folder(tmp_path, cfg):
+    with pytest.raises(DataError, match="eval: no evaluations found; run the pipeline first"):
+        build_summary(tmp_path, cfg)
+
+
+def test_check_params_names_the_valid_presets(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text().replace("\npreset: demo", "\npreset: dmeo", 1))
+    with pytest.raises(SystemExit) as stop:
+        main(["check-params", "--params", str(params)])
+    assert stop.value.code == 2
+    valid = ", ".join(sorted(yaml.safe_load(PARAMS.read_text())["presets"]))
+    assert f"preset 'dmeo' is not defined under `presets` in params.yaml; choose one of: {valid}" in (
+        capsys.readouterr().err)
+    main(["check-params", "--params", str(PARAMS), "--preset", "smoke"])
+    assert capsys.readouterr().out == f"{PARAMS}: valid; preset smoke\n"

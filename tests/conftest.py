@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 # beside it, and tests/test_fixtures.py checks that the copy still equals them.
 FIXTURES = REPO / "tests" / "fixtures"
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+# The paper's numbers as transcribed in ../shared/paper, copied byte for byte (tests/test_fixtures.py checks it).
+PAPER_TABLES = REPO / "tests" / "paper" / "primkd_tables.yaml"
 
 
 @pytest.fixture(scope="session")

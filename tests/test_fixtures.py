@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, SHARED_FIXTURES
+from conftest import FIXTURES, PAPER_TABLES, SHARED_FIXTURES
 
 # Files of tests/fixtures that are not copies of the shared folder.
 OWN_FILES = {"SHA256SUMS", "PROVENANCE.md"}
@@ -42,3 +42,11 @@ def test_fixture_copy_is_byte_identical(name):
         assert data == (SHARED_FIXTURES / name).read_bytes(), (
             f"tests/fixtures/{name} differs from {SHARED_FIXTURES / name}; copy the shared folder again "
             f"(tests/fixtures/PROVENANCE.md, Updating)")
+
+
+def test_paper_tables_copy_is_the_shared_transcription():
+    """tests/paper/primkd_tables.yaml (the paper's numbers the report test checks) equals the team's shared copy."""
+    shared = SHARED_FIXTURES.parent / "paper" / PAPER_TABLES.name
+    assert PAPER_TABLES.is_file()
+    if shared.is_file():
+        assert PAPER_TABLES.read_bytes() == shared.read_bytes(), f"{PAPER_TABLES} differs from {shared}; copy it again"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import PAPER_TABLES
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from primkd.cli_report import register
@@ -223,11 +224,10 @@ def test_packaged_paper_file():
     assert paper.match("demo", "synthetic", "mit_nano") is None
 
 
-def test_every_paper_number_is_in_the_report_file(fixtures_dir):
-    """Each number of the shared transcription (paper/primkd_tables.yaml beside the fixtures) sits in its table and
-    row of paper.yaml."""
-    shared = fixtures_dir.parent / "paper" / "primkd_tables.yaml"
-    src, paper = yaml.safe_load(shared.read_text()), load_paper()
+def test_every_paper_number_is_in_the_report_file():
+    """Each number of the paper's transcription (tests/paper/primkd_tables.yaml, a copy of the shared one) sits in its
+    table and row of paper.yaml."""
+    src, paper = yaml.safe_load(PAPER_TABLES.read_text()), load_paper()
     value = lambda table, label, key="miou", setting=None: paper.tables[table].paper_value(  # noqa: E731
         next(r for r in paper.tables[table].rows if r.label == label),
         next(c for c in paper.tables[table].columns if c.key == key), setting)

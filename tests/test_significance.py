@@ -5,14 +5,18 @@ import pytest
 
 from primkd.io import DataError
 from primkd.report.significance import (
+    NO_SEED,
     Comparison,
     Counts,
+    counts_by_mode,
+    counts_checkpoint,
     counts_from_confusion,
     direction_agreement,
     miou_from_counts,
     paired_bootstrap,
     read_counts,
     seed_mious,
+    write_counts,
 )
 
 
@@ -58,7 +62,7 @@ def test_a_run_that_wins_on_every_image_is_significant():
     assert result.significant
     assert direction_agreement(result, paper_delta=1.3) == "agrees"
     assert direction_agreement(result, paper_delta=-0.4) == "disagrees"
-    assert direction_agreement(result, paper_delta=None) == "–"
+    assert direction_agreement(result, paper_delta=None) == "no paper value"
     swapped = paired_bootstrap(b, a, num_boot=500)
     assert swapped.ci_high < 0 and swapped.delta == pytest.approx(-result.delta)
 
@@ -121,18 +125,39 @@ def test_significance_flag_follows_the_interval():
     assert Comparison(ci_low=-0.03, ci_high=-0.001, **common).significant
 
 
-def test_read_counts_round_trip_and_errors(tmp_path):
+def test_counts_round_trip_per_mode_and_errors(tmp_path):
     rng = np.random.default_rng(6)
-    c = _random_counts(rng, 3, 4, 2)
-    path = tmp_path / "cmx_counts.npz"
-    np.savez(path, intersection=c.intersection, union=c.union, seeds=np.array([0, 1, 2]),
-             images=np.array(["test_0000", "test_0001", "test_0002", "test_0003"]))
+    c, m = _random_counts(rng, 3, 4, 2), _random_counts(rng, 3, 4, 2)
+    images = ("test_0000", "test_0001", "test_0002", "test_0003")
+    single, multi = Counts(c.intersection, c.union, (0, 1, 2), images), Counts(m.intersection, m.union, (0, 1, 2),
+                                                                                images)
+    path = tmp_path / "cmx_per_image.npz"
+    write_counts(path, {"single": single, "multi_scale_flip": multi}, "last")
     back = read_counts(path)
     np.testing.assert_array_equal(back.intersection, c.intersection)
-    assert back.seeds == (0, 1, 2) and back.images[-1] == "test_0003"
-    np.savez(tmp_path / "bad.npz", intersection=c.intersection)
-    with pytest.raises(DataError, match=r"bad\.npz: missing arrays \['images', 'seeds', 'union'\]"):
-        read_counts(tmp_path / "bad.npz")
+    np.testing.assert_array_equal(read_counts(path, "multi_scale_flip").union, m.union)
+    assert back.seeds == (0, 1, 2) and back.images[-1] == "test_0003" and counts_checkpoint(path) == "last"
+    write_counts(tmp_path / "single.npz", {"single": single}, "best")
+    with pytest.raises(DataError, match=r"single\.npz: missing arrays \['multi_scale_flip_intersection', "
+                                        r"'multi_scale_flip_union'\]"):
+        read_counts(tmp_path / "single.npz", "multi_scale_flip")
     (tmp_path / "junk.npz").write_text("not numpy")
     with pytest.raises(DataError, match=r"junk\.npz: not a per-image counts file"):
         read_counts(tmp_path / "junk.npz")
+    assert counts_checkpoint(tmp_path / "junk.npz") is None
+
+
+def test_counts_by_mode_stacks_seeds_and_marks_a_run_trained_once():
+    def block(value):
+        return {"per_image": {"intersection": np.full((2, 3), value), "union": np.full((2, 3), 10),
+                              "images": ["a", "b"]}}
+
+    two = counts_by_mode({0: {"single": block(1), "multi_scale_flip": block(2)}, 1: {"single": block(3)}})
+    assert list(two) == ["single"]  # seed 1 has no multi-scale counts: that mode is left out
+    assert two["single"].intersection[:, 0, 0].tolist() == [1, 3] and two["single"].seeds == (0, 1)
+    once = counts_by_mode({None: {"single": block(4)}})
+    assert once["single"].seeds == (NO_SEED,) and once["single"].images == ("a", "b")
+    other = block(1)
+    other["per_image"]["images"] = ["a", "c"]
+    with pytest.raises(ValueError, match="different test images"):
+        counts_by_mode({0: {"single": block(1)}, 1: {"single": other}})

@@ -27,10 +27,11 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from primkd.io import DataError, atomic_path
+from primkd.io import DataError, atomic_path, read_json
 
 
 @dataclass(frozen=True)
@@ -225,3 +226,46 @@ def counts_checkpoint(path: str | os.PathLike) -> str | None:
             return str(z["checkpoint"]) if "checkpoint" in z.files else None
     except (OSError, ValueError):
         return None
+
+
+# The report's bootstrap: fixed, so a rerun on the same evaluations prints the same intervals.
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+
+
+def counts_path(results_dir: str | os.PathLike, run: str) -> Path:
+    """The per-image counts file of ``run``: the one ``eval/<run>.json`` names, else ``eval/<run>_per_image.npz``."""
+    folder = Path(results_dir) / "eval"
+    evaluation = folder / f"{run}.json"
+    if evaluation.is_file():
+        named = (read_json(evaluation).get("per_image") or {}).get("file")
+        if named:
+            return folder / named
+    return folder / f"{run}_per_image.npz"
+
+
+def load_run_counts(results_dir: str | os.PathLike, run: str, mode: str = "single",
+                    checkpoint: str | None = None) -> tuple[Counts | None, str | None]:
+    """``run``'s counts in ``mode`` (and of ``checkpoint`` when given), or None and the note that says why not."""
+    path = counts_path(results_dir, run)
+    if not path.is_file():
+        return None, f"`{run}`: no per-image counts ({path}): rerun its evaluate stage for the interval"
+    written = counts_checkpoint(path)
+    if checkpoint is not None and written != checkpoint:
+        return None, (f"`{run}`: its per-image counts are of the {written} checkpoint, the tables show the "
+                      f"{checkpoint} one: rerun its evaluate stage with this eval.checkpoint for the interval")
+    try:
+        return read_counts(path, mode), None
+    except DataError as err:
+        return None, str(err)
+
+
+def compare_runs(reference: Counts, other: Counts) -> Comparison:
+    """:func:`paired_bootstrap` of ``other`` against ``reference`` with the report's fixed resamples, seed, level."""
+    return paired_bootstrap(reference, other, BOOTSTRAP_RESAMPLES, CONFIDENCE, BOOTSTRAP_SEED)
+
+
+def interval_text(c: Comparison, digits: int = 1) -> str:
+    """Δ and its interval in percentage points: ``+1.2 [+0.4, +2.0]``."""
+    return f"{100 * c.delta:+.{digits}f} [{100 * c.ci_low:+.{digits}f}, {100 * c.ci_high:+.{digits}f}]"

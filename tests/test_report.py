@@ -462,3 +462,38 @@ def test_counts_of_another_checkpoint_give_no_interval(tmp_path):
     md = Path(out["tables"]["table1"][0]).read_text()
     assert "| RGB (PrimKD) | — | — | — |  | +1.4 | — |" in md
     assert "`cmx`: its per-image counts are of the best checkpoint, the tables show the last one" in md
+
+
+def test_demo_headline_and_compare_interval_on_constructed_results(tmp_path, capsys):
+    """The lines make demo ends with (primkd compare --headline) and the interval in primkd compare's Δ column, on
+    the known case above: CMX 51 ± 1, PrimKD 61 ± 1 (Δ +10, interval about ±3.1 around it), teacher 57.5."""
+    import numpy as np
+
+    from primkd.cli import main
+    from primkd.config import load_params
+    from primkd.report.compare import build_summary, compare_table, headline
+
+    results = tmp_path / "results" / "smoke"
+    base = np.array([[50 + s] * 40 for s in range(3)])
+    write_counts_run(results, "cmx", base)
+    write_counts_run(results, "primkd", base + np.tile([0, 20], 20))
+    write_json(results / "eval" / "teacher_rgb.json", evaluation({None: 0.575}))
+    text = headline(results)
+    lines = text.splitlines()
+    assert lines[1] == "  RGB teacher    57.50 (trained once)"
+    assert lines[2] == "  CMX            51.00 ± 1.00 (3 seeds)"
+    assert lines[3] == "  PrimKD         61.00 ± 1.00 (3 seeds)"
+    low, high = (float(x) for x in lines[4].split("[")[1].split("]")[0].split(", "))
+    assert lines[4].startswith("  PrimKD − CMX   +10.00 [") and 10 - 3.7 < low < 10 - 2.5 and 10 + 2.5 < high < 10 + 3.7
+    assert lines[4].endswith("over 40 test images pooled over seeds (2000 resamples), significant")
+    summary = build_summary(results, load_params(REPO / "params.yaml", "smoke"))
+    assert summary["runs"]["primkd"]["vs_cmx"]["ci_low"] == pytest.approx(low / 100, abs=1e-4)
+    assert "vs_cmx" not in summary["runs"]["teacher_rgb"]  # no per-image counts: no interval, the mean Δ only
+    rows = {line.split(" | ")[0]: line for line in compare_table(summary).splitlines() if line.startswith("| ")}
+    assert rows["| primkd"].endswith(f"| +10.00 [{low:+.2f}, {high:+.2f}] * |")
+    assert rows["| teacher_rgb"].endswith("| +6.50 |")
+    main(["compare", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--results", str(results),
+          "--headline"])
+    assert capsys.readouterr().out == text
+    (results / "eval" / "primkd_per_image.npz").unlink()
+    assert "PrimKD − CMX   no interval: `primkd`: no per-image counts" in headline(results)

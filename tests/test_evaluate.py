@@ -198,5 +198,8 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
           "--no-progress"])
     best = read_json(out)["best_epoch"]
     assert best["multi_scale_flip"]["flip"] is True
+    # ... and the per-image counts are the best epoch's, the model the tables then report.
+    assert read_json(out)["per_image"]["checkpoint"] == "best" and counts_checkpoint(counts_file) == "best"
+    assert seed_mious(read_counts(counts_file))[0] == pytest.approx(best["miou"], abs=1e-12)
     if summary["best_test_epoch"] == 2:  # the same weights: the same numbers
         assert best["miou"] == m["miou"] and best["multi_scale_flip"]["miou"] == multi["miou"]

@@ -22,14 +22,14 @@ LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version
 
 .PHONY: demo all compare check-params test lint venv venv-test lock snakemake-demo clean-results
 
-# Printed after the demo: where the results are and the test-split metrics of each evaluated run.
+# Printed after the demo: where the results are, the teachers', CMX's and PrimKD's test-split mIoU (mean ± std over
+# seeds) and the PrimKD − CMX bootstrap interval (= primkd compare --headline; make compare lists every run).
 define SUMMARY
-import json, pathlib, yaml
+import yaml
+from primkd.report.compare import headline
 preset = yaml.safe_load(open("params.yaml"))["preset"]
-print(f"\nResults are in results/{preset}/ (metrics: results/{preset}/eval/, curves: dvc plots show)")
-for path in sorted(pathlib.Path(f"results/{preset}/eval").glob("*.json")):
-    m = json.loads(path.read_text())
-    print(f"  {path.stem:<16} mIoU {m['miou']:.3f}  mean acc {m['macc']:.3f}  pixel acc {m['pacc']:.3f}")
+print(f"\nResults are in results/{preset}/ (metrics: results/{preset}/eval/, all runs: make compare)")
+print(headline(f"results/{preset}"), end="")
 endef
 export SUMMARY
 

@@ -7,7 +7,14 @@ import torch
 import yaml
 from torch import nn
 
-from primkd.engine.evaluate import MIN_INPUT_SIZE, predict_scores, scale_scores, sliding_windows
+from primkd.engine.evaluate import (
+    MIN_INPUT_SIZE,
+    evaluate,
+    per_image_counts,
+    predict_scores,
+    scale_scores,
+    sliding_windows,
+)
 
 
 class Echo(nn.Module):
@@ -106,6 +113,41 @@ def test_multi_scale_total_by_hand_with_sliding_above_the_crop():
     assert torch.allclose(got, 1 + resized.double(), atol=1e-6)
 
 
+def test_per_image_counts_by_hand():
+    # image 0: labels [0 0 1 255], prediction [0 1 1 0]: class 0 hits 1, union 2 (one missed); class 1 hits 1, union
+    # 2 (one false alarm); the ignored pixel counts nowhere. image 1: all class 2 predicted 0: IoU 0 for both.
+    label = torch.tensor([[[0, 0], [1, 255]], [[2, 2], [2, 2]]])
+    pred = torch.tensor([[[0, 1], [1, 0]], [[0, 0], [0, 0]]])
+    inter, union = per_image_counts(pred, label, 3)
+    assert inter.tolist() == [[1, 1, 0], [0, 0, 0]]
+    assert union.tolist() == [[2, 2, 0], [4, 0, 4]]
+
+
+class _Named(torch.utils.data.Dataset):
+    """Four 2×2 'images' whose value is the class the Echo model predicts; labels of class 0 everywhere."""
+
+    names = ("w", "x", "y", "z")
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        x = torch.zeros(2, 2, 2)
+        x[i % 2] = 1.0  # two channels = two classes: w, y predict class 0, x, z class 1
+        return {"rgb": x, "label": torch.zeros(2, 2, dtype=torch.int64), "name": self.names[i]}
+
+
+def test_evaluate_per_image_rows_follow_the_dataset_names_and_sum_to_the_confusion():
+    # Images in the order z, x, w and y never seen (as a rank's shard): rows land at the images' own positions.
+    loader = torch.utils.data.DataLoader(_Named(), batch_size=1, sampler=[3, 1, 0])
+    m = evaluate(Echo(), loader, 2, ["rgb"], torch.device("cpu"), progress=False, per_image=True)
+    got = m["per_image"]
+    assert got["images"] == ["w", "x", "y", "z"]
+    assert got["intersection"].tolist() == [[4, 0], [0, 0], [0, 0], [0, 0]]  # y was not evaluated: zero row
+    assert got["union"].tolist() == [[4, 0], [4, 4], [0, 0], [4, 4]]
+    assert got["intersection"].sum(0).tolist() == m["confusion"].diagonal().tolist()
+
+
 def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     from primkd.cli import main
     from primkd.config import load_params
@@ -125,6 +167,22 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
           "--no-progress"])
     m = read_json(out)
     assert m["scales"] == [1.0] and m["flip"] is False and m["checkpoint"] == "last"
+    # Per-image counts of the last epoch, both modes: summed over images they give the JSON's mIoU.
+    import numpy as np
+
+    from primkd.data.layout import read_split
+    from primkd.report.significance import counts_checkpoint, read_counts, seed_mious
+
+    assert m["per_image"] == {"file": "eval_per_image.npz", "checkpoint": "last",
+                              "modes": ["single", "multi_scale_flip"]}
+    counts_file = tmp_path / "eval_per_image.npz"
+    for mode, block in (("single", m), ("multi_scale_flip", m["multi_scale_flip"])):
+        counts = read_counts(counts_file, mode)
+        assert counts.seeds == (-1,) and counts.images == tuple(read_split(root, "test"))
+        assert len(counts.images) == m["num_test_images"]
+        assert seed_mious(counts)[0] == pytest.approx(block["miou"], abs=1e-12)
+    assert counts_checkpoint(counts_file) == "last"
+    assert np.load(counts_file)["single_union"].dtype == np.uint32
     multi = m["multi_scale_flip"]
     assert multi["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and multi["flip"] is True
     assert 0 <= multi["miou"] <= 1 and multi["per_seed"][0]["epoch"] == 2
@@ -140,5 +198,8 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
           "--no-progress"])
     best = read_json(out)["best_epoch"]
     assert best["multi_scale_flip"]["flip"] is True
+    # ... and the per-image counts are the best epoch's, the model the tables then report.
+    assert read_json(out)["per_image"]["checkpoint"] == "best" and counts_checkpoint(counts_file) == "best"
+    assert seed_mious(read_counts(counts_file))[0] == pytest.approx(best["miou"], abs=1e-12)
     if summary["best_test_epoch"] == 2:  # the same weights: the same numbers
         assert best["miou"] == m["miou"] and best["multi_scale_flip"]["miou"] == multi["miou"]

@@ -361,3 +361,139 @@ def test_official_preset_compares_in_its_setting_without_multi_scale_delta(tmp_p
     assert "| PrimKD | 55.0 | 57.8 | — |" in t2 and "this preset tests single-scale" in t2
     t1 = Path(out["tables"]["table1"][0]).read_text()
     assert "| RGB (PrimKD) | 55.0 | 57.5 | -2.5 |" in t1  # NYU, MiT-B4: the ablation setting, Δ printed
+
+
+def write_counts_run(results: Path, run: str, inter_single, inter_multi=None, union: int = 100,
+                     checkpoint: str = "last") -> None:
+    """eval/<run>.json and eval/<run>_per_image.npz from per-seed per-image intersections (S×N, one class; the
+    union is ``union`` everywhere), as ``primkd evaluate`` writes them; the JSON's mIoU follows from the counts."""
+    import numpy as np
+
+    from primkd.report.significance import Counts, write_counts
+
+    blocks = {}
+    for mode, inter in (("single", inter_single), ("multi_scale_flip", inter_multi if inter_multi is not None
+                                                      else inter_single)):
+        inter = np.asarray(inter)[..., None]  # (S, N, 1)
+        blocks[mode] = Counts(inter, np.full_like(inter, union), tuple(range(len(inter))),
+                              tuple(f"img{n}" for n in range(inter.shape[1])))
+    write_counts(results / "eval" / f"{run}_per_image.npz", blocks, checkpoint)
+    mious = {mode: [float(s.sum() / (union * s.size)) for s in c.intersection] for mode, c in blocks.items()}
+    single = evaluation(dict(enumerate(mious["single"])))
+    multi = {**evaluation(dict(enumerate(mious["multi_scale_flip"]))), "scales": [0.5, 1.0], "flip": True}
+    write_json(results / "eval" / f"{run}.json", {**single, "multi_scale_flip": multi,
+                                                  "per_image": {"file": f"{run}_per_image.npz",
+                                                                "checkpoint": checkpoint}})
+
+
+def test_significance_blocks_on_constructed_results(tmp_path):
+    """Known answers: CMX scores 50 + seed on every image (mIoU 50, 51, 52); PrimKD adds 0 or 20 points on alternate
+    images (Δ +10 exactly, an interval inside (0, 20)); the depth-teacher student equals CMX (Δ 0, interval [0, 0]);
+    prediction-only loses 5 on every image (Δ −5, interval [−5, −5]). Paper: PrimKD and prediction-only above CMX,
+    depth above CMX too."""
+    import numpy as np
+
+    from primkd.config import load_params
+
+    results = tmp_path / "results" / "smoke"
+    n = 40
+    base = np.array([[50 + s] * n for s in range(3)])
+    gain = np.tile([0, 20], n // 2)
+    write_counts_run(results, "cmx", base, inter_multi=base + 5)
+    write_counts_run(results, "primkd", base + gain, inter_multi=base + 4)  # multi-scale: Δ −1 on every image
+    write_counts_run(results, "kd_teacher_depth", base)
+    write_counts_run(results, "kd_pred_only", base - 5)
+    write_json(results / "eval" / "kd_aligner_single.json", evaluation({0: 0.4}))  # evaluated before the counts
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    out = build_report(results, "smoke", results / "report", decoder_embed_dim=16, cfg=cfg)
+
+    def rows(key):
+        return {r["row"]: r for r in csv.DictReader(Path(out["tables"][key][3]).open())}
+
+    t1 = rows("table1")
+    assert t1["none (CMX)"]["direction"] == "reference" and float(t1["none (CMX)"]["miou_mean"]) == 51.0
+    assert float(t1["none (CMX)"]["miou_std"]) == pytest.approx(1.0) and t1["none (CMX)"]["seeds"] == "3"
+    depth, rgb = t1["depth"], t1["RGB (PrimKD)"]
+    assert (float(depth["delta"]), float(depth["ci_low"]), float(depth["ci_high"])) == (0.0, 0.0, 0.0)
+    assert depth["direction"] == "n.s." and depth["significant"] == "False"
+    assert float(depth["paper_delta"]) == pytest.approx(0.1)  # 56.2 − 56.1
+    assert float(rgb["delta"]) == pytest.approx(10.0) and 0 < float(rgb["ci_low"]) < 10 < float(rgb["ci_high"]) < 20
+    # Δ is a mean of ±10 deviations over 40 images: the 95% interval is about 10 ± 1.96·10/√40 = 10 ± 3.1
+    assert float(rgb["ci_low"]) == pytest.approx(10 - 3.1, abs=0.6) and rgb["direction"] == "agrees"
+    t2 = rows("table2")  # multi-scale counts: PrimKD is 1 point below CMX on every image, the paper 1.5 above
+    assert list(t2) == ["CMX", "PrimKD"]  # the other methods have no run
+    assert [float(t2["PrimKD"][k]) for k in ("delta", "ci_low", "ci_high")] == pytest.approx([-1.0, -1.0, -1.0])
+    assert t2["PrimKD"]["direction"] == "disagrees" and float(t2["PrimKD"]["paper_delta"]) == pytest.approx(1.5)
+    t3 = rows("table3")
+    assert float(t3["prediction only"]["delta"]) == pytest.approx(-5.0)
+    assert t3["prediction only"]["direction"] == "disagrees" and t3["feature only"]["direction"] == "—"
+    t5 = rows("table5")  # reference: the paper's chosen setting (multi layer, i.e. primkd)
+    assert t5["multi layer"]["direction"] == "reference" and float(t5["multi layer"]["miou_mean"]) == 61.0
+    assert t5["single layer"]["direction"] == "—"
+    md5 = Path(out["tables"]["table5"][0]).read_text()
+    assert "Against **multi layer**" in md5 and "`kd_aligner_single`: no per-image counts" in md5
+    md1 = Path(out["tables"]["table1"][0]).read_text()
+    assert "| RGB (PrimKD) | 61.0 ± 1.0 (3) | +10.0 | [+" in md1 and "| * | +1.4 | agrees |" in md1
+    assert "| depth | 51.0 ± 1.0 (3) | +0.0 | [+0.0, +0.0] |  | +0.1 | n.s. |" in md1
+    assert "table8_significance.csv" not in " ".join(out["tables"]["table8"])  # CKA: no mIoU, no block
+    report = Path(out["report"]).read_text()
+    # Table 1: depth n.s., RGB agrees; Table 2: PrimKD disagrees; Table 3: prediction-only disagrees, PrimKD agrees;
+    # feature-only and Tables 4-7's rows other than primkd have no counts (1 + 6 + 1 + 2 + 3).
+    assert ("over 18 comparisons: **2 agree, 2 disagree**, 1 not significant, 0 without a paper value, 13 without an "
+            "interval") in report
+    assert "kd_stage1_per_image" not in report  # not evaluated at all: the table's own note says so, once
+    runs = {line.split(" | ")[0]: line for line in report.splitlines() if line.startswith("| `")}
+    assert runs["| `primkd`"].endswith(" | +10.0 [" + rgb_interval(rgb) + "] * |")
+    assert runs["| `kd_teacher_depth`"].endswith(" | +0.0 [+0.0, +0.0] |") and runs["| `cmx`"].endswith(" | — |")
+
+
+def rgb_interval(row: dict) -> str:
+    return f"{float(row['ci_low']):+.1f}, {float(row['ci_high']):+.1f}"
+
+
+def test_counts_of_another_checkpoint_give_no_interval(tmp_path):
+    from primkd.config import load_params
+
+    results = tmp_path / "results" / "smoke"
+    write_counts_run(results, "cmx", [[50] * 4], checkpoint="best")
+    write_counts_run(results, "primkd", [[60] * 4], checkpoint="best")
+    out = build_report(results, "smoke", results / "report", decoder_embed_dim=16,
+                       cfg=load_params(REPO / "params.yaml", "smoke"))
+    md = Path(out["tables"]["table1"][0]).read_text()
+    assert "| RGB (PrimKD) | — | — | — |  | +1.4 | — |" in md
+    assert "`cmx`: its per-image counts are of the best checkpoint, the tables show the last one" in md
+
+
+def test_demo_headline_and_compare_interval_on_constructed_results(tmp_path, capsys):
+    """The lines make demo ends with (primkd compare --headline) and the interval in primkd compare's Δ column, on
+    the known case above: CMX 51 ± 1, PrimKD 61 ± 1 (Δ +10, interval about ±3.1 around it), teacher 57.5."""
+    import numpy as np
+
+    from primkd.cli import main
+    from primkd.config import load_params
+    from primkd.report.compare import build_summary, compare_table, headline
+
+    results = tmp_path / "results" / "smoke"
+    base = np.array([[50 + s] * 40 for s in range(3)])
+    write_counts_run(results, "cmx", base)
+    write_counts_run(results, "primkd", base + np.tile([0, 20], 20))
+    write_json(results / "eval" / "teacher_rgb.json", evaluation({None: 0.575}))
+    text = headline(results)
+    lines = text.splitlines()
+    assert lines[1] == "  RGB teacher    57.50 (trained once)"
+    assert lines[2] == "  CMX            51.00 ± 1.00 (3 seeds)"
+    assert lines[3] == "  PrimKD         61.00 ± 1.00 (3 seeds)"
+    low, high = (float(x) for x in lines[4].split("[")[1].split("]")[0].split(", "))
+    assert lines[4].startswith("  PrimKD − CMX   +10.00 [") and 10 - 3.7 < low < 10 - 2.5 and 10 + 2.5 < high < 10 + 3.7
+    assert lines[4].endswith("over 40 test images pooled over seeds (2000 resamples), significant")
+    summary = build_summary(results, load_params(REPO / "params.yaml", "smoke"))
+    assert summary["runs"]["primkd"]["vs_cmx"]["ci_low"] == pytest.approx(low / 100, abs=1e-4)
+    assert "vs_cmx" not in summary["runs"]["teacher_rgb"]  # no per-image counts: no interval, the mean Δ only
+    rows = {line.split(" | ")[0]: line for line in compare_table(summary).splitlines() if line.startswith("| ")}
+    assert rows["| primkd"].endswith(f"| +10.00 [{low:+.2f}, {high:+.2f}] * |")
+    assert rows["| teacher_rgb"].endswith("| +6.50 |")
+    main(["compare", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--results", str(results),
+          "--headline"])
+    assert capsys.readouterr().out == text
+    (results / "eval" / "primkd_per_image.npz").unlink()
+    assert "PrimKD − CMX   no interval: `primkd`: no per-image counts" in headline(results)

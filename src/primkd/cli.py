@@ -147,12 +147,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
             wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
             modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
-                                   progress=not args.no_progress, modes=wanted)
+                                   progress=not args.no_progress, modes=wanted, per_image=True)
             results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
             for mode, m in modes.items():
                 log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],
                          m["macc"], m["pacc"])
     metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
+    # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
+    from primkd.report.significance import counts_by_mode, write_counts
+
+    counted = "best" if ev["checkpoint"] == "best" and results.get("best") else "last"
+    per_image = Path(args.per_image or Path(args.out).with_name(f"{Path(args.out).stem}_per_image.npz"))
+    counts = counts_by_mode({seed: modes for seed, (modes, _) in results[counted].items()})
+    write_counts(per_image, counts, counted)
+    metrics["per_image"] = {"file": per_image.name, "checkpoint": counted, "modes": list(counts)}
     write_json(args.out, metrics)
     if args.confusion:  # last epoch, single scale, summed over seeds
         confusion = sum(modes["single"]["confusion"] for modes, _ in results["last"].values())
@@ -197,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hha", help="HHA folder (needed by models that read depth).")
     p.add_argument("--out", required=True, help="Metrics JSON to write.")
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
+    p.add_argument("--per-image", help="Per-image counts (.npz) to write for the report's bootstrap (default: "
+                                       "<out stem>_per_image.npz beside --out).")
 
     from primkd.cli_check import register as register_check
     from primkd.cli_experiments import register as register_experiments

@@ -14,10 +14,13 @@ from primkd.cli import add_stage, load_config
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from primkd.io import write_text
-    from primkd.report.compare import build_summary, compare_table, write_summary
+    from primkd.report.compare import build_summary, compare_table, headline, write_summary
 
     cfg = load_config(args)
     results = args.results or f"results/{cfg['preset']}"
+    if args.headline:
+        sys.stdout.write(headline(results))
+        return
     if args.summary:
         write_summary(results, cfg, args.summary)
     table = compare_table(build_summary(results, cfg))
@@ -51,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", help="The preset's results folder (default: results/<preset>).")
     p.add_argument("--summary", help="Also write the compact summary JSON here (e.g. results/<preset>/summary.json).")
     p.add_argument("--out", help="Also write the table (Markdown) to this file.")
+    p.add_argument("--headline", action="store_true",
+                   help="Print only what make demo ends with: teachers, CMX and PrimKD mIoU (mean ± std over seeds) "
+                        "and the PrimKD − CMX bootstrap interval.")
     p.add_argument("--curves", help="Also draw the training curves as PNG files in this folder: one per run and "
                                     "ablation.png (the students overlaid).")
 

@@ -161,10 +161,33 @@ def predict_scores(model: nn.Module, xs: list[Tensor], scales: Sequence[float] =
 predict_probs = predict_scores  # the former name, still used by primkd.infer and bench/
 
 
+def per_image_counts(pred: Tensor, label: Tensor, num_classes: int,
+                     ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """Per-image per-class intersection and union pixel counts (B×K int64 each) of B×H×W predictions and labels.
+
+    Pixels are counted as :func:`primkd.engine.metrics.confusion_matrix` counts them (labels outside 0..K-1 or equal
+    to ``ignore_index`` are skipped), so summed over images they are the diagonal and row + column − diagonal of the
+    test set's confusion matrix. They are what the paired bootstrap of :mod:`primkd.report.significance` resamples.
+    """
+    b = pred.shape[0]
+    image = torch.arange(b, device=pred.device).view(b, *([1] * (pred.dim() - 1))).expand_as(pred)
+    pred, label, image = pred.reshape(-1).long(), label.reshape(-1).long(), image.reshape(-1)
+    valid = (label >= 0) & (label < num_classes) & (label != ignore_index)
+    pred, label, image = pred[valid], label[valid], image[valid]
+    size = b * num_classes
+
+    def count(cls: Tensor, keep: Tensor | None = None) -> Tensor:
+        idx = image * num_classes + cls
+        return torch.bincount(idx if keep is None else idx[keep], minlength=size).reshape(b, num_classes)
+
+    inter = count(label, pred == label)
+    return inter, count(label) + count(pred) - inter
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
              scales: Sequence[float] = (1.0,), flip: bool = False, progress: bool = True,
-             crop: Sequence[int] | None = None, windows: str = "official") -> dict:
+             crop: Sequence[int] | None = None, windows: str = "official", per_image: bool = False) -> dict:
     """Segmentation metrics of ``model`` over ``loader``, predictions by :func:`predict_scores` (``scales``, ``flip``,
     ``crop``, ``windows`` as there).
 
@@ -173,19 +196,37 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
 
     Returns:
         :func:`primkd.engine.metrics.metrics_from_confusion` of the accumulated matrix, plus ``confusion``
-        (K×K int64 tensor, rows = ground truth).
+        (K×K int64 tensor, rows = ground truth); with ``per_image`` also ``per_image``: ``{"intersection",
+        "union"}`` (N×K int64 tensors, :func:`per_image_counts` of each test image, in the dataset's order, summed
+        over ranks like the matrix) and ``images`` (the dataset's ``names``).
     """
     was_training = model.training
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    names = list(getattr(loader.dataset, "names", range(len(loader.dataset))))
+    position = {str(n): i for i, n in enumerate(names)}
+    inter = torch.zeros(len(names) if per_image else 0, num_classes, dtype=torch.int64, device=device)
+    union = torch.zeros_like(inter)
+    seen = 0  # datasets without names: images in loader order (one rank)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         scores = predict_scores(model, model_inputs(batch, inputs, device), scales, flip,
                                 tuple(crop) if crop is not None else None, windows=windows)
-        conf += confusion_matrix(scores.argmax(1), batch["label"].to(device), num_classes)
+        pred, label = scores.argmax(1), batch["label"].to(device)
+        conf += confusion_matrix(pred, label, num_classes)
+        if per_image:
+            rows = ([position[str(n)] for n in batch["name"]] if "name" in batch
+                    else list(range(seen, seen + len(pred))))
+            seen += len(pred)
+            i, u = per_image_counts(pred, label, num_classes)
+            inter[rows] += i
+            union[rows] += u
     model.train(was_training)
     conf = all_reduce_sum(conf)
     metrics = metrics_from_confusion(conf.cpu())
     metrics["confusion"] = conf.cpu()
+    if per_image:
+        metrics["per_image"] = {"intersection": all_reduce_sum(inter).cpu(), "union": all_reduce_sum(union).cpu(),
+                                "images": [str(n) for n in names]}
     return metrics
 
 
@@ -224,9 +265,9 @@ def evaluation_modes(eval_cfg: dict) -> dict[str, tuple[list[float], bool]]:
 
 def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
                    eval_cfg: dict, crop: Sequence[int] | None, progress: bool = True,
-                   modes: Sequence[str] | None = None) -> dict[str, dict]:
-    """:func:`evaluate` in each of :func:`evaluation_modes` (or the ``modes`` named); a multi-scale mode equal to the
-    single one is not rerun."""
+                   modes: Sequence[str] | None = None, per_image: bool = False) -> dict[str, dict]:
+    """:func:`evaluate` in each of :func:`evaluation_modes` (or the ``modes`` named), with its per-image counts when
+    ``per_image``; a multi-scale mode equal to the single one is not rerun."""
     out: dict[str, dict] = {}
     for mode, (scales, flip) in evaluation_modes(eval_cfg).items():
         if modes is not None and mode not in modes:
@@ -235,7 +276,7 @@ def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, input
             out[mode] = out["single"]
             continue
         out[mode] = evaluate(model, loader, num_classes, inputs, device, scales, flip, progress, crop,
-                             eval_cfg.get("windows", "official"))
+                             eval_cfg.get("windows", "official"), per_image)
     return out
 
 

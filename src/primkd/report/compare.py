@@ -2,8 +2,11 @@
 
 :func:`build_summary` gives the compact record that git and DVC keep per preset (``results/<preset>/summary.json``:
 per run its seed count, mIoU/mAcc/pAcc mean ± std, the parameters that define it), :func:`compare_table` the table
-that ``primkd compare`` and ``make compare`` print. Both report the mean ± sample standard deviation (ddof 1) over
-seeds, as the report's tables do; a run trained once (the teachers) has no std.
+that ``primkd compare`` and ``make compare`` print, :func:`headline` the few lines ``make demo`` ends with (the
+teachers, CMX and PrimKD, and the PrimKD − CMX interval). All report the mean ± sample standard deviation (ddof 1) over
+seeds, as the report's tables do; a run trained once (the teachers) has no std. Where a run's per-image counts exist
+(``eval/<run>_per_image.npz``, of the last epoch), its difference to CMX comes with the paired bootstrap interval of
+:mod:`primkd.report.significance`, the same as the report's runs table.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from primkd.io import DataError, read_json, write_json
+from primkd.report.significance import (
+    CONFIDENCE,
+    Comparison,
+    compare_runs,
+    interval_text,
+    load_run_counts,
+)
 from primkd.report.tables import EVAL_KEYS, Stat
 
 TEACHERS = ("teacher_rgb", "teacher_depth")
@@ -64,8 +74,19 @@ def _order(names: list[str], cfg: Mapping) -> list[str]:
     return [n for n in known if n in names] + sorted(n for n in names if n not in known)
 
 
+def versus_baseline(results_dir: str | os.PathLike, run: str) -> tuple[Comparison | None, str | None]:
+    """``run`` against CMX on the last epoch's single-scale per-image counts (the evaluation JSONs' top level): the
+    paired bootstrap of the report, or None and why not."""
+    base, note = load_run_counts(results_dir, BASELINE, "single", "last")
+    if base is None:
+        return None, note
+    own, note = load_run_counts(results_dir, run, "single", "last")
+    return (None, note) if own is None else (compare_runs(base, own), None)
+
+
 def build_summary(results_dir: str | os.PathLike, cfg: Mapping) -> dict:
-    """The preset's compact record: common parameters and, per evaluated run, seeds, metric means and stds."""
+    """The preset's compact record: common parameters and, per evaluated run, seeds, metric means and stds, and
+    (where per-image counts exist) ``vs_cmx``: the mIoU difference to CMX with its bootstrap interval (fractions)."""
     evaluations = load_evaluations(results_dir)
     runs = {}
     for name in _order(list(evaluations), cfg):
@@ -74,6 +95,10 @@ def build_summary(results_dir: str | os.PathLike, cfg: Mapping) -> dict:
         for key, stat in stats.items():
             entry[key] = None if stat is None else round(stat.mean, 6)
             entry[f"{key}_std"] = None if stat is None or stat.std is None else round(stat.std, 6)
+        c, _ = versus_baseline(results_dir, name) if name != BASELINE else (None, None)
+        if c is not None:
+            entry["vs_cmx"] = {"delta": round(c.delta, 6), "ci_low": round(c.ci_low, 6), "ci_high": round(c.ci_high, 6),
+                               "confidence": c.confidence, "significant": c.significant}
         runs[name] = {**entry, "params": run_parameters(cfg, name)}
     return {"preset": cfg["preset"], "params": common_parameters(cfg), "runs": runs}
 
@@ -110,14 +135,47 @@ def compare_table(summary: Mapping) -> str:
     base = summary["runs"].get(BASELINE, {}).get("miou")
     p = summary["params"]
     kd = ", ".join(f"{k} {v}" for k, v in p["kd"].items())
-    mode = "single scale" if p["eval_scales"] == [1.0] and not p["eval_flip"] else (
-        f"scales {p['eval_scales']}" + (" + flip" if p["eval_flip"] else ""))
+    # The values are the evaluation JSONs' top level: the last epoch, single scale, whatever eval.scales say (the
+    # multi-scale + flip block is the report's Table 2).
+    multi = "" if p["eval_scales"] == [1.0] and not p["eval_flip"] else (
+        f" (scales {p['eval_scales']}" + (" + flip" if p["eval_flip"] else "") + ": REPORT.md Table 2)")
     lines = [f"preset {summary['preset']}: {p['backbone']}, {p['epochs']} epochs, batch {p['batch_size']}, "
-             f"lr {p['lr']}, seeds {p['seeds']}; evaluation {mode}; kd: {kd}", "",
-             "| run | changed parameters | seeds | mIoU % | mAcc % | pAcc % | Δ mIoU vs cmx |",
+             f"lr {p['lr']}, seeds {p['seeds']}; evaluation single scale; kd: {kd}{multi}", "",
+             f"| run | changed parameters | seeds | mIoU % | mAcc % | pAcc % | Δ mIoU vs cmx "
+             f"[{100 * CONFIDENCE:g}% interval] |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for name, run in summary["runs"].items():
         delta = "—" if base is None or run["miou"] is None or name == BASELINE else f"{100 * (run['miou'] - base):+.2f}"
+        if "vs_cmx" in run and delta != "—":
+            v = run["vs_cmx"]
+            delta += f" [{100 * v['ci_low']:+.2f}, {100 * v['ci_high']:+.2f}]" + (" *" if v["significant"] else "")
         metrics = " | ".join(_percent(run[k], run[f"{k}_std"]) for k in EVAL_KEYS)
         lines.append(f"| {name} | {_describe(run['params'])} | {run['seeds']} | {metrics} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+HEADLINE_RUNS = {"teacher_rgb": "RGB teacher", "teacher_depth": "depth teacher", "cmx": "CMX", "primkd": "PrimKD"}
+
+
+def headline(results_dir: str | os.PathLike) -> str:
+    """What ``make demo`` prints: the mIoU (mean ± sample std over seeds) of the teachers, CMX and PrimKD (those
+    evaluated) and PrimKD − CMX with its paired bootstrap interval over the test images, pooled over seeds."""
+    evaluations = load_evaluations(results_dir)
+    lines = ["Test-split mIoU (%), last epoch, single scale (mean ± sample std over seeds):"]
+    for run, label in HEADLINE_RUNS.items():
+        if run not in evaluations:
+            continue
+        stat = seed_stats(evaluations[run], f"{Path(results_dir) / 'eval' / run}.json")["miou"]
+        text = "—" if stat is None else f"{100 * stat.mean:.2f}" + (
+            f" ± {100 * stat.std:.2f} ({stat.n} seeds)" if stat.std is not None else " (trained once)")
+        lines.append(f"  {label:<14} {text}")
+    if "primkd" in evaluations and BASELINE in evaluations:
+        c, note = versus_baseline(results_dir, "primkd")
+        if c is None:
+            lines.append(f"  PrimKD − CMX   no interval: {note}")
+        else:
+            verdict = "significant" if c.significant else "not significant (the interval contains 0)"
+            lines.append(f"  PrimKD − CMX   {interval_text(c, 2)} points: {100 * c.confidence:g}% paired bootstrap "
+                         f"interval over {c.num_images} test images pooled over seeds ({c.num_boot} resamples), "
+                         f"{verdict}")
     return "\n".join(lines) + "\n"

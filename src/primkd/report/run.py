@@ -9,11 +9,17 @@ Inputs under ``results_dir`` (``results/<preset>``), all optional (whatever is m
   The top level is the last epoch's single-scale evaluation, ``multi_scale_flip`` the multi-scale + flip one and
   ``best_epoch`` both for the best test-split epoch; each table reads the mode the paper used (``eval`` in
   paper.yaml) for the checkpoint ``eval.checkpoint`` names (last by default);
+- ``eval/<run>_per_image.npz`` (named by the JSON's ``per_image``): per-image counts of the checkpoint
+  ``eval.checkpoint`` selects, both modes; every table with an mIoU column tests each run row against its reference
+  row (:func:`primkd.report.tables.reference_row`) by a paired bootstrap over test images pooled over seeds
+  (:mod:`primkd.report.significance`) and says whether the direction agrees with the paper's, and the runs table
+  gives each run's last-epoch difference to CMX with its interval;
 - ``models/<run>/seed<k>/train.json`` (students) or ``models/<run>/train.json`` (teachers): backbone, epochs,
   training time;
 - ``analysis/cka.json`` (Table 8) and ``analysis/figure3_qualitative.png``, ``analysis/figure4_histograms.png``.
 
-Outputs: ``out_dir/tables/<table>.md|.csv|.tex`` for Tables 1–8, ``out_dir/figure1.png|.pdf`` and ``REPORT.md``
+Outputs: ``out_dir/tables/<table>.md|.csv|.tex`` for Tables 1–8 (and ``<table>_significance.csv``),
+``out_dir/figure1.png|.pdf`` and ``REPORT.md``
 (``report_path``, by default ``out_dir/REPORT.md``), all written atomically.
 """
 
@@ -31,20 +37,35 @@ from torch.utils.flop_counter import FlopCounterMode
 from primkd.io import DataError, read_json, write_text
 from primkd.models.segmentors import build_student, count_parameters
 from primkd.report.figures import figure1
+from primkd.report.significance import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    Counts,
+    compare_runs,
+    direction_agreement,
+    interval_text,
+    load_run_counts,
+    seed_mious,
+)
 from primkd.report.tables import (
     EVAL_KEYS,
     EVAL_MODES,
+    MISSING,
     Column,
     FilledTable,
     PaperSpec,
     Row,
+    SignificanceRow,
     Stat,
     TableSpec,
+    agreement_counts,
     fill_table,
     load_paper,
+    reference_row,
     to_csv,
     to_latex,
     to_markdown,
+    to_significance_csv,
 )
 
 
@@ -179,6 +200,56 @@ class _Gatherer:
         self.by_mode = {mode: collect_runs(results_dir, checkpoint, mode) for mode in EVAL_MODES}
         self.input_size, self.decoder_embed_dim = input_size, decoder_embed_dim
         self.complexity: dict[tuple, dict[str, int]] = {}
+        self._counts: dict[tuple, tuple[Counts | None, str | None]] = {}
+
+    def counts(self, run: str, mode: str, checkpoint: str | None = None) -> tuple[Counts | None, str | None]:
+        """``run``'s per-image counts in ``mode`` of ``checkpoint`` (default: the tables'), read once."""
+        key = (run, mode, checkpoint or self.checkpoint)
+        if key not in self._counts:
+            self._counts[key] = load_run_counts(self.results_dir, run, mode, key[2])
+        return self._counts[key]
+
+    def significance(self, spec: TableSpec, setting: str) -> tuple[list[SignificanceRow], str | None, list[str]]:
+        """Each run row of ``spec`` against its reference row (:func:`reference_row`): our seeds' mIoU, the paired
+        bootstrap interval of the difference, the paper's difference in ``setting`` and the direction agreement.
+
+        Returns the rows, the reference row's label (None: the table has no significance block) and the notes.
+        """
+        ref = reference_row(spec)
+        if ref is None:
+            return [], None, []
+        column = next(c for c in spec.columns if c.source == "eval" and c.key == "miou")
+        names = [resolve_run(row, self.cfg)[0] for row in spec.rows]
+        notes: list[str] = []
+
+        def counts(name: str | None) -> Counts | None:
+            if name is None or name not in self.by_mode[spec.eval_mode]:  # unevaluated: the table notes it already
+                return None
+            found, note = self.counts(name, spec.eval_mode)
+            if note and note not in notes:
+                notes.append(note)
+            return found
+
+        reference = counts(names[ref])
+        paper_ref = spec.paper_value(spec.rows[ref], column, setting)
+        rows = []
+        for i, (row, name) in enumerate(zip(spec.rows, names)):
+            if row.paper_only:
+                continue
+            own = reference if i == ref else counts(name)
+            ours = None if own is None else Stat.of(list(100 * seed_mious(own)))
+            if i == ref:
+                rows.append(SignificanceRow(row.label, ours, None, None, "reference"))
+                continue
+            paper = spec.paper_value(row, column, setting)
+            paper_delta = None if paper is None or paper_ref is None else paper - paper_ref
+            if own is None or reference is None:
+                rows.append(SignificanceRow(row.label, ours, None, paper_delta, MISSING))
+                continue
+            comparison = compare_runs(reference, own)
+            rows.append(SignificanceRow(row.label, ours, comparison, paper_delta,
+                                        direction_agreement(comparison, paper_delta)))
+        return rows, spec.rows[ref].label, notes
 
     def mode_text(self, spec: TableSpec) -> str:
         """How this table's values were evaluated, for its caption: mode (from the JSON) and checkpoint."""
@@ -295,11 +366,31 @@ def _miou_text(group: Sequence[RunResult]) -> str:
     return "—" if miou is None else f"{miou.mean:.1f}" + (f" ± {miou.std:.1f}" if miou.std is not None else "")
 
 
-def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[RunResult]]) -> str:
-    """One line per run: seeds, backbone, epochs, time, and the single-scale mIoU of the last epoch and of the best
-    test-split epoch (test-set selection, as the official code reports; its epochs in brackets)."""
+def _versus_baseline(gatherer: _Gatherer, runs: Mapping[str, list[RunResult]]) -> tuple[dict[str, str], list[str]]:
+    """Each run's single-scale last-epoch mIoU minus CMX's with its bootstrap interval (points; * significant)."""
+    base, note = gatherer.counts("cmx", "single", "last") if "cmx" in runs else (None, None)
+    notes = [note] if note else []
+    out = {}
+    for name in runs:
+        if base is None or name == "cmx":
+            continue
+        own, note = gatherer.counts(name, "single", "last")
+        if own is None:
+            notes.append(note)
+            continue
+        c = compare_runs(base, own)
+        out[name] = interval_text(c) + (" *" if c.significant else "")
+    return out, notes
+
+
+def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[RunResult]],
+                versus: Mapping[str, str] | None = None) -> str:
+    """One line per run: seeds, backbone, epochs, time, the single-scale mIoU of the last epoch and of the best
+    test-split epoch (test-set selection, as the official code reports; its epochs in brackets), and the last epoch's
+    difference to CMX with its paired bootstrap interval (``versus``, from :func:`_versus_baseline`)."""
+    versus = versus or {}
     lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) last epoch "
-             "| mIoU (%) best test-split epoch |", "|---|---:|---|---:|---:|---:|---:|"]
+             "| mIoU (%) best test-split epoch | Δ vs cmx [interval] |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, group in sorted(runs.items()):
         trains = [r.train for r in group if r.train is not None]
         seconds = Stat.of([t["train_seconds"] for t in trains if "train_seconds" in t])
@@ -312,7 +403,7 @@ def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[Run
         if not seeds:  # a teacher: trained once, with train.seed
             seeds = f"once (seed {trains[0]['seed']})" if trains and "seed" in trains[0] else "once"
         cells = [f"`{name}`", seeds, str(backbone), str(epochs), "—" if seconds is None else f"{seconds.mean:.0f}",
-                 _miou_text(group), best_text]
+                 _miou_text(group), best_text, versus.get(name, MISSING)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -324,13 +415,30 @@ def _image(title: str, target: Path, report_dir: Path, missing: str, notes: Sequ
     return text + ("\n" + "\n".join(f"- {note}" for note in notes) + "\n" if notes else "")
 
 
+def _agreement_text(tables: Mapping[str, FilledTable]) -> str:
+    """The count of rows whose direction against their table's reference agrees with the paper's."""
+    counts = agreement_counts(list(tables.values()))
+    total = sum(counts.values())
+    if total == 0:
+        return ""
+    return (f"**Significance.** Every table with an mIoU column tests each row against its reference row (CMX, or the "
+            f"paper's chosen setting of an ablation): paired bootstrap of the mIoU difference over the test images, "
+            f"pooled over seeds ({BOOTSTRAP_RESAMPLES} resamples, {100 * CONFIDENCE:g}% interval). Direction against "
+            f"the paper over {total} comparisons: **{counts['agrees']} agree, {counts['disagrees']} disagree**, "
+            f"{counts['n.s.']} not significant, {counts['no paper value']} without a paper value"
+            + (f", {counts[MISSING]} without an interval" if counts[MISSING] else "") + ".\n")
+
+
 def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables: Mapping[str, FilledTable],
                      figure1_notes: Sequence[str], runs: Mapping[str, list[RunResult]], results_dir: Path,
-                     out_dir: Path, report_dir: Path) -> str:
+                     out_dir: Path, report_dir: Path, gatherer: _Gatherer) -> str:
     parts = [f"# PrimKD reproduction report: preset `{preset}`\n",
              f"Paper: {paper.source}. Each table gives ours, the paper's value and Δ = ours − paper; \"—\" marks a "
              f"value that is missing, and the notes under the table say why. {_setting_text(paper, preset, matched)} "
              f"Tables as CSV and LaTeX: `{os.path.relpath(out_dir / 'tables', report_dir)}/`.\n"]
+    agreement = _agreement_text(tables)
+    if agreement:
+        parts.append(agreement)
     for key, table in tables.items():
         spec = table.spec
         parts.append(f"## {key.replace('table', 'Table ')}: {spec.title}\n\n{spec.caption}\n\n{to_markdown(table)}")
@@ -341,8 +449,13 @@ def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables:
                         "Not found: run the analyze stage."))
     parts.append(_image("Figure 4: feature-value histograms", analysis / "figure4_histograms.png", report_dir,
                         "Not found: run the analyze stage."))
-    parts.append("## Runs\n\n" + (_runs_table(runs, collect_runs(results_dir, "best")) if runs
-                                    else "No evaluated run yet.\n"))
+    if runs:
+        versus, notes = _versus_baseline(gatherer, runs)
+        text = _runs_table(runs, collect_runs(results_dir, "best"), versus)
+        text += ("\n" + "\n".join(f"- {n}" for n in dict.fromkeys(notes)) + "\n") if notes else ""
+        parts.append("## Runs\n\n" + text)
+    else:
+        parts.append("## Runs\n\nNo evaluated run yet.\n")
     return "\n".join(parts)
 
 
@@ -386,9 +499,14 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
         if any(c.source == "eval" for c in spec.columns):
             spec = replace(spec, caption=f"{spec.caption} {gatherer.mode_text(spec)}")
         tables[key] = fill_table(spec, values, table_setting, [*why, *notes], compared)
+        table = tables[key]
+        table.significance, table.reference, table.significance_notes = gatherer.significance(spec, table_setting)
         paths = [out_dir / "tables" / f"{key}.{ext}" for ext in ("md", "csv", "tex")]
         for path, render in zip(paths, (to_markdown, to_csv, to_latex)):
-            write_text(path, render(tables[key]))
+            write_text(path, render(table))
+        if table.significance:
+            paths.append(out_dir / "tables" / f"{key}_significance.csv")
+            write_text(paths[-1], to_significance_csv(table))
         written[key] = [str(p) for p in paths]
     # 3. Figure 1 and REPORT.md.
     values, notes = gatherer.table(paper.figure1)
@@ -397,7 +515,7 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
     fig_paths = [out_dir / "figure1.png", out_dir / "figure1.pdf"]
     figure1(fig1, *fig_paths, subtitle=f"ours: preset {preset}; paper: {s['dataset']}, {s['backbone']}")
     write_text(report_path, _report_markdown(paper, preset, matched, tables, fig1.notes, gatherer.runs, results_dir,
-                                             out_dir, report_path.parent))
+                                             out_dir, report_path.parent, gatherer))
     return {"tables": written, "figure1": [str(p) for p in fig_paths], "report": str(report_path),
             "notes": sum(len(t.notes) for t in tables.values())}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from primkd.io import DataError
+from primkd.report.significance import CONFIDENCE, Comparison
 
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 SOURCES = ("eval", "cka", "complexity")
@@ -193,14 +194,48 @@ class Cell:
         return self.ours.mean - self.paper
 
 
+# A table's reference row for the significance block: the CMX baseline (no teacher) when the table has it (Tables 1-3),
+# else the full method, the paper's chosen setting of an ablation (Tables 4-7: the row whose run is primkd).
+REFERENCE_RUNS = ("cmx", "primkd")
+
+
+def reference_row(spec: TableSpec) -> int | None:
+    """Index of the row the other rows of ``spec`` are tested against (:data:`REFERENCE_RUNS`); None for a table
+    without an mIoU column (complexity, CKA) or without such a row."""
+    if not any(c.source == "eval" and c.key == "miou" for c in spec.columns):
+        return None
+    return next((i for run in REFERENCE_RUNS for i, row in enumerate(spec.rows)
+                 if row.run == run and not row.paper_only), None)
+
+
+@dataclass(frozen=True)
+class SignificanceRow:
+    """One row against its table's reference row: our mIoU (% mean ± sample std over seeds, from the per-image
+    counts), the paired bootstrap of the difference, the paper's difference (points) and whether ours goes its way.
+
+    ``agreement`` is :func:`primkd.report.significance.direction_agreement` (agrees, disagrees, n.s., no paper
+    value), ``reference`` for the reference row itself and "—" where an interval is missing.
+    """
+
+    label: str
+    ours: Stat | None
+    comparison: Comparison | None
+    paper_delta: float | None
+    agreement: str
+
+
 @dataclass
 class FilledTable:
-    """A table with its cells (rows × columns), the paper setting compared with, and notes on missing values."""
+    """A table with its cells (rows × columns), the paper setting compared with, and notes on missing values;
+    ``significance`` (tables with an mIoU column) holds each run row against ``reference`` (a row label)."""
 
     spec: TableSpec
     setting: str
     cells: list[list[Cell]]
     notes: list[str]
+    significance: list[SignificanceRow] = field(default_factory=list)
+    reference: str | None = None
+    significance_notes: list[str] = field(default_factory=list)
 
 
 def fill_table(spec: TableSpec, ours: Sequence[Mapping[str, Stat | None]], setting: str,
@@ -236,8 +271,62 @@ def _ours_text(stat: Stat | None, digits: int) -> str:
     return text if stat.std is None else f"{text} ± {_num(stat.std, digits)}"
 
 
+def significance_markdown(table: FilledTable) -> str:
+    """The significance block of a table: each row against the reference row (empty when the table has none)."""
+    if not table.significance:
+        return ""
+    sample = next((r.comparison for r in table.significance if r.comparison is not None), None)
+    how = (f"paired bootstrap over {sample.num_images} test images pooled over seeds, {sample.num_boot} resamples"
+           if sample is not None else "paired bootstrap over test images pooled over seeds")
+    level = f"{100 * (sample.confidence if sample else CONFIDENCE):g}%"
+    lines = [f"Against **{table.reference}** (Δ in points; {level} interval by {how}; * = the interval excludes 0; "
+             f"direction: whether a significant Δ has the sign of the paper's):", "",
+             f"| {table.spec.row_header} | mIoU (%) mean ± std (seeds) | Δ mIoU | {level} interval | sig. "
+             f"| paper Δ | direction vs paper |", "|---|---:|---:|---:|:---:|---:|---|"]
+    for r in table.significance:
+        seeds = "" if r.ours is None else f" ({r.ours.n})"
+        c = r.comparison
+        delta, interval, mark = ((f"{100 * c.delta:+.1f}", f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]",
+                                  "*" if c.significant else "") if c is not None else (MISSING, MISSING, ""))
+        paper = MISSING if r.paper_delta is None else f"{r.paper_delta:+.1f}"
+        lines.append(f"| {r.label} | {_ours_text(r.ours, 1)}{seeds} | {delta} | {interval} | {mark} | {paper} "
+                     f"| {r.agreement} |")
+    text = "\n".join(lines) + "\n"
+    if table.significance_notes:
+        text += "\n" + "\n".join(f"- {note}" for note in table.significance_notes) + "\n"
+    return text
+
+
+def to_significance_csv(table: FilledTable) -> str:
+    """CSV of the significance block: ``row, reference, miou_mean, miou_std, seeds, delta, ci_low, ci_high,
+    significant, paper_delta, direction`` (mIoU and differences in points; empty = missing)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "reference", "miou_mean", "miou_std", "seeds", "delta", "ci_low", "ci_high",
+                     "significant", "paper_delta", "direction"])
+    for r in table.significance:
+        c = r.comparison
+        interval = ["", "", "", ""] if c is None else [_round(100 * c.delta), _round(100 * c.ci_low),
+                                                       _round(100 * c.ci_high), c.significant]
+        writer.writerow([r.label, table.reference, _round(r.ours.mean if r.ours else None),
+                         _round(r.ours.std if r.ours else None), r.ours.n if r.ours else 0, *interval,
+                         _round(r.paper_delta), r.agreement])
+    return buf.getvalue()
+
+
+def agreement_counts(tables: Sequence[FilledTable]) -> dict[str, int]:
+    """How many rows, over ``tables``, agree, disagree, are not significant, or have no paper value or interval."""
+    counts = {"agrees": 0, "disagrees": 0, "n.s.": 0, "no paper value": 0, MISSING: 0}
+    for table in tables:
+        for r in table.significance:
+            if r.agreement in counts:
+                counts[r.agreement] += 1
+    return counts
+
+
 def to_markdown(table: FilledTable) -> str:
-    """GitHub Markdown: a header row ``<column> ours | paper | Δ`` per column, then the notes as a list."""
+    """GitHub Markdown: a header row ``<column> ours | paper | Δ`` per column, the notes as a list, then the
+    significance block (:func:`significance_markdown`)."""
     spec = table.spec
     header = [spec.row_header] + [f"{c.label} {part}" for c in spec.columns for part in ("ours", "paper", "Δ")]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
@@ -249,7 +338,8 @@ def to_markdown(table: FilledTable) -> str:
     text = "\n".join(lines) + "\n"
     if table.notes:
         text += "\n" + "\n".join(f"- {note}" for note in table.notes) + "\n"
-    return text
+    block = significance_markdown(table)
+    return text + ("\n" + block if block else "")
 
 
 def _round(x: float | None) -> float | str:

@@ -58,6 +58,9 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
 def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
     set_param(dvc_run, ["kd", "beta"], 0.5)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
+    assert set(status) == {"resolve_params"}  # params.yaml changed; the effective values are not written yet
+    run(["dvc", "repro", "resolve_params"], dvc_run)
+    status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
     assert set(status) == {"train_student@primkd", "train_student@kd_teacher_depth"}
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
@@ -81,5 +84,6 @@ def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemak
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     stats = dry.split("Job stats:")[1].split("total")[0].splitlines()[3:]
     jobs = {line.split()[0]: int(line.split()[1]) for line in stats if line.strip()}
-    assert jobs == {"train_student": 2, "evaluate_student": 2, "analyze": 1, "report": 1, "all": 1}
+    assert jobs == {"resolve_params": 1, "train_student": 2, "evaluate_student": 2, "analyze": 1, "report": 1,
+                    "all": 1}
     assert "output: results/smoke/models/primkd\n" in dry and "output: results/smoke/models/cmx\n" not in dry

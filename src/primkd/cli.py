@@ -41,6 +41,21 @@ def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) 
     return p
 
 
+def cmd_params(args: argparse.Namespace) -> None:
+    """Write the effective parameters (preset and experiment overrides applied); the file is left untouched when
+    its contents would not change."""
+    import yaml
+
+    from primkd.config import effective_params
+    from primkd.io import write_text
+
+    text = yaml.safe_dump(effective_params(load_config(args)), sort_keys=False, width=120)
+    out = Path(args.out)
+    if not out.is_file() or out.read_text() != text:
+        write_text(out, text)
+    log.info("effective parameters of preset %s: %s", args.preset, out)
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
@@ -159,6 +174,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = add_stage(sub, "params", cmd_params,
+                  "Write the effective parameters of a preset (its overrides and each experiment's applied).")
+    p.add_argument("--out", required=True, help="YAML file to write.")
 
     p = add_stage(sub, "prepare", cmd_prepare,
                   "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")

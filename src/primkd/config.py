@@ -17,6 +17,12 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
 SECTIONS = ("data", "hha", "model", "train", "kd", "eval")
+# Leaf keys that change how a stage runs (parallelism, checkpoint cadence, where raw downloads are kept) but not
+# what it computes: no pipeline stage depends on them and a training checkpoint's fingerprint leaves them out, so a
+# run may resume with other values.
+RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "train.num_workers",
+                              "train.checkpoint_every", "train.keep_checkpoints", "train.max_bad_batches",
+                              "eval.batch_size"})
 
 
 class ConfigError(ValueError):
@@ -107,3 +113,18 @@ def experiment_kd(cfg: dict, name: str) -> dict[str, Any]:
         raise ConfigError(f"experiment {name!r} is not listed under `experiments` in params.yaml (known: {known})")
     experiment = cfg["experiments"][name]
     return {**deep_merge(cfg["kd"], experiment.get("kd", {})), "teacher_modality": experiment["teacher"]}
+
+
+def effective_params(cfg: dict) -> dict:
+    """The values every stage reads, with the preset's and each experiment's overrides applied: what the
+    ``resolve_params`` stage writes to ``results/<preset>/effective_params.yaml`` for DVC to track key by key.
+
+    Every preset yields the same keys, so the stages of ``dvc.yaml`` can list exact leaf keys (see
+    :mod:`primkd.stages`)."""
+    out = {section: copy.deepcopy(cfg[section]) for section in SECTIONS}
+    out["seeds"] = list(cfg["seeds"])
+    out["experiments"] = {}
+    for name in cfg["experiments"]:
+        kd = experiment_kd(cfg, name)
+        out["experiments"][name] = {"teacher": kd.pop("teacher_modality"), "kd": kd}
+    return out

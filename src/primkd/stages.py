@@ -1,0 +1,534 @@
+"""The pipeline's stage graph: one table from which ``dvc.yaml`` is generated and from which the Snakemake rules
+(``workflow/rules/*.smk``) take their inputs, parameters and outputs.
+
+Each :class:`Stage` names its command, the function of the CLI it runs (its code dependencies are the import
+closure of that function, computed here from the source with :mod:`ast`), the parameter keys it reads, its inputs
+and its outputs. Paths and commands are templates: ``{preset}``, the loop variable (``{modality}`` for the two
+teachers, ``{exp}`` for the student experiments) and ``{teacher}`` (the experiment's teacher modality).
+
+Parameters: a stage depends on the *effective* values it reads (top level with the active preset's overrides and, for
+students, the experiment's ``kd`` overrides applied), which the ``resolve_params`` stage writes to
+``results/<preset>/effective_params.yaml`` (:func:`primkd.config.effective_params`). Why not list
+``presets.${preset}.train.lr`` in ``dvc.yaml`` directly: DVC fails on a listed key that params.yaml lacks, and which
+keys a preset overrides changes from preset to preset and with every ``dvc exp run -S presets.<p>.<key>=...``; the
+effective file has every key for every preset, so exact leaf keys can be listed, ``-S preset=smoke`` and
+``-S kd.beta=0.1`` keep working, and a key that a preset starts to override is followed automatically. Snakemake
+computes the same effective values in the Snakefile and compares them itself (its ``params`` rerun trigger).
+
+This module imports nothing beyond the standard library and PyYAML, so the Snakefile and ``primkd --help`` stay
+light. ``python -m primkd.stages --write`` regenerates ``dvc.yaml``; ``--check`` fails when it is out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[1]
+EFFECTIVE_PARAMS = "results/{preset}/effective_params.yaml"
+MODALITIES = ("rgb", "depth")
+DATA, HHA = "data/{preset}/prepared", "data/{preset}/hha"
+MODELS = "results/{preset}/models"
+
+
+@dataclass(frozen=True)
+class Out:
+    """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache; ``folder`` marks a
+    directory (Snakemake's ``directory()``); ``plot`` holds DVC's x/y for a plot."""
+
+    path: str
+    kind: str = "out"
+    cache: bool = True
+    folder: bool = False
+    plot: dict | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline (see the module docstring for the templates).
+
+    Attributes:
+        name: stage name in both tools (DVC adds ``@<item>`` for looped stages).
+        entry: the CLI function it runs (``module:function``), whose import closure is its code dependency.
+        cmd: command template; ``{log}`` stands for :attr:`log`.
+        log: log file template.
+        params: effective parameter keys read: leaf keys or sections (expanded to their leaves).
+        exclude: leaf keys of those sections left out (they do not change what the stage computes).
+        deps: input path templates.
+        outs: outputs.
+        loop: ``None``, ``"modality"`` (rgb, depth) or ``"exp"`` (the experiments of params.yaml).
+        files: extra file dependencies that are not code (params.yaml, the schema).
+        resources: the params.yaml ``resources`` entry of its Snakemake jobs.
+    """
+
+    name: str
+    entry: str
+    cmd: str
+    log: str
+    params: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
+    outs: tuple[Out, ...] = ()
+    loop: str | None = None
+    files: tuple[str, ...] = ()
+    resources: str | None = None
+    comment: str = field(default="", compare=False)
+
+
+def _eval_stage(name: str, model: str, run: str, loop: str | None) -> Stage:
+    return Stage(
+        name=name, entry="primkd.cli:cmd_evaluate", loop=loop, resources="evaluate",
+        cmd=(f"primkd evaluate --params params.yaml --preset {{preset}} --model {model} --data {DATA} --hha {HHA} "
+             f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
+             f"--log {{log}}"),
+        log=f"results/{{preset}}/logs/evaluate_{run}.log",
+        params=("eval", "train.device", "train.bgr"), exclude=("eval.batch_size",),
+        deps=(DATA, HHA, model),
+        outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
+              Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
+
+
+# Keys no stage result depends on: parallelism, checkpoint cadence, where raw downloads are kept. Training also
+# excludes them from its checkpoint fingerprint (primkd.config.RESULT_FREE_KEYS holds the same list).
+TRAIN_PARAMS = ("model", "train")
+TRAIN_EXCLUDE = ("model.pretrained_dir",)
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="resolve_params", entry="primkd.cli:cmd_params",
+        comment="The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages).",
+        cmd=f"primkd params --params params.yaml --preset {{preset}} --out {EFFECTIVE_PARAMS} --log {{log}}",
+        log="results/{preset}/logs/resolve_params.log",
+        files=("params.yaml", "workflow/schemas/params.schema.yaml"),
+        outs=(Out(EFFECTIVE_PARAMS, cache=False),)),
+    Stage(
+        name="prepare", entry="primkd.cli:cmd_prepare", resources="prepare",
+        cmd=f"primkd prepare --params params.yaml --preset {{preset}} --out {DATA} --log {{log}}",
+        log="results/{preset}/logs/prepare.log",
+        params=("data",), exclude=("data.workers", "data.raw_dir"),
+        outs=(Out(DATA, folder=True),)),
+    Stage(
+        name="hha", entry="primkd.cli:cmd_hha", resources="hha",
+        cmd=(f"primkd hha --params params.yaml --preset {{preset}} --data {DATA} --out {HHA} "
+             f"--contact-sheet results/{{preset}}/contact_sheet.png --log {{log}}"),
+        log="results/{preset}/logs/hha.log",
+        deps=(DATA,),
+        outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png", cache=False))),
+    Stage(
+        name="train_teacher", entry="primkd.cli:cmd_train", loop="modality", resources="train",
+        comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
+                "outputs: the tools delete outputs before a rerun, which is exactly when a checkpoint is needed.",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role teacher --modality {{modality}} "
+             f"--data {DATA} --hha {HHA} --out-dir {MODELS}/teacher_{{modality}} "
+             f"--checkpoint-dir results/{{preset}}/checkpoints/teacher_{{modality}} --log {{log}}"),
+        log="results/{preset}/logs/train_teacher_{modality}.log",
+        params=TRAIN_PARAMS, exclude=TRAIN_EXCLUDE,
+        deps=(DATA, HHA),
+        outs=(Out(f"{MODELS}/teacher_{{modality}}/model.pt"),
+              Out(f"{MODELS}/teacher_{{modality}}/train.json", kind="metric", cache=False),
+              Out(f"{MODELS}/teacher_{{modality}}/curves.csv", kind="plot", cache=False,
+                  plot={"x": "epoch", "y": "loss"}),
+              Out(f"{MODELS}/teacher_{{modality}}/eval_curve.csv", kind="plot", cache=False,
+                  plot={"x": "epoch", "y": "miou"}))),
+    Stage(
+        name="train_cmx", entry="primkd.cli:cmd_train", resources="train",
+        comment="Students write one seed<k>/ folder (model.pt, train.json, curves.csv, eval_curve.csv) per entry of "
+                "`seeds`; their seed replaces train.seed.",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --data {DATA} --hha {HHA} "
+             f"--out-dir {MODELS}/cmx --checkpoint-dir results/{{preset}}/checkpoints/cmx --log {{log}}"),
+        log="results/{preset}/logs/train_cmx.log",
+        params=(*TRAIN_PARAMS, "seeds"), exclude=(*TRAIN_EXCLUDE, "train.seed"),
+        deps=(DATA, HHA),
+        outs=(Out(f"{MODELS}/cmx", folder=True),)),
+    Stage(
+        name="train_student", entry="primkd.cli:cmd_train", loop="exp", resources="train",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --experiment {{exp}} "
+             f"--teacher {MODELS}/teacher_{{teacher}}/model.pt --data {DATA} --hha {HHA} --out-dir {MODELS}/{{exp}} "
+             f"--checkpoint-dir results/{{preset}}/checkpoints/{{exp}} --log {{log}}"),
+        log="results/{preset}/logs/train_{exp}.log",
+        params=(*TRAIN_PARAMS, "seeds", "experiments.{exp}"), exclude=(*TRAIN_EXCLUDE, "train.seed"),
+        deps=(DATA, HHA, f"{MODELS}/teacher_{{teacher}}/model.pt"),
+        outs=(Out(f"{MODELS}/{{exp}}", folder=True),)),
+    _eval_stage("evaluate_teacher", f"{MODELS}/teacher_{{modality}}/model.pt", "teacher_{modality}", "modality"),
+    _eval_stage("evaluate_cmx", f"{MODELS}/cmx", "cmx", None),
+    _eval_stage("evaluate_student", f"{MODELS}/{{exp}}", "{exp}", "exp"),
+    Stage(
+        name="analyze", entry="primkd.cli_report:cmd_analyze", resources="evaluate",
+        comment="Table 8 (CKA), Figure 4 (feature histograms), Figure 3 (predictions): CMX and PrimKD against both "
+                "teachers.",
+        cmd=(f"primkd analyze --params params.yaml --preset {{preset}} --student cmx={MODELS}/cmx "
+             f"--student primkd={MODELS}/primkd --rgb-model {MODELS}/teacher_rgb/model.pt "
+             f"--depth-model {MODELS}/teacher_depth/model.pt --data {DATA} --hha {HHA} "
+             f"--out-dir results/{{preset}}/analysis --log {{log}}"),
+        log="results/{preset}/logs/analyze.log",
+        params=("train.device", "train.bgr"),
+        deps=(DATA, HHA, f"{MODELS}/cmx", f"{MODELS}/primkd", f"{MODELS}/teacher_rgb/model.pt",
+              f"{MODELS}/teacher_depth/model.pt"),
+        outs=(Out("results/{preset}/analysis", folder=True),)),
+    Stage(
+        name="report", entry="primkd.cli_report:cmd_report",
+        comment="Tables 1-8 beside the paper's numbers, Figure 1, REPORT.md: every evaluated run and the analysis.",
+        cmd=("primkd report --params params.yaml --preset {preset} --results results/{preset} "
+             "--out-dir results/{preset}/report --report results/{preset}/REPORT.md --log {log}"),
+        log="results/{preset}/logs/report.log",
+        params=("model.decoder_embed_dim",),
+        deps=("results/{preset}/eval", "results/{preset}/analysis"),
+        outs=(Out("results/{preset}/report", cache=False, folder=True),
+              Out("results/{preset}/REPORT.md", cache=False))),
+)
+
+# Training curves of the first seed (`dvc plots show`); the teachers' are declared with their stages.
+DVC_PLOTS = [
+    {f"{MODELS}/cmx/seed0/curves.csv": {"x": "epoch", "y": ["loss", "seg"]}},
+    {f"{MODELS}/primkd/seed0/curves.csv": {"x": "epoch", "y": ["loss", "seg", "pred", "feat"]}},
+    {f"{MODELS}/primkd/seed0/eval_curve.csv": {"x": "epoch", "y": "miou"}},
+]
+
+
+def stage(name: str) -> Stage:
+    """The stage called ``name``."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+def loop_items(s: Stage, cfg: dict) -> list[str | None]:
+    """The values of a stage's loop variable for the resolved parameters ``cfg`` ([None] for a single stage)."""
+    if s.loop == "modality":
+        return list(MODALITIES)
+    if s.loop == "exp":
+        return list(cfg["experiments"])
+    return [None]
+
+
+def instance_name(s: Stage, item: str | None) -> str:
+    """DVC's name of one stage instance: ``train_student@primkd``."""
+    return s.name if item is None else f"{s.name}@{item}"
+
+
+def fill(template: str, preset: str, s: Stage, item: str | None = None, cfg: dict | None = None) -> str:
+    """A template with the preset, the loop variable, the log path and (given ``cfg``) an experiment's teacher
+    substituted; what a tool runs for one stage instance."""
+    values = {"preset": preset}
+    if s.loop:
+        values[s.loop] = item
+    if s.loop == "exp" and cfg is not None and item is not None:
+        values["teacher"] = cfg["experiments"][item]["teacher"]
+    values["log"] = _format(s.log, values)
+    return _format(template, values)
+
+
+def _format(template: str, values: dict) -> str:
+    out = template
+    for key, value in values.items():
+        if value is not None:
+            out = out.replace("{" + key + "}", str(value))
+    return out
+
+
+# --- Parameters ---------------------------------------------------------------------------------------------
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of every leaf of a nested dict (lists are leaves)."""
+    out = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out += leaf_keys(value, f"{name}.") if isinstance(value, dict) and value else [name]
+    return out
+
+
+def param_keys(s: Stage, effective: dict, item: str | None = None) -> list[str]:
+    """The effective leaf keys a stage (instance) reads, as listed in its DVC ``params``.
+
+    ``effective`` is :func:`primkd.config.effective_params` of any preset (every preset has the same keys). With
+    ``item`` None a looped stage's keys keep the ``{exp}`` placeholder.
+    """
+    keys = []
+    for entry in s.params:
+        exp = item if item is not None else next(iter(effective["experiments"]))
+        concrete = entry.replace("{exp}", exp)
+        node = effective
+        for part in concrete.split("."):
+            node = node[part]
+        leaves = leaf_keys(node, f"{concrete}.") if isinstance(node, dict) else [concrete]
+        if item is None and "{exp}" in entry:
+            leaves = [k.replace(concrete, entry, 1) for k in leaves]
+        keys += [k for k in leaves if k not in s.exclude]
+    return keys
+
+
+def effective_values(s: Stage, effective: dict, item: str | None) -> dict:
+    """The values of a stage instance's parameter keys, for Snakemake's ``params`` (its rerun trigger)."""
+    out = {}
+    for key in param_keys(s, effective, item):
+        node = effective
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+# --- Code dependencies: the import closure of a stage's CLI function -----------------------------------------
+
+
+@dataclass
+class _Module:
+    """What one module of the package imports: at module level, and in each top-level function."""
+
+    path: Path
+    top: set[str]  # modules imported at module level
+    functions: dict[str, set[str]]  # function -> modules its body imports
+    calls: dict[str, set[str]]  # function -> names its body calls
+    cli_names: dict[str, tuple[str, str]]  # name -> (CLI module, function) imported under that name
+
+
+def _module_file(name: str) -> Path | None:
+    if name == "primkd":
+        return PACKAGE_DIR / "__init__.py"
+    rel = Path(*name.split(".")[1:])
+    for candidate in (PACKAGE_DIR / rel.with_suffix(".py"), PACKAGE_DIR / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_cli(name: str) -> bool:
+    # The CLI modules hold one function per command and a stage runs only its own, so they are followed function by
+    # function. Every other module is followed whole (its imports at any level): which of its functions run depends
+    # on parameters, which static analysis cannot know.
+    return name == "primkd.cli" or name.startswith("primkd.cli_")
+
+
+def _imports(nodes: Iterable[ast.AST], package: str, cli_names: dict) -> set[str]:
+    """``primkd`` modules imported anywhere inside ``nodes`` (``from a import b`` counts ``a.b`` when that is a
+    module, else ``a``); CLI functions imported by name are recorded in ``cli_names``."""
+    out = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Import):
+                out |= {a.name for a in sub.names if a.name.split(".")[0] == "primkd"}
+            elif isinstance(sub, ast.ImportFrom):
+                base = sub.module or ""
+                if sub.level:  # relative import
+                    parts = package.split(".")
+                    base = ".".join([*parts[: len(parts) - sub.level + 1], base]).strip(".")
+                if base.split(".")[0] != "primkd":
+                    continue
+                for alias in sub.names:
+                    child = f"{base}.{alias.name}"
+                    out.add(child if _module_file(child) else base)
+                    if _is_cli(base) and not _module_file(child):
+                        cli_names[alias.asname or alias.name] = (base, alias.name)
+    return out
+
+
+@functools.cache
+def _parse(name: str) -> _Module:
+    path = _module_file(name)
+    if path is None:
+        raise ValueError(f"{name}: no such module in {PACKAGE_DIR}")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    functions, calls, cli_names, top_nodes = {}, {}, {}, []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            functions[node.name] = _imports([node], package, cli_names)
+            # called names only: build_parser names every command function without running it
+            calls[node.name] = {n.func.id for n in ast.walk(node)
+                                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        else:
+            top_nodes.append(node)
+    return _Module(path, _imports(top_nodes, package, cli_names), functions, calls, cli_names)
+
+
+def _with_parents(name: str) -> list[str]:
+    """``name`` and the packages whose ``__init__`` runs when it is imported: ``primkd``, ``primkd.data``, ..."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@functools.cache
+def code_closure(entry: str) -> tuple[str, ...]:
+    """Source files (repository-relative, sorted) that ``primkd <command>`` may execute for the CLI function
+    ``entry`` (``module:function``): the dispatch (``primkd.cli:main``, which builds the whole parser), the
+    function, the CLI functions they reference, and the modules all of these import, closed over imports."""
+    modules: set[str] = set()
+    units: set[tuple[str, str]] = set()
+    todo_modules: list[str] = []
+    todo_units: list[tuple[str, str]] = [("primkd.cli", "main"), tuple(entry.split(":"))]
+
+    def load(name: str) -> None:
+        for m in _with_parents(name):
+            if m not in modules:
+                modules.add(m)
+                todo_modules.append(m)
+
+    while todo_modules or todo_units:
+        if todo_modules:
+            info = _parse(todo_modules.pop())
+            imported = set(info.top)
+            if not _is_cli(_name_of(info.path)):
+                imported = imported.union(*info.functions.values())
+            for other in imported:
+                load(other)
+            continue
+        unit = todo_units.pop()
+        if unit in units:
+            continue
+        units.add(unit)
+        mod, fn = unit
+        load(mod)
+        info = _parse(mod)
+        if fn not in info.functions:
+            raise ValueError(f"{mod}:{fn}: no such function (primkd.stages entry)")
+        for other in info.functions[fn]:
+            load(other)
+        for name in info.calls[fn]:
+            if name in info.functions:
+                todo_units.append((mod, name))
+            elif name in info.cli_names:
+                todo_units.append(info.cli_names[name])
+    return tuple(sorted(str(_parse(m).path.relative_to(REPO_ROOT)) for m in modules))
+
+
+def _name_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+# --- dvc.yaml -------------------------------------------------------------------------------------------------
+
+DVC_HEADER = """\
+# GENERATED from src/primkd/stages.py by `python -m primkd.stages --write`: edit the table there, not this file
+# (tests/test_pipelines.py fails when the two differ). workflow/rules/*.smk take the same commands, inputs, outputs
+# and parameters from that table.
+#
+# Code dependencies are the source files each stage's command may execute (the import closure of its CLI
+# function). Parameter dependencies are the exact leaf keys each stage reads, taken from
+# results/<preset>/effective_params.yaml, which the resolve_params stage writes from params.yaml with the preset's
+# and each experiment's overrides applied: every preset has every key there, so DVC never meets a missing key, and
+# `dvc exp run -S preset=smoke`, `-S kd.beta=0.1` or `-S presets.smoke.train.lr=0.01` all work. After editing
+# params.yaml, `dvc status` lists resolve_params only; `dvc repro resolve_params && dvc status` shows exactly
+# which stages the edit reaches, and `dvc repro` reruns just those.
+"""
+
+
+def _dvc(template: str, s: Stage) -> str:
+    """A template in DVC's syntax: ``${preset}``, ``${item}`` (teachers), ``${key}``/``${item.teacher}``
+    (experiments)."""
+    values = {"preset": "${preset}", "modality": "${item}", "exp": "${key}", "teacher": "${item.teacher}"}
+    values["log"] = _format(s.log, values)
+    return _format(template, values)
+
+
+def dvc_stage(s: Stage, effective: dict) -> dict:
+    """The ``dvc.yaml`` entry of a stage."""
+    body: dict = {"cmd": _dvc(s.cmd, s), "deps": [*code_closure(s.entry), *s.files, *(_dvc(d, s) for d in s.deps)]}
+    keys = [_dvc(k, s) for k in param_keys(s, effective)]
+    if keys:
+        body["params"] = [{_dvc(EFFECTIVE_PARAMS, s): keys}]
+    for kind, section in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
+        entries = []
+        for out in (o for o in s.outs if o.kind == kind):
+            options = {**({} if out.cache else {"cache": False}), **(out.plot or {})}
+            entries.append({_dvc(out.path, s): options} if options else _dvc(out.path, s))
+        if entries:
+            body[section] = entries
+    if s.loop == "modality":
+        return {"foreach": list(MODALITIES), "do": body}
+    if s.loop == "exp":
+        return {"foreach": "${experiments}", "do": body}
+    return body
+
+
+def render_dvc(params_path: str | Path = REPO_ROOT / "params.yaml") -> str:
+    """The text of ``dvc.yaml``: the header, each stage (its comment above it), the global plots."""
+    from primkd.config import effective_params, load_params
+
+    effective = effective_params(load_params(params_path))
+    parts = [DVC_HEADER, "stages:\n"]
+    for s in STAGES:
+        text = yaml.safe_dump({s.name: dvc_stage(s, effective)}, sort_keys=False, width=120)
+        text = "".join(f"  {line}\n" for line in text.splitlines())
+        comment = "".join(f"  # {line}\n" for line in _wrap(s.comment)) if s.comment else ""
+        parts.append(f"\n{comment}{text}")
+    parts.append("\n# Training curves of the first seed (`dvc plots show`); the teachers' are declared with their "
+                 "stages.\n")
+    parts.append(yaml.safe_dump({"plots": [{_dvc(k, STAGES[0]): v for k, v in p.items()} for p in DVC_PLOTS]},
+                                sort_keys=False, width=120))
+    return "".join(parts)
+
+
+def _wrap(text: str, width: int = 112) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+# --- Snakemake ------------------------------------------------------------------------------------------------
+
+
+def _smk_pattern(template: str, preset: str) -> str:
+    """An input/output path for Snakemake: the preset filled in, the loop variable left as a wildcard."""
+    return _format(template, {"preset": preset})
+
+
+def smk_inputs(s: Stage, preset: str, cfg: dict) -> list:
+    """A rule's inputs: code files, other files, the stage's inputs (an experiment's teacher through an input
+    function; a folder of other stages' outputs, such as ``results/<preset>/eval``, as those outputs one by one)."""
+    inputs: list = [*code_closure(s.entry), *s.files]
+    produced = [fill(o.path, preset, t, item, cfg) for t in STAGES for item in loop_items(t, cfg) for o in t.outs]
+    for dep in s.deps:
+        if "{teacher}" in dep:
+            inputs.append(lambda w, dep=dep: fill(dep, preset, s, w.exp, cfg))
+            continue
+        path = _smk_pattern(dep, preset)
+        inside = [p for p in produced if p.startswith(path + "/")]
+        inputs += inside if inside and path not in produced else [path]
+    return inputs
+
+
+def smk_outputs(s: Stage, preset: str) -> list:
+    """A rule's outputs (folders wrapped in Snakemake's ``directory()`` by the caller: see common.smk)."""
+    return [(_smk_pattern(o.path, preset), o.folder) for o in s.outs]
+
+
+def smk_shell(s: Stage, preset: str) -> str:
+    """A rule's shell command: DVC's command with Snakemake's placeholders for the wildcards and the log."""
+    values = {"preset": preset, "modality": "{wildcards.modality}", "exp": "{wildcards.exp}",
+              "teacher": "{params.teacher}", "log": "{log}"}
+    return _format(s.cmd, values)
+
+
+def smk_log(s: Stage, preset: str) -> str:
+    return _smk_pattern(s.log, preset)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m primkd.stages", description="Generate dvc.yaml from the table.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="Rewrite dvc.yaml.")
+    group.add_argument("--check", action="store_true", help="Exit with status 1 when dvc.yaml is out of date.")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="Repository root (params.yaml, dvc.yaml).")
+    args = parser.parse_args(argv)
+    text, path = render_dvc(args.root / "params.yaml"), args.root / "dvc.yaml"
+    if args.write:
+        path.write_text(text)
+        print(f"wrote {path}")
+    elif not path.is_file() or path.read_text() != text:
+        sys.exit(f"{path} is out of date with src/primkd/stages.py; run `python -m primkd.stages --write`")
+
+
+if __name__ == "__main__":
+    main()

@@ -87,3 +87,19 @@ def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemak
     assert jobs == {"resolve_params": 1, "train_student": 2, "evaluate_student": 2, "analyze": 1, "report": 1,
                     "all": 1}
     assert "output: results/smoke/models/primkd\n" in dry and "output: results/smoke/models/cmx\n" not in dry
+
+
+def test_changing_the_synthetic_seed_retrains_every_model(dvc_run):
+    """New data: DVC reruns prepare and hha, and the teacher trains from scratch although its finished checkpoint is
+    still there (the checkpoint fingerprint covers the images' contents); every other training is stale too."""
+    model = dvc_run / "results/smoke/models/teacher_rgb/model.pt"
+    before = model.read_bytes()
+    set_param(dvc_run, ["presets", "smoke", "data", "synthetic", "seed"], 1)
+    run(["dvc", "repro", "train_teacher@rgb"], dvc_run)
+    summary = json.loads((dvc_run / "results/smoke/models/teacher_rgb/train.json").read_text())
+    assert summary["resumed_at_iterations"] == [] and model.read_bytes() != before
+    log = (dvc_run / "results/smoke/logs/train_teacher_rgb.log").read_text()
+    assert "training from scratch: the finished checkpoint" in log and "data.train_sha256" in log
+    status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
+    trainings = {"train_teacher@depth", "train_cmx"} | {f"train_student@{exp}" for exp in EXPERIMENTS}
+    assert trainings <= set(status)

@@ -54,3 +54,16 @@ def test_code_dependencies_are_the_import_closure_of_the_command():
     assert {src + "data/dataset.py", src + "engine/metrics.py", src + "config.py"} <= evaluate
     assert not any("analysis/" in f or "report/" in f for f in train | evaluate)
     assert src + "analysis/cka.py" in stages.code_closure("primkd.cli_report:cmd_analyze")
+
+
+def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint():
+    from primkd.engine.checkpoint import result_settings
+
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    fingerprint = {f"{section}.{k}" for section in ("model", "train") for k in result_settings(cfg, section)}
+    keys = set(stages.param_keys(stages.stage("train_teacher"), effective_params(cfg)))
+    assert keys == fingerprint
+    assert "train.num_workers" not in keys and "train.checkpoint_every" not in keys and "train.lr" in keys
+    student = set(stages.param_keys(stages.stage("train_student"), effective_params(cfg), "kd_pred_only"))
+    assert student == (fingerprint - {"train.seed"}) | {"seeds", "experiments.kd_pred_only.teacher"} | {
+        f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"]}

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from primkd.config import RESULT_FREE_KEYS
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
 EFFECTIVE_PARAMS = "results/{preset}/effective_params.yaml"
@@ -61,7 +63,8 @@ class Stage:
         cmd: command template; ``{log}`` stands for :attr:`log`.
         log: log file template.
         params: effective parameter keys read: leaf keys or sections (expanded to their leaves).
-        exclude: leaf keys of those sections left out (they do not change what the stage computes).
+        exclude: leaf keys of those sections the stage does not read (keys that change no result, listed in
+            :data:`primkd.config.RESULT_FREE_KEYS`, are left out of every stage).
         deps: input path templates.
         outs: outputs.
         loop: ``None``, ``"modality"`` (rgb, depth) or ``"exp"`` (the experiments of params.yaml).
@@ -90,16 +93,16 @@ def _eval_stage(name: str, model: str, run: str, loop: str | None) -> Stage:
              f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
              f"--log {{log}}"),
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
-        params=("eval", "train.device", "train.bgr"), exclude=("eval.batch_size",),
+        params=("eval", "train.device", "train.bgr"),
         deps=(DATA, HHA, model),
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
 
 
-# Keys no stage result depends on: parallelism, checkpoint cadence, where raw downloads are kept. Training also
-# excludes them from its checkpoint fingerprint (primkd.config.RESULT_FREE_KEYS holds the same list).
+# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.run_fingerprint): model and
+# train without primkd.config.RESULT_FREE_KEYS; students take their seed from `seeds`, not train.seed.
 TRAIN_PARAMS = ("model", "train")
-TRAIN_EXCLUDE = ("model.pretrained_dir",)
+TRAIN_EXCLUDE = ()
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -113,7 +116,7 @@ STAGES: tuple[Stage, ...] = (
         name="prepare", entry="primkd.cli:cmd_prepare", resources="prepare",
         cmd=f"primkd prepare --params params.yaml --preset {{preset}} --out {DATA} --log {{log}}",
         log="results/{preset}/logs/prepare.log",
-        params=("data",), exclude=("data.workers", "data.raw_dir"),
+        params=("data",),
         outs=(Out(DATA, folder=True),)),
     Stage(
         name="hha", entry="primkd.cli:cmd_hha", resources="hha",
@@ -263,7 +266,7 @@ def param_keys(s: Stage, effective: dict, item: str | None = None) -> list[str]:
         leaves = leaf_keys(node, f"{concrete}.") if isinstance(node, dict) else [concrete]
         if item is None and "{exp}" in entry:
             leaves = [k.replace(concrete, entry, 1) for k in leaves]
-        keys += [k for k in leaves if k not in s.exclude]
+        keys += [k for k in leaves if k not in s.exclude and k not in RESULT_FREE_KEYS]
     return keys
 
 

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, FloatingPointError) as e:  # bad input, full disk, non-finite loss: one line
         log.error("%s", e)
         raise SystemExit(2) from e
 

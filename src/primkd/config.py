@@ -7,6 +7,7 @@ so both orchestrators and every stage command see identical numbers.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def validate(raw: dict, source: str = "params.yaml", schema_file: Path | None = 
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {_key(e)}: {_leaf_message(e)}" for e in errors]
+        lines = list(dict.fromkeys(f"  {_key(e)}: {_leaf_message(e)}" for e in errors))
         raise ConfigError(f"{source} is invalid; fix these keys:\n" + "\n".join(lines))
 
 
@@ -53,6 +54,8 @@ def _key(error: jsonschema.ValidationError) -> str:
 
 
 def _leaf_message(error: jsonschema.ValidationError) -> str:
+    if isinstance(error.instance, float) and not math.isfinite(error.instance):
+        return f"must be a finite number, got {error.instance}"
     # allOf/$ref wrappers report "... is not valid under ..."; the innermost cause says what is wrong.
     while error.context:
         error = min(error.context, key=lambda e: len(e.path))

@@ -7,12 +7,12 @@ so both orchestrators and every stage command see identical numbers.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +41,8 @@ def schema_path(params_path: str | os.PathLike | None = None) -> Path:
 
 def validate(raw: dict, source: str = "params.yaml", schema_file: Path | None = None) -> None:
     """Check ``raw`` against the schema; raise :class:`ConfigError` listing every violation with its key."""
+    import jsonschema  # here, not at the top: `primkd --help` should not pay for it
+
     schema = yaml.safe_load((schema_file or schema_path()).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
@@ -49,11 +51,18 @@ def validate(raw: dict, source: str = "params.yaml", schema_file: Path | None = 
         raise ConfigError(f"{source} is invalid; fix these keys:\n" + "\n".join(lines))
 
 
-def _key(error: jsonschema.ValidationError) -> str:
+@functools.cache
+def backbones() -> tuple[str, ...]:
+    """The MiT variants params.yaml accepts (the schema's ``model.backbone``), read without importing torch."""
+    schema = yaml.safe_load(schema_path().read_text())
+    return tuple(schema["$defs"]["model"]["properties"]["backbone"]["enum"])
+
+
+def _key(error) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _leaf_message(error: jsonschema.ValidationError) -> str:
+def _leaf_message(error) -> str:
     if isinstance(error.instance, float) and not math.isfinite(error.instance):
         return f"must be a finite number, got {error.instance}"
     # allOf/$ref wrappers report "... is not valid under ..."; the innermost cause says what is wrong.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from primkd.data.layout import IGNORE_INDEX, Layout, read_meta, read_split
+from primkd.data.layout import IGNORE_INDEX, Layout, invalid_labels, read_meta, read_split
 from primkd.io import DataError, read_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -78,12 +78,6 @@ def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.r
     left = int(rng.integers(0, W - cw + 1))
     images = [im[top : top + ch, left : left + cw] for im in images]
     return images, label[top : top + ch, left : left + cw]
-
-
-def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
-    """Sorted label values outside 0..K-1 that are not the ignore index (255)."""
-    bad = (label != IGNORE_INDEX) & (label >= num_classes)
-    return sorted(np.unique(label[bad]).tolist())
 
 
 class RGBDDataset(Dataset):

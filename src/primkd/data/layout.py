@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from primkd.io import DataError, read_json
 
 IGNORE_INDEX = 255
@@ -128,3 +130,9 @@ def intrinsics_for(meta: dict, name: str) -> dict:
     """Camera intrinsics (fx, fy, cx, cy; 1-based principal point) of image ``name``."""
     per_image = meta.get("intrinsics_per_image") or {}
     return per_image.get(name, meta["intrinsics"])
+
+
+def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
+    """Sorted label values outside 0..K-1 that are not the ignore index (255)."""
+    bad = (label != IGNORE_INDEX) & (label >= num_classes)
+    return sorted(np.unique(label[bad]).tolist())

@@ -56,11 +56,21 @@ def cmd_params(args: argparse.Namespace) -> None:
     log.info("effective parameters of preset %s: %s", args.preset, out)
 
 
+def cmd_download(args: argparse.Namespace) -> None:
+    from primkd.data.prepare import fetch_sources, link_raw_files
+
+    data = load_config(args)["data"]
+    files = fetch_sources(data)
+    link_raw_files(files, args.out)
+    log.info("raw files of the %s source in %s: %s", data["source"], args.out, ", ".join(p.name for p in files.values())
+             or "none needed")
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
     data = load_config(args)["data"]
-    prepare_dataset(data, args.out)
+    prepare_dataset(data, args.out, raw_dir=args.raw)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
 
@@ -179,9 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
                   "Write the effective parameters of a preset (its overrides and each experiment's applied).")
     p.add_argument("--out", required=True, help="YAML file to write.")
 
+    p = add_stage(sub, "download", cmd_download,
+                  "Download (or find, placed by hand) the raw files of data.source into data.raw_dir; resumable.")
+    p.add_argument("--out", required=True,
+                   help="Folder that receives links to the raw files (the pipeline's record of them; empty for the "
+                        "synthetic and folder sources).")
+
     p = add_stage(sub, "prepare", cmd_prepare,
                   "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
     p.add_argument("--out", required=True, help="Output folder of the prepared dataset.")
+    p.add_argument("--raw", help="Folder of the raw files (the download stage's --out); default: fetch them now.")
 
     p = add_stage(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
     p.add_argument("--data", help="Prepared dataset folder to convert.")

@@ -37,7 +37,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
 EFFECTIVE_PARAMS = "results/{preset}/effective_params.yaml"
 MODALITIES = ("rgb", "depth")
-DATA, HHA = "data/{preset}/prepared", "data/{preset}/hha"
+DATA, HHA, RAW = "data/{preset}/prepared", "data/{preset}/hha", "data/{preset}/raw"
+URL_KEYS = ("nyuv2_labeled", "nyuv2_splits", "nyuv2_class_mapping", "sunrgbd", "sunrgbd_toolbox")
 MODELS = "results/{preset}/models"
 
 
@@ -113,10 +114,20 @@ STAGES: tuple[Stage, ...] = (
         files=("params.yaml", "workflow/schemas/params.schema.yaml"),
         outs=(Out(EFFECTIVE_PARAMS, cache=False),)),
     Stage(
+        name="download", entry="primkd.cli:cmd_download", resources="prepare",
+        comment="Raw files of a real dataset (an empty folder for the synthetic and folder sources): downloaded "
+                "into data.raw_dir (resumable, checksummed) and linked here, out of the DVC cache so a multi-GB "
+                "archive is not stored twice.",
+        cmd=f"primkd download --params params.yaml --preset {{preset}} --out {RAW} --log {{log}}",
+        log="results/{preset}/logs/download.log",
+        params=("data.source", "data.urls"),
+        outs=(Out(RAW, cache=False, folder=True),)),
+    Stage(
         name="prepare", entry="primkd.cli:cmd_prepare", resources="prepare",
-        cmd=f"primkd prepare --params params.yaml --preset {{preset}} --out {DATA} --log {{log}}",
+        cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
         log="results/{preset}/logs/prepare.log",
-        params=("data",),
+        params=("data",), exclude=tuple(f"data.urls.{k}" for k in URL_KEYS),
+        deps=(RAW,),
         outs=(Out(DATA, folder=True),)),
     Stage(
         name="hha", entry="primkd.cli:cmd_hha", resources="hha",

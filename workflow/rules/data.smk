@@ -11,6 +11,23 @@ rule resolve_params:
         stage_shell("resolve_params")
 
 
+rule download:
+    input:
+        stage_input("download"),
+    output:
+        stage_output("download"),
+    params:
+        **stage_params("download"),
+    log:
+        stage_log("download"),
+    resources:
+        **job_resources("prepare"),
+    conda:
+        "../../environment.yml"
+    shell:
+        stage_shell("download")
+
+
 rule prepare:
     input:
         stage_input("prepare"),

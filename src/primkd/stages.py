@@ -69,7 +69,7 @@ class Stage:
         deps: input path templates.
         outs: outputs.
         loop: ``None``, ``"modality"`` (rgb, depth) or ``"exp"`` (the experiments of params.yaml).
-        files: extra file dependencies that are not code (params.yaml, the schema).
+        files: extra file dependencies that are not Python code (params.yaml, the schema, package data).
         resources: the params.yaml ``resources`` entry of its Snakemake jobs.
     """
 
@@ -194,6 +194,7 @@ STAGES: tuple[Stage, ...] = (
              "--out-dir results/{preset}/report --report results/{preset}/REPORT.md --log {log}"),
         log="results/{preset}/logs/report.log",
         params=("model.decoder_embed_dim",),
+        files=("src/primkd/report/paper.yaml",),  # package data: the paper's numbers the tables compare with
         deps=("results/{preset}/eval", "results/{preset}/analysis"),
         outs=(Out("results/{preset}/report", cache=False, folder=True),
               Out("results/{preset}/REPORT.md", cache=False))),

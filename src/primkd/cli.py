@@ -49,11 +49,12 @@ def cmd_params(args: argparse.Namespace) -> None:
     from primkd.config import effective_params
     from primkd.io import write_text
 
-    text = yaml.safe_dump(effective_params(load_config(args)), sort_keys=False, width=120)
+    cfg = load_config(args)
+    text = yaml.safe_dump(effective_params(cfg), sort_keys=False, width=120)
     out = Path(args.out)
     if not out.is_file() or out.read_text() != text:
         write_text(out, text)
-    log.info("effective parameters of preset %s: %s", args.preset, out)
+    log.info("effective parameters of preset %s: %s", cfg["preset"], out)
 
 
 def cmd_download(args: argparse.Namespace) -> None:

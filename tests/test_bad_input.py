@@ -145,3 +145,21 @@ def test_grey_jpeg_is_warned_about_and_colour_files_are_not(tmp_path, caplog):
         read_image(colour, "rgb")
         read_image(grey, "rgb")
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(grey)]
+
+
+def test_evaluate_averages_the_seeds_of_params_not_whatever_the_run_folder_holds(tmp_path, capsys):
+    """Each student seed is its own stage; a folder may still hold seed<k>/ of an earlier `seeds` list."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["seeds"] = [0, 1]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "models" / "primkd"
+    for seed in (0, 2):  # seed 2: left over; seed 1: not trained yet
+        (run / f"seed{seed}").mkdir(parents=True)
+        (run / f"seed{seed}" / "model.pt").write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["evaluate", "--params", str(params), "--model", str(run), "--data", str(tmp_path),
+                  "--out", str(tmp_path / "m.json")])
+    assert info.value.code == 2
+    assert (f"ERROR primkd: {run}: no seed<k>/model.pt for seeds [1] of params.yaml `seeds`; run their training "
+            f"stages\n") in capsys.readouterr().err

@@ -61,11 +61,11 @@ def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
     assert set(status) == {"resolve_params"}  # params.yaml changed; the effective values are not written yet
     run(["dvc", "repro", "resolve_params"], dvc_run)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
-    assert set(status) == {"train_student@primkd", "train_student@kd_teacher_depth"}
+    trainings = {f"train_student@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}  # one stage per seed
+    assert set(status) == trainings
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    students = {f"{stage}@{exp}" for stage in ("train_student", "evaluate_student") for exp in EXPERIMENTS}
-    assert ran == students | {"analyze", "report"}
+    assert ran == trainings | {f"evaluate_student@{exp}" for exp in EXPERIMENTS} | {"analyze", "report"}
 
 
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
@@ -84,9 +84,9 @@ def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemak
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     stats = dry.split("Job stats:")[1].split("total")[0].splitlines()[3:]
     jobs = {line.split()[0]: int(line.split()[1]) for line in stats if line.strip()}
-    assert jobs == {"resolve_params": 1, "train_student": 2, "evaluate_student": 2, "analyze": 1, "report": 1,
+    assert jobs == {"resolve_params": 1, "train_student": 4, "evaluate_student": 2, "analyze": 1, "report": 1,
                     "all": 1}
-    assert "output: results/smoke/models/primkd\n" in dry and "output: results/smoke/models/cmx\n" not in dry
+    assert "output: results/smoke/models/primkd/seed1\n" in dry and "models/cmx/seed0\n" not in dry
 
 
 def test_changing_the_synthetic_seed_retrains_every_model(dvc_run):
@@ -101,5 +101,6 @@ def test_changing_the_synthetic_seed_retrains_every_model(dvc_run):
     log = (dvc_run / "results/smoke/logs/train_teacher_rgb.log").read_text()
     assert "training from scratch: the finished checkpoint" in log and "data.train_sha256" in log
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
-    trainings = {"train_teacher@depth", "train_cmx"} | {f"train_student@{exp}" for exp in EXPERIMENTS}
+    trainings = {"train_teacher@depth", "train_cmx@0", "train_cmx@1"} | {
+        f"train_student@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}
     assert trainings <= set(status)

@@ -21,6 +21,13 @@ def test_dvc_and_snakemake_declare_the_same_stages(tmp_path, preset):
     for cmd in dvc:
         assert dvc[cmd] == smk[cmd], cmd
     assert len(dvc) >= 8 and any(f"results/{preset}/eval/primkd.json" in s["outs"] for s in dvc.values())
+    assert f"results/{preset}/models/primkd/seed0" in dvc_out_stage(dvc, "--experiment primkd --seed 0")
+
+
+def dvc_out_stage(stages_by_cmd: dict[str, dict], fragment: str) -> set[str]:
+    """Outputs of the one stage whose command contains ``fragment``."""
+    (outs,) = [s["outs"] for cmd, s in stages_by_cmd.items() if fragment in cmd]
+    return outs
 
 
 def test_dvc_yaml_is_generated_from_the_stage_table():
@@ -38,8 +45,8 @@ def test_every_preset_has_every_parameter_key_a_stage_lists():
     for preset in raw["presets"]:
         effective = effective_params(load_params(REPO / "params.yaml", preset))
         for s in stages.STAGES:
-            for item in stages.loop_items(s, effective) if s.loop == "exp" else [None]:
-                assert stages.effective_values(s, effective, item) is not None
+            for item in stages.loop_items(s, effective):
+                assert stages.effective_values(s, effective, item) is not None  # a missing key raises KeyError
 
 
 def test_code_dependencies_are_the_import_closure_of_the_command():
@@ -64,6 +71,8 @@ def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint():
     keys = set(stages.param_keys(stages.stage("train_teacher"), effective_params(cfg)))
     assert keys == fingerprint
     assert "train.num_workers" not in keys and "train.checkpoint_every" not in keys and "train.lr" in keys
-    student = set(stages.param_keys(stages.stage("train_student"), effective_params(cfg), "kd_pred_only"))
-    assert student == (fingerprint - {"train.seed"}) | {"seeds", "experiments.kd_pred_only.teacher"} | {
+    item = {"exp": "kd_pred_only", "seed": 0}
+    student = set(stages.param_keys(stages.stage("train_student"), effective_params(cfg), item))
+    # a student's seed is its stage's own (in its command and outputs), not train.seed
+    assert student == (fingerprint - {"train.seed"}) | {"experiments.kd_pred_only.teacher"} | {
         f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"]}

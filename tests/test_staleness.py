@@ -62,9 +62,9 @@ def declared(cfg: dict) -> dict[str, dict]:
     """Per DVC name: the command's arguments, deps (files and paths) and outputs (path, folder), filled in."""
     out = {}
     for s, item, name in instances(cfg):
-        out[name] = {"args": " ".join(ST.fill(s.cmd, PRESET, s, item, cfg).split()[1:]),
-                     "deps": {*ST.code_closure(s.entry), *s.files, *(ST.fill(d, PRESET, s, item, cfg) for d in s.deps)},
-                     "outs": [(ST.fill(o.path, PRESET, s, item, cfg), o.folder) for o in s.outs]}
+        out[name] = {"args": " ".join(ST.fill(s.cmd, PRESET, s, item).split()[1:]),
+                     "deps": {*ST.code_closure(s.entry), *s.files, *(ST.fill(d, PRESET, s, item) for d in s.deps)},
+                     "outs": [(ST.fill(o.path, PRESET, s, item), o.folder) for o in s.outs]}
     return out
 
 
@@ -191,11 +191,15 @@ def stage_values(raw: dict) -> dict[str, dict]:
     return {name: ST.effective_values(s, effective, item) for s, item, name in instances(cfg)}
 
 
+NEW = "<a new stage>"
+
+
 def changed_keys(before: dict, after: dict) -> dict[str, set[str]]:
-    """Per instance whose values differ, the keys that changed."""
-    out = {}
+    """Per instance whose values differ, the keys that changed; instances that only exist after the edit (another
+    seed or experiment) as {NEW}."""
+    out = {name: {NEW} for name in after if name not in before}
     for name, values in before.items():
-        keys = {k for k in values if values[k] != after[name][k]}
+        keys = {k for k in values if name in after and values[k] != after[name][k]}
         if keys:
             out[name] = keys
     return out
@@ -282,7 +286,7 @@ def test_every_source_file_reruns_exactly_the_stages_that_run_it(workflow):
 
 
 def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
-    root, decl = workflow["dvc"], workflow["decl"]
+    root = workflow["dvc"]
     raw = yaml.safe_load((root / "params.yaml").read_text())
     # every leaf but `preset` (it names the whole pipeline's paths) and the empty sections of presets (`hha: {}`)
     keys = [k for k in ST.leaf_keys(raw) if k != "preset" and value_at(raw, k) != {}]
@@ -291,8 +295,13 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
     idle = [k for k in keys if not effect[k]]
     assert {"train.num_workers", "presets.smoke.train.num_workers", "eval.batch_size", "presets.demo.train.lr",
             "train.lr", "resources.train.gpus", "hha.workers"} <= set(idle)  # smoke sets train.lr itself
-    assert {"train_teacher@rgb", "train_cmx"} <= set(effect["presets.smoke.train.lr"])
-    assert set(effect["kd.beta"]) == {"train_student@primkd", "train_student@kd_teacher_depth"}
+    assert {"train_teacher@rgb", "train_cmx@0", "train_cmx@1"} <= set(effect["presets.smoke.train.lr"])
+    assert set(effect["kd.beta"]) == {f"train_student@{exp}-{seed}" for exp in ("primkd", "kd_teacher_depth")
+                                      for seed in (0, 1)}
+    # seeds [0, 1] -> [0, 2]: seed 2's trainings are new stages, the evaluations average other seeds
+    assert effect["seeds"] == {"evaluate_cmx": {"seeds"}, "train_cmx@2": {NEW},
+                               **{f"evaluate_student@{exp}": {"seeds"} for exp in EXPERIMENTS},
+                               **{f"train_student@{exp}-2": {NEW} for exp in EXPERIMENTS}}
     # DVC: one status per group of edits that touch different effective keys (it names each changed key).
     groups = [[k for k in keys if not k.startswith("presets.")], [k for k in keys if k.startswith("presets.")]]
     for group in groups:
@@ -305,9 +314,8 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
         write_effective(root)
         assert changes.pop("resolve_params") >= {"params.yaml"}
         expected = changed_keys(before, stage_values(after))
-        for name, deps in declared(resolve(after)).items():  # another teacher is another input file
-            if deps["deps"] - decl[name]["deps"]:
-                expected[name] = expected.get(name, set()) | (deps["deps"] - decl[name]["deps"])
+        for name in [n for n, keys in expected.items() if keys == {NEW}]:  # never run: DVC lists each input
+            changes[name] = {NEW} if name in changes else changes.get(name)
         diff = {n: changes.get(n, set()) ^ expected.get(n, set()) for n in {*changes, *expected}}
         assert changes == expected, {n: d for n, d in diff.items() if d}
     assert dvc_changes(root) == {}
@@ -317,7 +325,8 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
         after = copy.deepcopy(raw)
         for k in batch:
             after = edited(after, k)
+        decl_after = declared(resolve(after))  # another seed or experiment: other jobs
         with params_edit(root, after):
-            stale = snakemake_stale(root, decl)
-        expected = downstream({"resolve_params", *(n for k in batch for n in effect[k])}, decl)
+            stale = snakemake_stale(root, decl_after)
+        expected = downstream({"resolve_params", *(n for k in batch for n in effect[k])}, decl_after)
         assert stale == expected, batch

@@ -116,14 +116,18 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
         return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=inputs, info={"modality": args.modality})
     if args.experiment is None:
         return Run(name="cmx", kind="student", inputs=["rgb", "modal"])
-    if args.teacher is None:
-        raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt")
     kd = experiment_kd(cfg, args.experiment)
-    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=Path(args.teacher))
+    if args.teacher is None and args.teacher_dir is None:
+        raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
+                         f"--teacher-dir (which holds teacher_{kd['teacher_modality']}/model.pt)")
+    teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd['teacher_modality']}" \
+        / "model.pt"
+    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Teachers train once (train.seed); students train once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
+    """Teachers train once (train.seed). Students train with ``--seed`` into ``--out-dir`` (one pipeline stage per
+    seed), or without it once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
     import copy
 
     from primkd.engine.distributed import cleanup
@@ -131,13 +135,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args)
     run = _run_from_args(args, cfg)
-    seeds = [None] if run.kind == "teacher" else cfg["seeds"]
+    seeds = [args.seed] if args.seed is not None else [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
         run_cfg, out_dir = cfg, Path(args.out_dir)
         ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
-        if seed is not None:  # one output and one checkpoint folder per seed
+        if seed is not None:
             run_cfg = copy.deepcopy(cfg)
             run_cfg["train"]["seed"] = seed
+        if seed is not None and args.seed is None:  # all seeds: one output and one checkpoint folder each
             out_dir = out_dir / f"seed{seed}"
             ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
         summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
@@ -155,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.data.dataset import RGBDDataset
     from primkd.engine.evaluate import evaluate, model_files, summarize_seeds
     from primkd.engine.train import select_device
-    from primkd.io import write_json, write_text
+    from primkd.io import DataError, write_json, write_text
     from primkd.weights import is_export, load_any
 
     cfg = load_config(args)
@@ -163,6 +168,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     ev = cfg["eval"]
     per_seed, confusion, loader, name = {}, None, None, None
     files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
+    if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
+        missing = [seed for seed in cfg["seeds"] if seed not in files]
+        if missing:
+            raise DataError(f"{args.model}: no seed<k>/model.pt for seeds {missing} of params.yaml `seeds`; run their "
+                            f"training stages")
+        files = {seed: files[seed] for seed in cfg["seeds"]}
     for seed, path in files.items():
         model, meta = load_any(path, device)
         if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
@@ -216,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["rgb", "depth"], default="rgb", help="Input of a teacher.")
     p.add_argument("--experiment", help="Student experiment name in params.yaml `experiments` (omit for CMX).")
     p.add_argument("--teacher", help="Teacher model file for a distilled student.")
+    p.add_argument("--teacher-dir",
+                   help="Instead of --teacher: the folder of teacher_rgb/ and teacher_depth/; the experiment's "
+                        "`teacher` picks the model.pt.")
+    p.add_argument("--seed", type=int,
+                   help="Train with this seed (replacing train.seed), into --out-dir itself; students without it "
+                        "train every entry of `seeds`, each into <out-dir>/seed<k>.")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by students and depth teachers).")
     p.add_argument("--checkpoint-dir",

@@ -3,8 +3,9 @@
 
 Each :class:`Stage` names its command, the function of the CLI it runs (its code dependencies are the import
 closure of that function, computed here from the source with :mod:`ast`), the parameter keys it reads, its inputs
-and its outputs. Paths and commands are templates: ``{preset}``, the loop variable (``{modality}`` for the two
-teachers, ``{exp}`` for the student experiments) and ``{teacher}`` (the experiment's teacher modality).
+and its outputs. Paths and commands are templates of ``{preset}`` and the stage's loop variables: ``{modality}``
+(the two teachers), ``{exp}`` (the student experiments), ``{seed}`` (each entry of ``seeds``: every student seed is
+a stage of its own, a DVC ``matrix`` entry and a Snakemake job).
 
 Parameters: a stage depends on the *effective* values it reads (top level with the active preset's overrides and, for
 students, the experiment's ``kd`` overrides applied), which the ``resolve_params`` stage writes to
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import itertools
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -68,7 +70,8 @@ class Stage:
             :data:`primkd.config.RESULT_FREE_KEYS`, are left out of every stage).
         deps: input path templates.
         outs: outputs.
-        loop: ``None``, ``"modality"`` (rgb, depth) or ``"exp"`` (the experiments of params.yaml).
+        loop: the loop variables, each over its values: ``modality`` (rgb, depth), ``exp`` (the experiments of
+            params.yaml), ``seed`` (its ``seeds``); one instance per combination.
         files: extra file dependencies that are not Python code (params.yaml, the schema, package data).
         resources: the params.yaml ``resources`` entry of its Snakemake jobs.
     """
@@ -81,29 +84,29 @@ class Stage:
     exclude: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
     outs: tuple[Out, ...] = ()
-    loop: str | None = None
+    loop: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     resources: str | None = None
     comment: str = field(default="", compare=False)
 
 
-def _eval_stage(name: str, model: str, run: str, loop: str | None) -> Stage:
+def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: bool) -> Stage:
+    """Evaluation of one run (students: the mean over the seed<k>/ models of `seeds`)."""
     return Stage(
         name=name, entry="primkd.cli:cmd_evaluate", loop=loop, resources="evaluate",
         cmd=(f"primkd evaluate --params params.yaml --preset {{preset}} --model {model} --data {DATA} --hha {HHA} "
              f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
              f"--log {{log}}"),
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
-        params=("eval", "train.device", "train.bgr"),
+        params=("eval", "train.device", "train.bgr", *(("seeds",) if seeds else ())),
         deps=(DATA, HHA, model),
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
 
 
 # Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.run_fingerprint): model and
-# train without primkd.config.RESULT_FREE_KEYS; students take their seed from `seeds`, not train.seed.
+# train without primkd.config.RESULT_FREE_KEYS; a student's seed is its stage's `{seed}`, not train.seed.
 TRAIN_PARAMS = ("model", "train")
-TRAIN_EXCLUDE = ()
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -137,14 +140,14 @@ STAGES: tuple[Stage, ...] = (
         deps=(DATA,),
         outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png", cache=False))),
     Stage(
-        name="train_teacher", entry="primkd.cli:cmd_train", loop="modality", resources="train",
+        name="train_teacher", entry="primkd.cli:cmd_train", loop=("modality",), resources="train",
         comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
                 "outputs: the tools delete outputs before a rerun, which is exactly when a checkpoint is needed.",
         cmd=(f"primkd train --params params.yaml --preset {{preset}} --role teacher --modality {{modality}} "
              f"--data {DATA} --hha {HHA} --out-dir {MODELS}/teacher_{{modality}} "
              f"--checkpoint-dir results/{{preset}}/checkpoints/teacher_{{modality}} --log {{log}}"),
         log="results/{preset}/logs/train_teacher_{modality}.log",
-        params=TRAIN_PARAMS, exclude=TRAIN_EXCLUDE,
+        params=TRAIN_PARAMS,
         deps=(DATA, HHA),
         outs=(Out(f"{MODELS}/teacher_{{modality}}/model.pt"),
               Out(f"{MODELS}/teacher_{{modality}}/train.json", kind="metric", cache=False),
@@ -153,27 +156,34 @@ STAGES: tuple[Stage, ...] = (
               Out(f"{MODELS}/teacher_{{modality}}/eval_curve.csv", kind="plot", cache=False,
                   plot={"x": "epoch", "y": "miou"}))),
     Stage(
-        name="train_cmx", entry="primkd.cli:cmd_train", resources="train",
-        comment="Students write one seed<k>/ folder (model.pt, train.json, curves.csv, eval_curve.csv) per entry of "
-                "`seeds`; their seed replaces train.seed.",
-        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --data {DATA} --hha {HHA} "
-             f"--out-dir {MODELS}/cmx --checkpoint-dir results/{{preset}}/checkpoints/cmx --log {{log}}"),
-        log="results/{preset}/logs/train_cmx.log",
-        params=(*TRAIN_PARAMS, "seeds"), exclude=(*TRAIN_EXCLUDE, "train.seed"),
+        name="train_cmx", entry="primkd.cli:cmd_train", loop=("seed",), resources="train",
+        comment="Each seed of `seeds` trains the CMX baseline once, into seed<k>/ (model.pt, train.json, curves.csv, "
+                "eval_curve.csv); the seed replaces train.seed.",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --seed {{seed}} --data {DATA} "
+             f"--hha {HHA} --out-dir {MODELS}/cmx/seed{{seed}} --checkpoint-dir results/{{preset}}/checkpoints/cmx/"
+             f"seed{{seed}} --log {{log}}"),
+        log="results/{preset}/logs/train_cmx_seed{seed}.log",
+        params=TRAIN_PARAMS, exclude=("train.seed",),
         deps=(DATA, HHA),
-        outs=(Out(f"{MODELS}/cmx", folder=True),)),
+        outs=(Out(f"{MODELS}/cmx/seed{{seed}}", folder=True),)),
     Stage(
-        name="train_student", entry="primkd.cli:cmd_train", loop="exp", resources="train",
+        name="train_student", entry="primkd.cli:cmd_train", loop=("exp", "seed"), resources="train",
+        comment="One stage per experiment and seed. Its teacher is experiments.<exp>.teacher (a parameter), read from "
+                "--teacher-dir: DVC's matrix cannot look up an experiment's teacher, so both teacher files are inputs. "
+                "That costs no extra rerun: whatever retrains a teacher (data, HHA, model and train keys, training "
+                "code) reaches every student directly too.",
         cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --experiment {{exp}} "
-             f"--teacher {MODELS}/teacher_{{teacher}}/model.pt --data {DATA} --hha {HHA} --out-dir {MODELS}/{{exp}} "
-             f"--checkpoint-dir results/{{preset}}/checkpoints/{{exp}} --log {{log}}"),
-        log="results/{preset}/logs/train_{exp}.log",
-        params=(*TRAIN_PARAMS, "seeds", "experiments.{exp}"), exclude=(*TRAIN_EXCLUDE, "train.seed"),
-        deps=(DATA, HHA, f"{MODELS}/teacher_{{teacher}}/model.pt"),
-        outs=(Out(f"{MODELS}/{{exp}}", folder=True),)),
-    _eval_stage("evaluate_teacher", f"{MODELS}/teacher_{{modality}}/model.pt", "teacher_{modality}", "modality"),
-    _eval_stage("evaluate_cmx", f"{MODELS}/cmx", "cmx", None),
-    _eval_stage("evaluate_student", f"{MODELS}/{{exp}}", "{exp}", "exp"),
+             f"--seed {{seed}} --teacher-dir {MODELS} --data {DATA} --hha {HHA} "
+             f"--out-dir {MODELS}/{{exp}}/seed{{seed}} --checkpoint-dir results/{{preset}}/checkpoints/{{exp}}/"
+             f"seed{{seed}} --log {{log}}"),
+        log="results/{preset}/logs/train_{exp}_seed{seed}.log",
+        params=(*TRAIN_PARAMS, "experiments.{exp}"), exclude=("train.seed",),
+        deps=(DATA, HHA, *(f"{MODELS}/teacher_{m}/model.pt" for m in MODALITIES)),
+        outs=(Out(f"{MODELS}/{{exp}}/seed{{seed}}", folder=True),)),
+    _eval_stage("evaluate_teacher", f"{MODELS}/teacher_{{modality}}/model.pt", "teacher_{modality}", ("modality",),
+                False),
+    _eval_stage("evaluate_cmx", f"{MODELS}/cmx", "cmx", (), True),
+    _eval_stage("evaluate_student", f"{MODELS}/{{exp}}", "{exp}", ("exp",), True),
     Stage(
         name="analyze", entry="primkd.cli_report:cmd_analyze", resources="evaluate",
         comment="Table 8 (CKA), Figure 4 (feature histograms), Figure 3 (predictions): CMX and PrimKD against both "
@@ -216,28 +226,27 @@ def stage(name: str) -> Stage:
     raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
 
 
-def loop_items(s: Stage, cfg: dict) -> list[str | None]:
-    """The values of a stage's loop variable for the resolved parameters ``cfg`` ([None] for a single stage)."""
-    if s.loop == "modality":
-        return list(MODALITIES)
-    if s.loop == "exp":
-        return list(cfg["experiments"])
-    return [None]
+def loop_values(var: str, cfg: dict) -> list:
+    """The values of one loop variable for the resolved parameters ``cfg``."""
+    return {"modality": list(MODALITIES), "exp": list(cfg["experiments"]), "seed": list(cfg["seeds"])}[var]
 
 
-def instance_name(s: Stage, item: str | None) -> str:
-    """DVC's name of one stage instance: ``train_student@primkd``."""
-    return s.name if item is None else f"{s.name}@{item}"
+def loop_items(s: Stage, cfg: dict) -> list[dict | None]:
+    """One ``{variable: value}`` per instance of a stage (``[None]`` for a stage without a loop)."""
+    if not s.loop:
+        return [None]
+    return [dict(zip(s.loop, values)) for values in itertools.product(*(loop_values(v, cfg) for v in s.loop))]
 
 
-def fill(template: str, preset: str, s: Stage, item: str | None = None, cfg: dict | None = None) -> str:
-    """A template with the preset, the loop variable, the log path and (given ``cfg``) an experiment's teacher
-    substituted; what a tool runs for one stage instance."""
-    values = {"preset": preset}
-    if s.loop:
-        values[s.loop] = item
-    if s.loop == "exp" and cfg is not None and item is not None:
-        values["teacher"] = cfg["experiments"][item]["teacher"]
+def instance_name(s: Stage, item: dict | None) -> str:
+    """DVC's name of one stage instance (its matrix naming): ``train_student@primkd-0``."""
+    return s.name if item is None else f"{s.name}@{'-'.join(str(item[v]) for v in s.loop)}"
+
+
+def fill(template: str, preset: str, s: Stage, item: dict | None = None) -> str:
+    """A template with the preset, the loop variables and the log path substituted: what a tool runs for one stage
+    instance."""
+    values = {"preset": preset, **(item or {})}
     values["log"] = _format(s.log, values)
     return _format(template, values)
 
@@ -262,7 +271,7 @@ def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def param_keys(s: Stage, effective: dict, item: str | None = None) -> list[str]:
+def param_keys(s: Stage, effective: dict, item: dict | None = None) -> list[str]:
     """The effective leaf keys a stage (instance) reads, as listed in its DVC ``params``.
 
     ``effective`` is :func:`primkd.config.effective_params` of any preset (every preset has the same keys). With
@@ -270,7 +279,7 @@ def param_keys(s: Stage, effective: dict, item: str | None = None) -> list[str]:
     """
     keys = []
     for entry in s.params:
-        exp = item if item is not None else next(iter(effective["experiments"]))
+        exp = item["exp"] if item is not None and "exp" in item else next(iter(effective["experiments"]))
         concrete = entry.replace("{exp}", exp)
         node = effective
         for part in concrete.split("."):
@@ -282,7 +291,7 @@ def param_keys(s: Stage, effective: dict, item: str | None = None) -> list[str]:
     return keys
 
 
-def effective_values(s: Stage, effective: dict, item: str | None) -> dict:
+def effective_values(s: Stage, effective: dict, item: dict | None) -> dict:
     """The values of a stage instance's parameter keys, for Snakemake's ``params`` (its rerun trigger)."""
     out = {}
     for key in param_keys(s, effective, item):
@@ -440,11 +449,15 @@ DVC_HEADER = """\
 
 
 def _dvc(template: str, s: Stage) -> str:
-    """A template in DVC's syntax: ``${preset}``, ``${item}`` (teachers), ``${key}``/``${item.teacher}``
-    (experiments)."""
-    values = {"preset": "${preset}", "modality": "${item}", "exp": "${key}", "teacher": "${item.teacher}"}
+    """A template in DVC's syntax: ``${preset}``, ``${item.<loop variable>}``."""
+    values = {"preset": "${preset}", **{v: f"${{item.{v}}}" for v in ("modality", "exp", "seed")}}
     values["log"] = _format(s.log, values)
     return _format(template, values)
+
+
+# Each loop variable's values in dvc.yaml, read from params.yaml when DVC loads the file, so that
+# `dvc exp run -S seeds=[0,1,2]` or a new experiment adds its stages without regenerating dvc.yaml.
+DVC_LOOPS = {"modality": list(MODALITIES), "exp": "${experiments}", "seed": "${seeds}"}
 
 
 def dvc_stage(s: Stage, effective: dict) -> dict:
@@ -460,10 +473,8 @@ def dvc_stage(s: Stage, effective: dict) -> dict:
             entries.append({_dvc(out.path, s): options} if options else _dvc(out.path, s))
         if entries:
             body[section] = entries
-    if s.loop == "modality":
-        return {"foreach": list(MODALITIES), "do": body}
-    if s.loop == "exp":
-        return {"foreach": "${experiments}", "do": body}
+    if s.loop:
+        return {"matrix": {v: DVC_LOOPS[v] for v in s.loop}, **body}
     return body
 
 
@@ -500,17 +511,22 @@ def _smk_pattern(template: str, preset: str) -> str:
 
 
 def smk_inputs(s: Stage, preset: str, cfg: dict) -> list:
-    """A rule's inputs: code files, other files, the stage's inputs (an experiment's teacher through an input
-    function; a folder of other stages' outputs, such as ``results/<preset>/eval``, as those outputs one by one)."""
+    """A rule's inputs: code files, other files, the stage's inputs; a folder of other stages' outputs (such as
+    ``results/<preset>/eval``, or a student's run folder of seed<k>/ outputs) as those outputs one by one, through
+    an input function when the folder's name holds a wildcard."""
     inputs: list = [*code_closure(s.entry), *s.files]
-    produced = [fill(o.path, preset, t, item, cfg) for t in STAGES for item in loop_items(t, cfg) for o in t.outs]
-    for dep in s.deps:
-        if "{teacher}" in dep:
-            inputs.append(lambda w, dep=dep: fill(dep, preset, s, w.exp, cfg))
-            continue
-        path = _smk_pattern(dep, preset)
+    produced = [fill(o.path, preset, t, item) for t in STAGES for item in loop_items(t, cfg) for o in t.outs]
+
+    def expand(path: str) -> list[str]:
         inside = [p for p in produced if p.startswith(path + "/")]
-        inputs += inside if inside and path not in produced else [path]
+        return inside if inside and path not in produced else [path]
+
+    for dep in s.deps:
+        path = _smk_pattern(dep, preset)
+        if "{" in path:
+            inputs.append(lambda w, path=path: expand(path.format(**dict(w.items()))))
+        else:
+            inputs += expand(path)
     return inputs
 
 
@@ -521,8 +537,7 @@ def smk_outputs(s: Stage, preset: str) -> list:
 
 def smk_shell(s: Stage, preset: str) -> str:
     """A rule's shell command: DVC's command with Snakemake's placeholders for the wildcards and the log."""
-    values = {"preset": preset, "modality": "{wildcards.modality}", "exp": "{wildcards.exp}",
-              "teacher": "{params.teacher}", "log": "{log}"}
+    values = {"preset": preset, **{v: f"{{wildcards.{v}}}" for v in ("modality", "exp", "seed")}, "log": "{log}"}
     return _format(s.cmd, values)
 
 

@@ -18,6 +18,7 @@ wildcard_constraints:
     preset=PRESET,
     modality="|".join(ST.MODALITIES),
     exp="|".join(map(re.escape, EXPERIMENTS)),
+    seed="|".join(map(str, CFG["seeds"])),
 
 
 def stage_input(name):
@@ -31,13 +32,10 @@ def stage_output(name):
 
 def stage_params(name):
     """`values`: the effective values of the keys the stage reads, as JSON, so Snakemake reruns a job when (and only
-    when) one of them changes, as DVC does with its params; `teacher`: an experiment's teacher modality."""
+    when) one of them changes, as DVC does with its params."""
     s = ST.stage(name)
-    item = lambda w: getattr(w, s.loop) if s.loop else None  # noqa: E731
-    out = {"values": lambda w: json.dumps(ST.effective_values(s, EFFECTIVE, item(w)), sort_keys=True)}
-    if s.loop == "exp":
-        out["teacher"] = lambda w: CFG["experiments"][w.exp]["teacher"]
-    return out
+    item = lambda w: {v: getattr(w, v) for v in s.loop} if s.loop else None  # noqa: E731
+    return {"values": lambda w: json.dumps(ST.effective_values(s, EFFECTIVE, item(w)), sort_keys=True)}
 
 
 def stage_log(name):

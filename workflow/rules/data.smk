@@ -1,3 +1,10 @@
+# Run where Snakemake runs, not as cluster jobs: compute nodes often have no internet access (download), and
+# resolve_params takes a fraction of a second.
+localrules:
+    resolve_params,
+    download,
+
+
 rule resolve_params:
     input:
         stage_input("resolve_params"),
@@ -20,8 +27,6 @@ rule download:
         **stage_params("download"),
     log:
         stage_log("download"),
-    resources:
-        **job_resources("prepare"),
     conda:
         "../../environment.yml"
     shell:

@@ -1,4 +1,5 @@
-# The PrimKD pipeline for Snakemake: the same stage commands as dvc.yaml (tests/test_pipelines.py checks it).
+# The PrimKD pipeline for Snakemake: the rules take their commands, inputs, outputs and parameters from the stage
+# table in src/primkd/stages.py, which dvc.yaml is generated from (tests/test_pipelines.py checks both agree).
 #   snakemake --cores all                              # everything for the preset in params.yaml
 #   snakemake --cores all --config preset=nyuv2_b4     # another preset
 from snakemake.utils import min_version, validate
@@ -23,6 +24,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         f"results/{PRESET}/REPORT.md",
+        ST.fill(ST.EFFECTIVE_PARAMS, PRESET, ST.stage("resolve_params")),
 
 
 # The main comparison only (`snakemake --cores all main`): RGB teacher, CMX baseline, PrimKD.

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,43 +15,61 @@ import pytest
 from primkd.data.download import CHECKSUMS_FILE, DEFAULT_SOURCES, fetch
 from primkd.io import DataError
 
+REPO = Path(__file__).resolve().parents[1]
 BODY = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.routes[path] = {"body": bytes, "truncate": n}``; the first ``n`` answers stop half-way."""
+    """Serves ``server.routes[path] = {"body": bytes, "truncate": n, "ranges": bool}``; the first ``n`` answers
+    stop half-way; with ``ranges`` a ``Range: bytes=k-`` request is answered with the rest (206), as most servers
+    do. ``server.requests`` records each request's path and Range header, ``server.sent`` the body bytes sent."""
 
     def do_GET(self) -> None:
         self.server.hits[self.path] += 1
+        self.server.requests.append((self.path, self.headers.get("Range")))
         route = self.server.routes.get(self.path)
         if route is None:
             self.send_error(404)
             return
-        body = route["body"]
-        self.send_response(200)
+        body, start = route["body"], 0
+        wanted = self.headers.get("Range")
+        if route.get("ranges") and wanted:
+            start = int(wanted.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        body = body[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if route["truncate"] > 0:
             route["truncate"] -= 1
-            self.wfile.write(body[: len(body) // 2])  # then the connection closes: fewer bytes than announced
-            return
+            body = body[: len(body) // 2]  # then the connection closes: fewer bytes than announced
         self.wfile.write(body)
+        self.server.sent += len(body)
 
     def log_message(self, *args) -> None:
         pass
 
 
 @pytest.fixture
-def server():
-    """A local HTTP server on a random port: yields (base_url, routes, hits)."""
+def httpd():
+    """A local HTTP server on a random port (see _Handler)."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.routes, httpd.hits = {}, Counter()
+    httpd.routes, httpd.hits, httpd.requests, httpd.sent = {}, Counter(), [], 0
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.routes, httpd.hits
+    yield httpd
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def server(httpd):
+    """The local server as (base_url, routes, hits)."""
+    return httpd.base, httpd.routes, httpd.hits
 
 
 def _closed_port_url(path: str) -> str:
@@ -82,13 +101,45 @@ def test_wrong_hash_rejected_and_nothing_kept(server, tmp_path):
 
 def test_truncated_download_rejected_then_rerun_succeeds(server, tmp_path):
     base, routes, hits = server
-    routes["/a.bin"] = {"body": BODY, "truncate": 1}
-    with pytest.raises(DataError, match="could not download"):
+    routes["/a.bin"] = {"body": BODY, "truncate": 1}  # a server without range requests: the rerun starts over
+    with pytest.raises(DataError, match="could not download") as info:
         fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False, retries=0)
-    assert list(tmp_path.iterdir()) == []  # neither a partial file nor a recorded checksum
+    assert f"the 100000 bytes received are kept in {tmp_path / 'a.bin.part'}" in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin.part"]  # no a.bin, no recorded checksum
     path = fetch(f"{base}/a.bin", tmp_path, "a.bin", known_hash=None, progress=False, retries=0)
-    assert path.read_bytes() == BODY
+    assert path.read_bytes() == BODY and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", CHECKSUMS_FILE]
     assert hits["/a.bin"] == 2
+
+
+def test_broken_transfer_resumes_with_a_range_request_within_one_call(httpd, tmp_path, caplog):
+    httpd.routes["/big.bin"] = {"body": BODY, "truncate": 1, "ranges": True}  # the first answer stops half-way
+    with caplog.at_level("INFO", logger="primkd.data.download"):
+        path = fetch(f"{httpd.base}/big.bin", tmp_path, "big.bin", known_hash=BODY_SHA, progress=False, retries=1)
+    assert path.read_bytes() == BODY
+    assert f"resuming the download of {httpd.base}/big.bin at byte 100000" in caplog.text
+    assert httpd.requests == [("/big.bin", None), ("/big.bin", "bytes=100000-")] and httpd.sent == len(BODY)
+
+
+def test_broken_transfer_resumes_on_the_next_run_and_sends_each_byte_once(httpd, tmp_path):
+    base = httpd.base
+    httpd.routes["/big.bin"] = {"body": BODY, "truncate": 1, "ranges": True}
+    with pytest.raises(DataError, match="next run resumes from there"):
+        fetch(f"{base}/big.bin", tmp_path, "big.bin", known_hash=BODY_SHA, progress=False, retries=0)
+    assert (tmp_path / "big.bin.part").read_bytes() == BODY[:100_000]
+    path = fetch(f"{base}/big.bin", tmp_path, "big.bin", known_hash=BODY_SHA, progress=False, retries=0)
+    assert path.read_bytes() == BODY and not (tmp_path / "big.bin.part").exists()
+    assert httpd.requests == [("/big.bin", None), ("/big.bin", "bytes=100000-")]
+    assert httpd.sent == len(BODY)  # nothing sent twice
+
+
+def test_a_partial_that_does_not_fit_the_checksum_is_discarded(server, tmp_path):
+    base, routes, _ = server
+    routes["/big.bin"] = {"body": BODY, "truncate": 0, "ranges": True}
+    (tmp_path / "big.bin.part").write_bytes(b"x" * 1000)  # bytes of some other file
+    with pytest.raises(DataError, match="does not match the checksum"):
+        fetch(f"{base}/big.bin", tmp_path, "big.bin", known_hash=BODY_SHA, progress=False, retries=0)
+    assert list(tmp_path.iterdir()) == []
+    assert fetch(f"{base}/big.bin", tmp_path, "big.bin", known_hash=BODY_SHA, progress=False).read_bytes() == BODY
 
 
 def test_truncated_download_retried_within_one_call(server, tmp_path):
@@ -152,3 +203,29 @@ def test_default_nyu_metadata_hashes_match_the_published_files(key, fixtures_dir
     # the default URL is not reachable here: success means the hand-placed file passed the published hash
     path = fetch(source["url"], tmp_path, source["filename"], source["known_hash"], progress=False, retries=0)
     assert source["known_hash"] == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
+def test_download_stage_links_the_raw_files_of_the_source(httpd, tmp_path, fixtures_dir):
+    """`primkd download`: the raw files land in data.raw_dir/<source> and the stage's output folder links them (no
+    second copy); the synthetic source needs none and gets an empty folder."""
+    from primkd.config import load_params
+    from primkd.data.prepare import fetch_sources, link_raw_files, raw_files
+
+    cfg = load_params(REPO / "params.yaml", "nyuv2_b2")
+    data = dict(cfg["data"], raw_dir=str(tmp_path / "raw"))
+    bodies = {"nyuv2_labeled": BODY, **{k: (fixtures_dir / "nyuv2" / DEFAULT_SOURCES[k]["filename"]).read_bytes()
+                                          for k in ("nyuv2_splits", "nyuv2_class_mapping")}}
+    for key, body in bodies.items():
+        httpd.routes[f"/{key}"] = {"body": body, "truncate": 0}
+    data["urls"] = {**data["urls"], **{k: f"{httpd.base}/{k}" for k in bodies}}
+    files = fetch_sources(data)
+    link_raw_files(files, tmp_path / "stage")
+    linked = raw_files(data, tmp_path / "stage")
+    for key, path in linked.items():
+        assert path.read_bytes() == bodies[key] and path.stat().st_ino == files[key].stat().st_ino
+    assert files["nyuv2_labeled"] == tmp_path / "raw" / "nyuv2" / "nyu_depth_v2_labeled.mat"
+    link_raw_files(fetch_sources(dict(data, source="synthetic")), tmp_path / "synthetic")
+    assert list((tmp_path / "synthetic").iterdir()) == []
+    missing = r"nyu_depth_v2_labeled\.mat: not found \(and 2 more raw files\); run the download stage"
+    with pytest.raises(DataError, match=missing):
+        raw_files(data, tmp_path / "synthetic")

@@ -58,11 +58,14 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
 def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
     set_param(dvc_run, ["kd", "beta"], 0.5)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
-    assert set(status) == {"train_student@primkd", "train_student@kd_teacher_depth"}
+    assert set(status) == {"resolve_params"}  # params.yaml changed; the effective values are not written yet
+    run(["dvc", "repro", "resolve_params"], dvc_run)
+    status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
+    trainings = {f"train_student@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}  # one stage per seed
+    assert set(status) == trainings
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    students = {f"{stage}@{exp}" for stage in ("train_student", "evaluate_student") for exp in EXPERIMENTS}
-    assert ran == students | {"analyze", "report"}
+    assert ran == trainings | {f"evaluate_student@{exp}" for exp in EXPERIMENTS} | {"analyze", "report"}
 
 
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
@@ -81,5 +84,23 @@ def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemak
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     stats = dry.split("Job stats:")[1].split("total")[0].splitlines()[3:]
     jobs = {line.split()[0]: int(line.split()[1]) for line in stats if line.strip()}
-    assert jobs == {"train_student": 2, "evaluate_student": 2, "analyze": 1, "report": 1, "all": 1}
-    assert "output: results/smoke/models/primkd\n" in dry and "output: results/smoke/models/cmx\n" not in dry
+    assert jobs == {"resolve_params": 1, "train_student": 4, "evaluate_student": 2, "analyze": 1, "report": 1,
+                    "all": 1}
+    assert "output: results/smoke/models/primkd/seed1\n" in dry and "models/cmx/seed0\n" not in dry
+
+
+def test_changing_the_synthetic_seed_retrains_every_model(dvc_run):
+    """New data: DVC reruns prepare and hha, and the teacher trains from scratch although its finished checkpoint is
+    still there (the checkpoint fingerprint covers the images' contents); every other training is stale too."""
+    model = dvc_run / "results/smoke/models/teacher_rgb/model.pt"
+    before = model.read_bytes()
+    set_param(dvc_run, ["presets", "smoke", "data", "synthetic", "seed"], 1)
+    run(["dvc", "repro", "train_teacher@rgb"], dvc_run)
+    summary = json.loads((dvc_run / "results/smoke/models/teacher_rgb/train.json").read_text())
+    assert summary["resumed_at_iterations"] == [] and model.read_bytes() != before
+    log = (dvc_run / "results/smoke/logs/train_teacher_rgb.log").read_text()
+    assert "training from scratch: the finished checkpoint" in log and "data.train_sha256" in log
+    status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
+    trainings = {"train_teacher@depth", "train_cmx@0", "train_cmx@1"} | {
+        f"train_student@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}
+    assert trainings <= set(status)

@@ -1,8 +1,13 @@
-"""dvc.yaml and the Snakemake rules declare the same stages: same commands, inputs and outputs."""
+"""dvc.yaml and the Snakemake rules declare the same stages: same commands, inputs and outputs, all from the stage
+table of primkd.stages, which dvc.yaml is generated from."""
 
 import pytest
+import yaml
 
-from pipeline_utils import copy_workflow, dvc_stages, expand_dir_deps, run, snakemake_jobs
+from primkd import stages
+from primkd.config import effective_params, load_params
+
+from pipeline_utils import REPO, copy_workflow, dvc_stages, expand_dir_deps, run, snakemake_jobs
 
 
 @pytest.mark.parametrize("preset", ["demo", "nyuv2_b4"])
@@ -16,3 +21,58 @@ def test_dvc_and_snakemake_declare_the_same_stages(tmp_path, preset):
     for cmd in dvc:
         assert dvc[cmd] == smk[cmd], cmd
     assert len(dvc) >= 8 and any(f"results/{preset}/eval/primkd.json" in s["outs"] for s in dvc.values())
+    assert f"results/{preset}/models/primkd/seed0" in dvc_out_stage(dvc, "--experiment primkd --seed 0")
+
+
+def dvc_out_stage(stages_by_cmd: dict[str, dict], fragment: str) -> set[str]:
+    """Outputs of the one stage whose command contains ``fragment``."""
+    (outs,) = [s["outs"] for cmd, s in stages_by_cmd.items() if fragment in cmd]
+    return outs
+
+
+def test_dvc_yaml_is_generated_from_the_stage_table():
+    assert (REPO / "dvc.yaml").read_text() == stages.render_dvc(REPO / "params.yaml"), (
+        "dvc.yaml is out of date with src/primkd/stages.py (or params.yaml's keys, or the package's imports): "
+        "run `python -m primkd.stages --write`")
+
+
+def test_every_preset_has_every_parameter_key_a_stage_lists():
+    """DVC fails on a listed key the effective file lacks: every preset must yield the same keys."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    default = effective_params(load_params(REPO / "params.yaml"))
+    listed = {k for s in stages.STAGES for k in stages.param_keys(s, default)}
+    assert {"train.lr", "model.backbone", "seeds", "experiments.{exp}.kd.beta", "eval.flip"} <= listed
+    for preset in raw["presets"]:
+        effective = effective_params(load_params(REPO / "params.yaml", preset))
+        for s in stages.STAGES:
+            for item in stages.loop_items(s, effective):
+                assert stages.effective_values(s, effective, item) is not None  # a missing key raises KeyError
+
+
+def test_code_dependencies_are_the_import_closure_of_the_command():
+    src = "src/primkd/"
+    prepare = set(stages.code_closure("primkd.cli:cmd_prepare"))
+    train = set(stages.code_closure("primkd.cli:cmd_train"))
+    evaluate = set(stages.code_closure("primkd.cli:cmd_evaluate"))
+    assert {src + "data/synthetic.py", src + "data/prepare.py", src + "cli.py", src + "config.py"} <= prepare
+    assert src + "data/hha.py" not in prepare and src + "engine/train.py" not in prepare
+    # augmentation and normalisation change every training and evaluation; the CLI and config reach every stage
+    assert {src + "data/dataset.py", src + "distill/losses.py", src + "weights.py", src + "cli.py"} <= train
+    assert {src + "data/dataset.py", src + "engine/metrics.py", src + "config.py"} <= evaluate
+    assert not any("analysis/" in f or "report/" in f for f in train | evaluate)
+    assert src + "analysis/cka.py" in stages.code_closure("primkd.cli_report:cmd_analyze")
+
+
+def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint():
+    from primkd.engine.checkpoint import result_settings
+
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    fingerprint = {f"{section}.{k}" for section in ("model", "train") for k in result_settings(cfg, section)}
+    keys = set(stages.param_keys(stages.stage("train_teacher"), effective_params(cfg)))
+    assert keys == fingerprint
+    assert "train.num_workers" not in keys and "train.checkpoint_every" not in keys and "train.lr" in keys
+    item = {"exp": "kd_pred_only", "seed": 0}
+    student = set(stages.param_keys(stages.stage("train_student"), effective_params(cfg), item))
+    # a student's seed is its stage's own (in its command and outputs), not train.seed
+    assert student == (fingerprint - {"train.seed"}) | {"experiments.kd_pred_only.teacher"} | {
+        f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"]}

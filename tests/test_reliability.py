@@ -5,6 +5,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from primkd.engine.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from primkd.io import DataError, read_image
+from primkd.io import DataError, read_image, write_png
 
 from test_engine import REPO, make_dataset, one_torch_thread  # noqa: F401 (an autouse fixture)
 
@@ -200,25 +201,49 @@ def teacher_run(env, out: Path, cfg: dict | None = None) -> dict:
                    progress=False)
 
 
-def test_unfinished_checkpoint_of_other_settings_is_refused(env, tmp_path, monkeypatch, caplog):
+def test_checkpoint_of_other_settings_is_never_resumed(env, tmp_path, monkeypatch, caplog):
     with monkeypatch.context() as m:
         crash_at(m, "train_step", 3)
         with pytest.raises(RuntimeError, match="injected crash"):
             teacher_run(env, tmp_path)
     ckpt = tmp_path / "checkpoints" / "step-000000002.pt"
-    other_lr, other_arch, free = (copy.deepcopy(env["teacher_cfg"]) for _ in range(3))
+    free, other_lr = (copy.deepcopy(env["teacher_cfg"]) for _ in range(2))
+    free["train"]["max_bad_batches"] = 3  # not part of the fingerprint: the unfinished run resumes
+    free["train"]["num_workers"] = 1
+    with monkeypatch.context() as m:  # resume, then crash again so that an unfinished checkpoint is left
+        crash_at(m, "train_step", 1)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            teacher_run(env, tmp_path, free)
+    assert ckpt.is_file()
+    # An unfinished run with another learning rate starts from scratch, the log says why.
     other_lr["train"]["lr"] = 2e-3
-    with pytest.raises(DataError, match=rf"{ckpt}: .*train\.lr: 0\.001 → 0\.002.*delete .*checkpoints"):
-        teacher_run(env, tmp_path, other_lr)
-    other_arch["model"]["backbone"] = "mit_nano"
-    with pytest.raises(DataError, match=r"arch\.variant: 'mit_tiny' → 'mit_nano'"):
-        teacher_run(env, tmp_path, other_arch)
-    free["train"]["max_bad_batches"] = 3  # not part of the fingerprint: the run resumes
-    assert teacher_run(env, tmp_path, free)["resumed_at_iterations"] == [2]
-    # A *finished* run with other settings is replaced (a parameter change after a completed run just retrains).
     with caplog.at_level(logging.WARNING):
         assert teacher_run(env, tmp_path, other_lr)["resumed_at_iterations"] == []
-    assert "a finished run with other settings (train.lr: 0.001 → 0.002)" in caplog.text
+    assert (f"teacher_rgb: training from scratch: the unfinished checkpoint {ckpt} was computed from other inputs "
+            f"or settings (train.lr: 0.001 → 0.002)") in caplog.text
+    # So does a finished one (a parameter change after a completed run retrains).
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert teacher_run(env, tmp_path)["resumed_at_iterations"] == []
+    assert "the finished checkpoint" in caplog.text and "(train.lr: 0.002 → 0.001)" in caplog.text
+
+
+def test_checkpoint_of_other_data_is_never_resumed(env, tmp_path, caplog):
+    """The fingerprint covers the contents of the images, not only their names: after the data changed, even a
+    finished checkpoint is not reused."""
+    data = tmp_path / "data"
+    shutil.copytree(env["data"], data)
+    run = T.Run("teacher_rgb", "teacher", ["rgb"])
+    first = T.train(env["teacher_cfg"], run, data, None, tmp_path / "out", progress=False)
+    again = T.train(env["teacher_cfg"], run, data, None, tmp_path / "out", progress=False)
+    assert again["resumed_at_iterations"] == [first["iterations"]]  # same inputs: the finished run is reused
+    rgb = data / "RGB" / "tr0.png"
+    image = read_image(rgb, "rgb")
+    write_png(rgb, 255 - image)
+    with caplog.at_level(logging.WARNING):
+        third = T.train(env["teacher_cfg"], run, data, None, tmp_path / "out", progress=False)
+    assert third["resumed_at_iterations"] == []
+    assert "training from scratch: the finished checkpoint" in caplog.text and "data.train_sha256" in caplog.text
 
 
 def poison(monkeypatch, name: str) -> None:

@@ -25,9 +25,10 @@ LOCAL_CLUSTER_FLAGS = ["--slurm-status-command", "squeue", "--slurm-no-account",
 # The params.yaml `resources` entry each rule requests; `report` (tables and figures, seconds of CPU) declares none
 # and gets Snakemake's defaults. A new rule must be added here, with the resources it should request.
 STAGE_OF_RULE = {"prepare": "prepare", "hha": "hha", "train_teacher": "train", "train_cmx": "train",
-                 "train_student": "train", "evaluate_teacher": "evaluate", "evaluate_student": "evaluate",
-                 "analyze": "evaluate"}
-UNDECLARED = {"report"}
+                 "train_student": "train", "evaluate_teacher": "evaluate", "evaluate_cmx": "evaluate",
+                 "evaluate_student": "evaluate", "analyze": "evaluate"}
+# resolve_params and download run on the submitting machine (localrules: nodes may have no internet access).
+UNDECLARED = {"report", "resolve_params", "download"}
 # Requests the executor plugin turns into sbatch options (--mem, -t, --cpus-per-task, --gpus, -p).
 SBATCH_KEYS = ("mem_mb", "runtime", "cpus_per_task", "gpu", "slurm_partition")
 
@@ -71,8 +72,8 @@ def test_each_rule_requests_its_stage_resources(tmp_path, preset):
     if preset == "smoke":  # a CPU preset asks for no GPU anywhere
         assert gpu_rules == []
     else:  # the paper's setting: training, evaluation and analysis on one GPU each, data preparation on CPUs
-        assert gpu_rules == ["analyze", "evaluate_student", "evaluate_teacher", "train_cmx", "train_student",
-                             "train_teacher"]
+        assert gpu_rules == ["analyze", "evaluate_cmx", "evaluate_student", "evaluate_teacher", "train_cmx",
+                             "train_student", "train_teacher"]
         assert all(job["gpu"] == "1" for job in jobs if "gpu" in job)
 
 

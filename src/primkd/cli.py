@@ -36,11 +36,37 @@ def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) 
     return p
 
 
+def cmd_params(args: argparse.Namespace) -> None:
+    """Write the effective parameters (preset and experiment overrides applied); the file is left untouched when
+    its contents would not change."""
+    import yaml
+
+    from primkd.config import effective_params
+    from primkd.io import write_text
+
+    cfg = load_config(args)
+    text = yaml.safe_dump(effective_params(cfg), sort_keys=False, width=120)
+    out = Path(args.out)
+    if not out.is_file() or out.read_text() != text:
+        write_text(out, text)
+    log.info("effective parameters of preset %s: %s", cfg["preset"], out)
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from primkd.data.prepare import fetch_sources, link_raw_files
+
+    data = load_config(args)["data"]
+    files = fetch_sources(data)
+    link_raw_files(files, args.out)
+    log.info("raw files of the %s source in %s: %s", data["source"], args.out, ", ".join(p.name for p in files.values())
+             or "none needed")
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
     data = load_config(args)["data"]
-    prepare_dataset(data, args.out)
+    prepare_dataset(data, args.out, raw_dir=args.raw)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
 
@@ -85,14 +111,18 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
         return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=inputs, info={"modality": args.modality})
     if args.experiment is None:
         return Run(name="cmx", kind="student", inputs=["rgb", "modal"])
-    if args.teacher is None:
-        raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt")
     kd = experiment_kd(cfg, args.experiment)
-    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=Path(args.teacher))
+    if args.teacher is None and args.teacher_dir is None:
+        raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
+                         f"--teacher-dir (which holds teacher_{kd['teacher_modality']}/model.pt)")
+    teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd['teacher_modality']}" \
+        / "model.pt"
+    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Teachers train once (train.seed); students train once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
+    """Teachers train once (train.seed). Students train with ``--seed`` into ``--out-dir`` (one pipeline stage per
+    seed), or without it once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
     import copy
 
     from primkd.engine.distributed import cleanup
@@ -100,13 +130,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args)
     run = _run_from_args(args, cfg)
-    seeds = [None] if run.kind == "teacher" else cfg["seeds"]
+    seeds = [args.seed] if args.seed is not None else [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
         run_cfg, out_dir = cfg, Path(args.out_dir)
         ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
-        if seed is not None:  # one output and one checkpoint folder per seed
+        if seed is not None:
             run_cfg = copy.deepcopy(cfg)
             run_cfg["train"]["seed"] = seed
+        if seed is not None and args.seed is None:  # all seeds: one output and one checkpoint folder each
             out_dir = out_dir / f"seed{seed}"
             ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
         summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
@@ -124,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.data.dataset import RGBDDataset
     from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
     from primkd.engine.train import select_device
-    from primkd.io import write_json, write_text
+    from primkd.io import DataError, write_json, write_text
     from primkd.weights import is_export, load_any
 
     cfg = load_config(args)
@@ -132,6 +163,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     ev = cfg["eval"]
     results, loader, name = {}, None, None
     files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
+    if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
+        missing = [seed for seed in cfg["seeds"] if seed not in files]
+        if missing:
+            raise DataError(f"{args.model}: no seed<k>/model.pt for seeds {missing} of params.yaml `seeds`; run their "
+                            f"training stages")
+        files = {seed: files[seed] for seed in cfg["seeds"]}
     for seed, path in files.items():
         model, meta = load_any(path, device)
         if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
@@ -154,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                          m["macc"], m["pacc"])
     metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
     # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
-    from primkd.report.significance import counts_by_mode, write_counts
+    from primkd.engine.counts import counts_by_mode, write_counts
 
     counted = "best" if ev["checkpoint"] == "best" and results.get("best") else "last"
     per_image = Path(args.per_image or Path(args.out).with_name(f"{Path(args.out).stem}_per_image.npz"))
@@ -172,9 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = add_stage(sub, "params", cmd_params,
+                  "Write the effective parameters of a preset (its overrides and each experiment's applied).")
+    p.add_argument("--out", required=True, help="YAML file to write.")
+
+    p = add_stage(sub, "download", cmd_download,
+                  "Download (or find, placed by hand) the raw files of data.source into data.raw_dir; resumable.")
+    p.add_argument("--out", required=True,
+                   help="Folder that receives links to the raw files (the pipeline's record of them; empty for the "
+                        "synthetic and folder sources).")
+
     p = add_stage(sub, "prepare", cmd_prepare,
                   "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
     p.add_argument("--out", required=True, help="Output folder of the prepared dataset.")
+    p.add_argument("--raw", help="Folder of the raw files (the download stage's --out); default: fetch them now.")
 
     p = add_stage(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
     p.add_argument("--data", help="Prepared dataset folder to convert.")
@@ -191,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["rgb", "depth"], default="rgb", help="Input of a teacher.")
     p.add_argument("--experiment", help="Student experiment name in params.yaml `experiments` (omit for CMX).")
     p.add_argument("--teacher", help="Teacher model file for a distilled student.")
+    p.add_argument("--teacher-dir",
+                   help="Instead of --teacher: the folder of teacher_rgb/ and teacher_depth/; the experiment's "
+                        "`teacher` picks the model.pt.")
+    p.add_argument("--seed", type=int,
+                   help="Train with this seed (replacing train.seed), into --out-dir itself; students without it "
+                        "train every entry of `seeds`, each into <out-dir>/seed<k>.")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by students and depth teachers).")
     p.add_argument("--checkpoint-dir",
@@ -228,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, FloatingPointError) as e:  # bad input, full disk, non-finite loss: one line
         log.error("%s", e)
         raise SystemExit(2) from e
 

@@ -51,6 +51,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     result = build_report(args.results, cfg["preset"], args.out_dir, paper_path=args.paper, report_path=args.report,
                           decoder_embed_dim=cfg["model"]["decoder_embed_dim"], cfg=cfg)
     log.info("report written to %s (%d table notes)", result["report"], result["notes"])
+    if args.summary:
+        from primkd.report.compare import write_summary
+
+        log.info("summary written to %s", write_summary(args.results, cfg, args.summary))
+    if args.curves:
+        from primkd.report.compare import BASELINE, TEACHERS
+        from primkd.report.curves import plot_curves
+
+        pngs = plot_curves(args.results, args.curves, order=[*TEACHERS, BASELINE, *cfg["experiments"]])
+        log.info("%d training-curve figures written to %s", len(pngs), args.curves)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,3 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="Output folder of the tables (tables/) and Figure 1.")
     p.add_argument("--report", help="Path of REPORT.md (default: OUT_DIR/REPORT.md).")
     p.add_argument("--paper", type=Path, help="Paper table file (default: the packaged report/paper.yaml).")
+    p.add_argument("--summary", help="Also write the compact summary JSON (runs, seeds, mIoU mean ± std, the "
+                                     "parameters that define them) here, e.g. results/<preset>/summary.json.")
+    p.add_argument("--curves", help="Also draw the training curves (one PNG per run, ablation.png) in this folder.")

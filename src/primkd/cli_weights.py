@@ -91,7 +91,7 @@ def _command(subparsers, name: str, func, help_text: str) -> argparse.ArgumentPa
 
 def register(subparsers) -> None:
     """Add the ``infer``, ``export`` and ``import-official`` sub-commands to ``primkd``'s sub-parsers."""
-    from primkd.models.mit import MIT_VARIANTS
+    from primkd.config import backbones  # the variant names without importing torch (primkd.models.mit)
 
     p = _command(subparsers, "infer", infer_main, "Segment an RGB(-D) pair or a folder with a trained, imported or "
                  "exported model; write coloured label PNGs.")
@@ -121,7 +121,7 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="Official checkpoint (.pth) from the CMX or PrimKD release.")
     p.add_argument("--kind", required=True, choices=["student", "teacher"],
                    help="student: CMX or PrimKD RGB-D model; teacher: PrimKD RGB teacher (nyu-rgb.pth).")
-    p.add_argument("--variant", required=True, choices=sorted(MIT_VARIANTS), help="MiT variant it was trained with.")
+    p.add_argument("--variant", required=True, choices=sorted(backbones()), help="MiT variant it was trained with.")
     p.add_argument("--num-classes", type=int, required=True, help="Classes of the checkpoint (NYU 40, SUN-RGBD 37).")
     p.add_argument("--out", required=True, help="Model file to write (.pt).")
     p.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=True,

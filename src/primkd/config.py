@@ -7,16 +7,23 @@ so both orchestrators and every stage command see identical numbers.
 from __future__ import annotations
 
 import copy
+import functools
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
 SECTIONS = ("data", "hha", "model", "train", "kd", "eval")
+# Leaf keys that change how a stage runs (parallelism, checkpoint cadence, where raw downloads are kept) but not
+# what it computes: no pipeline stage depends on them and a training checkpoint's fingerprint leaves them out, so a
+# run may resume with other values.
+RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "train.num_workers",
+                              "train.checkpoint_every", "train.keep_checkpoints", "train.max_bad_batches",
+                              "eval.batch_size"})
 
 
 class ConfigError(ValueError):
@@ -34,19 +41,30 @@ def schema_path(params_path: str | os.PathLike | None = None) -> Path:
 
 def validate(raw: dict, source: str = "params.yaml", schema_file: Path | None = None) -> None:
     """Check ``raw`` against the schema; raise :class:`ConfigError` listing every violation with its key."""
+    import jsonschema  # here, not at the top: `primkd --help` should not pay for it
+
     schema = yaml.safe_load((schema_file or schema_path()).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {_key(e)}: {_leaf_message(e)}" for e in errors]
+        lines = list(dict.fromkeys(f"  {_key(e)}: {_leaf_message(e)}" for e in errors))
         raise ConfigError(f"{source} is invalid; fix these keys:\n" + "\n".join(lines))
 
 
-def _key(error: jsonschema.ValidationError) -> str:
+@functools.cache
+def backbones() -> tuple[str, ...]:
+    """The MiT variants params.yaml accepts (the schema's ``model.backbone``), read without importing torch."""
+    schema = yaml.safe_load(schema_path().read_text())
+    return tuple(schema["$defs"]["model"]["properties"]["backbone"]["enum"])
+
+
+def _key(error) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _leaf_message(error: jsonschema.ValidationError) -> str:
+def _leaf_message(error) -> str:
+    if isinstance(error.instance, float) and not math.isfinite(error.instance):
+        return f"must be a finite number, got {error.instance}"
     # allOf/$ref wrappers report "... is not valid under ..."; the innermost cause says what is wrong.
     while error.context:
         error = min(error.context, key=lambda e: len(e.path))
@@ -107,3 +125,18 @@ def experiment_kd(cfg: dict, name: str) -> dict[str, Any]:
         raise ConfigError(f"experiment {name!r} is not listed under `experiments` in params.yaml (known: {known})")
     experiment = cfg["experiments"][name]
     return {**deep_merge(cfg["kd"], experiment.get("kd", {})), "teacher_modality": experiment["teacher"]}
+
+
+def effective_params(cfg: dict) -> dict:
+    """The values every stage reads, with the preset's and each experiment's overrides applied: what the
+    ``resolve_params`` stage writes to ``results/<preset>/effective_params.yaml`` for DVC to track key by key.
+
+    Every preset yields the same keys, so the stages of ``dvc.yaml`` can list exact leaf keys (see
+    :mod:`primkd.stages`)."""
+    out = {section: copy.deepcopy(cfg[section]) for section in SECTIONS}
+    out["seeds"] = list(cfg["seeds"])
+    out["experiments"] = {}
+    for name in cfg["experiments"]:
+        kd = experiment_kd(cfg, name)
+        out["experiments"][name] = {"teacher": kd.pop("teacher_modality"), "kd": kd}
+    return out

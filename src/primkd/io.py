@@ -8,7 +8,9 @@ over the target (rename is atomic on POSIX file systems).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,9 +21,28 @@ from typing import Any
 import cv2
 import numpy as np
 
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # files already warned about (once per process)
+_LOW_SPACE = 1 << 20  # bytes; below this a failed write is put down to a full disk
+
 
 class DataError(ValueError):
     """A problem with an input file or dataset; the message names the file and says how to fix it."""
+
+
+class DiskFullError(DataError):
+    """An output could not be written because its file system is full; the message names the file."""
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write is down to a full disk: ENOSPC, or (writers such as torch.save and OpenCV report it
+    in their own words) almost no space left where the file was being written."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _LOW_SPACE
+    except OSError:
+        return False
 
 
 def _umask() -> int:
@@ -53,6 +74,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:
+        tmp_path.unlink(missing_ok=True)
+        if _disk_full(e, path.parent):
+            raise DiskFullError(f"{path}: no space left on device while writing it; free space on the disk of "
+                                f"{path.parent} (or write the outputs elsewhere) and run again") from e
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -159,6 +186,7 @@ def read_image(path: str | os.PathLike, kind: str = "rgb") -> np.ndarray:
     if image is None:
         raise DataError(f"{path}: cannot decode the image (corrupt or truncated file); re-create or re-download it")
     if kind == "rgb":
+        _warn_if_not_colour(path, data)
         return image[..., ::-1].copy()
     if image.ndim == 3:
         if kind == "gray" and image.shape[2] >= 3 and (image[..., 1:3] == image[..., :1]).all():
@@ -172,3 +200,33 @@ def read_image(path: str | os.PathLike, kind: str = "rgb") -> np.ndarray:
         raise DataError(f"{path}: labels must be an 8-bit PNG (0..K-1, 255 = ignore), found {image.dtype}; re-export "
                         f"it as uint8")
     return image
+
+
+_NOT_COLOUR = {
+    "grey": "a greyscale image read as RGB (its grey value in all three channels)",
+    "grey+alpha": "a greyscale image with an alpha channel read as RGB (grey value in all three channels, alpha "
+                  "dropped)",
+    "rgba": "an RGBA image read as RGB (the alpha channel is dropped)",
+}
+
+
+def _warn_if_not_colour(path: Path, data: np.ndarray) -> None:
+    """Warn (once per file) when an image read as RGB is stored as grey or with alpha: OpenCV converts it silently."""
+    kind = _stored_channels(data[:65536].tobytes())
+    if kind in _NOT_COLOUR and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("%s: %s; convert it to a 3-channel RGB file if that is not intended", path, _NOT_COLOUR[kind])
+
+
+def _stored_channels(head: bytes) -> str | None:
+    """What a PNG or JPEG header says the file stores: "grey", "grey+alpha", "rgba", "rgb", or None if unknown."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) > 25:
+        return {0: "grey", 2: "rgb", 3: "rgb", 4: "grey+alpha", 6: "rgba"}.get(head[25])
+    if head[:2] == b"\xff\xd8":  # JPEG: walk the segments to the start of frame, which gives the component count
+        i = 2
+        while i + 9 < len(head) and head[i] == 0xFF:
+            marker, length = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return {1: "grey", 3: "rgb"}.get(head[i + 9])
+            i += 2 + length
+    return None

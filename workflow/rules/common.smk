@@ -1,39 +1,49 @@
-# Effective parameters of the active preset, resolved by the same code the stage commands use.
+# Effective parameters of the active preset, resolved by the same code the stage commands use, and the stage table
+# (src/primkd/stages.py) that dvc.yaml is generated from: every rule takes its command, inputs, outputs, log and
+# parameter values from it, so the two tools cannot drift apart.
 import json
 import re
 
-from primkd.config import experiment_kd, resolve
+from primkd import stages as ST
+from primkd.config import effective_params, resolve
 
 CFG = resolve(config)
 PRESET = CFG["preset"]
+EFFECTIVE = effective_params(CFG)
 EXPERIMENTS = list(CFG["experiments"])
-TEACHERS = ["teacher_rgb", "teacher_depth"]
-STUDENTS = ["cmx", *EXPERIMENTS]
-MODELS = [*TEACHERS, *STUDENTS]
 MAIN_MODELS = ["teacher_rgb", "cmx", "primkd"]
-DATA = f"data/{PRESET}/prepared"
-HHA = f"data/{PRESET}/hha"
-TRAIN_CODE = ["src/primkd/models", "src/primkd/engine", "src/primkd/distill"]
-EVAL_CODE = ["src/primkd/engine/evaluate.py", "src/primkd/engine/metrics.py"]
 
 
 wildcard_constraints:
     preset=PRESET,
-    modality="rgb|depth",
+    modality="|".join(ST.MODALITIES),
     exp="|".join(map(re.escape, EXPERIMENTS)),
-    student="|".join(map(re.escape, STUDENTS)),
+    seed="|".join(map(str, CFG["seeds"])),
 
 
-def values(*keys):
-    """Effective values of the given dotted keys as a JSON string: a rule's params, so Snakemake reruns a rule
-    when (and only when) a value it reads changes, as DVC does with its `params:` lists."""
-    out = {}
-    for key in keys:
-        node = CFG
-        for part in key.split("."):
-            node = node[part]
-        out[key] = node
-    return json.dumps(out, sort_keys=True)
+def stage_input(name):
+    """Code files, other files and the stage's inputs (see primkd.stages.smk_inputs)."""
+    return ST.smk_inputs(ST.stage(name), PRESET, CFG)
+
+
+def stage_output(name):
+    return [directory(path) if folder else path for path, folder in ST.smk_outputs(ST.stage(name), PRESET)]
+
+
+def stage_params(name):
+    """`values`: the effective values of the keys the stage reads, as JSON, so Snakemake reruns a job when (and only
+    when) one of them changes, as DVC does with its params."""
+    s = ST.stage(name)
+    item = lambda w: {v: getattr(w, v) for v in s.loop} if s.loop else None  # noqa: E731
+    return {"values": lambda w: json.dumps(ST.effective_values(s, EFFECTIVE, item(w)), sort_keys=True)}
+
+
+def stage_log(name):
+    return ST.smk_log(ST.stage(name), PRESET)
+
+
+def stage_shell(name):
+    return ST.smk_shell(ST.stage(name), PRESET)
 
 
 def job_resources(stage):

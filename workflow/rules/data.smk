@@ -1,39 +1,69 @@
+# Run where Snakemake runs, not as cluster jobs: compute nodes often have no internet access (download), and
+# resolve_params takes a fraction of a second.
+localrules:
+    resolve_params,
+    download,
+
+
+rule resolve_params:
+    input:
+        stage_input("resolve_params"),
+    output:
+        stage_output("resolve_params"),
+    log:
+        stage_log("resolve_params"),
+    conda:
+        "../../environment.yml"
+    shell:
+        stage_shell("resolve_params")
+
+
+rule download:
+    input:
+        stage_input("download"),
+    output:
+        stage_output("download"),
+    params:
+        **stage_params("download"),
+    log:
+        stage_log("download"),
+    conda:
+        "../../environment.yml"
+    shell:
+        stage_shell("download")
+
+
 rule prepare:
     input:
-        "src/primkd/data",
+        stage_input("prepare"),
     output:
-        directory(DATA),
+        stage_output("prepare"),
     params:
-        preset=PRESET,
-        values=values("data"),
+        **stage_params("prepare"),
     log:
-        f"results/{PRESET}/logs/prepare.log",
+        stage_log("prepare"),
     threads: CFG["resources"]["prepare"]["cpus_per_task"]
     resources:
         **job_resources("prepare"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd prepare --params params.yaml --preset {params.preset} --out {output} --log {log}"
+        stage_shell("prepare")
 
 
 rule hha:
     input:
-        "src/primkd/data/hha.py",
-        data=DATA,
+        stage_input("hha"),
     output:
-        hha=directory(HHA),
-        sheet=f"results/{PRESET}/contact_sheet.png",
+        stage_output("hha"),
     params:
-        preset=PRESET,
-        values=values("hha"),
+        **stage_params("hha"),
     log:
-        f"results/{PRESET}/logs/hha.log",
+        stage_log("hha"),
     threads: CFG["resources"]["hha"]["cpus_per_task"]
     resources:
         **job_resources("hha"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd hha --params params.yaml --preset {params.preset} --data {input.data} --out {output.hha} "
-        "--contact-sheet {output.sheet} --log {log}"
+        stage_shell("hha")

@@ -1,47 +1,53 @@
 rule evaluate_teacher:
     input:
-        *EVAL_CODE,
-        data=DATA,
-        hha=HHA,
-        model=f"results/{PRESET}/models/teacher_{{modality}}/model.pt",
+        stage_input("evaluate_teacher"),
     output:
-        metrics=f"results/{PRESET}/eval/teacher_{{modality}}.json",
-        confusion=f"results/{PRESET}/eval/teacher_{{modality}}_confusion.csv",
+        stage_output("evaluate_teacher"),
     params:
-        preset=PRESET,
-        values=values("eval", "train.device", "train.bgr", "train.num_workers"),
+        **stage_params("evaluate_teacher"),
     log:
-        f"results/{PRESET}/logs/evaluate_teacher_{{modality}}.log",
+        stage_log("evaluate_teacher"),
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
     resources:
         **job_resources("evaluate"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd evaluate --params params.yaml --preset {params.preset} --model {input.model} --data {input.data} --hha {input.hha} "
-        "--out {output.metrics} --confusion {output.confusion} --log {log}"
+        stage_shell("evaluate_teacher")
 
 
 # The CMX baseline and every experiment: metrics averaged over the seed<k>/ models of the run.
-rule evaluate_student:
+rule evaluate_cmx:
     input:
-        *EVAL_CODE,
-        data=DATA,
-        hha=HHA,
-        model=f"results/{PRESET}/models/{{student}}",
+        stage_input("evaluate_cmx"),
     output:
-        metrics=f"results/{PRESET}/eval/{{student}}.json",
-        confusion=f"results/{PRESET}/eval/{{student}}_confusion.csv",
+        stage_output("evaluate_cmx"),
     params:
-        preset=PRESET,
-        values=values("eval", "train.device", "train.bgr", "train.num_workers"),
+        **stage_params("evaluate_cmx"),
     log:
-        f"results/{PRESET}/logs/evaluate_{{student}}.log",
+        stage_log("evaluate_cmx"),
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
     resources:
         **job_resources("evaluate"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd evaluate --params params.yaml --preset {params.preset} --model {input.model} --data {input.data} --hha {input.hha} "
-        "--out {output.metrics} --confusion {output.confusion} --log {log}"
+        stage_shell("evaluate_cmx")
+
+
+rule evaluate_student:
+    input:
+        stage_input("evaluate_student"),
+    output:
+        stage_output("evaluate_student"),
+    params:
+        **stage_params("evaluate_student"),
+    log:
+        stage_log("evaluate_student"),
+    threads: CFG["resources"]["evaluate"]["cpus_per_task"]
+    resources:
+        **job_resources("evaluate"),
+    conda:
+        "../../environment.yml"
+    shell:
+        stage_shell("evaluate_student")

@@ -1,72 +1,53 @@
 rule train_teacher:
     input:
-        *TRAIN_CODE,
-        data=DATA,
-        hha=HHA,
+        stage_input("train_teacher"),
     output:
-        model=f"results/{PRESET}/models/teacher_{{modality}}/model.pt",
-        summary=f"results/{PRESET}/models/teacher_{{modality}}/train.json",
-        curves=f"results/{PRESET}/models/teacher_{{modality}}/curves.csv",
-        eval_curve=f"results/{PRESET}/models/teacher_{{modality}}/eval_curve.csv",
+        stage_output("train_teacher"),
     params:
-        preset=PRESET,
-        values=values("model", "train", "eval"),
-        out_dir=lambda w: f"results/{PRESET}/models/teacher_{w.modality}",
+        **stage_params("train_teacher"),
     log:
-        f"results/{PRESET}/logs/train_teacher_{{modality}}.log",
+        stage_log("train_teacher"),
     threads: CFG["resources"]["train"]["cpus_per_task"]
     resources:
         **job_resources("train"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd train --params params.yaml --preset {params.preset} --role teacher --modality {wildcards.modality} "
-        "--data {input.data} --hha {input.hha} --out-dir {params.out_dir} "
-        "--checkpoint-dir results/{params.preset}/checkpoints/teacher_{wildcards.modality} --log {log}"
+        stage_shell("train_teacher")
 
 
 # Students write one seed<k>/ folder per entry of `seeds`.
 rule train_cmx:
     input:
-        *TRAIN_CODE,
-        data=DATA,
-        hha=HHA,
+        stage_input("train_cmx"),
     output:
-        directory(f"results/{PRESET}/models/cmx"),
+        stage_output("train_cmx"),
     params:
-        preset=PRESET,
-        values=values("seeds", "model", "train", "eval"),
+        **stage_params("train_cmx"),
     log:
-        f"results/{PRESET}/logs/train_cmx.log",
+        stage_log("train_cmx"),
     threads: CFG["resources"]["train"]["cpus_per_task"]
     resources:
         **job_resources("train"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd train --params params.yaml --preset {params.preset} --role student --data {input.data} --hha {input.hha} "
-        "--out-dir {output} --checkpoint-dir results/{params.preset}/checkpoints/cmx --log {log}"
+        stage_shell("train_cmx")
 
 
 rule train_student:
     input:
-        *TRAIN_CODE,
-        data=DATA,
-        hha=HHA,
-        teacher=lambda w: f"results/{PRESET}/models/teacher_{CFG['experiments'][w.exp]['teacher']}/model.pt",
+        stage_input("train_student"),
     output:
-        directory(f"results/{PRESET}/models/{{exp}}"),
+        stage_output("train_student"),
     params:
-        preset=PRESET,
-        values=lambda w: values("seeds", "model", "train", "eval") + json.dumps(experiment_kd(CFG, w.exp)),
+        **stage_params("train_student"),
     log:
-        f"results/{PRESET}/logs/train_{{exp}}.log",
+        stage_log("train_student"),
     threads: CFG["resources"]["train"]["cpus_per_task"]
     resources:
         **job_resources("train"),
     conda:
         "../../environment.yml"
     shell:
-        "primkd train --params params.yaml --preset {params.preset} --role student --experiment {wildcards.exp} "
-        "--teacher {input.teacher} --data {input.data} --hha {input.hha} --out-dir {output} "
-        "--checkpoint-dir results/{params.preset}/checkpoints/{wildcards.exp} --log {log}"
+        stage_shell("train_student")

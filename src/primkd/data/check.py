@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from primkd.data.dataset import invalid_labels
-from primkd.data.layout import IGNORE_INDEX, SPLITS, Layout, read_meta, read_split
+from primkd.data.layout import IGNORE_INDEX, SPLITS, Layout, invalid_labels, read_meta, read_split
 from primkd.io import DataError, read_image
 
 INTRINSICS = ("fx", "fy", "cx", "cy")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from primkd.data.layout import IGNORE_INDEX, Layout, read_meta, read_split
+from primkd.data.layout import IGNORE_INDEX, Layout, invalid_labels, read_meta, read_split
 from primkd.io import DataError, read_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -91,12 +91,6 @@ def augment(images: list[np.ndarray], label: np.ndarray, aug: Augment, rng: np.r
     crops = [centre_pad(normalize(im[window], bgr).numpy().transpose(1, 2, 0), (ch, cw), 0.0) for im in images]
     label = centre_pad(np.ascontiguousarray(label[window]), (ch, cw), IGNORE_INDEX)
     return [torch.from_numpy(np.ascontiguousarray(c.transpose(2, 0, 1))) for c in crops], label  # (3, ch, cw)
-
-
-def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
-    """Sorted label values outside 0..K-1 that are not the ignore index (255)."""
-    bad = (label != IGNORE_INDEX) & (label >= num_classes)
-    return sorted(np.unique(label[bad]).tolist())
 
 
 class RGBDDataset(Dataset):

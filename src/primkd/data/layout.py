@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from primkd.io import DataError, read_json
 
 IGNORE_INDEX = 255
@@ -80,14 +82,31 @@ class Layout:
 
 
 def read_split(root: str | os.PathLike, split: str) -> list[str]:
-    """Names listed in ``<root>/<split>.txt``; a missing or empty list raises :class:`DataError`."""
+    """Names listed in ``<root>/<split>.txt``.
+
+    Raises:
+        DataError: the list is missing or empty, or a line is not a bare image name (see :func:`check_name`).
+    """
     path = Layout(Path(root)).split_path(split)
     if not path.is_file():
         raise DataError(f"{path}: split file not found; run the prepare stage for this dataset first")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
+    lines = [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not lines:
         raise DataError(f"{path}: the split list is empty; it must name one image per line")
-    return names
+    bad = [(number, name) for number, name in lines if not is_plain_name(name)]
+    if bad:
+        number, name = bad[0]
+        more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
+        raise DataError(f"{path}, line {number}: {name!r} is not an image name{more}; a split list names images of "
+                        f"its own dataset by their bare file name without extension (no folders, '..' or absolute "
+                        f"paths), e.g. 'img_0001' for RGB/img_0001.png")
+    return [name for _, name in lines]
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is a bare image name, so that ``RGB/<name>.png`` (and every other folder's file) stays
+    inside the dataset: no path separator, not ``.`` or ``..``, no NUL."""
+    return bool(name) and not any(c in name for c in "/\\\0") and name not in (".", "..")
 
 
 def write_split(root: str | os.PathLike, split: str, names: list[str]) -> None:
@@ -111,3 +130,9 @@ def intrinsics_for(meta: dict, name: str) -> dict:
     """Camera intrinsics (fx, fy, cx, cy; 1-based principal point) of image ``name``."""
     per_image = meta.get("intrinsics_per_image") or {}
     return per_image.get(name, meta["intrinsics"])
+
+
+def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:
+    """Sorted label values outside 0..K-1 that are not the ignore index (255)."""
+    bad = (label != IGNORE_INDEX) & (label >= num_classes)
+    return sorted(np.unique(label[bad]).tolist())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from primkd.data.download import DEFAULT_SOURCES, fetch
 from primkd.data.layout import read_meta, read_split
-from primkd.io import atomic_dir
+from primkd.io import DataError, atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +21,46 @@ SOURCE_FILES = {
 
 
 def fetch_sources(data: dict) -> dict[str, Path]:
-    """Download (or find, when placed by hand) the raw files of ``data.source`` into ``data.raw_dir``.
+    """Download (or find, when placed by hand) the raw files of ``data.source`` into ``data.raw_dir``; none for the
+    synthetic and folder sources.
 
     URLs come from ``data.urls`` (mirrors may replace the defaults); checksums from the published values.
     """
     paths = {}
-    for key in SOURCE_FILES[data["source"]]:
+    for key in SOURCE_FILES.get(data["source"], ()):
         default = DEFAULT_SOURCES[key]
         url = data["urls"].get(key) or default["url"]
         paths[key] = fetch(url, Path(data["raw_dir"]) / data["source"], default["filename"], default["known_hash"])
     return paths
 
 
-def prepare_dataset(data: dict, out_dir: str | os.PathLike) -> Path:
-    """Write the prepared dataset for the ``data`` section of params into ``out_dir``."""
+def link_raw_files(files: dict[str, Path], out_dir: str | os.PathLike) -> None:
+    """Make ``out_dir`` hold exactly ``files`` (by file name): hard links where the file system allows, else
+    symbolic links, so the download stage's outputs cost no second copy of a multi-GB archive."""
+    with atomic_dir(out_dir) as tmp:
+        for path in files.values():
+            try:
+                os.link(path, tmp / path.name)
+            except OSError:
+                os.symlink(path.resolve(), tmp / path.name)
+
+
+def raw_files(data: dict, raw_dir: str | os.PathLike) -> dict[str, Path]:
+    """The raw files of ``data.source`` in ``raw_dir`` (the download stage's output folder), checked to exist."""
+    paths = {key: Path(raw_dir) / DEFAULT_SOURCES[key]["filename"] for key in SOURCE_FILES[data["source"]]}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more raw files)" if len(missing) > 1 else ""
+        raise DataError(f"{missing[0]}: not found{more}; run the download stage (`primkd download`) first")
+    return paths
+
+
+def prepare_dataset(data: dict, out_dir: str | os.PathLike, raw_dir: str | os.PathLike | None = None) -> Path:
+    """Write the prepared dataset for the ``data`` section of params into ``out_dir``.
+
+    ``raw_dir`` holds the raw files of a real source (the download stage's output); without it they are fetched
+    into ``data.raw_dir`` first.
+    """
     from primkd.data import folder, nyuv2, sunrgbd, synthetic
 
     source, limit = data["source"], data["limit"] or None
@@ -50,7 +76,7 @@ def prepare_dataset(data: dict, out_dir: str | os.PathLike) -> Path:
         folder.import_folder(f["path"], out_dir, f["num_classes"], modality=f["modality"],
                              intrinsics=f.get("intrinsics", "auto"), intrinsics_file=f.get("intrinsics_file") or None)
         return Path(out_dir)
-    raw = fetch_sources(data)
+    raw = raw_files(data, raw_dir) if raw_dir is not None else fetch_sources(data)
     if source == "nyuv2":
         return nyuv2.prepare_nyuv2(raw["nyuv2_labeled"], raw["nyuv2_splits"], raw["nyuv2_class_mapping"], out_dir,
                                    limit=limit)

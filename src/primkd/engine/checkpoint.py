@@ -3,16 +3,17 @@
 A **model file** (``model.pt``) holds the trained network and what is needed to rebuild it. A **training-state
 checkpoint** (``<dir>/step-<iteration>.pt``) holds everything a run needs to continue exactly where it stopped: the
 network, the loss module (aligners), the optimiser, the scheduler, every random number generator, the loop's
-progress and a *fingerprint* of the settings the run depends on. A run only resumes from a checkpoint whose
-fingerprint equals its own.
+progress and a *fingerprint* of everything the run's numbers depend on (:func:`run_fingerprint`: the settings and
+the contents of its input files). A run only resumes from a checkpoint whose fingerprint equals its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from primkd.config import RESULT_FREE_KEYS
 from primkd.io import DataError, atomic_path
 from primkd.models.segmentors import build_student, build_teacher
 
@@ -225,3 +227,66 @@ def restore_checkpoint(blob: dict, stateful: Mapping[str, Any], path: str | os.P
             obj.load_state_dict(blob["states"][key])
     set_rng_state(blob["rng"])
     return blob["progress"]
+
+
+# --- Fingerprints -----------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's contents (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
+    """One SHA-256 over the names (relative to ``root``) and contents of ``paths``, in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        name = path.relative_to(root) if root is not None and path.is_relative_to(root) else path.name
+        digest.update(f"{name}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def dataset_digest(dataset: Any) -> str:
+    """Digest of the files an :class:`~primkd.data.dataset.RGBDDataset` reads: meta.json, the split list and each
+    sample's RGB, label and (when used) HHA image."""
+    layout = dataset.layout
+    lists = [layout.split_path(s) for s in ("train", "test") if layout.split_path(s).is_file()]
+    samples = [p for name in dataset.names for p in dataset.paths(name)]
+    return files_digest([layout.meta_path, *lists, *samples])
+
+
+def pretrained_digest(path: str | os.PathLike | None) -> str | None:
+    """Digest of ImageNet weights: a file, or every file of a Hugging Face folder; None when training from scratch."""
+    if path is None:
+        return None
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return files_digest(files, path if path.is_dir() else None)
+
+
+def result_settings(cfg: dict, section: str) -> dict:
+    """A section of the resolved parameters without the keys that do not change results (RESULT_FREE_KEYS)."""
+    return {k: v for k, v in cfg[section].items() if f"{section}.{k}" not in RESULT_FREE_KEYS}
+
+
+def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None) -> dict:
+    """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
+
+    Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
+    ``model`` and ``train`` sections except :data:`~primkd.config.RESULT_FREE_KEYS` (so the same keys as the training
+    stages' parameter dependencies in :mod:`primkd.stages`), the ImageNet weights' contents, and the contents of
+    every file the training and test sets read (prepared images, labels, HHA, meta.json, split lists).
+    """
+    teacher = sha256_file(run.teacher_path) if run.teacher_path is not None else None
+    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
+                    "teacher_sha256": teacher},
+            "arch": arch,
+            "model": result_settings(cfg, "model"),
+            "train": result_settings(cfg, "train"),
+            "pretrained_sha256": pretrained_digest(pretrained),
+            "data": {"classes": list(train_set.classes), "train_sha256": dataset_digest(train_set),
+                     "test_sha256": dataset_digest(test_set)}}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -56,6 +55,7 @@ from primkd.engine.checkpoint import (
     load_model,
     remove_partial_checkpoints,
     restore_checkpoint,
+    run_fingerprint,
     save_checkpoint,
     save_model,
 )
@@ -78,9 +78,6 @@ from primkd.models.mit import MIT_VARIANTS
 log = logging.getLogger(__name__)
 
 LOSS_TERMS = ("loss", "seg", "pred", "feat")
-# ``train`` keys that may change between a run and its resumption (they do not change the numbers it computes).
-RESUME_FREE_KEYS = frozenset({"num_workers", "device", "checkpoint_every", "keep_checkpoints", "max_bad_batches",
-                              "deterministic", "compile", "cudnn_benchmark"})
 
 
 @dataclass
@@ -335,31 +332,6 @@ def train_step(objective: nn.Module, batch: dict, run: Run, device: torch.device
         return objective(inputs, labels, t_out)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def run_fingerprint(cfg: dict, run: Run, arch: dict, train_set: RGBDDataset) -> dict:
-    """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
-
-    Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
-    official-recipe model keys outside it (stage-2 drop path, decoder bias init), the ``train`` section except
-    :data:`RESUME_FREE_KEYS`, and the training split (class names, SHA-256 of the names).
-    """
-    names = hashlib.sha256("\n".join(train_set.names).encode()).hexdigest()
-    teacher = _sha256(run.teacher_path) if run.teacher_path is not None else None
-    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
-                    "teacher_sha256": teacher},
-            "arch": arch,
-            "init": {k: cfg["model"].get(k) for k in ("drop_path_stage2", "decoder_bias_init")},
-            "train": {k: v for k, v in cfg["train"].items() if k not in RESUME_FREE_KEYS},
-            "data": {"classes": list(train_set.classes), "train_names_sha256": names}}
-
-
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -437,7 +409,8 @@ class Trainer:
         if self.scaler.is_enabled():
             self.stateful["scaler"] = self.scaler
         # 5. Continue from this run's newest checkpoint, if any.
-        self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset)
+        self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset, self.test_loader.dataset,
+                                           self.pretrained)
         self.last_checkpoint: Path | None = None
         self.state = self._resume()
         self.started = time.perf_counter()
@@ -471,16 +444,13 @@ class Trainer:
             return Progress()
         path, blob = found
         changed = fingerprint_differences(blob["fingerprint"], self.fingerprint)
-        if changed and blob["complete"]:
-            log.warning("%s: a finished run with other settings (%s); training afresh and removing its checkpoints",
-                        path, "; ".join(changed[:5]))
+        if changed:  # finished or not: its weights were computed from other inputs
+            state = "finished" if blob["complete"] else "unfinished"
+            log.warning("%s: training from scratch: the %s checkpoint %s was computed from other inputs or settings "
+                        "(%s); removing its checkpoints", self.run.name, state, path, "; ".join(changed[:8]))
             for old in [*list_checkpoints(self.checkpoint_dir), self.checkpoint_dir / BEST_FILE]:
                 old.unlink(missing_ok=True)
             return Progress()
-        if changed:
-            raise DataError(f"{path}: this unfinished run's checkpoint was written with other settings "
-                            f"({'; '.join(changed[:8])}); restore those settings to resume it, or delete "
-                            f"{self.checkpoint_dir} to train from scratch")
         state = Progress(**restore_checkpoint(blob, self.stateful, path))
         state.resumed_at.append(state.iteration)
         self.last_checkpoint = path
@@ -644,7 +614,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
     Raises:
         TrainingInterrupted: SIGTERM arrived; a checkpoint was saved (a ``SystemExit`` with status 143).
         FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
-        DataError: bad input files, or an unfinished checkpoint of this run written with other settings.
+        DataError: bad input files.
     """
     t, out_dir = cfg["train"], Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"

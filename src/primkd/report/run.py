@@ -29,13 +29,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from typing import TYPE_CHECKING
 
 from primkd.io import DataError, read_json, write_text
-from primkd.models.segmentors import build_student, count_parameters
 from primkd.report.figures import figure1
 from primkd.report.significance import (
     BOOTSTRAP_RESAMPLES,
@@ -67,6 +63,10 @@ from primkd.report.tables import (
     to_markdown,
     to_significance_csv,
 )
+
+if TYPE_CHECKING:  # torch is imported only when a table needs the network's size: the report runs without it
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -145,6 +145,9 @@ def load_cka(path: str | os.PathLike) -> dict[tuple[str, str, int], float] | Non
 
 def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass (torch's FlopCounterMode counts two FLOPs per MAC)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*inputs)
     return counter.get_total_flops() // 2
@@ -161,6 +164,10 @@ def measure_complexity(variant: str, num_classes: int, height: int, width: int,
     Returns:
         ``{"params": parameter elements, "macs": multiply-accumulates}``.
     """
+    import torch
+
+    from primkd.models.segmentors import build_student, count_parameters
+
     with torch.device("meta"):
         model = build_student(variant, num_classes, decoder_embed_dim=decoder_embed_dim).eval()
         x = torch.empty(1, 3, height, width)  # (B, 3, H, W), RGB and HHA alike

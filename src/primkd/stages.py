@@ -1,0 +1,576 @@
+"""The pipeline's stage graph: one table from which ``dvc.yaml`` is generated and from which the Snakemake rules
+(``workflow/rules/*.smk``) take their inputs, parameters and outputs.
+
+Each :class:`Stage` names its command, the function of the CLI it runs (its code dependencies are the import
+closure of that function, computed here from the source with :mod:`ast`), the parameter keys it reads, its inputs
+and its outputs. Paths and commands are templates of ``{preset}`` and the stage's loop variables: ``{modality}``
+(the two teachers), ``{exp}`` (the student experiments), ``{seed}`` (each entry of ``seeds``: every student seed is
+a stage of its own, a DVC ``matrix`` entry and a Snakemake job).
+
+Parameters: a stage depends on the *effective* values it reads (top level with the active preset's overrides and, for
+students, the experiment's ``kd`` overrides applied), which the ``resolve_params`` stage writes to
+``results/<preset>/effective_params.yaml`` (:func:`primkd.config.effective_params`). Why not list
+``presets.${preset}.train.lr`` in ``dvc.yaml`` directly: DVC fails on a listed key that params.yaml lacks, and which
+keys a preset overrides changes from preset to preset and with every ``dvc exp run -S presets.<p>.<key>=...``; the
+effective file has every key for every preset, so exact leaf keys can be listed, ``-S preset=smoke`` and
+``-S kd.beta=0.1`` keep working, and a key that a preset starts to override is followed automatically. Snakemake
+computes the same effective values in the Snakefile and compares them itself (its ``params`` rerun trigger).
+
+This module imports nothing beyond the standard library and PyYAML, so the Snakefile and ``primkd --help`` stay
+light. ``python -m primkd.stages --write`` regenerates ``dvc.yaml``; ``--check`` fails when it is out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import itertools
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from primkd.config import RESULT_FREE_KEYS
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[1]
+EFFECTIVE_PARAMS = "results/{preset}/effective_params.yaml"
+MODALITIES = ("rgb", "depth")
+DATA, HHA, RAW = "data/{preset}/prepared", "data/{preset}/hha", "data/{preset}/raw"
+URL_KEYS = ("nyuv2_labeled", "nyuv2_splits", "nyuv2_class_mapping", "sunrgbd", "sunrgbd_toolbox")
+MODELS = "results/{preset}/models"
+
+
+@dataclass(frozen=True)
+class Out:
+    """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache; ``folder`` marks a
+    directory (Snakemake's ``directory()``); ``plot`` holds DVC's x/y for a plot."""
+
+    path: str
+    kind: str = "out"
+    cache: bool = True
+    folder: bool = False
+    plot: dict | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline (see the module docstring for the templates).
+
+    Attributes:
+        name: stage name in both tools (DVC adds ``@<item>`` for looped stages).
+        entry: the CLI function it runs (``module:function``), whose import closure is its code dependency.
+        cmd: command template; ``{log}`` stands for :attr:`log`.
+        log: log file template.
+        params: effective parameter keys read: leaf keys or sections (expanded to their leaves).
+        exclude: leaf keys of those sections the stage does not read (keys that change no result, listed in
+            :data:`primkd.config.RESULT_FREE_KEYS`, are left out of every stage).
+        deps: input path templates.
+        outs: outputs.
+        loop: the loop variables, each over its values: ``modality`` (rgb, depth), ``exp`` (the experiments of
+            params.yaml), ``seed`` (its ``seeds``); one instance per combination.
+        files: extra file dependencies that are not Python code (params.yaml, the schema, package data).
+        resources: the params.yaml ``resources`` entry of its Snakemake jobs.
+    """
+
+    name: str
+    entry: str
+    cmd: str
+    log: str
+    params: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
+    outs: tuple[Out, ...] = ()
+    loop: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    resources: str | None = None
+    comment: str = field(default="", compare=False)
+
+
+def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: bool, extra: tuple[str, ...] = ()
+                ) -> Stage:
+    """Evaluation of one run (students: the mean over the seed<k>/ models of `seeds`); ``extra``: model files read
+    beside ``model`` (a teacher's best test-split epoch)."""
+    deps = (model, *extra)
+    return Stage(
+        name=name, entry="primkd.cli:cmd_evaluate", loop=loop, resources="evaluate",
+        cmd=(f"primkd evaluate --params params.yaml --preset {{preset}} --model {model} --data {DATA} --hha {HHA} "
+             f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
+             f"--log {{log}}"),
+        log=f"results/{{preset}}/logs/evaluate_{run}.log",
+        params=("eval", "train.device", "train.bgr", *(("seeds",) if seeds else ())),
+        deps=(DATA, HHA, *deps),
+        outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
+              Out(f"results/{{preset}}/eval/{run}_per_image.npz", cache=False),
+              Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
+
+
+# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.run_fingerprint): model and
+# train without primkd.config.RESULT_FREE_KEYS; a student's seed is its stage's `{seed}`, not train.seed.
+TRAIN_PARAMS = ("model", "train")
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="resolve_params", entry="primkd.cli:cmd_params",
+        comment="The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages).",
+        cmd=f"primkd params --params params.yaml --preset {{preset}} --out {EFFECTIVE_PARAMS} --log {{log}}",
+        log="results/{preset}/logs/resolve_params.log",
+        files=("params.yaml", "workflow/schemas/params.schema.yaml"),
+        outs=(Out(EFFECTIVE_PARAMS, cache=False),)),
+    Stage(
+        name="download", entry="primkd.cli:cmd_download", resources="prepare",
+        comment="Raw files of a real dataset (an empty folder for the synthetic and folder sources): downloaded "
+                "into data.raw_dir (resumable, checksummed) and linked here, out of the DVC cache so a multi-GB "
+                "archive is not stored twice.",
+        cmd=f"primkd download --params params.yaml --preset {{preset}} --out {RAW} --log {{log}}",
+        log="results/{preset}/logs/download.log",
+        params=("data.source", "data.urls"),
+        outs=(Out(RAW, cache=False, folder=True),)),
+    Stage(
+        name="prepare", entry="primkd.cli:cmd_prepare", resources="prepare",
+        cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
+        log="results/{preset}/logs/prepare.log",
+        params=("data",), exclude=tuple(f"data.urls.{k}" for k in URL_KEYS),
+        deps=(RAW,),
+        outs=(Out(DATA, folder=True),)),
+    Stage(
+        name="hha", entry="primkd.cli:cmd_hha", resources="hha",
+        cmd=(f"primkd hha --params params.yaml --preset {{preset}} --data {DATA} --out {HHA} "
+             f"--contact-sheet results/{{preset}}/contact_sheet.png --log {{log}}"),
+        log="results/{preset}/logs/hha.log",
+        deps=(DATA,),
+        outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png", cache=False))),
+    Stage(
+        name="train_teacher", entry="primkd.cli:cmd_train", loop=("modality",), resources="train",
+        comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
+                "outputs: the tools delete outputs before a rerun, which is exactly when a checkpoint is needed.",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role teacher --modality {{modality}} "
+             f"--data {DATA} --hha {HHA} --out-dir {MODELS}/teacher_{{modality}} "
+             f"--checkpoint-dir results/{{preset}}/checkpoints/teacher_{{modality}} --log {{log}}"),
+        log="results/{preset}/logs/train_teacher_{modality}.log",
+        params=TRAIN_PARAMS,
+        deps=(DATA, HHA),
+        outs=(Out(f"{MODELS}/teacher_{{modality}}/model.pt"),
+              Out(f"{MODELS}/teacher_{{modality}}/model_best.pt"),
+              Out(f"{MODELS}/teacher_{{modality}}/train.json", kind="metric", cache=False),
+              Out(f"{MODELS}/teacher_{{modality}}/curves.csv", kind="plot", cache=False,
+                  plot={"x": "epoch", "y": "loss"}),
+              Out(f"{MODELS}/teacher_{{modality}}/eval_curve.csv", kind="plot", cache=False,
+                  plot={"x": "epoch", "y": "miou"}))),
+    Stage(
+        name="train_cmx", entry="primkd.cli:cmd_train", loop=("seed",), resources="train",
+        comment="Each seed of `seeds` trains the CMX baseline once, into seed<k>/ (model.pt, train.json, curves.csv, "
+                "eval_curve.csv); the seed replaces train.seed.",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --seed {{seed}} --data {DATA} "
+             f"--hha {HHA} --out-dir {MODELS}/cmx/seed{{seed}} --checkpoint-dir results/{{preset}}/checkpoints/cmx/"
+             f"seed{{seed}} --log {{log}}"),
+        log="results/{preset}/logs/train_cmx_seed{seed}.log",
+        params=TRAIN_PARAMS, exclude=("train.seed",),
+        deps=(DATA, HHA),
+        outs=(Out(f"{MODELS}/cmx/seed{{seed}}", folder=True),)),
+    Stage(
+        name="train_student", entry="primkd.cli:cmd_train", loop=("exp", "seed"), resources="train",
+        comment="One stage per experiment and seed. Its teacher is experiments.<exp>.teacher (a parameter), read from "
+                "--teacher-dir: DVC's matrix cannot look up an experiment's teacher, so both teacher files are inputs. "
+                "That costs no extra rerun: whatever retrains a teacher (data, HHA, model and train keys, training "
+                "code) reaches every student directly too.",
+        cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --experiment {{exp}} "
+             f"--seed {{seed}} --teacher-dir {MODELS} --data {DATA} --hha {HHA} "
+             f"--out-dir {MODELS}/{{exp}}/seed{{seed}} --checkpoint-dir results/{{preset}}/checkpoints/{{exp}}/"
+             f"seed{{seed}} --log {{log}}"),
+        log="results/{preset}/logs/train_{exp}_seed{seed}.log",
+        params=(*TRAIN_PARAMS, "experiments.{exp}"), exclude=("train.seed",),
+        deps=(DATA, HHA, *(f"{MODELS}/teacher_{m}/model.pt" for m in MODALITIES)),
+        outs=(Out(f"{MODELS}/{{exp}}/seed{{seed}}", folder=True),)),
+    _eval_stage("evaluate_teacher", f"{MODELS}/teacher_{{modality}}/model.pt", "teacher_{modality}", ("modality",),
+                False, extra=(f"{MODELS}/teacher_{{modality}}/model_best.pt",)),
+    _eval_stage("evaluate_cmx", f"{MODELS}/cmx", "cmx", (), True),
+    _eval_stage("evaluate_student", f"{MODELS}/{{exp}}", "{exp}", ("exp",), True),
+    Stage(
+        name="analyze", entry="primkd.cli_report:cmd_analyze", resources="evaluate",
+        comment="Table 8 (CKA), Figure 4 (feature histograms), Figure 3 (predictions): CMX and PrimKD against both "
+                "teachers.",
+        cmd=(f"primkd analyze --params params.yaml --preset {{preset}} --student cmx={MODELS}/cmx "
+             f"--student primkd={MODELS}/primkd --rgb-model {MODELS}/teacher_rgb/model.pt "
+             f"--depth-model {MODELS}/teacher_depth/model.pt --data {DATA} --hha {HHA} "
+             f"--out-dir results/{{preset}}/analysis --log {{log}}"),
+        log="results/{preset}/logs/analyze.log",
+        params=("train.device", "train.bgr"),
+        deps=(DATA, HHA, f"{MODELS}/cmx", f"{MODELS}/primkd", f"{MODELS}/teacher_rgb/model.pt",
+              f"{MODELS}/teacher_depth/model.pt"),
+        outs=(Out("results/{preset}/analysis", folder=True),)),
+    Stage(
+        name="report", entry="primkd.cli_report:cmd_report",
+        comment="Tables 1-8 beside the paper's numbers, Figure 1, REPORT.md: every evaluated run and the analysis.",
+        cmd=("primkd report --params params.yaml --preset {preset} --results results/{preset} "
+             "--out-dir results/{preset}/report --report results/{preset}/REPORT.md "
+             "--summary results/{preset}/summary.json --curves results/{preset}/report/curves --log {log}"),
+        log="results/{preset}/logs/report.log",
+        # The tables match rows to experiments by their kd settings and compare with the paper only in its setting
+        # (dataset, backbone); the summary records the schedule and the seeds. An experiment's own settings reach the
+        # report through its evaluation (eval/), so `experiments` is not listed (its keys change with every entry).
+        params=("model.decoder_embed_dim", "model.backbone", "data.source", "train.epochs", "train.batch_size",
+                "train.lr", "kd", "seeds", "eval.checkpoint", "eval.scales", "eval.flip"),
+        files=("src/primkd/report/paper.yaml",),  # package data: the paper's numbers the tables compare with
+        # models/: the training curves (curves.csv, eval_curve.csv of every run and seed) drawn in report/curves.
+        deps=("results/{preset}/eval", "results/{preset}/analysis", MODELS),
+        outs=(Out("results/{preset}/report", cache=False, folder=True),
+              Out("results/{preset}/REPORT.md", cache=False),
+              Out("results/{preset}/summary.json", kind="metric", cache=False))),
+)
+
+# Training curves of the first seed (`dvc plots show`); the teachers' are declared with their stages.
+DVC_PLOTS = [
+    {f"{MODELS}/cmx/seed0/curves.csv": {"x": "epoch", "y": ["loss", "seg"]}},
+    {f"{MODELS}/primkd/seed0/curves.csv": {"x": "epoch", "y": ["loss", "seg", "pred", "feat"]}},
+    {f"{MODELS}/primkd/seed0/eval_curve.csv": {"x": "epoch", "y": "miou"}},
+]
+
+
+def stage(name: str) -> Stage:
+    """The stage called ``name``."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+def loop_values(var: str, cfg: dict) -> list:
+    """The values of one loop variable for the resolved parameters ``cfg``."""
+    return {"modality": list(MODALITIES), "exp": list(cfg["experiments"]), "seed": list(cfg["seeds"])}[var]
+
+
+def loop_items(s: Stage, cfg: dict) -> list[dict | None]:
+    """One ``{variable: value}`` per instance of a stage (``[None]`` for a stage without a loop)."""
+    if not s.loop:
+        return [None]
+    return [dict(zip(s.loop, values)) for values in itertools.product(*(loop_values(v, cfg) for v in s.loop))]
+
+
+def instance_name(s: Stage, item: dict | None) -> str:
+    """DVC's name of one stage instance (its matrix naming): ``train_student@primkd-0``."""
+    return s.name if item is None else f"{s.name}@{'-'.join(str(item[v]) for v in s.loop)}"
+
+
+def fill(template: str, preset: str, s: Stage, item: dict | None = None) -> str:
+    """A template with the preset, the loop variables and the log path substituted: what a tool runs for one stage
+    instance."""
+    values = {"preset": preset, **(item or {})}
+    values["log"] = _format(s.log, values)
+    return _format(template, values)
+
+
+def _format(template: str, values: dict) -> str:
+    out = template
+    for key, value in values.items():
+        if value is not None:
+            out = out.replace("{" + key + "}", str(value))
+    return out
+
+
+# --- Parameters ---------------------------------------------------------------------------------------------
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of every leaf of a nested dict (lists are leaves)."""
+    out = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out += leaf_keys(value, f"{name}.") if isinstance(value, dict) and value else [name]
+    return out
+
+
+def param_keys(s: Stage, effective: dict, item: dict | None = None) -> list[str]:
+    """The effective leaf keys a stage (instance) reads, as listed in its DVC ``params``.
+
+    ``effective`` is :func:`primkd.config.effective_params` of any preset (every preset has the same keys). With
+    ``item`` None a looped stage's keys keep the ``{exp}`` placeholder.
+    """
+    keys = []
+    for entry in s.params:
+        exp = item["exp"] if item is not None and "exp" in item else next(iter(effective["experiments"]))
+        concrete = entry.replace("{exp}", exp)
+        node = effective
+        for part in concrete.split("."):
+            node = node[part]
+        leaves = leaf_keys(node, f"{concrete}.") if isinstance(node, dict) else [concrete]
+        if item is None and "{exp}" in entry:
+            leaves = [k.replace(concrete, entry, 1) for k in leaves]
+        keys += [k for k in leaves if k not in s.exclude and k not in RESULT_FREE_KEYS]
+    return keys
+
+
+def effective_values(s: Stage, effective: dict, item: dict | None) -> dict:
+    """The values of a stage instance's parameter keys, for Snakemake's ``params`` (its rerun trigger)."""
+    out = {}
+    for key in param_keys(s, effective, item):
+        node = effective
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+# --- Code dependencies: the import closure of a stage's CLI function -----------------------------------------
+
+
+@dataclass
+class _Module:
+    """What one module of the package imports: at module level, and in each top-level function."""
+
+    path: Path
+    top: set[str]  # modules imported at module level
+    functions: dict[str, set[str]]  # function -> modules its body imports
+    calls: dict[str, set[str]]  # function -> names its body calls
+    cli_names: dict[str, tuple[str, str]]  # name -> (CLI module, function) imported under that name
+
+
+def _module_file(name: str) -> Path | None:
+    if name == "primkd":
+        return PACKAGE_DIR / "__init__.py"
+    rel = Path(*name.split(".")[1:])
+    for candidate in (PACKAGE_DIR / rel.with_suffix(".py"), PACKAGE_DIR / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_cli(name: str) -> bool:
+    # The CLI modules hold one function per command and a stage runs only its own, so they are followed function by
+    # function. Every other module is followed whole (its imports at any level): which of its functions run depends
+    # on parameters, which static analysis cannot know.
+    return name == "primkd.cli" or name.startswith("primkd.cli_")
+
+
+def _imports(nodes: Iterable[ast.AST], package: str, cli_names: dict) -> set[str]:
+    """``primkd`` modules imported anywhere inside ``nodes`` (``from a import b`` counts ``a.b`` when that is a
+    module, else ``a``); CLI functions imported by name are recorded in ``cli_names``."""
+    out = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Import):
+                out |= {a.name for a in sub.names if a.name.split(".")[0] == "primkd"}
+            elif isinstance(sub, ast.ImportFrom):
+                base = sub.module or ""
+                if sub.level:  # relative import
+                    parts = package.split(".")
+                    base = ".".join([*parts[: len(parts) - sub.level + 1], base]).strip(".")
+                if base.split(".")[0] != "primkd":
+                    continue
+                for alias in sub.names:
+                    child = f"{base}.{alias.name}"
+                    out.add(child if _module_file(child) else base)
+                    if _is_cli(base) and not _module_file(child):
+                        cli_names[alias.asname or alias.name] = (base, alias.name)
+    return out
+
+
+@functools.cache
+def _parse(name: str) -> _Module:
+    path = _module_file(name)
+    if path is None:
+        raise ValueError(f"{name}: no such module in {PACKAGE_DIR}")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    functions, calls, cli_names, top_nodes = {}, {}, {}, []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            functions[node.name] = _imports([node], package, cli_names)
+            # called names only: build_parser names every command function without running it
+            calls[node.name] = {n.func.id for n in ast.walk(node)
+                                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        else:
+            top_nodes.append(node)
+    return _Module(path, _imports(top_nodes, package, cli_names), functions, calls, cli_names)
+
+
+def _with_parents(name: str) -> list[str]:
+    """``name`` and the packages whose ``__init__`` runs when it is imported: ``primkd``, ``primkd.data``, ..."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@functools.cache
+def code_closure(entry: str) -> tuple[str, ...]:
+    """Source files (repository-relative, sorted) that ``primkd <command>`` may execute for the CLI function
+    ``entry`` (``module:function``): the dispatch (``primkd.cli:main``, which builds the whole parser), the
+    function, the CLI functions they reference, and the modules all of these import, closed over imports."""
+    modules: set[str] = set()
+    units: set[tuple[str, str]] = set()
+    todo_modules: list[str] = []
+    todo_units: list[tuple[str, str]] = [("primkd.cli", "main"), tuple(entry.split(":"))]
+
+    def load(name: str) -> None:
+        for m in _with_parents(name):
+            if m not in modules:
+                modules.add(m)
+                todo_modules.append(m)
+
+    while todo_modules or todo_units:
+        if todo_modules:
+            info = _parse(todo_modules.pop())
+            imported = set(info.top)
+            if not _is_cli(_name_of(info.path)):
+                imported = imported.union(*info.functions.values())
+            for other in imported:
+                load(other)
+            continue
+        unit = todo_units.pop()
+        if unit in units:
+            continue
+        units.add(unit)
+        mod, fn = unit
+        load(mod)
+        info = _parse(mod)
+        if fn not in info.functions:
+            raise ValueError(f"{mod}:{fn}: no such function (primkd.stages entry)")
+        for other in info.functions[fn]:
+            load(other)
+        for name in info.calls[fn]:
+            if name in info.functions:
+                todo_units.append((mod, name))
+            elif name in info.cli_names:
+                todo_units.append(info.cli_names[name])
+    return tuple(sorted(str(_parse(m).path.relative_to(REPO_ROOT)) for m in modules))
+
+
+def _name_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+# --- dvc.yaml -------------------------------------------------------------------------------------------------
+
+DVC_HEADER = """\
+# GENERATED from src/primkd/stages.py by `python -m primkd.stages --write`: edit the table there, not this file
+# (tests/test_pipelines.py fails when the two differ). workflow/rules/*.smk take the same commands, inputs, outputs
+# and parameters from that table.
+#
+# Code dependencies are the source files each stage's command may execute (the import closure of its CLI
+# function). Parameter dependencies are the exact leaf keys each stage reads, taken from
+# results/<preset>/effective_params.yaml, which the resolve_params stage writes from params.yaml with the preset's
+# and each experiment's overrides applied: every preset has every key there, so DVC never meets a missing key, and
+# `dvc exp run -S preset=smoke`, `-S kd.beta=0.1` or `-S presets.smoke.train.lr=0.01` all work. After editing
+# params.yaml, `dvc status` lists resolve_params only; `dvc repro resolve_params && dvc status` shows exactly
+# which stages the edit reaches, and `dvc repro` reruns just those.
+"""
+
+
+def _dvc(template: str, s: Stage) -> str:
+    """A template in DVC's syntax: ``${preset}``, ``${item.<loop variable>}``."""
+    values = {"preset": "${preset}", **{v: f"${{item.{v}}}" for v in ("modality", "exp", "seed")}}
+    values["log"] = _format(s.log, values)
+    return _format(template, values)
+
+
+# Each loop variable's values in dvc.yaml, read from params.yaml when DVC loads the file, so that
+# `dvc exp run -S seeds=[0,1,2]` or a new experiment adds its stages without regenerating dvc.yaml.
+DVC_LOOPS = {"modality": list(MODALITIES), "exp": "${experiments}", "seed": "${seeds}"}
+
+
+def dvc_stage(s: Stage, effective: dict) -> dict:
+    """The ``dvc.yaml`` entry of a stage."""
+    body: dict = {"cmd": _dvc(s.cmd, s), "deps": [*code_closure(s.entry), *s.files, *(_dvc(d, s) for d in s.deps)]}
+    keys = [_dvc(k, s) for k in param_keys(s, effective)]
+    if keys:
+        body["params"] = [{_dvc(EFFECTIVE_PARAMS, s): keys}]
+    for kind, section in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
+        entries = []
+        for out in (o for o in s.outs if o.kind == kind):
+            options = {**({} if out.cache else {"cache": False}), **(out.plot or {})}
+            entries.append({_dvc(out.path, s): options} if options else _dvc(out.path, s))
+        if entries:
+            body[section] = entries
+    if s.loop:
+        return {"matrix": {v: DVC_LOOPS[v] for v in s.loop}, **body}
+    return body
+
+
+def render_dvc(params_path: str | Path = REPO_ROOT / "params.yaml") -> str:
+    """The text of ``dvc.yaml``: the header, each stage (its comment above it), the global plots."""
+    from primkd.config import effective_params, load_params
+
+    effective = effective_params(load_params(params_path))
+    parts = [DVC_HEADER, "stages:\n"]
+    for s in STAGES:
+        text = yaml.safe_dump({s.name: dvc_stage(s, effective)}, sort_keys=False, width=120)
+        text = "".join(f"  {line}\n" for line in text.splitlines())
+        comment = "".join(f"  # {line}\n" for line in _wrap(s.comment)) if s.comment else ""
+        parts.append(f"\n{comment}{text}")
+    parts.append("\n# Training curves of the first seed (`dvc plots show`); the teachers' are declared with their "
+                 "stages.\n")
+    parts.append(yaml.safe_dump({"plots": [{_dvc(k, STAGES[0]): v for k, v in p.items()} for p in DVC_PLOTS]},
+                                sort_keys=False, width=120))
+    return "".join(parts)
+
+
+def _wrap(text: str, width: int = 112) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+# --- Snakemake ------------------------------------------------------------------------------------------------
+
+
+def _smk_pattern(template: str, preset: str) -> str:
+    """An input/output path for Snakemake: the preset filled in, the loop variable left as a wildcard."""
+    return _format(template, {"preset": preset})
+
+
+def smk_inputs(s: Stage, preset: str, cfg: dict) -> list:
+    """A rule's inputs: code files, other files, the stage's inputs; a folder of other stages' outputs (such as
+    ``results/<preset>/eval``, or a student's run folder of seed<k>/ outputs) as those outputs one by one, through
+    an input function when the folder's name holds a wildcard."""
+    inputs: list = [*code_closure(s.entry), *s.files]
+    produced = [fill(o.path, preset, t, item) for t in STAGES for item in loop_items(t, cfg) for o in t.outs]
+
+    def expand(path: str) -> list[str]:
+        inside = [p for p in produced if p.startswith(path + "/")]
+        return inside if inside and path not in produced else [path]
+
+    for dep in s.deps:
+        path = _smk_pattern(dep, preset)
+        if "{" in path:
+            inputs.append(lambda w, path=path: expand(path.format(**dict(w.items()))))
+        else:
+            inputs += expand(path)
+    return inputs
+
+
+def smk_outputs(s: Stage, preset: str) -> list:
+    """A rule's outputs (folders wrapped in Snakemake's ``directory()`` by the caller: see common.smk)."""
+    return [(_smk_pattern(o.path, preset), o.folder) for o in s.outs]
+
+
+def smk_shell(s: Stage, preset: str) -> str:
+    """A rule's shell command: DVC's command with Snakemake's placeholders for the wildcards and the log."""
+    values = {"preset": preset, **{v: f"{{wildcards.{v}}}" for v in ("modality", "exp", "seed")}, "log": "{log}"}
+    return _format(s.cmd, values)
+
+
+def smk_log(s: Stage, preset: str) -> str:
+    return _smk_pattern(s.log, preset)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m primkd.stages", description="Generate dvc.yaml from the table.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="Rewrite dvc.yaml.")
+    group.add_argument("--check", action="store_true", help="Exit with status 1 when dvc.yaml is out of date.")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="Repository root (params.yaml, dvc.yaml).")
+    args = parser.parse_args(argv)
+    text, path = render_dvc(args.root / "params.yaml"), args.root / "dvc.yaml"
+    if args.write:
+        path.write_text(text)
+        print(f"wrote {path}")
+    elif not path.is_file() or path.read_text() != text:
+        sys.exit(f"{path} is out of date with src/primkd/stages.py; run `python -m primkd.stages --write`")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Edit and check: after each single edit, DVC and Snakemake report exactly the stale stages the stage table says.
+
+For every file under src/primkd and every leaf key of params.yaml (smoke preset), the test changes it and compares
+
+- DVC's ``status`` (stages whose own dependencies changed; after a params.yaml edit the effective parameters are
+  written first, as `dvc repro` does with its first stage, resolve_params) with the stage instances whose code or
+  files include the edited file, or whose effective parameter values (primkd.stages.effective_values) changed;
+- Snakemake's dry run (``--rerun-triggers mtime params``: the jobs it would run, downstream jobs included) with
+  those instances and everything downstream of them in the table's graph.
+
+The pipeline is "run" once per tool with a stand-in ``primkd`` that writes each command's declared outputs (only
+resolve_params runs for real, since the other stages' parameter dependencies are its output), so each tool records
+its own state (dvc.lock, .snakemake metadata) in seconds. Both tools then decide staleness themselves, in-process
+(DVC's Repo.status, Snakemake's API with a dry-run executor), which keeps a check to a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from primkd import stages as ST
+from primkd.config import effective_params, load_params, resolve
+
+from pipeline_utils import BIN, copy_workflow, set_param
+
+PRESET = "smoke"
+# A small grid keeps the runs short: an RGB and a depth teacher, an experiment with kd overrides, two seeds.
+EXPERIMENTS = {"primkd": {"teacher": "rgb"}, "kd_teacher_depth": {"teacher": "depth"},
+               "kd_pred_only": {"teacher": "rgb", "kd": {"beta": 0.0}}}
+STUB = '''#!{python}
+"""Stand-in for `primkd`: writes the outputs the stage table declares for this command (resolve_params runs)."""
+import json, os, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+if args[0] == "params":
+    os.execv(sys.executable, [sys.executable, "-m", "primkd.cli", *args])
+for path, folder in json.loads(Path(os.environ["PRIMKD_STUB_OUTPUTS"]).read_text())[" ".join(args)]:
+    target = Path(path) / "stub.txt" if folder else Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(" ".join(args))
+'''
+
+
+def instances(cfg: dict) -> list[tuple[ST.Stage, str | None, str]]:
+    """Every stage instance as (stage, loop item, DVC name)."""
+    return [(s, item, ST.instance_name(s, item)) for s in ST.STAGES for item in ST.loop_items(s, cfg)]
+
+
+def declared(cfg: dict) -> dict[str, dict]:
+    """Per DVC name: the command's arguments, deps (files and paths) and outputs (path, folder), filled in."""
+    out = {}
+    for s, item, name in instances(cfg):
+        out[name] = {"args": " ".join(ST.fill(s.cmd, PRESET, s, item).split()[1:]),
+                     "deps": {*ST.code_closure(s.entry), *s.files, *(ST.fill(d, PRESET, s, item) for d in s.deps)},
+                     "outs": [(ST.fill(o.path, PRESET, s, item), o.folder) for o in s.outs]}
+    return out
+
+
+def downstream(names: set[str], decl: dict[str, dict]) -> set[str]:
+    """``names`` and every instance that reads an output of one of them, transitively."""
+    def feeds(a: str, b: str) -> bool:
+        return any(d == p or d.startswith(p + "/") or p.startswith(d + "/")
+                   for p, _ in decl[a]["outs"] for d in decl[b]["deps"])
+
+    closure, todo = set(names), list(names)
+    while todo:
+        a = todo.pop()
+        for b in decl:
+            if b not in closure and feeds(a, b):
+                closure.add(b)
+                todo.append(b)
+    return closure
+
+
+def tool_env(root: Path, stub_dir: Path) -> dict:
+    return dict(os.environ, PATH=f"{stub_dir}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+                PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+                PRIMKD_STUB_OUTPUTS=str(stub_dir / "outputs.json"))
+
+
+def run_tool(cmd: list[str], root: Path, env: dict) -> None:
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def workflow_copy(dest: Path) -> Path:
+    root = copy_workflow(dest, PRESET)
+    set_param(root, ["experiments"], EXPERIMENTS)
+    set_param(root, ["seeds"], [0, 1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    """Two copies of the workflow (each tool writes its own bookkeeping into the outputs: Snakemake a timestamp file
+    in each output folder), run through DVC and through Snakemake with the stand-in."""
+    base = tmp_path_factory.mktemp("staleness")
+    dvc_root, smk_root = workflow_copy(base / "dvc"), workflow_copy(base / "smk")
+    cfg = load_params(dvc_root / "params.yaml")
+    decl = declared(cfg)
+    stub_dir = base / "bin"
+    stub_dir.mkdir()
+    (stub_dir / "outputs.json").write_text(json.dumps({d["args"]: d["outs"] for d in decl.values()}))
+    stub = stub_dir / "primkd"
+    stub.write_text(STUB.format(python=sys.executable))
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    run_tool([str(BIN / "dvc"), "init", "--no-scm", "-q"], dvc_root, tool_env(dvc_root, stub_dir))
+    run_tool([str(BIN / "dvc"), "repro", "-q"], dvc_root, tool_env(dvc_root, stub_dir))
+    run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], smk_root, tool_env(smk_root, stub_dir))
+    assert dvc_changes(dvc_root) == {} and snakemake_stale(smk_root, decl) == set()
+    return {"dvc": dvc_root, "smk": smk_root, "cfg": cfg, "decl": decl}
+
+
+def snakemake_stale(root: Path, decl: dict[str, dict]) -> set[str]:
+    """Instances whose outputs Snakemake's dry run would (re)create."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness, RerunTrigger
+    from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings
+
+    updated: list[str] = []
+    cwd = os.getcwd()
+    try:
+        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+            workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=root / "Snakefile",
+                                    workdir=root)
+            dag = workflow.dag(DAGSettings(rerun_triggers={RerunTrigger.MTIME, RerunTrigger.PARAMS}))
+            dag.execute_workflow(executor="dryrun", updated_files=updated)
+    finally:
+        os.chdir(cwd)
+    produced = {str(Path(f)) for f in updated}
+    return {name for name, d in decl.items() if any(p in produced for p, _ in d["outs"])}
+
+
+# Another valid value for each enumerated or free-text key (by its last name); numbers, booleans and lists are
+# changed by rule (see new_value).
+ENUMS = {"source": ["synthetic", "nyuv2"], "modality": ["depth", "hha"], "teacher": ["rgb", "depth"],
+         "backbone": ["mit_tiny", "mit_nano"], "device": ["auto", "cpu"], "amp": ["auto", "bf16"],
+         "rule": ["max", "min"], "aligner": ["multi", "single"], "kl_direction": ["teacher_student", "student_teacher"],
+         "intrinsics": ["auto", "nyuv2"], "drop_path_stage2": ["linear", "constant"],
+         "decoder_bias_init": ["zero", "default"], "windows": ["official", "corrected"], "checkpoint": ["last", "best"]}
+
+
+def new_value(key: str, value):
+    """A different value for ``key`` that the schema still accepts."""
+    name = key.rsplit(".", 1)[-1]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if value else 0.5
+    if isinstance(value, list):  # the last element: keeps seeds unique and crop/scales/betas in range
+        return [*value[:-1], new_value(key, value[-1])]
+    if name in ENUMS:
+        return next(v for v in ENUMS[name] if v != value)
+    return value + ("?edited" if value.startswith("http") else "_edited")
+
+
+def value_at(raw: dict, key: str):
+    for part in key.split("."):
+        raw = raw[part]
+    return raw
+
+
+def edited(raw: dict, key: str) -> dict:
+    out = copy.deepcopy(raw)
+    node, parts = out, key.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = new_value(key, node[parts[-1]])
+    return out
+
+
+def stage_values(raw: dict) -> dict[str, dict]:
+    """Per instance, the effective values of the keys it reads (what both tools compare)."""
+    from primkd.config import validate
+
+    validate(raw)
+    cfg = resolve(raw)
+    effective = effective_params(cfg)
+    return {name: ST.effective_values(s, effective, item) for s, item, name in instances(cfg)}
+
+
+NEW = "<a new stage>"
+
+
+def changed_keys(before: dict, after: dict) -> dict[str, set[str]]:
+    """Per instance whose values differ, the keys that changed; instances that only exist after the edit (another
+    seed or experiment) as {NEW}."""
+    out = {name: {NEW} for name in after if name not in before}
+    for name, values in before.items():
+        keys = {k for k in values if name in after and values[k] != after[name][k]}
+        if keys:
+            out[name] = keys
+    return out
+
+
+@contextmanager
+def params_edit(root: Path, raw: dict):
+    """params.yaml holds ``raw`` (newer than every output) inside the block; the original file and its times
+    afterwards."""
+    path = root / "params.yaml"
+    text, times = path.read_text(), path.stat()
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    os.utime(path, (time.time() + 100, time.time() + 100))
+    try:
+        yield
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def write_effective(root: Path) -> None:
+    """What resolve_params does (`dvc repro` runs it first): the effective parameters of the current params.yaml."""
+    from primkd.cli import main
+
+    main(["params", "--params", str(root / "params.yaml"), "--preset", PRESET,
+          "--out", str(root / ST.fill(ST.EFFECTIVE_PARAMS, PRESET, ST.stage("resolve_params")))])
+
+
+def dvc_changes(root: Path) -> dict[str, set[str]]:
+    """DVC's status as {stage: changed dependencies}: file paths, and parameter keys of the effective file."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        status = repo.status()
+    out = {}
+    for name, entries in status.items():
+        changed = set()
+        for entry in entries:
+            for path, what in entry.get("changed deps", {}).items() if isinstance(entry, dict) else []:
+                changed |= set(what) if isinstance(what, dict) else {path}
+        out[name.rpartition("dvc.yaml:")[2]] = changed  # named relative to the current folder
+    return out
+
+
+def source_files() -> list[str]:
+    package = ST.PACKAGE_DIR
+    return sorted(str(p.relative_to(ST.REPO_ROOT)) for p in package.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+
+
+def test_every_source_file_reruns_exactly_the_stages_that_run_it(workflow):
+    root, decl = workflow["dvc"], workflow["decl"]
+    files = source_files()
+    assert len(files) > 40 and "src/primkd/report/paper.yaml" in files
+    expected = {f: {name for name, d in decl.items() if f in d["deps"]} for f in files}
+    # run by no stage: `python -m primkd`, check-data, infer, and the table itself (dvc.yaml is checked against it)
+    assert {f for f in files if not expected[f]} == {f"src/primkd/{f}" for f in ("__main__.py", "data/check.py",
+                                                                                "infer.py", "stages.py")}
+    originals = {f: ((root / f).read_text(), (root / f).stat()) for f in files}
+    try:
+        # DVC names every changed dependency of each stage, so one status after editing all files attributes them.
+        for f in files:
+            (root / f).write_text(originals[f][0] + "\n# edited by tests/test_staleness.py\n")
+        changes = dvc_changes(root)
+        for f in files:
+            assert {name for name, deps in changes.items() if f in deps} == expected[f], f
+    finally:
+        for f, (text, times) in originals.items():
+            (root / f).write_text(text)
+            os.utime(root / f, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert dvc_changes(root) == {}
+    # Snakemake's dry run lists whole chains, so each file is checked on its own (newer and with other contents:
+    # Snakemake compares the checksum it recorded for a small input file, not only its time).
+    root = workflow["smk"]
+    for f in files:
+        text, times = (root / f).read_text(), (root / f).stat()
+        (root / f).write_text(text + "\n# edited by tests/test_staleness.py\n")
+        os.utime(root / f, (time.time() + 100, time.time() + 100))
+        try:
+            assert snakemake_stale(root, decl) == downstream(expected[f], decl), f
+        finally:
+            (root / f).write_text(text)
+            os.utime(root / f, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
+    root = workflow["dvc"]
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    # every leaf but `preset` (it names the whole pipeline's paths) and the empty sections of presets (`hha: {}`)
+    keys = [k for k in ST.leaf_keys(raw) if k != "preset" and value_at(raw, k) != {}]
+    before = stage_values(raw)
+    effect = {k: changed_keys(before, stage_values(edited(raw, k))) for k in keys}
+    idle = [k for k in keys if not effect[k]]
+    assert {"train.num_workers", "presets.smoke.train.num_workers", "eval.batch_size", "presets.demo.train.lr",
+            "train.lr", "resources.train.gpus", "hha.workers"} <= set(idle)  # smoke sets train.lr itself
+    assert {"train_teacher@rgb", "train_cmx@0", "train_cmx@1"} <= set(effect["presets.smoke.train.lr"])
+    # the report matches table rows to experiments by their kd settings
+    students = {f"train_student@{exp}-{seed}" for exp in ("primkd", "kd_teacher_depth") for seed in (0, 1)}
+    assert set(effect["kd.beta"]) == {"report", *students}
+    # seeds [0, 1] -> [0, 2]: seed 2's trainings are new stages, the evaluations average other seeds
+    assert effect["seeds"] == {"evaluate_cmx": {"seeds"}, "train_cmx@2": {NEW}, "report": {"seeds"},
+                               **{f"evaluate_student@{exp}": {"seeds"} for exp in EXPERIMENTS},
+                               **{f"train_student@{exp}-2": {NEW} for exp in EXPERIMENTS}}
+    # DVC: one status per group of edits that touch different effective keys (it names each changed key).
+    groups = [[k for k in keys if not k.startswith("presets.")], [k for k in keys if k.startswith("presets.")]]
+    for group in groups:
+        after = copy.deepcopy(raw)
+        for k in group:
+            after = edited(after, k)
+        with params_edit(root, after):
+            write_effective(root)
+            changes = dvc_changes(root)
+        write_effective(root)
+        assert changes.pop("resolve_params") >= {"params.yaml"}
+        expected = changed_keys(before, stage_values(after))
+        for name in [n for n, keys in expected.items() if keys == {NEW}]:  # never run: DVC lists each input
+            changes[name] = {NEW} if name in changes else changes.get(name)
+        diff = {n: changes.get(n, set()) ^ expected.get(n, set()) for n in {*changes, *expected}}
+        assert changes == expected, {n: d for n, d in diff.items() if d}
+    assert dvc_changes(root) == {}
+    # Snakemake: every edit that changes no stage's values at once, then the others one by one.
+    root = workflow["smk"]
+    for batch in [idle, *([k] for k in keys if effect[k])]:
+        after = copy.deepcopy(raw)
+        for k in batch:
+            after = edited(after, k)
+        decl_after = declared(resolve(after))  # another seed or experiment: other jobs
+        with params_edit(root, after):
+            stale = snakemake_stale(root, decl_after)
+        expected = downstream({"resolve_params", *(n for k in batch for n in effect[k])}, decl_after)
+        assert stale == expected, batch

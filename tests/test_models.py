@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from primkd.io import DataError
@@ -29,6 +30,8 @@ from primkd.models import (
     teacher_from_official,
     teacher_to_official,
 )
+from primkd.models.decoder import MLPDecoder
+from primkd.models.ops import pointwise
 
 TOLERANCE = 1e-4  # max|ours − ref| <= TOLERANCE · max|ref| per tensor (fixtures/README.md)
 
@@ -272,3 +275,53 @@ def test_mit_config_rejects_unknown_settings() -> None:
         mit_config({"embed_dims": (8,) * 4, "num_heads": (1,) * 4, "depths": (1,) * 4, "widths": 3})
     with pytest.raises(KeyError, match="mit_b9"):
         mit_config("mit_b9")
+
+
+def _decoder_as_described(decoder: nn.Module, features: list[Tensor]) -> Tensor:
+    """The decoder written as its docstring states it: Linear per stage, upsample, concatenate c4..c1, Conv1×1."""
+    size = features[0].shape[-2:]
+    maps = []
+    for proj, x in zip(decoder.proj, features):
+        B, _, H, W = x.shape
+        x = proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, -1, H, W)
+        maps.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+    x = torch.relu(decoder.fuse_bn(F.conv2d(torch.cat(maps[::-1], dim=1), decoder.fuse.weight, decoder.fuse.bias)))
+    return F.conv2d(decoder.dropout(x), decoder.classifier.weight, decoder.classifier.bias)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_decoder_reordering_is_the_same_function(channels_last: bool) -> None:
+    """Fuse weights applied per stage before upsampling: same logits and same parameter gradients as the
+    concatenate-then-convolve form, at stage sizes with non-integer upsampling factors (15×20 from 4×5 etc.). The
+    BatchNorm uses (random) running statistics: under batch statistics the biases before it get a zero gradient,
+    which leaves only rounding noise to compare."""
+    torch.manual_seed(0)
+    decoder = MLPDecoder([16, 32, 64, 96], 24, 5, dropout=0.0).eval()
+    decoder.fuse_bn.running_mean.uniform_(-1, 1)
+    decoder.fuse_bn.running_var.uniform_(0.5, 2)
+    nn.init.uniform_(decoder.fuse.bias, -1, 1)
+    nn.init.uniform_(decoder.classifier.bias, -1, 1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    features = [torch.randn(3, c, h, w).contiguous(memory_format=fmt)
+                for c, (h, w) in zip([16, 32, 64, 96], [(15, 20), (8, 10), (4, 5), (2, 3)])]
+    grad_out = torch.randn(3, 5, 15, 20)
+    results = []
+    for forward in (decoder, lambda f: _decoder_as_described(decoder, f)):
+        decoder.zero_grad()
+        out = forward(features)
+        (out * grad_out).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in decoder.named_parameters()}))
+    (ours, our_grads), (ref, ref_grads) = results
+    assert _rel_error(ours, ref) < 1e-5
+    for name, g in ref_grads.items():
+        assert _rel_error(our_grads[name], g) < 1e-4, name
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_is_a_1x1_convolution(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    weight, bias = torch.randn(4, 6, 1, 1), torch.randn(4)
+    torch.testing.assert_close(pointwise(x, weight, bias), F.conv2d(x, weight, bias))
+    torch.testing.assert_close(pointwise(x, weight), F.conv2d(x, weight))

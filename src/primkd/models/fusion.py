@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from primkd.models.ops import pointwise
+
 
 @dataclass(frozen=True)
 class FusionConfig:
@@ -63,7 +65,8 @@ class FeatureRectifyModule(nn.Module):
 
     def spatial_weights(self, z: Tensor) -> Tensor:
         """Per-position weights ``2×B×1×H×W`` from the concatenated pair ``z`` (``B×2C×H×W``)."""
-        w = torch.sigmoid(self.spatial_conv2(torch.relu(self.spatial_conv1(z))))  # (B, 2, H, W)
+        hidden = torch.relu(pointwise(z, self.spatial_conv1.weight, self.spatial_conv1.bias))
+        w = torch.sigmoid(pointwise(hidden, self.spatial_conv2.weight, self.spatial_conv2.bias))  # (B, 2, H, W)
         return w.unsqueeze(2).transpose(0, 1)  # (2, B, 1, H, W)
 
     def forward(self, rgb: Tensor, modal: Tensor) -> tuple[Tensor, Tensor]:
@@ -126,7 +129,8 @@ class CrossPath(nn.Module):
 class ChannelEmbed(nn.Module):
     """The FFM's second step on ``z = concat(rgb, modal)`` (``B×2C×H×W``).
 
-    ``BN(Conv1×1 2C→C no bias (z) + BN(Conv1×1 C'→C(ReLU(DWConv3×3(Conv1×1 2C→C'(z))))))`` with ``C' = C/r``.
+    ``BN(Conv1×1 2C→C no bias (z) + BN(Conv1×1 C'→C(ReLU(DWConv3×3(Conv1×1 2C→C'(z))))))`` with ``C' = C/r``; the
+    1×1 convolutions run as matrix products on the channels-last maps (``ops.pointwise``).
     """
 
     def __init__(self, in_dim: int, out_dim: int, reduction: int = 1, bn_eps: float = 1e-5) -> None:
@@ -141,8 +145,9 @@ class ChannelEmbed(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """``B×2C×H×W`` to ``B×C×H×W``."""
-        main = self.bn(self.conv_out(torch.relu(self.dwconv(self.conv_in(z)))))
-        return self.norm(self.residual(z) + main)
+        hidden = torch.relu(self.dwconv(pointwise(z, self.conv_in.weight, self.conv_in.bias)))
+        main = self.bn(pointwise(hidden, self.conv_out.weight, self.conv_out.bias))
+        return self.norm(pointwise(z, self.residual.weight) + main)
 
 
 class FeatureFusionModule(nn.Module):

@@ -98,3 +98,17 @@ def test_hha_dataset_tiny_runs_the_command(tmp_path):
     report = hha_dataset.main(args)  # exits unless the command wrote one HHA image per depth map
     assert report["images"] == 2 and report["command"]["wall_s"] > 0 and report["in_library"]["cpu_s"] > 0
     assert report["imports_s"] > 0
+
+
+def test_threads_grid_tiny_records_each_configuration_split(tmp_path):
+    """One smoke training per configuration: the stage splits the cores it is given as the resources keys say."""
+    grid = _load("threads_grid")
+    args = grid.parse_args(["--preset", "smoke", "--work", str(tmp_path), "--epochs", "1", "--rounds", "1",
+                            "--configs", "1:0", "2:1"])
+    result = grid.main(args)
+    assert result["1:0"]["plan"]["torch_threads"] == 1 and result["1:0"]["plan"]["workers"] == 0
+    # two cores asked with one worker: one DataLoader worker and one torch thread (or one thread, no worker, where
+    # the machine gives the process a single core)
+    plan = result["2:1"]["plan"]
+    assert plan["torch_threads"] + plan["workers"] == min(2, plan["cores_given"]) and plan["cpus_per_task"] == 2
+    assert len(result["2:1"]["wall_s"]) == 1 and result["2:1"]["cpu_s"][0] > 0

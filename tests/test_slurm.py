@@ -96,12 +96,13 @@ def eval_metrics(root) -> dict[str, dict]:
 
 
 def smoke_copy(root: Path) -> Path:
-    """The smoke preset with one experiment, every job at 1 CPU and 2 GB (fits any test node; equal threads in both
+    """The smoke preset with one experiment and one seed, every job at 1 CPU and 2 GB (fits any test node; equal threads in both
     runs keep CPU training bit-identical)."""
     copy_workflow(root, "smoke")
     if not (root / "environment.yml").exists():  # the rules' `conda:` directive names it, even without --use-conda
         shutil.copy2(REPO / "environment.yml", root)
     set_param(root, ["experiments"], {"primkd": {"teacher": "rgb"}})
+    set_param(root, ["seeds"], [0])
     small = {"gpus": 0, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 10}
     set_param(root, ["presets", "smoke", "resources"], {stage: small for stage in set(STAGE_OF_RULE.values())})
     return root

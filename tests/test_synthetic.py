@@ -308,23 +308,29 @@ def test_geometry_only_classes_share_appearance_but_not_height(shared_look_scene
     mean = {name: np.mean(v, axis=0) for name, v in chroma.items()}
     for name in ("box", "cabinet", "counter"):
         assert np.abs(mean[name] - mean["table"]).max() < 0.02, name
-    assert np.abs(mean["bed"] - mean["sofa"]).max() < 0.06
+    assert np.abs(mean["bed"] - mean["sofa"]).max() < 0.07  # fabrics of any hue: few samples, a noisier mean
     assert np.abs(mean["wall"] - mean["table"]).max() > 0.08  # control: a different appearance is detected
 
 
-def test_own_looks_set_geometry_only_classes_apart(small_scenes):
-    # With shared_appearance = 0 every object wears its class's look: painted cabinets are bluer than wooden tables,
-    # cardboard boxes lighter, bedding much lighter than upholstery.
+def test_own_looks_set_geometry_only_classes_apart():
+    # With shared_appearance = 0 every object wears its class's colour family: cyan-blue cabinets, kraft boxes lighter
+    # than the dark-wood tables, pink-violet beds, dark green sofas, red chairs, blue-violet bags.
     mean = {}
     for scene in (render_scene(s, 120, 160, SceneParams(shared_appearance=0.0)) for s in range(60)):
-        for name in ("cabinet", "table", "box", "bed", "sofa"):
+        for name in ("cabinet", "table", "box", "bed", "sofa", "chair", "bag"):
             mask = scene["label"] == CLASS_ID[name]
-            if mask.sum() >= 30:
+            if mask.sum() >= 20:
                 mean.setdefault(name, []).append(scene["rgb"][mask].astype(np.float64).mean(axis=0))
-    mean = {name: np.mean(v, axis=0) for name, v in mean.items()}  # (3,) mean sRGB level per class
-    assert mean["cabinet"][2] - mean["table"][2] > 40
-    assert (mean["box"] - mean["table"]).min() > 15
-    assert mean["bed"].mean() - mean["sofa"].mean() > 60
+    r, g, b = np.array([np.mean(mean[n], axis=0) for n in ("cabinet", "table", "box", "bed", "sofa", "chair",
+                                                           "bag")]).T  # (7,) mean sRGB levels per class
+    cabinet, table, box, bed, sofa, chair, bag = range(7)
+    assert b[cabinet] > r[cabinet] + 20 and b[bag] > g[bag] + 20
+    assert min(r[box] - r[table], g[box] - g[table]) > 15
+    assert r[bed] > g[bed] + 15 and b[bed] > g[bed] + 5
+    assert g[sofa] > r[sofa] + 10 and r[chair] > g[chair] + 60
+    shared = [render_scene(s, 120, 160, SceneParams(shared_appearance=1.0))["rgb"] for s in range(3)]
+    assert not any(np.array_equal(a, render_scene(s, 120, 160, SceneParams(shared_appearance=0.0))["rgb"])
+                   for s, a in enumerate(shared))
 
 
 def _read_all(root, name: str) -> tuple[np.ndarray, ...]:

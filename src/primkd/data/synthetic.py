@@ -76,7 +76,7 @@ class SceneParams:
     camera, objects) of a scene seed never depends on them, and the RGB image does not depend on the depth knobs.
     """
 
-    shared_appearance: float = 0.3  # probability that a piece of furniture takes its material's generic look
+    shared_appearance: float = 0.1  # probability that a piece of furniture takes its material's generic look
     depth_noise: float = 1.0  # factor on the Kinect axial noise sigma(z)
     disparity_step_px: float = 0.125  # disparity quantisation step (Kinect v1: 1/8 px); 0 = millimetre steps only
     dark_holes: float = 0.5  # fraction of dark-surface pixels (linear albedo luminance < DARK_ALBEDO) with no reading
@@ -200,9 +200,9 @@ _DOOR_PAINTS = ((0.90, 0.90, 0.88), (0.30, 0.30, 0.32), (0.45, 0.22, 0.15), (0.3
 _FRAMES = ((0.08, 0.08, 0.08), (0.75, 0.60, 0.25), (0.92, 0.92, 0.90), (0.45, 0.28, 0.15))
 
 
-def _wood_srgb(rng: np.random.Generator) -> np.ndarray:
-    """Shared by every geometry-only wood class: a tone between light oak and walnut, jittered."""
-    t = rng.random()
+def _wood_srgb(rng: np.random.Generator, darkness: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """A wood tone between light oak (darkness 0) and walnut (1), jittered: any tone for the generic wood look."""
+    t = rng.uniform(*darkness)
     return _jitter(rng, (1 - t) * _LIGHT_WOOD + t * _DARK_WOOD)
 
 
@@ -239,9 +239,8 @@ def _own_look(rng: np.random.Generator, name: str) -> _Material:
     if name == "counter":  # speckled dark or beige stone
         stone = _jitter(rng, _STONES[rng.integers(len(_STONES))], 0.05)
         return _material(rng, "stone", stone, [np.clip(1.0 - stone, 0.1, 0.9)])
-    if name == "table":  # strongly grained dark-to-mid wood
-        t = rng.uniform(0.4, 1.0)
-        return _material(rng, "wood", _jitter(rng, (1 - t) * _LIGHT_WOOD + t * _DARK_WOOD))
+    if name == "table":  # strongly grained dark wood (darker than any floorboards)
+        return _material(rng, "wood", _wood_srgb(rng, (0.55, 1.0)))
     if name == "box":  # light kraft cardboard with a strip of tape
         kraft = _jitter(rng, _KRAFT, 0.05)
         return _material(rng, "cardboard", kraft, [_jitter(rng, kraft * 1.15, 0.04)], size=(rng.uniform(-0.1, 0.1), 0))
@@ -688,7 +687,8 @@ def _place_item(name: str, rng: np.random.Generator, room, cam: _Camera, items: 
 def _floor_material(rng: np.random.Generator) -> _Material:
     kind = ("planks", "tiles", "carpet")[rng.integers(3)]
     if kind == "planks":
-        return _material(rng, "planks", _wood_srgb(rng), size=(rng.uniform(0.12, 0.2), 0.0))
+        # floorboards are light (oak, pine) so that a table's own dark wood stands out against the floor
+        return _material(rng, "planks", _wood_srgb(rng, (0.0, 0.35)), size=(rng.uniform(0.12, 0.2), 0.0))
     if kind == "tiles":
         tile = _jitter(rng, (0.78, 0.76, 0.72), 0.12)
         return _material(rng, "tiles", tile, [tile * 0.6], size=(rng.uniform(0.3, 0.6), 0.0))

@@ -5,8 +5,8 @@ teacher, the depth (HHA) teacher and the CMX baseline for each seed on the demo 
 split, and write ``<out>/<round>/result.json`` (knobs, mIoU and per-class IoU per model and seed, wall times, load
 averages). PrimKD students are trained only when asked (``models`` lists ``primkd``), never for calibration.
 
-    python bench/calibrate_synthetic.py run docs/calibration/rounds/r3.yaml --out calibration_runs
-    python bench/calibrate_synthetic.py plot calibration_runs --out docs/calibration.png
+    python bench/calibrate_synthetic.py run docs/calibration/rounds/r3.yaml --out results/calibration
+    python bench/calibrate_synthetic.py plot results/calibration --out docs/calibration.png
 
 A round file is YAML: ``name``, ``knobs`` (data.synthetic keys), optional ``preset`` (demo preset overrides),
 ``seeds`` (default [0, 1, 2]), ``models`` (default [rgb, depth, cmx]), ``parallel`` (trainings at once, default 2),
@@ -122,23 +122,27 @@ def summarize(result: dict) -> dict:
 
 
 def plot(results: list[dict], out_png: Path) -> None:
-    """RGB/CMX ratio and depth − RGB gap per round (targets shaded), per-class IoU of the last round."""
+    """mIoU per model, RGB/CMX ratio and depth − RGB gap per round (targets shaded); per-class IoU of the last round."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4), dpi=110)
-    ax_ratio, ax_gap, ax_cls = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 2.2]})
+    fig = Figure(figsize=(16, 4.2), dpi=110)
+    ax_miou, ax_ratio, ax_gap, ax_cls = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
     names = [r["name"] for r in results]
     stats = [summarize(r) for r in results]
     x = np.arange(len(results))
-    ratio = [s.get("ratio", np.nan) for s in stats]
-    gap = [s.get("gap", np.nan) for s in stats]
+    for model, color in (("rgb", "tab:blue"), ("depth", "tab:orange"), ("cmx", "tab:green")):
+        mean = [s[model][0] if model in s else np.nan for s in stats]
+        std = [s[model][1] if model in s else np.nan for s in stats]
+        ax_miou.errorbar(x, mean, yerr=std, fmt="o", color=color, capsize=3, label=model)
+    ax_miou.set(xticks=x, xticklabels=names, title="mIoU (points; mean ± std over seeds)")
+    ax_miou.legend(fontsize=8)
     ax_ratio.axhspan(*TARGET_RATIO, color="tab:green", alpha=0.15, label="target")
-    ax_ratio.plot(x, ratio, "o-")
-    ax_ratio.set(xticks=x, xticklabels=names, title="RGB teacher / CMX (mIoU)", ylim=(0.6, 1.05))
+    ax_ratio.plot(x, [s.get("ratio", np.nan) for s in stats], "o", color="tab:blue")
+    ax_ratio.set(xticks=x, xticklabels=names, title="RGB teacher / CMX", ylim=(0.6, 1.05))
     ax_ratio.legend(loc="lower right", fontsize=8)
     ax_gap.axhspan(-30, TARGET_GAP, color="tab:green", alpha=0.15, label="target")
-    ax_gap.plot(x, gap, "o-", color="tab:red")
-    ax_gap.set(xticks=x, xticklabels=names, title="depth − RGB teacher (mIoU points)", ylim=(-20, 5))
+    ax_gap.plot(x, [s.get("gap", np.nan) for s in stats], "o", color="tab:red")
+    ax_gap.set(xticks=x, xticklabels=names, title="depth − RGB teacher (points)", ylim=(-20, 5))
     ax_gap.legend(loc="upper right", fontsize=8)
     last = results[-1]
     classes = list(next(iter(last["runs"].values()))["iou"])
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="Run one calibration round.")
     run.add_argument("spec", type=Path, help="Round file (YAML).")
-    run.add_argument("--out", type=Path, default=REPO / "calibration_runs", help="Folder of the rounds' runs.")
+    run.add_argument("--out", type=Path, default=REPO / "results" / "calibration", help="Folder of the rounds' runs.")
     fig = sub.add_parser("plot", help="Plot the rounds found in a folder (in name order).")
     fig.add_argument("runs", type=Path, help="Folder of <round>/result.json files.")
     fig.add_argument("--out", type=Path, required=True, help="PNG to write.")

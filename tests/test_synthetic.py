@@ -313,7 +313,7 @@ def test_geometry_only_classes_share_appearance_but_not_height(shared_look_scene
 
 
 def test_own_looks_set_geometry_only_classes_apart():
-    # With shared_appearance = 0 every object wears its class's colour family: cyan-blue cabinets, kraft boxes lighter
+    # With shared_appearance = 0 every object wears its class's colour family: cyan-blue cabinets, yellow boxes lighter
     # than the dark-wood tables, pink-violet beds, dark green sofas, red chairs, blue-violet bags.
     mean = {}
     for scene in (render_scene(s, 120, 160, SceneParams(shared_appearance=0.0)) for s in range(60)):

@@ -5,23 +5,29 @@ composite boxes, vertical cylinders and ellipsoids, and with flat items on the w
 with all the rays of its projected bounding rectangle at once (numpy arrays, no per-pixel loop); the nearest hit
 gives the metric depth (camera z), the NYU-40 label and the surface point where the albedo is evaluated.
 
-Both modalities carry information the other lacks:
+Both modalities carry information the other lacks, in the balance of NYU Depth V2 (RGB carries most classes, depth
+supplements it; the knobs of :class:`SceneParams`, calibrated in docs/calibration.md):
 
-* geometry only: cabinet, counter, table and box share one appearance distribution (wood tones, grain), as do bed and
-  sofa (fabric); only their shape and height above the floor tell them apart;
+* appearance first: each furniture class wears a colour family of its own (cyan-blue cabinets, stone counters,
+  dark-wood tables, yellow-orange boxes, pink-violet beds, dark green sofas, red chairs, blue-violet bags), except a
+  fraction ``shared_appearance`` of objects, which wear their material's generic look (any wood for cabinet, counter,
+  table and box; muted fabric for bed, sofa and bag; any plastic for chair): only their shape and height above the
+  floor tell those apart;
 * appearance only: picture, whiteboard, window and door are regions of a wall's surface (exactly the wall's depth);
   only their colour and texture tell them apart from the wall.
 
 Sensor model. Depth: clean camera-z depth plus Gaussian noise with the Kinect axial σ(z) = 1.2 mm + 1.9 mm·(z/m −
-0.4)² (Nguyen et al. 2012), quantised to 1 mm, with holes (value 0) where the structured-light projector, 7.5 cm to
-the camera's left, cannot see the surface (bands right of depth edges), at grazing angles, in a few dropout blobs, as
-sparse speckles, and outside the 0.4–10 m range. RGB: per-class base colours with per-instance jitter, procedural
-textures, Lambertian shading from a point light plus ambient light, vignetting, gamma, slight blur and noise.
+0.4)² (Nguyen et al. 2012, times ``depth_noise``), disparity quantised in ``disparity_step_px`` steps (Kinect v1:
+1/8 px), then millimetres, with holes (value 0) where the structured-light projector, 7.5 cm to the camera's left,
+cannot see the surface (bands right of depth edges), at grazing angles, in a few dropout blobs, as sparse speckles, on
+dark surfaces, window glass and depth edges (in the fractions the knobs set), and outside 0.4 m – ``max_range_m``.
+RGB: per-class colours with per-instance jitter, procedural textures, Lambertian shading from a point light plus
+ambient light, vignetting, gamma, slight blur and noise.
 
 World frame: x right, y up (floor at y = 0), z into the room; the camera frame is x right, y down, z forward, so the
 camera-z depth of a hit at ray parameter t is t itself (rays are (x̃, ỹ, 1) in camera coordinates). Randomness: a
-scene seed seeds two independent streams (layout and materials; sensor noise), so a scene's layout does not depend
-on the image size, and image ``i`` of a split uses :func:`scene_seed` (dataset seed, split, i) only.
+scene seed seeds three independent streams (layout and materials; depth sensor; RGB sensor), so a scene's layout does
+not depend on the image size or the knobs, and image ``i`` of a split uses :func:`scene_seed` (dataset seed, split, i) only.
 """
 
 from __future__ import annotations
@@ -212,7 +218,6 @@ def _fabric_srgb(rng: np.random.Generator) -> np.ndarray:
 
 
 _STONES = ((0.16, 0.16, 0.18), (0.78, 0.72, 0.62), (0.30, 0.26, 0.24))  # granites: black, beige, brown
-_KRAFT = (0.70, 0.54, 0.36)
 _METAL = (0.72, 0.72, 0.74)
 
 
@@ -241,9 +246,9 @@ def _own_look(rng: np.random.Generator, name: str) -> _Material:
         return _material(rng, "stone", stone, [np.clip(1.0 - stone, 0.1, 0.9)])
     if name == "table":  # strongly grained dark wood (darker than any floorboards)
         return _material(rng, "wood", _wood_srgb(rng, (0.55, 1.0)))
-    if name == "box":  # light kraft cardboard with a strip of tape
-        kraft = _jitter(rng, _KRAFT, 0.05)
-        return _material(rng, "cardboard", kraft, [_jitter(rng, kraft * 1.15, 0.04)], size=(rng.uniform(-0.1, 0.1), 0))
+    if name == "box":  # yellow-orange storage boxes with a strip of tape (kraft looked like light floorboards)
+        paint = _hue(rng, (0.10, 0.16), (0.7, 0.9), (0.75, 0.95))
+        return _material(rng, "cardboard", paint, [_jitter(rng, paint * 0.8, 0.04)], size=(rng.uniform(-0.1, 0.1), 0))
     if name == "bed":  # pastel pink to violet duvets
         return _material(rng, "bedding", _hue(rng, (0.78, 0.96), (0.3, 0.55), (0.72, 0.9)))
     if name == "sofa":  # dark green upholstery with cushion seams
@@ -398,7 +403,7 @@ def _stone(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _cardboard(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kraft board with fibrous noise and a 5 cm strip of tape (accent 0) along u at offset ``size[0]``."""
+    """Board with fibrous noise and a 5 cm strip of tape (accent 0) along u at offset ``size[0]``."""
     albedo, emit = _gain(m, 0.9 + 0.15 * _fbm(m.lattice, u * 40, v * 8))
     albedo[np.abs(v - m.size[0]) < 0.025] = m.accents[0]
     return albedo, emit

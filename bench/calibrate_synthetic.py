@@ -5,8 +5,8 @@ teacher, the depth (HHA) teacher and the CMX baseline for each seed on the demo 
 split, and write ``<out>/<round>/result.json`` (knobs, mIoU and per-class IoU per model and seed, wall times, load
 averages). PrimKD students are trained only when asked (``models`` lists ``primkd``), never for calibration.
 
-    python bench/calibrate_synthetic.py run docs/calibration/rounds/r3.yaml --out results/calibration
-    python bench/calibrate_synthetic.py plot results/calibration --out docs/calibration.png
+    python bench/calibrate_synthetic.py run docs/calibration/r6.yaml --out results/calibration
+    python bench/calibrate_synthetic.py plot docs/calibration --out docs/calibration.png
 
 A round file is YAML: ``name``, ``knobs`` (data.synthetic keys), optional ``preset`` (demo preset overrides),
 ``seeds`` (default [0, 1, 2]), ``models`` (default [rgb, depth, cmx]), ``parallel`` (trainings at once, default 2),
@@ -35,7 +35,7 @@ TARGET_GAP = -5.0  # depth teacher − RGB teacher, mIoU points, at most
 
 
 def _load() -> str:
-    return os.getloadavg().__repr__()
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())  # as `uptime` prints it
 
 
 def _sh(cmd: str, log: Path) -> float:

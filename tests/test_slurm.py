@@ -96,8 +96,8 @@ def eval_metrics(root) -> dict[str, dict]:
 
 
 def smoke_copy(root: Path) -> Path:
-    """The smoke preset with one experiment and one seed, every job at 1 CPU and 2 GB (fits any test node; equal threads in both
-    runs keep CPU training bit-identical)."""
+    """The smoke preset with one experiment and one seed, every job at 1 CPU and 2 GB (fits any test node; equal
+    threads in both runs keep CPU training bit-identical)."""
     copy_workflow(root, "smoke")
     if not (root / "environment.yml").exists():  # the rules' `conda:` directive names it, even without --use-conda
         shutil.copy2(REPO / "environment.yml", root)

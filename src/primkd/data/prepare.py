@@ -68,7 +68,7 @@ def prepare_dataset(data: dict, out_dir: str | os.PathLike, raw_dir: str | os.Pa
         s = data["synthetic"]
         return synthetic.generate_dataset(out_dir, num_train=s["num_train"], num_test=s["num_test"],
                                           height=s["height"], width=s["width"], seed=s["seed"],
-                                          workers=data["workers"])
+                                          workers=data["workers"], knobs=synthetic.SceneParams.from_params(s))
     if source == "folder":
         f = data["folder"]
         if not f["path"]:

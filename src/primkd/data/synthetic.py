@@ -5,28 +5,35 @@ composite boxes, vertical cylinders and ellipsoids, and with flat items on the w
 with all the rays of its projected bounding rectangle at once (numpy arrays, no per-pixel loop); the nearest hit
 gives the metric depth (camera z), the NYU-40 label and the surface point where the albedo is evaluated.
 
-Both modalities carry information the other lacks:
+Both modalities carry information the other lacks, in the balance of NYU Depth V2 (RGB carries most classes, depth
+supplements it; the knobs of :class:`SceneParams`, calibrated in docs/calibration.md):
 
-* geometry only: cabinet, counter, table and box share one appearance distribution (wood tones, grain), as do bed and
-  sofa (fabric); only their shape and height above the floor tell them apart;
+* appearance first: each furniture class wears a colour family of its own (cyan-blue cabinets, stone counters,
+  dark-wood tables, yellow-orange boxes, pink-violet beds, dark green sofas, red chairs, blue-violet bags), except a
+  fraction ``shared_appearance`` of objects, which wear their material's generic look (any wood for cabinet, counter,
+  table and box; muted fabric for bed, sofa and bag; any plastic for chair): only their shape and height above the
+  floor tell those apart;
 * appearance only: picture, whiteboard, window and door are regions of a wall's surface (exactly the wall's depth);
   only their colour and texture tell them apart from the wall.
 
 Sensor model. Depth: clean camera-z depth plus Gaussian noise with the Kinect axial σ(z) = 1.2 mm + 1.9 mm·(z/m −
-0.4)² (Nguyen et al. 2012), quantised to 1 mm, with holes (value 0) where the structured-light projector, 7.5 cm to
-the camera's left, cannot see the surface (bands right of depth edges), at grazing angles, in a few dropout blobs, as
-sparse speckles, and outside the 0.4–10 m range. RGB: per-class base colours with per-instance jitter, procedural
-textures, Lambertian shading from a point light plus ambient light, vignetting, gamma, slight blur and noise.
+0.4)² (Nguyen et al. 2012, times ``depth_noise``), disparity quantised in ``disparity_step_px`` steps (Kinect v1:
+1/8 px), then millimetres, with holes (value 0) where the structured-light projector, 7.5 cm to the camera's left,
+cannot see the surface (bands right of depth edges), at grazing angles, in a few dropout blobs, as sparse speckles, on
+dark surfaces, window glass and depth edges (in the fractions the knobs set), and outside 0.4 m – ``max_range_m``.
+RGB: per-class colours with per-instance jitter, procedural textures, Lambertian shading from a point light plus
+ambient light, vignetting, gamma, slight blur and noise.
 
 World frame: x right, y up (floor at y = 0), z into the room; the camera frame is x right, y down, z forward, so the
 camera-z depth of a hit at ray parameter t is t itself (rays are (x̃, ỹ, 1) in camera coordinates). Randomness: a
-scene seed seeds two independent streams (layout and materials; sensor noise), so a scene's layout does not depend
-on the image size, and image ``i`` of a split uses :func:`scene_seed` (dataset seed, split, i) only.
+scene seed seeds three independent streams (layout and materials; depth sensor; RGB sensor), so a scene's layout does
+not depend on the image size or the knobs, and image ``i`` of a split uses :func:`scene_seed` (dataset seed, split, i) only.
 """
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import functools
 import math
 import os
@@ -57,11 +64,45 @@ NYU_SIZE = (480, 640)  # (H, W) for which NYU_INTRINSICS are defined
 PROJECTOR_BASELINE_M = 0.075  # structured-light projector sits this far left of the depth camera
 DEPTH_RANGE_M = (0.4, 10.0)  # valid sensor range; depth outside it is stored as 0
 LATTICE = 16  # side of the value-noise lattice of each material
+DARK_ALBEDO = 0.03  # linear albedo luminance below which a surface absorbs enough IR to lose its depth reading
+DEPTH_EDGE_JUMP = 0.05  # relative depth step between neighbours that counts as a depth discontinuity
 _EPS = 1e-4  # smallest accepted ray parameter (metres)
 
 # Room faces as returned by the ray-room intersection: 2·axis + (ray goes towards the upper bound).
 FACE_LEFT, FACE_RIGHT, FACE_FLOOR, FACE_CEILING, FACE_BACK, FACE_FAR = range(6)
 _VISIBLE_WALLS = (FACE_LEFT, FACE_RIGHT, FACE_FAR)  # the camera stands near the back wall, looking along +z
+KINECT_FOCAL_PX = 580.0  # IR camera focal length at 640 columns: sets the disparity, whatever the rendered size
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """The knobs that set how much each modality tells (params.yaml ``data.synthetic``; docs/calibration.md).
+
+    Defaults are the calibrated values of params.yaml. Each knob changes only what it names: the layout (room,
+    camera, objects) of a scene seed never depends on them, and the RGB image does not depend on the depth knobs.
+    """
+
+    shared_appearance: float = 0.1  # probability that a piece of furniture takes its material's generic look
+    depth_noise: float = 1.0  # factor on the Kinect axial noise sigma(z)
+    disparity_step_px: float = 0.125  # disparity quantisation step (Kinect v1: 1/8 px); 0 = millimetre steps only
+    dark_holes: float = 0.5  # fraction of dark-surface pixels (linear albedo luminance < DARK_ALBEDO) with no reading
+    glass_holes: float = 0.3  # fraction of window-glass pixels with no reading (the IR pattern passes through)
+    edge_holes: float = 0.5  # probability that a pixel on a depth discontinuity has no reading
+    max_range_m: float = 8.0  # readings beyond this depth are dropped
+
+    def __post_init__(self) -> None:
+        fractions = ("shared_appearance", "dark_holes", "glass_holes", "edge_holes")
+        bad = [f"{k}={getattr(self, k)}" for k in fractions if not 0.0 <= getattr(self, k) <= 1.0]
+        bad += [f"{k}={getattr(self, k)}" for k in ("depth_noise", "disparity_step_px") if getattr(self, k) < 0]
+        bad += [f"max_range_m={self.max_range_m}"] if not DEPTH_RANGE_M[0] < self.max_range_m <= 20 else []
+        if bad:
+            raise ValueError(f"synthetic scene parameters out of range: {', '.join(bad)}; fix data.synthetic in "
+                             "params.yaml (fractions in [0, 1], noise and step >= 0, max_range_m in (0.4, 20])")
+
+    @classmethod
+    def from_params(cls, synthetic: dict) -> SceneParams:
+        """The knobs of a params.yaml ``data.synthetic`` section (its size and seed keys are ignored)."""
+        return cls(**{k: synthetic[k] for k in cls.__dataclass_fields__ if k in synthetic})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,7 +170,9 @@ class _Material:
     color: np.ndarray  # (3,) linear albedo
     lattice: np.ndarray  # LATTICE×LATTICE value-noise lattice in [0, 1]
     accents: np.ndarray  # (k, 3) linear extra colours (frame, palette, grout, marker, knob)
-    size: tuple[float, float] = (0.0, 0.0)  # metres: wall items (width, height); floors (plank / tile size, 0)
+    # metres: wall items (width, height); floors (plank / tile size, 0); laminate and upholstery (door / cushion width,
+    # 0); cardboard (offset of the tape strip, 0)
+    size: tuple[float, float] = (0.0, 0.0)
 
 
 def _material(rng: np.random.Generator, kind: str, srgb, accents=(), size=(0.0, 0.0)) -> _Material:
@@ -148,6 +191,12 @@ def _hsv(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, f
     return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val)))
 
 
+def _hue(rng: np.random.Generator, hue: tuple[float, float], sat: tuple[float, float],
+         val: tuple[float, float]) -> np.ndarray:
+    """An sRGB colour from a hue band (fractions of the colour circle), saturation and value ranges."""
+    return np.array(colorsys.hsv_to_rgb(rng.uniform(*hue) % 1.0, rng.uniform(*sat), rng.uniform(*val)))
+
+
 _LIGHT_WOOD, _DARK_WOOD = np.array([0.80, 0.62, 0.42]), np.array([0.38, 0.23, 0.12])
 _WALL_PAINTS = ((0.82, 0.80, 0.74), (0.84, 0.76, 0.62), (0.74, 0.74, 0.72), (0.68, 0.76, 0.82), (0.72, 0.80, 0.70),
                 (0.86, 0.74, 0.64), (0.80, 0.70, 0.72))
@@ -157,15 +206,58 @@ _DOOR_PAINTS = ((0.90, 0.90, 0.88), (0.30, 0.30, 0.32), (0.45, 0.22, 0.15), (0.3
 _FRAMES = ((0.08, 0.08, 0.08), (0.75, 0.60, 0.25), (0.92, 0.92, 0.90), (0.45, 0.28, 0.15))
 
 
-def _wood_srgb(rng: np.random.Generator) -> np.ndarray:
-    """Shared by every geometry-only wood class: a tone between light oak and walnut, jittered."""
-    t = rng.random()
+def _wood_srgb(rng: np.random.Generator, darkness: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """A wood tone between light oak (darkness 0) and walnut (1), jittered: any tone for the generic wood look."""
+    t = rng.uniform(*darkness)
     return _jitter(rng, (1 - t) * _LIGHT_WOOD + t * _DARK_WOOD)
 
 
 def _fabric_srgb(rng: np.random.Generator) -> np.ndarray:
     """Shared by bed and sofa: a muted colour of any hue."""
     return _hsv(rng, (0.15, 0.55), (0.35, 0.80))
+
+
+_STONES = ((0.16, 0.16, 0.18), (0.78, 0.72, 0.62), (0.30, 0.26, 0.24))  # granites: black, beige, brown
+_METAL = (0.72, 0.72, 0.74)
+
+
+def _shared_look(rng: np.random.Generator, name: str) -> _Material:
+    """The generic look of an object's material, the same for every class made of it: any wood (cabinet, counter,
+    table, box), any muted fabric (bed, sofa, bag), any plastic (chair)."""
+    if name in ("bed", "sofa", "bag"):
+        return _material(rng, "fabric", _fabric_srgb(rng))
+    if name == "chair":
+        return _material(rng, "plastic", _jitter(rng, _PLASTICS[rng.integers(len(_PLASTICS))]))
+    return _material(rng, "wood", _wood_srgb(rng))
+
+
+def _own_look(rng: np.random.Generator, name: str) -> _Material:
+    """The look typical of one class: a colour family (hue band) of its own, and a texture.
+
+    The families stand in for the appearance cues an ImageNet-pretrained RGB network reads on real images, which a
+    tiny network trained from scratch on 160 small images cannot learn; they are kept apart from each other and from
+    the neutral wall paints so that colour alone carries the class.
+    """
+    if name == "cabinet":  # painted fronts, cyan to blue, with door seams and metal handles
+        paint = _hue(rng, (0.48, 0.62), (0.3, 0.6), (0.35, 0.7))
+        return _material(rng, "laminate", paint, [_METAL], size=(rng.uniform(0.35, 0.6), 0.0))
+    if name == "counter":  # speckled dark or beige stone
+        stone = _jitter(rng, _STONES[rng.integers(len(_STONES))], 0.05)
+        return _material(rng, "stone", stone, [np.clip(1.0 - stone, 0.1, 0.9)])
+    if name == "table":  # strongly grained dark wood (darker than any floorboards)
+        return _material(rng, "wood", _wood_srgb(rng, (0.55, 1.0)))
+    if name == "box":  # yellow-orange storage boxes with a strip of tape (kraft looked like light floorboards)
+        paint = _hue(rng, (0.10, 0.16), (0.7, 0.9), (0.75, 0.95))
+        return _material(rng, "cardboard", paint, [_jitter(rng, paint * 0.8, 0.04)], size=(rng.uniform(-0.1, 0.1), 0))
+    if name == "bed":  # pastel pink to violet duvets
+        return _material(rng, "bedding", _hue(rng, (0.78, 0.96), (0.3, 0.55), (0.72, 0.9)))
+    if name == "sofa":  # dark green upholstery with cushion seams
+        return _material(rng, "upholstery", _hue(rng, (0.26, 0.42), (0.35, 0.7), (0.2, 0.5)),
+                         size=(rng.uniform(0.5, 0.7), 0.0))
+    if name == "chair":  # bright red plastic
+        return _material(rng, "plastic", _hue(rng, (-0.03, 0.05), (0.7, 0.9), (0.55, 0.85)))
+    # bag: saturated blue-violet nylon
+    return _material(rng, "fabric", _hue(rng, (0.64, 0.74), (0.5, 0.8), (0.35, 0.6)))
 
 
 def _value_noise(lattice: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -292,10 +384,49 @@ def _door(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.nd
     return albedo, emit
 
 
+def _laminate(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat paint with dark seams between doors ``size[0]`` metres wide and a handle (accent 0) beside each seam."""
+    w = m.size[0]
+    f = (u / w) % 1.0
+    albedo, emit = _gain(m, np.where((f < 0.015) | (f > 0.985), 0.45, 0.97 + 0.05 * _fbm(m.lattice, u * 3, v * 3)))
+    handle = (np.abs(f * w - 0.06) < 0.012) & (np.abs(v) < 0.08)
+    albedo[handle] = m.accents[0]
+    return albedo, emit
+
+
+def _stone(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Granite: fine speckles of a contrasting colour (accent 0) over a cloudy base."""
+    albedo, emit = _gain(m, 0.85 + 0.3 * _fbm(m.lattice, u * 5, v * 5))
+    speckle = _value_noise(m.lattice, u * 90 + 3.1, v * 90 + 7.7) > 0.78
+    albedo[speckle] = m.accents[0]
+    return albedo, emit
+
+
+def _cardboard(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Board with fibrous noise and a 5 cm strip of tape (accent 0) along u at offset ``size[0]``."""
+    albedo, emit = _gain(m, 0.9 + 0.15 * _fbm(m.lattice, u * 40, v * 8))
+    albedo[np.abs(v - m.size[0]) < 0.025] = m.accents[0]
+    return albedo, emit
+
+
+def _bedding(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sheets and duvets: soft folds (low-frequency shading bands)."""
+    folds = np.sin(2 * np.pi * (u * 2.5 + 1.5 * _fbm(m.lattice, u * 1.5, v * 1.5)))
+    return _gain(m, 0.9 + 0.08 * folds + 0.05 * _fbm(m.lattice, u * 20, v * 20))
+
+
+def _upholstery(m: _Material, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Woven fabric with dark seams between cushions ``size[0]`` metres wide."""
+    f = (u / m.size[0]) % 1.0
+    seam = (f < 0.02) | (f > 0.98)
+    return _gain(m, np.where(seam, 0.5, 0.85 + 0.25 * _fbm(m.lattice, u * 30, v * 30)))
+
+
 _ALBEDO: dict[str, Callable[[_Material, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
     "paint": _paint, "plastic": _plastic, "wood": _wood, "fabric": _fabric, "carpet": _carpet,
     "lampshade": _lampshade, "planks": _planks, "tiles": _tiles, "picture": _picture, "whiteboard": _whiteboard,
-    "window": _window, "door": _door,
+    "window": _window, "door": _door, "laminate": _laminate, "stone": _stone, "cardboard": _cardboard,
+    "bedding": _bedding, "upholstery": _upholstery,
 }
 
 
@@ -353,56 +484,56 @@ def _box(center, size, m: _Material):
     return "box", tuple(center), tuple(s / 2 for s in size), m
 
 
-def _make_table(rng: np.random.Generator) -> _Object:
+def _make_table(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     w, d, h, top = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.70, 0.78), rng.uniform(0.03, 0.05)
-    m = _material(rng, "wood", _wood_srgb(rng))
+    m = _shared_look(look, "table") if shared else _own_look(look, "table")
     legs = [_box((sx * (w / 2 - 0.06), (h - top) / 2, sz * (d / 2 - 0.06)), (0.05, h - top, 0.05), m)
             for sx in (-1, 1) for sz in (-1, 1)]
     return _Object(CLASS_ID["table"], [_box((0, h - top / 2, 0), (w, top, d), m), *legs], w / 2, d / 2, False)
 
 
-def _make_box(rng: np.random.Generator) -> _Object:
+def _make_box(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     w, d, h = rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.55)
-    m = _material(rng, "wood", _wood_srgb(rng))
+    m = _shared_look(look, "box") if shared else _own_look(look, "box")
     return _Object(CLASS_ID["box"], [_box((0, h / 2, 0), (w, h, d), m)], w / 2, d / 2, False)
 
 
-def _make_cabinet(rng: np.random.Generator) -> _Object:
+def _make_cabinet(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     w, d, h = rng.uniform(0.5, 1.2), rng.uniform(0.4, 0.6), rng.uniform(1.2, 2.0)
-    m = _material(rng, "wood", _wood_srgb(rng))
+    m = _shared_look(look, "cabinet") if shared else _own_look(look, "cabinet")
     return _Object(CLASS_ID["cabinet"], [_box((0, h / 2, 0), (w, h, d), m)], w / 2, d / 2, True)
 
 
-def _make_counter(rng: np.random.Generator) -> _Object:
+def _make_counter(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     w, d, h = rng.uniform(1.2, 2.4), rng.uniform(0.55, 0.65), rng.uniform(0.86, 0.94)
-    m = _material(rng, "wood", _wood_srgb(rng))
-    body = _box((0, (h - 0.04) / 2, -0.02), (w - 0.02, h - 0.04, d - 0.04), m)
-    return _Object(CLASS_ID["counter"], [body, _box((0, h - 0.02, 0), (w, 0.04, d), m)], w / 2, d / 2, True)
+    m_body = m_top = _shared_look(look, "counter") if shared else _own_look(look, "counter")
+    body = _box((0, (h - 0.04) / 2, -0.02), (w - 0.02, h - 0.04, d - 0.04), m_body)
+    return _Object(CLASS_ID["counter"], [body, _box((0, h - 0.02, 0), (w, 0.04, d), m_top)], w / 2, d / 2, True)
 
 
-def _make_bed(rng: np.random.Generator) -> _Object:
+def _make_bed(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     w, length, base, mattress = rng.uniform(0.9, 1.8), rng.uniform(1.9, 2.1), rng.uniform(0.25, 0.35), \
         rng.uniform(0.15, 0.22)
-    m_base, m_top = _material(rng, "fabric", _fabric_srgb(rng)), _material(rng, "fabric", _fabric_srgb(rng))
+    m_base = m_top = _shared_look(look, "bed") if shared else _own_look(look, "bed")
     parts = [_box((0, base / 2, 0), (w, base, length), m_base),
              _box((0, base + mattress / 2, 0), (w - 0.04, mattress, length - 0.04), m_top)]
     return _Object(CLASS_ID["bed"], parts, w / 2, length / 2, True)
 
 
-def _make_sofa(rng: np.random.Generator) -> _Object:
+def _make_sofa(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     w, d, seat, back, arm = rng.uniform(1.5, 2.2), rng.uniform(0.8, 0.95), rng.uniform(0.40, 0.45), \
         rng.uniform(0.8, 0.9), rng.uniform(0.55, 0.65)
     aw, bt = 0.15, 0.2  # arm width, back thickness
-    m = _material(rng, "fabric", _fabric_srgb(rng))
+    m = _shared_look(look, "sofa") if shared else _own_look(look, "sofa")
     parts = [_box((0, seat / 2, bt / 2), (w - 2 * aw, seat, d - bt), m),
              _box((0, back / 2, -d / 2 + bt / 2), (w, back, bt), m),
              *[_box((sx * (w / 2 - aw / 2), arm / 2, bt / 2), (aw, arm, d - bt), m) for sx in (-1, 1)]]
     return _Object(CLASS_ID["sofa"], parts, w / 2, d / 2, True)
 
 
-def _make_chair(rng: np.random.Generator) -> _Object:
+def _make_chair(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     s, seat, back = rng.uniform(0.4, 0.5), rng.uniform(0.43, 0.48), rng.uniform(0.8, 0.95)
-    m = _material(rng, "plastic", _jitter(rng, _PLASTICS[rng.integers(len(_PLASTICS))]))
+    m = _shared_look(look, "chair") if shared else _own_look(look, "chair")
     legs = [_box((sx * (s / 2 - 0.03), (seat - 0.04) / 2, sz * (s / 2 - 0.03)), (0.035, seat - 0.04, 0.035), m)
             for sx in (-1, 1) for sz in (-1, 1)]
     parts = [_box((0, seat - 0.02, 0), (s, 0.04, s), m), _box((0, (seat + back) / 2, -s / 2 + 0.015),
@@ -410,10 +541,10 @@ def _make_chair(rng: np.random.Generator) -> _Object:
     return _Object(CLASS_ID["chair"], parts, s / 2, s / 2, False)
 
 
-def _make_lamp(rng: np.random.Generator) -> _Object:
+def _make_lamp(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     h = rng.uniform(1.3, 1.7)
-    metal = _material(rng, "plastic", _jitter(rng, (0.6, 0.6, 0.62), 0.1))
-    shade = _material(rng, "lampshade", _jitter(rng, (0.95, 0.90, 0.75)))
+    metal = _material(look, "plastic", _jitter(look, (0.6, 0.6, 0.62), 0.1))
+    shade = _material(look, "lampshade", _jitter(look, (0.95, 0.90, 0.75)))
     parts = [("cylinder", (0, 0.015, 0), (0.14, 0.015, 0.14), metal),
              ("cylinder", (0, h / 2, 0), (0.015, h / 2 - 0.03, 0.015), metal)]
     if rng.random() < 0.5:
@@ -425,9 +556,9 @@ def _make_lamp(rng: np.random.Generator) -> _Object:
     return _Object(CLASS_ID["lamp"], parts, 0.22, 0.22, False)
 
 
-def _make_bag(rng: np.random.Generator) -> _Object:
+def _make_bag(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     rx, ry, rz = rng.uniform(0.18, 0.28), rng.uniform(0.14, 0.24), rng.uniform(0.09, 0.15)
-    m = _material(rng, "fabric", _hsv(rng, (0.3, 0.7), (0.12, 0.35)))
+    m = _shared_look(look, "bag") if shared else _own_look(look, "bag")
     return _Object(CLASS_ID["bag"], [("ellipsoid", (0, 0.97 * ry, 0), (rx, ry, rz), m)], rx, rz, False)
 
 
@@ -561,15 +692,20 @@ def _place_item(name: str, rng: np.random.Generator, room, cam: _Camera, items: 
 def _floor_material(rng: np.random.Generator) -> _Material:
     kind = ("planks", "tiles", "carpet")[rng.integers(3)]
     if kind == "planks":
-        return _material(rng, "planks", _wood_srgb(rng), size=(rng.uniform(0.12, 0.2), 0.0))
+        # floorboards are light (oak, pine) so that a table's own dark wood stands out against the floor
+        return _material(rng, "planks", _wood_srgb(rng, (0.0, 0.35)), size=(rng.uniform(0.12, 0.2), 0.0))
     if kind == "tiles":
         tile = _jitter(rng, (0.78, 0.76, 0.72), 0.12)
         return _material(rng, "tiles", tile, [tile * 0.6], size=(rng.uniform(0.3, 0.6), 0.0))
     return _material(rng, "carpet", _hsv(rng, (0.1, 0.45), (0.25, 0.6)))
 
 
-def _sample_scene(rng: np.random.Generator) -> _Scene:
-    """Room, camera, light, furniture and wall items of one scene."""
+def _sample_scene(rng: np.random.Generator, knobs: SceneParams) -> _Scene:
+    """Room, camera, light, furniture and wall items of one scene.
+
+    Each object draws its look from its own stream (seeded from ``rng``) and the shared-look coin from ``rng``, so
+    that ``knobs.shared_appearance`` changes objects' appearance but never the layout.
+    """
     room = (rng.uniform(3.2, 6.0), rng.uniform(2.5, 3.0), rng.uniform(3.5, 7.0))
     origin = np.array([rng.uniform(0.35, 0.65) * room[0], rng.uniform(1.0, 1.6), rng.uniform(0.3, 0.9)])
     rot = _rotation(math.radians(rng.uniform(-25, 25)), math.radians(rng.uniform(3, 15)),
@@ -580,7 +716,9 @@ def _sample_scene(rng: np.random.Generator) -> _Scene:
     parts, footprints, taken, spans, items = [], [], [], [], []
     for name, lo, hi in furniture:
         for _ in range(rng.integers(lo, hi + 1)):
-            placed, footprint = _place_object(_MAKERS[name](rng), room, cam, taken, spans, rng)
+            look = np.random.default_rng(int(rng.integers(1 << 62)))
+            shared = bool(rng.random() < knobs.shared_appearance)
+            placed, footprint = _place_object(_MAKERS[name](rng, look, shared), room, cam, taken, spans, rng)
             parts += placed
             footprints += [footprint] if footprint is not None else []
     for name, lo, hi in wall_items:
@@ -813,15 +951,57 @@ def _dropout_blobs(height: int, width: int, rng: np.random.Generator) -> np.ndar
     return mask.astype(bool)
 
 
-def _depth_sensor(z: np.ndarray, cos_view: np.ndarray, fx: float, rng: np.random.Generator) -> np.ndarray:
-    """Kinect-like uint16 millimetre depth (H×W) from clean camera-z depth ``z`` (metres), 0 = missing."""
+def _smooth_field(height: int, width: int, rng: np.random.Generator, cell: int = 4) -> np.ndarray:
+    """Random field (H×W) varying over about ``cell`` pixels, uniform on [0, 1): ``field < p`` keeps a fraction p of
+    the pixels, in blotches rather than as salt noise."""
+    coarse = rng.random((height // cell + 2, width // cell + 2), dtype=np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    ranks = np.empty(smooth.size, dtype=np.float32)
+    ranks[smooth.ravel().argsort(kind="stable")] = np.arange(smooth.size, dtype=np.float32) / smooth.size
+    return ranks.reshape(height, width)  # interpolation piles values up mid-range; ranks spread them evenly
+
+
+def _depth_edges(z: np.ndarray) -> np.ndarray:
+    """Pixels (H×W bool) whose depth differs from a 4-neighbour's by more than DEPTH_EDGE_JUMP relative."""
+    edge = np.zeros(z.shape, dtype=bool)
+    jump_v = np.abs(np.diff(z, axis=0)) > DEPTH_EDGE_JUMP * np.minimum(z[1:], z[:-1])
+    jump_h = np.abs(np.diff(z, axis=1)) > DEPTH_EDGE_JUMP * np.minimum(z[:, 1:], z[:, :-1])
+    edge[1:] |= jump_v
+    edge[:-1] |= jump_v
+    edge[:, 1:] |= jump_h
+    edge[:, :-1] |= jump_h
+    return edge
+
+
+def _depth_sensor(z: np.ndarray, cos_view: np.ndarray, fx: float, rng: np.random.Generator,
+                  knobs: SceneParams | None = None, dark: np.ndarray | None = None,
+                  glass: np.ndarray | None = None) -> np.ndarray:
+    """Kinect-like uint16 millimetre depth (H×W) from clean camera-z depth ``z`` (metres), 0 = missing.
+
+    ``dark`` and ``glass`` (H×W bool) mark dark and window-glass surfaces, which lose their reading in
+    ``knobs.dark_holes`` / ``knobs.glass_holes`` of their area (in blotches, as on a real sensor).
+    """
+    knobs = SceneParams() if knobs is None else knobs
     height, width = z.shape
-    sigma = 0.0012 + 0.0019 * (z - 0.4) ** 2
+    sigma = knobs.depth_noise * (0.0012 + 0.0019 * (z - 0.4) ** 2)
     noisy = z + sigma * rng.standard_normal(z.shape, dtype=np.float32)
+    if knobs.disparity_step_px > 0:  # the sensor measures disparity f·b/z in fixed sub-pixel steps
+        scale = KINECT_FOCAL_PX * PROJECTOR_BASELINE_M
+        with np.errstate(divide="ignore"):
+            steps = np.maximum(np.rint(scale / noisy / knobs.disparity_step_px), 1)
+        noisy = (scale / (steps * knobs.disparity_step_px)).astype(np.float32)
     holes = (_projector_shadow(z, fx) | _dropout_blobs(height, width, rng)
              | ((cos_view < 0.12) & (rng.random(z.shape, dtype=np.float32) < 0.6))
              | (rng.random(z.shape, dtype=np.float32) < 0.002)
-             | (noisy < DEPTH_RANGE_M[0]) | (noisy > DEPTH_RANGE_M[1]))
+             | (noisy < DEPTH_RANGE_M[0]) | (noisy > knobs.max_range_m))
+    # The draws below happen whatever the knobs, so that one knob never reshuffles another's holes.
+    field = _smooth_field(height, width, rng)
+    edge_draw = rng.random(z.shape, dtype=np.float32)
+    if dark is not None:
+        holes |= dark & (field < knobs.dark_holes)
+    if glass is not None:
+        holes |= glass & (field < knobs.glass_holes)
+    holes |= _depth_edges(z) & (edge_draw < knobs.edge_holes)
     mm = np.rint(noisy * 1000.0)
     mm[holes] = 0
     return mm.astype(np.uint16)
@@ -842,7 +1022,7 @@ def _rgb_sensor(linear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # Public API
 # ----------------------------------------------------------------------------------------------------------------
 
-def render_scene(seed: int, height: int, width: int) -> dict:
+def render_scene(seed: int, height: int, width: int, knobs: SceneParams | None = None) -> dict:
     """Render one synthetic RGB-D scene.
 
     Args:
@@ -850,6 +1030,7 @@ def render_scene(seed: int, height: int, width: int) -> dict:
             image size.
         height: image height in pixels.
         width: image width in pixels (NYU intrinsics are scaled per axis, see :func:`scaled_intrinsics`).
+        knobs: modality-balance parameters (default: :class:`SceneParams`, the calibrated values).
 
     Returns:
         {"rgb": H×W×3 uint8 (RGB order), "depth_mm": H×W uint16 (camera-z millimetres, 0 = missing),
@@ -859,8 +1040,10 @@ def render_scene(seed: int, height: int, width: int) -> dict:
     if seed < 0 or height < 8 or width < 8:
         raise ValueError(f"render_scene: need seed >= 0 and an image of at least 8×8 pixels, got seed={seed}, "
                          f"{height}×{width}")
-    layout_seq, sensor_seq = np.random.SeedSequence(seed).spawn(2)
-    scene = _sample_scene(np.random.default_rng(layout_seq))
+    knobs = SceneParams() if knobs is None else knobs
+    # Separate streams: layout, depth sensor, RGB sensor (a depth knob never changes the RGB image).
+    layout_seq, depth_seq, rgb_seq = np.random.SeedSequence(seed).spawn(3)
+    scene = _sample_scene(np.random.default_rng(layout_seq), knobs)
     intr = scaled_intrinsics(height, width)
     rays = _camera_rays(scene.camera, intr, height, width)
     t, owner, face = _cast(scene, rays, intr)
@@ -870,9 +1053,12 @@ def render_scene(seed: int, height: int, width: int) -> dict:
     light[on_floor] *= _floor_occlusion(scene, points[on_floor])
     linear = albedo * (light + emit)[:, None]  # (N, 3)
     cos_view = np.abs((normal * d).sum(axis=1)) / np.linalg.norm(d, axis=1)
-    rng = np.random.default_rng(sensor_seq)
-    depth_mm = _depth_sensor(t, cos_view.reshape(height, width), intr["fx"], rng)  # cos_view (N,) -> (H, W)
-    rgb = _rgb_sensor(linear.reshape(height, width, 3), rng)  # linear (N, 3) -> (H, W, 3)
+    luminance = albedo @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # (N,)
+    dark = (luminance < DARK_ALBEDO).reshape(height, width)
+    glass = ((label == CLASS_ID["window"]) & (emit > 0)).reshape(height, width)  # panes, not the frame
+    depth_mm = _depth_sensor(t, cos_view.reshape(height, width), intr["fx"], np.random.default_rng(depth_seq),
+                             knobs, dark, glass)  # cos_view (N,) -> (H, W)
+    rgb = _rgb_sensor(linear.reshape(height, width, 3), np.random.default_rng(rgb_seq))  # (N, 3) -> (H, W, 3)
     return {"rgb": rgb, "depth_mm": depth_mm, "label": label.reshape(height, width), "intrinsics": intr}  # (H, W)
 
 
@@ -881,11 +1067,12 @@ def scene_seed(seed: int, split: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, SPLITS.index(split), index]).generate_state(1, np.uint64)[0])
 
 
-def _write_scene(job: tuple[str, int], root: Path, height: int, width: int, seed: int) -> list[int]:
+def _write_scene(job: tuple[str, int], root: Path, height: int, width: int, seed: int,
+                 knobs: SceneParams | None = None) -> list[int]:
     """Render one image of the dataset into ``root``; return the label values it contains."""
     split, index = job
     name, layout = f"{split}_{index:04d}", Layout(root)
-    scene = render_scene(scene_seed(seed, split, index), height, width)
+    scene = render_scene(scene_seed(seed, split, index), height, width, knobs)
     write_png(layout.rgb(name), scene["rgb"])
     write_png(layout.depth(name), scene["depth_mm"])
     write_png(layout.label(name), scene["label"])
@@ -893,7 +1080,7 @@ def _write_scene(job: tuple[str, int], root: Path, height: int, width: int, seed
 
 
 def generate_dataset(out_dir: str | os.PathLike, num_train: int, num_test: int, height: int, width: int, seed: int,
-                     workers: int = 1) -> Path:
+                     workers: int = 1, knobs: SceneParams | None = None) -> Path:
     """Write a synthetic dataset in the prepared layout (see primkd.data.layout), atomically.
 
     Image i of a split ("train_0000", "test_0000", ...) depends only on (``seed``, split, i), so a larger dataset
@@ -908,6 +1095,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_train: int, num_test: int, 
         width: image width in pixels.
         seed: dataset seed (≥ 0).
         workers: processes rendering in parallel (1 = in this process).
+        knobs: modality-balance parameters (default: :class:`SceneParams`); recorded in meta.json.
 
     Returns:
         ``out_dir`` as a Path.
@@ -916,9 +1104,10 @@ def generate_dataset(out_dir: str | os.PathLike, num_train: int, num_test: int, 
         raise ValueError(f"generate_dataset: need num_train >= 1, num_test >= 1, seed >= 0 and workers >= 1, got "
                          f"{num_train}, {num_test}, {seed}, {workers}; fix the synthetic section of params.yaml")
     jobs = [("train", i) for i in range(num_train)] + [("test", i) for i in range(num_test)]
+    knobs = SceneParams() if knobs is None else knobs
     present: set[int] = set()
     with atomic_dir(out_dir) as tmp:
-        work = functools.partial(_write_scene, root=tmp, height=height, width=width, seed=seed)
+        work = functools.partial(_write_scene, root=tmp, height=height, width=width, seed=seed, knobs=knobs)
         bar = functools.partial(tqdm, total=len(jobs), desc="synthetic scenes", unit="img")
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -933,6 +1122,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_train: int, num_test: int, 
             "name": "synthetic", "classes": list(NYU40_CLASSES), "present_classes": sorted(present),
             "ignore_index": IGNORE_INDEX, "intrinsics": scaled_intrinsics(height, width), "depth_scale": 1000,
             "seed": seed, "num_train": num_train, "num_test": num_test, "height": height, "width": width,
+            "scene_params": dataclasses.asdict(knobs),
         })
     return Path(out_dir)
 

@@ -16,7 +16,7 @@ from primkd.analysis.features import PairwiseStageCKA
 from primkd.analysis.histograms import StageHistograms, bin_counts, density, histogram_rows, robust_range
 from primkd.analysis.qualitative import Sample, classes_present
 from primkd.analysis.run import analyze, resolve_model
-from primkd.cli_report import register
+from primkd.cli.report import register
 from primkd.config import ConfigError
 from primkd.engine.checkpoint import save_model
 from primkd.io import DataError

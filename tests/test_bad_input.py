@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from primkd import cli
+from primkd.cli import pipeline
 from primkd.config import ConfigError, validate
 from primkd.data import hha
 from primkd.data.check import check_dataset
@@ -112,7 +113,7 @@ def test_a_non_finite_loss_is_one_line_from_the_command_line(monkeypatch, capsys
     def diverge(args):
         raise FloatingPointError(message)
 
-    monkeypatch.setattr(cli, "cmd_train", diverge)
+    monkeypatch.setattr(pipeline, "cmd_train", diverge)
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "--role", "teacher", "--data", str(tmp_path), "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from primkd.cli_check import register
+from primkd.cli.check import register
 from primkd.data import hha
 from primkd.data.check import check_dataset
 from primkd.data.dataset import RGBDDataset

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from primkd.cli_weights import register
+from primkd.cli.weights import register
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha
 from primkd.data.synthetic import label_palette, render_scene

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from primkd.cli_weights import register
+from primkd.cli.weights import register
 from primkd.engine.checkpoint import load_model
 from primkd.io import DataError
 from primkd.models import (

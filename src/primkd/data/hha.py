@@ -1,4 +1,4 @@
-"""HHA encoding of depth (Gupta et al., ECCV 2014), computed as Depth2HHA-python computes it (DESIGN.md §4).
+"""HHA encoding of depth (Gupta et al., ECCV 2014), computed as Depth2HHA-python computes it (docs/design.md §4).
 
 HHA turns one depth map into three uint8 channels: horizontal **disparity** (31000 / depth in cm), **height** above
 the lowest point (cm, along the estimated gravity direction) and the **angle** between each surface normal and

@@ -39,7 +39,7 @@ NYU40_CLASSES = (
     "otherfurniture", "otherprop",
 )
 
-# NYU Depth V2 RGB camera; the principal point is 1-based (MATLAB convention, DESIGN.md §4).
+# NYU Depth V2 RGB camera; the principal point is 1-based (MATLAB convention, docs/design.md §4).
 NYU_INTRINSICS = {"fx": 518.857901, "fy": 519.469611, "cx": 325.582449, "cy": 253.736166}
 
 

@@ -1,4 +1,4 @@
-"""AdamW with decay on conv/linear weights only, and the warm-up + poly learning-rate schedule (DESIGN.md §3)."""
+"""AdamW with decay on conv/linear weights only, and the warm-up + poly learning-rate schedule (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command line: one sub-command per pipeline stage (``primkd <stage> ...`` or ``python -m primkd <stage> ...``).
+"""The pipeline stages' sub-commands: ``params``, ``download``, ``prepare``, ``hha``, ``train``, ``evaluate``.
 
 DVC (dvc.yaml) and Snakemake (workflow/rules/*.smk) run exactly these command strings; every path is an argument.
 """
@@ -7,33 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from primkd.runlog import run_header, setup_logging
+from primkd.cli.options import add_command, load_config
 
 log = logging.getLogger("primkd")
-
-
-def load_config(args: argparse.Namespace) -> dict:
-    """The resolved parameters named by a stage's ``--params`` and ``--preset``."""
-    from primkd.config import load_params
-    from primkd.engine.runtime import apply_resources
-
-    cfg = load_params(args.params, args.preset)
-    apply_resources(cfg, getattr(args, "stage", None))  # torch threads and workers from resources.<stage>.cpus_per_task
-    return cfg
-
-
-def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) -> argparse.ArgumentParser:
-    """A pipeline-stage sub-command with the flags every stage shares (params, preset, log, progress)."""
-    p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
-    p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
-    p.add_argument("--log", default=None, help="Also write the log to this file.")
-    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    p.set_defaults(func=func, stage=name)
-    return p
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -154,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     from primkd.data.dataset import RGBDDataset
     from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
-    from primkd.engine.train import select_device
+    from primkd.engine.runtime import select_device
     from primkd.io import DataError, write_json, write_text
     from primkd.weights import is_export, load_any
 
@@ -205,26 +183,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         write_text(args.confusion, frame.to_csv(index_label="ground_truth\\prediction"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the pipeline stages' sub-commands to ``primkd``'s sub-parsers."""
 
-    p = add_stage(sub, "params", cmd_params,
+    p = add_command(sub, "params", cmd_params,
                   "Write the effective parameters of a preset (its overrides and each experiment's applied).")
     p.add_argument("--out", required=True, help="YAML file to write.")
 
-    p = add_stage(sub, "download", cmd_download,
+    p = add_command(sub, "download", cmd_download,
                   "Download (or find, placed by hand) the raw files of data.source into data.raw_dir; resumable.")
     p.add_argument("--out", required=True,
                    help="Folder that receives links to the raw files (the pipeline's record of them; empty for the "
                         "synthetic and folder sources).")
 
-    p = add_stage(sub, "prepare", cmd_prepare,
+    p = add_command(sub, "prepare", cmd_prepare,
                   "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
     p.add_argument("--out", required=True, help="Output folder of the prepared dataset.")
     p.add_argument("--raw", help="Folder of the raw files (the download stage's --out); default: fetch them now.")
 
-    p = add_stage(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
+    p = add_command(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
     p.add_argument("--data", help="Prepared dataset folder to convert.")
     p.add_argument("--out", help="Output folder (dataset) or PNG file (single depth file).")
     p.add_argument("--force", action="store_true", help="Re-encode images whose HHA is already up to date.")
@@ -234,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=float, help=f"Camera {k} in pixels (principal point 1-based).")
 
-    p = add_stage(sub, "train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
+    p = add_command(sub, "train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
     p.add_argument("--role", choices=["teacher", "student"], required=True, help="Network to train.")
     p.add_argument("--modality", choices=["rgb", "depth"], default="rgb", help="Input of a teacher.")
     p.add_argument("--experiment", help="Student experiment name in params.yaml `experiments` (omit for CMX).")
@@ -252,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True,
                    help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
 
-    p = add_stage(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
+    p = add_command(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
     p.add_argument("--model", required=True,
                    help="Model file, exported folder, or a student folder of seed<k>/model.pt (averaged over seeds).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
@@ -261,31 +238,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
     p.add_argument("--per-image", help="Per-image counts (.npz) to write for the report's bootstrap (default: "
                                        "<out stem>_per_image.npz beside --out).")
-
-    from primkd.cli_check import register as register_check
-    from primkd.cli_experiments import register as register_experiments
-    from primkd.cli_report import register as register_report
-    from primkd.cli_weights import register as register_weights
-
-    register_weights(sub)
-    register_report(sub)
-    register_check(sub)
-    register_experiments(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log, run_header(sys.argv[1:] if argv is None else argv, getattr(args, "checkpoint_dir", None)))
-    from primkd.config import ConfigError
-    from primkd.io import DataError
-
-    try:
-        args.func(args)
-    except (ConfigError, DataError, FloatingPointError) as e:  # bad input, full disk, non-finite loss: one line
-        log.error("%s", e)
-        raise SystemExit(2) from e
-
-
-if __name__ == "__main__":
-    main()

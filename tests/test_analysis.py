@@ -18,8 +18,8 @@ from primkd.analysis.qualitative import Sample, classes_present
 from primkd.analysis.run import analyze, resolve_model
 from primkd.cli.report import register
 from primkd.config import ConfigError
-from primkd.engine.checkpoint import save_model
 from primkd.io import DataError
+from primkd.models.io import save_model
 from primkd.models.segmentors import build_student, build_teacher
 
 from test_engine import make_dataset

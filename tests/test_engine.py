@@ -9,7 +9,6 @@ import torch
 from primkd.config import load_params
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
 from primkd.data.layout import IGNORE_INDEX, write_split
-from primkd.engine.checkpoint import load_model
 from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
 from primkd.engine.train import (
     Run,
@@ -20,6 +19,7 @@ from primkd.engine.train import (
     train,
 )
 from primkd.io import DataError, write_json, write_png
+from primkd.models.io import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 from primkd.cli.weights import register
-from primkd.engine.checkpoint import load_model
 from primkd.io import DataError
 from primkd.models import (
     MIT_VARIANTS,
@@ -26,11 +25,10 @@ from primkd.models import (
     read_mit_pretrained,
     teacher_to_official,
 )
+from primkd.models.io import export_safetensors, load_exported, load_model
 from primkd.weights import (
-    export_safetensors,
     import_official,
     init_from_imagenet,
-    load_exported,
     load_official_student,
     load_official_teacher,
     resolve_pretrained,

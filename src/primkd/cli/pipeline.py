@@ -134,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
     from primkd.engine.runtime import select_device
     from primkd.io import DataError, write_json, write_text
-    from primkd.weights import is_export, load_any
+    from primkd.models.io import is_export, load_any
 
     cfg = load_config(args)
     device = select_device(cfg["train"]["device"])

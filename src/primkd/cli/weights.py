@@ -44,7 +44,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from primkd.engine.runtime import select_device
     from primkd.infer import infer_folder, segment, write_prediction
     from primkd.io import read_image
-    from primkd.weights import load_any
+    from primkd.models.io import load_any
 
     model, meta = load_any(args.model, select_device(args.device))
     _check_infer_args(args, "modal" in meta["inputs"])
@@ -68,7 +68,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Export a model file as model.safetensors + config.json."""
-    from primkd.weights import export_safetensors
+    from primkd.models.io import export_safetensors
 
     export_safetensors(args.model, args.out)
 

@@ -47,17 +47,13 @@ from tqdm import tqdm
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.checkpoint import (
-    architecture,
-    build_model,
     fingerprint_differences,
     latest_checkpoint,
     list_checkpoints,
-    load_model,
     remove_partial_checkpoints,
     restore_checkpoint,
     run_fingerprint,
     save_checkpoint,
-    save_model,
 )
 from primkd.engine.distributed import (
     DistInfo,
@@ -73,6 +69,7 @@ from primkd.engine.precision import Precision
 from primkd.engine.runtime import seed_everything, select_device
 from primkd.io import DataError, atomic_path, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
+from primkd.models.io import architecture, build_model, load_model, save_model
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)

@@ -127,60 +127,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import pandas as pd
-    from torch.utils.data import DataLoader
+    from primkd.engine.evaluate_run import evaluate_run
 
-    from primkd.data.dataset import RGBDDataset
-    from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
-    from primkd.engine.runtime import select_device
-    from primkd.io import DataError, write_json, write_text
-    from primkd.models.io import is_export, load_any
-
-    cfg = load_config(args)
-    device = select_device(cfg["train"]["device"])
-    ev = cfg["eval"]
-    results, loader, name = {}, None, None
-    files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
-    if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
-        missing = [seed for seed in cfg["seeds"] if seed not in files]
-        if missing:
-            raise DataError(f"{args.model}: no seed<k>/model.pt for seeds {missing} of params.yaml `seeds`; run their "
-                            f"training stages")
-        files = {seed: files[seed] for seed in cfg["seeds"]}
-    for seed, path in files.items():
-        model, meta = load_any(path, device)
-        if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
-            hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
-            dataset = RGBDDataset(args.data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
-            loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
-        name = meta["info"].get("run")
-        # The last epoch's model and, when training kept one, the best test-split evaluation's (model_best.pt).
-        for checkpoint, file in (("last", path), ("best", path.with_name("model_best.pt"))):
-            if checkpoint == "best" and (is_export(args.model) or not file.is_file()):
-                continue
-            net, net_meta = (model, meta) if checkpoint == "last" else load_any(file, device)
-            # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
-            wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
-            modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
-                                   progress=not args.no_progress, modes=wanted, per_image=True)
-            results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
-            for mode, m in modes.items():
-                log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],
-                         m["macc"], m["pacc"])
-    metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
-    # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
-    from primkd.engine.counts import counts_by_mode, write_counts
-
-    counted = "best" if ev["checkpoint"] == "best" and results.get("best") else "last"
-    per_image = Path(args.per_image or Path(args.out).with_name(f"{Path(args.out).stem}_per_image.npz"))
-    counts = counts_by_mode({seed: modes for seed, (modes, _) in results[counted].items()})
-    write_counts(per_image, counts, counted)
-    metrics["per_image"] = {"file": per_image.name, "checkpoint": counted, "modes": list(counts)}
-    write_json(args.out, metrics)
-    if args.confusion:  # last epoch, single scale, summed over seeds
-        confusion = sum(modes["single"]["confusion"] for modes, _ in results["last"].values())
-        frame = pd.DataFrame(confusion.numpy(), index=dataset.classes, columns=dataset.classes)
-        write_text(args.confusion, frame.to_csv(index_label="ground_truth\\prediction"))
+    evaluate_run(args.model, args.data, args.hha, load_config(args), args.out, per_image=args.per_image,
+                 confusion=args.confusion, progress=not args.no_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

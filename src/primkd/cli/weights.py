@@ -39,11 +39,8 @@ def _check_infer_args(args: argparse.Namespace, reads_depth: bool) -> None:
 
 def cmd_infer(args: argparse.Namespace) -> None:
     """Segment one RGB(-D) pair or a folder of them and write coloured label PNGs (and overlays)."""
-    from primkd.data.hha import read_depth
-    from primkd.data.synthetic import scaled_intrinsics
     from primkd.engine.runtime import select_device
-    from primkd.infer import infer_folder, segment, write_prediction
-    from primkd.io import read_image
+    from primkd.infer import infer_folder, infer_one
     from primkd.models.io import load_any
 
     model, meta = load_any(args.model, select_device(args.device))
@@ -55,14 +52,10 @@ def cmd_infer(args: argparse.Namespace) -> None:
                              args.depth_scale, args.scales, args.flip, alpha, progress=not args.no_progress)
         log.info("segmented %d images into %s", len(names), args.out)
         return
-    rgb = read_image(args.rgb, "rgb")
-    hha = read_image(args.hha, "rgb") if args.hha else None
-    depth = read_depth(args.depth, args.depth_scale) if args.depth and hha is None else None
-    if intrinsics is None and depth is not None:
-        log.info("no intrinsics given: using the NYU Depth V2 camera scaled to %d×%d", *rgb.shape[:2])
-        intrinsics = scaled_intrinsics(*rgb.shape[:2])
-    label = segment(model, meta, rgb, depth, hha, intrinsics, args.scales, args.flip)
-    written = write_prediction(args.out, label, rgb, alpha)
+    if intrinsics is None and args.depth and not args.hha and "modal" in meta["inputs"]:
+        log.info("no intrinsics given: using the NYU Depth V2 camera scaled to the image's size")
+    written = infer_one(model, meta, args.rgb, args.out, args.depth, args.hha, intrinsics, args.depth_scale,
+                        args.scales, args.flip, alpha)
     log.info("wrote %s", ", ".join(map(str, written)))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from primkd.config import load_params
+from primkd.config import KDConfig, load_params
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
 from primkd.data.layout import IGNORE_INDEX, write_split
 from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
@@ -164,7 +164,7 @@ def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
     cfg["train"].update(epochs=2, batch_size=2, crop=[32, 48])
     teacher = train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
     assert teacher["epochs"] == 2 and 0 <= teacher["test_miou_single_scale"] <= 1
-    kd = dict(cfg["kd"], beta=0.5)
+    kd = KDConfig(**dict(cfg["kd"], beta=0.5), teacher_modality="rgb")
     run = Run("primkd", "student", ["rgb", "modal"], kd=kd, teacher_path=tmp_path / "t" / "model.pt")
     student = train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)
     curves = (tmp_path / "s" / "curves.csv").read_text().splitlines()
@@ -209,7 +209,7 @@ def test_student_refuses_a_teacher_of_the_wrong_modality(tmp_path):
     cfg = load_params(REPO / "params.yaml", "smoke")
     cfg["train"].update(epochs=1, batch_size=2, crop=[32, 48])
     train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
-    run = Run("x", "student", ["rgb", "modal"], kd=dict(cfg["kd"], teacher_modality="depth"),
+    run = Run("x", "student", ["rgb", "modal"], kd=KDConfig(**cfg["kd"], teacher_modality="depth"),
               teacher_path=tmp_path / "t" / "model.pt")
     with pytest.raises(DataError, match=r"model\.pt: a rgb teacher, but this experiment names teacher 'depth'"):
         train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import primkd.engine.train as T
-from primkd.config import load_params
+from primkd.config import KDConfig, load_params
 from primkd.data import hha, synthetic
 from primkd.data.dataset import EpochSampler, RGBDDataset
 from primkd.engine.checkpoint import (
@@ -49,7 +49,8 @@ def env(tmp_path_factory):
     teacher_cfg = copy.deepcopy(cfg)
     teacher_cfg["train"]["epochs"] = 1
     T.train(teacher_cfg, T.Run("teacher_rgb", "teacher", ["rgb"]), data, data / "hha", tmp / "teacher", progress=False)
-    run = T.Run("primkd", "student", ["rgb", "modal"], kd=dict(cfg["kd"], beta=0.5),
+    run = T.Run("primkd", "student", ["rgb", "modal"],
+                kd=KDConfig(**dict(cfg["kd"], beta=0.5), teacher_modality="rgb"),
                 teacher_path=tmp / "teacher" / "model.pt")
     ref = tmp / "reference"
     T.train(cfg, run, data, data / "hha", ref, progress=False, checkpoint_dir=ref / "ckpt")
@@ -142,7 +143,8 @@ def step(*args, **kwargs):
             time.sleep(0.01)
     return original(*args, **kwargs)
 T.train_step = step
-run = T.Run(**{**spec["run"], "teacher_path": Path(spec["run"]["teacher_path"])})
+run = T.Run(**{**spec["run"], "kd": T.KDConfig(**spec["run"]["kd"]),
+              "teacher_path": Path(spec["run"]["teacher_path"])})
 T.train(spec["cfg"], run, Path(spec["data"]), Path(spec["data"]) / "hha", Path(spec["out"]), progress=False,
         checkpoint_dir=Path(spec["out"]) / "ckpt")
 """
@@ -151,8 +153,8 @@ T.train(spec["cfg"], run, Path(spec["data"]), Path(spec["data"]) / "hha", Path(s
 def start_driver(env, out: Path, fault: str, at: int, cfg: dict) -> tuple[subprocess.Popen, Path]:
     """Train the reference student in a new process (and process group) that meets ``fault`` at step ``at``."""
     out.mkdir(parents=True)
-    run = {"name": env["run"].name, "kind": env["run"].kind, "inputs": env["run"].inputs, "kd": env["run"].kd,
-           "teacher_path": str(env["run"].teacher_path)}
+    run = {"name": env["run"].name, "kind": env["run"].kind, "inputs": env["run"].inputs,
+           "kd": env["run"].kd.as_dict(), "teacher_path": str(env["run"].teacher_path)}
     marker = out / "at_step"
     spec = {"cfg": cfg, "run": run, "data": str(env["data"]), "out": str(out), "fault": fault, "at": at,
             "marker": str(marker)}

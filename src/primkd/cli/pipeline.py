@@ -92,8 +92,8 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
     kd = experiment_kd(cfg, args.experiment)
     if args.teacher is None and args.teacher_dir is None:
         raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
-                         f"--teacher-dir (which holds teacher_{kd['teacher_modality']}/model.pt)")
-    teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd['teacher_modality']}" \
+                         f"--teacher-dir (which holds teacher_{kd.teacher_modality}/model.pt)")
+    teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd.teacher_modality}" \
         / "model.pt"
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
 

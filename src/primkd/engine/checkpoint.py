@@ -207,7 +207,8 @@ def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: A
     every file the training and test sets read (prepared images, labels, HHA, meta.json, split lists).
     """
     teacher = sha256_file(run.teacher_path) if run.teacher_path is not None else None
-    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
+    kd = run.kd.as_dict() if run.kd is not None else None
+    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": kd,
                     "teacher_sha256": teacher},
             "arch": arch,
             "model": result_settings(cfg, "model"),

@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from primkd.config import KDConfig
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.checkpoint import (
@@ -85,14 +86,14 @@ class Run:
         name: run name (``teacher_rgb``, ``cmx``, an experiment name).
         kind: ``"teacher"`` (single-stream SegFormer) or ``"student"`` (CMX).
         inputs: batch keys fed to the network: ``["rgb"]``, ``["modal"]`` (depth/HHA teacher) or both.
-        kd: distillation settings (a resolved ``kd`` section) or None for plain cross-entropy.
+        kd: distillation settings (:func:`primkd.config.experiment_kd`) or None for plain cross-entropy.
         teacher_path: model file of the frozen teacher, required with ``kd``.
     """
 
     name: str
     kind: str
     inputs: list[str]
-    kd: dict | None = None
+    kd: KDConfig | None = None
     teacher_path: Path | None = None
     info: dict = field(default_factory=dict)
 
@@ -109,14 +110,15 @@ class Reliability:
             :func:`deterministic_algorithms` for CUDA).
     """
 
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    max_bad_batches: int = 0
-    deterministic: bool = False
+    checkpoint_every: int
+    keep_checkpoints: int
+    max_bad_batches: int
+    deterministic: bool
 
     @classmethod
     def from_cfg(cls, train_cfg: dict) -> Reliability:
-        return cls(**{f.name: train_cfg.get(f.name, f.default) for f in fields(cls)})
+        """From the validated ``train`` section (the schema requires every key; params.yaml holds the defaults)."""
+        return cls(**{f.name: train_cfg[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -218,7 +220,7 @@ def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, d
     and the augmentation depend only on (seed, epoch, index).
     """
     t, dist = cfg["train"], dist or DistInfo()
-    needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd["teacher_modality"] == "depth")
+    needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd.teacher_modality == "depth")
     hha = hha_root if needs_hha else None
     aug = Augment(crop=tuple(t["crop"]), scales=t["scales"], flip=t["flip"])
     train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t["seed"], bgr=t["bgr"])
@@ -240,7 +242,7 @@ def epoch_samples(train_cfg: dict, length: int) -> int:
     """Images per epoch: the training split (the last incomplete batch dropped), or with ``train.fill_last_batch``
     batch × (N // batch + 1), as the official loader (its epoch always ends with a batch of random repeats)."""
     batch = train_cfg["batch_size"]
-    return batch * (length // batch + 1) if train_cfg.get("fill_last_batch", False) else length
+    return batch * (length // batch + 1) if train_cfg["fill_last_batch"] else length
 
 
 def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
@@ -269,7 +271,7 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     if t_arch["kind"] != "teacher":
         raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
     modality = "rgb" if meta["inputs"] == ["rgb"] else "depth"
-    wanted = run.kd.get("teacher_modality", modality)
+    wanted = run.kd.teacher_modality
     if modality != wanted:
         raise DataError(f"{path}: a {modality} teacher, but this experiment names teacher {wanted!r} in params.yaml; "
                         f"pass results/<preset>/models/teacher_{wanted}/model.pt")
@@ -277,7 +279,7 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
         raise DataError(f"{path}: the teacher predicts {t_arch['num_classes']} classes, the dataset has "
                         f"{arch['num_classes']}; {fix}")
     widths = [MIT_VARIANTS[a["variant"]]["embed_dims"] for a in (t_arch, arch)]
-    if run.kd["beta"] > 0 and tuple(widths[0]) != tuple(widths[1]):
+    if run.kd.beta > 0 and tuple(widths[0]) != tuple(widths[1]):
         raise DataError(f"{path}: the teacher's backbone {t_arch['variant']} has stage widths {widths[0]}, the "
                         f"student's {arch['variant']} has {widths[1]}; feature distillation needs equal widths: {fix}")
     teacher.requires_grad_(False)
@@ -293,10 +295,10 @@ def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLo
     if run.kd is None:
         return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
     kd = run.kd
-    return PrimKDLoss(channels=channels, alpha=kd["alpha"], beta=kd["beta"], rule=kd["rule"], aligner=kd["aligner"],
-                      mask_keep=kd["mask_lambda"], per_sample=kd["per_sample"], kl_direction=kd["kl_direction"],
-                      temperature=kd["temperature"],
-                      use_pred=kd["alpha"] > 0, use_feat=kd["beta"] > 0, sync_selection=sync_selection)
+    return PrimKDLoss(channels=channels, alpha=kd.alpha, beta=kd.beta, rule=kd.rule, aligner=kd.aligner,
+                      mask_keep=kd.mask_lambda, per_sample=kd.per_sample, kl_direction=kd.kl_direction,
+                      temperature=kd.temperature, use_pred=kd.alpha > 0, use_feat=kd.beta > 0,
+                      sync_selection=sync_selection)
 
 
 class Objective(nn.Module):
@@ -373,7 +375,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.precision = Precision.from_cfg(t, self.device)
         # 2. Data: each rank takes micro-batches of its shard; `accum` of them make one optimiser step.
-        self.micro, self.accum = split_batch(t["batch_size"], self.dist.world_size, t.get("micro_batch", 0))
+        self.micro, self.accum = split_batch(t["batch_size"], self.dist.world_size, t["micro_batch"])
         self.train_loader, self.test_loader = build_loaders(cfg, run, data_root, hha_root, self.dist, self.micro)
         self.dataset = self.train_loader.dataset
         self.iters_per_epoch = len(self.train_loader) // self.accum
@@ -383,9 +385,9 @@ class Trainer:
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
         self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
         self.model = build_model(self.arch)
-        if cfg["model"].get("decoder_bias_init", "zero") == "default":
+        if cfg["model"]["decoder_bias_init"] == "default":
             reset_conv_biases(self.model.decoder)
-        if cfg["model"].get("drop_path_stage2", "linear") == "constant":
+        if cfg["model"]["drop_path_stage2"] == "constant":
             official_stage2_drop_path(self.model, cfg["model"]["drop_path_rate"])
         self.pretrained = self._init_pretrained(cfg["model"])
         if self.dist.enabled and run.kind == "student":
@@ -416,8 +418,8 @@ class Trainer:
         """Load ImageNet MiT weights into the encoder(s) when ``model.pretrained`` asks for them."""
         from primkd.weights import init_from_imagenet, resolve_pretrained
 
-        path = resolve_pretrained(model_cfg.get("pretrained", "none"), self.arch["variant"],
-                                  model_cfg.get("pretrained_dir", "data/pretrained"))
+        path = resolve_pretrained(model_cfg["pretrained"], self.arch["variant"],
+                                  model_cfg["pretrained_dir"])
         if path is None:
             return None
         init_from_imagenet(self.model, path)
@@ -539,9 +541,9 @@ class Trainer:
         row.update({f"stage{i + 1}_mse": v / n for i, v in enumerate(s.stage_sums)})
         s.curves.append(row)
         t = self.cfg["train"]
-        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t.get("eval_from", 0)):
+        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t["eval_from"]):
             m = evaluate(self.model, self.test_loader, self.dataset.num_classes, self.run.inputs, self.device,
-                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"].get("windows", "official"))
+                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"]["windows"])
             point = {"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]}
             s.eval_curve.append(point)
             if best_evaluation(s.eval_curve) is point:  # a new best: keep its weights beside the checkpoints
@@ -624,8 +626,8 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
     # 6. Outputs (rank 0), model.pt last.
     s, model = trainer.state, trainer.model
     info = {"run": run.name, "preset": cfg["preset"], "seed": t["seed"], "deterministic": opts.deterministic,
-            "classes": trainer.dataset.classes, "kd": run.kd, "bgr": t["bgr"], "pretrained": trainer.pretrained,
-            **run.info}
+            "classes": trainer.dataset.classes, "kd": run.kd.as_dict() if run.kd is not None else None,
+            "bgr": t["bgr"], "pretrained": trainer.pretrained, **run.info}
     if not trainer.dist.is_main:
         return {}
     write_text(out_dir / "curves.csv", _csv(s.curves))

@@ -22,7 +22,7 @@ from primkd.io import DataError
 from primkd.models.io import save_model
 from primkd.models.segmentors import build_student, build_teacher
 
-from test_engine import make_dataset
+from fake_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 3

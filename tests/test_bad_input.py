@@ -21,7 +21,7 @@ from primkd.data.check import check_dataset
 from primkd.data.layout import read_split
 from primkd.io import DiskFullError, read_image, write_png, write_text
 
-from test_engine import make_dataset
+from fake_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

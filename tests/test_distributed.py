@@ -13,7 +13,7 @@ from primkd.config import KDConfig, load_params
 from primkd.engine.distributed import split_batch
 from primkd.engine.train import Run, train
 
-from test_engine import REPO, make_dataset
+from fake_data import REPO, make_dataset
 
 GRAD_PROBE = """
 import torch

@@ -31,10 +31,12 @@ from primkd.engine.checkpoint import (
 from primkd.io import DataError, read_image, write_png
 from primkd.models.io import architecture, build_model, load_model, save_model
 
-from test_engine import REPO, make_dataset, one_torch_thread  # noqa: F401 (an autouse fixture)
+from fake_data import REPO, make_dataset
 
 OUTPUTS = ("model.pt", "train.json", "curves.csv", "eval_curve.csv")
 TIMING = ("train_seconds", "images_per_second", "resumed_at_iterations")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 N_TRAIN = 8  # batch 2 → 4 iterations per epoch; 2 epochs; a checkpoint every 2 iterations: 2, 4 (epoch end), 6, 8
 
 

@@ -27,8 +27,6 @@ Scale (:mod:`primkd.engine.precision`, :mod:`primkd.engine.distributed`):
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import os
 import signal
@@ -68,7 +66,7 @@ from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
 from primkd.engine.runtime import seed_everything, select_device
-from primkd.io import DataError, atomic_path, write_json, write_text
+from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
 from primkd.models.io import architecture, build_model, load_model, save_model
 from primkd.models.mit import MIT_VARIANTS
@@ -329,14 +327,6 @@ def train_step(objective: nn.Module, batch: dict, run: Run, device: torch.device
             with torch.no_grad():
                 t_out = teacher(*[precision.inputs(x) for x in model_inputs(batch, teacher_inputs, device)])
         return objective(inputs, labels, t_out)
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 BEST_FILE = "best.pt"  # in the checkpoint folder: the weights of the best test-split evaluation so far
@@ -630,8 +620,8 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
             "bgr": t["bgr"], "pretrained": trainer.pretrained, **run.info}
     if not trainer.dist.is_main:
         return {}
-    write_text(out_dir / "curves.csv", _csv(s.curves))
-    write_text(out_dir / "eval_curve.csv", _csv(s.eval_curve))
+    write_text(out_dir / "curves.csv", csv_text(s.curves))
+    write_text(out_dir / "eval_curve.csv", csv_text(s.eval_curve))
     summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": trainer.arch["variant"],
                "seed": t["seed"], "deterministic": opts.deterministic, "device": str(trainer.device),
                "epochs": t["epochs"], "iterations": s.iteration, "skipped_batches": s.bad_batches,

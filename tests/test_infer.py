@@ -13,7 +13,8 @@ import torch
 from primkd.cli.weights import register
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha
-from primkd.data.synthetic import label_palette, render_scene
+from primkd.data.synthetic import render_scene
+from primkd.data.viz import label_palette
 from primkd.infer import colorize, infer_folder, overlay, prepare_inputs, segment
 from primkd.io import DataError, read_image, write_png
 from primkd.models import build_student, build_teacher

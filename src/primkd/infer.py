@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha, read_depth
-from primkd.data.synthetic import label_palette, scaled_intrinsics
+from primkd.data.layout import scaled_intrinsics
+from primkd.data.viz import label_palette
 from primkd.engine.evaluate import predict_probs
 from primkd.io import DataError, read_image, write_png
 

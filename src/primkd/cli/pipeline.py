@@ -74,7 +74,7 @@ def cmd_hha(args: argparse.Namespace) -> None:
         counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
         log.info("HHA in %s: %s", args.out, counts)
     if args.contact_sheet:
-        from primkd.data.synthetic import contact_sheet
+        from primkd.data.viz import contact_sheet
 
         contact_sheet(args.data, args.contact_sheet, hha_root=args.out)
         log.info("contact sheet of test images: %s", args.contact_sheet)

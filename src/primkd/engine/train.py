@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -65,7 +62,15 @@ from primkd.engine.distributed import (
 from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
-from primkd.engine.runtime import seed_everything, select_device
+from primkd.engine.runtime import (
+    StopRequest,
+    TrainingInterrupted,
+    deterministic_algorithms,
+    ignore_sigterm,
+    seed_everything,
+    select_device,
+    stop_on_signal,
+)
 from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
 from primkd.models.io import architecture, build_model, load_model, save_model
@@ -140,72 +145,6 @@ class Progress:
     def start_epoch(self) -> None:
         self.epoch, self.position, self.good = self.epoch + 1, 0, 0
         self.sums, self.stage_sums = dict.fromkeys(LOSS_TERMS, 0.0), [0.0] * 4
-
-
-class TrainingInterrupted(SystemExit):
-    """A signal stopped training after a checkpoint was saved; the process exits with status 128 + signal number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(128 + signum)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class StopRequest:
-    """Set by the signal handler of :func:`stop_on_signal`; the loop polls it at iteration boundaries."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-
-@contextlib.contextmanager
-def stop_on_signal(signum: int = signal.SIGTERM) -> Iterator[StopRequest]:
-    """Turn ``signum`` into a :class:`StopRequest` flag for the duration of the block (main thread only)."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-
-    def handler(received: int, frame) -> None:
-        request.signum = received
-        log.warning("received %s: stopping at the next iteration boundary", signal.Signals(received).name)
-
-    previous = signal.signal(signum, handler)
-    try:
-        yield request
-    finally:
-        signal.signal(signum, previous)
-
-
-def ignore_sigterm(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGTERM (SLURM signals every process of the job) so that the
-    main process can finish its batch and save a checkpoint; they exit when the main process closes the loader."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Within the block, use deterministic kernels when ``enabled`` (the previous settings are restored after).
-
-    Sets ``torch.use_deterministic_algorithms``, cuDNN's deterministic/benchmark flags and the cuBLAS workspace
-    (``CUBLAS_WORKSPACE_CONFIG``). CUDA has no deterministic kernel for some operations this network uses (the
-    backward pass of bilinear upsampling, 2-D NLL loss): torch warns about them instead of failing, so CUDA runs
-    stay close but not bit-identical; CPU runs are bit-identical.
-    """
-    cudnn = torch.backends.cudnn
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              cudnn.deterministic, cudnn.benchmark)
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        cudnn.deterministic, cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
 
 
 def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, dist: DistInfo | None = None,

@@ -43,3 +43,14 @@ def teacher_fixture(fixtures_dir: Path) -> dict:
     import torch
 
     return torch.load(fixtures_dir / "cmx" / "tiny_teacher_seed0.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Train with one intra-op thread: on a busy 2-core machine more threads spin-wait (tiny runs 10-20x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

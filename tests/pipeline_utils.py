@@ -30,6 +30,13 @@ def copy_workflow(dest: Path, preset: str | None = None) -> Path:
     return dest
 
 
+def copy_run(src: Path, dest: Path) -> Path:
+    """A copy of a finished pipeline folder (results, DVC and Snakemake state, file times kept), so that a test may
+    change it without changing what the other tests see."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
 def set_param(root: Path, key: list[str], value) -> None:
     """Change one key of ``root/params.yaml`` in place (comments are not kept; the copy is throw-away)."""
     path = root / "params.yaml"
@@ -41,14 +48,25 @@ def set_param(root: Path, key: list[str], value) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a pipeline tool with the venv's executables first on PATH; fail with its output on error."""
+def subprocess_timeout(base: float = 600.0) -> float:
+    """``base`` seconds on an idle machine, stretched by the load per core (other jobs share the cores and slow the
+    pipeline down by that factor); ``PRIMKD_TEST_TIMEOUT`` sets the base instead."""
+    base = float(os.environ.get("PRIMKD_TEST_TIMEOUT", base))
+    load = os.getloadavg()[0] / (os.cpu_count() or 1) if hasattr(os, "getloadavg") else 0.0
+    return base * max(1.0, 1.0 + load)
+
+
+def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a pipeline tool with the venv's executables first on PATH; fail with its output on error.
+
+    ``timeout`` defaults to :func:`subprocess_timeout` (600 s scaled by the machine's load)."""
     # One thread per stage, as Snakemake gives the smoke preset's jobs (threads = cpus_per_task = 1): CPU results
     # depend on the thread count in the last bits, and the tests compare DVC's numbers with Snakemake's exactly.
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     if (cwd / "src").is_dir():  # stage commands import the copy's code, not whatever the checkout holds meanwhile
         env["PYTHONPATH"] = str(cwd / "src")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=subprocess_timeout() if timeout is None else timeout)
     if proc.returncode != 0:
         output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")

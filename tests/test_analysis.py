@@ -16,13 +16,13 @@ from primkd.analysis.features import PairwiseStageCKA
 from primkd.analysis.histograms import StageHistograms, bin_counts, density, histogram_rows, robust_range
 from primkd.analysis.qualitative import Sample, classes_present
 from primkd.analysis.run import analyze, resolve_model
-from primkd.cli_report import register
+from primkd.cli.report import register
 from primkd.config import ConfigError
-from primkd.engine.checkpoint import save_model
 from primkd.io import DataError
+from primkd.models.io import save_model
 from primkd.models.segmentors import build_student, build_teacher
 
-from test_engine import make_dataset
+from fake_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 3

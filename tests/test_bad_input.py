@@ -14,13 +14,14 @@ import yaml
 from PIL import Image
 
 from primkd import cli
+from primkd.cli import pipeline
 from primkd.config import ConfigError, validate
 from primkd.data import hha
 from primkd.data.check import check_dataset
 from primkd.data.layout import read_split
 from primkd.io import DiskFullError, read_image, write_png, write_text
 
-from test_engine import make_dataset
+from fake_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_a_non_finite_loss_is_one_line_from_the_command_line(monkeypatch, capsys
     def diverge(args):
         raise FloatingPointError(message)
 
-    monkeypatch.setattr(cli, "cmd_train", diverge)
+    monkeypatch.setattr(pipeline, "cmd_train", diverge)
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "--role", "teacher", "--data", str(tmp_path), "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from primkd.cli_check import register
+from primkd.cli.check import register
 from primkd.data import hha
 from primkd.data.check import check_dataset
 from primkd.data.dataset import RGBDDataset
 from primkd.data.layout import write_split
 from primkd.io import DataError, write_png
 
-from test_engine import make_dataset
+from fake_data import make_dataset
 
 
 def truncate(path, keep: float = 0.5) -> None:

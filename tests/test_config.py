@@ -73,9 +73,9 @@ def test_experiment_overrides_kd(raw):
     raw["experiments"]["beta01"] = {"teacher": "depth", "kd": {"beta": 0.1, "rule": "min"}}
     cfg = resolve(raw)
     kd = experiment_kd(cfg, "beta01")
-    assert (kd["beta"], kd["rule"], kd["alpha"]) == (0.1, "min", raw["kd"]["alpha"])
-    assert kd["teacher_modality"] == "depth"
-    assert experiment_kd(cfg, "primkd") == {**raw["kd"], "teacher_modality": "rgb"}
+    assert (kd.beta, kd.rule, kd.alpha) == (0.1, "min", raw["kd"]["alpha"])
+    assert kd.teacher_modality == "depth"
+    assert experiment_kd(cfg, "primkd").as_dict() == {**raw["kd"], "teacher_modality": "rgb"}
     with pytest.raises(ConfigError, match="experiment 'nope'"):
         experiment_kd(cfg, "nope")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from primkd.config import load_params
+from primkd.config import KDConfig, load_params
 from primkd.engine.distributed import split_batch
 from primkd.engine.train import Run, train
 
-from test_engine import REPO, make_dataset
+from fake_data import REPO, make_dataset
 
 GRAD_PROBE = """
 import torch
@@ -34,11 +34,13 @@ def record_first_gradients(path):
 DRIVER = GRAD_PROBE + """
 import json, sys
 from pathlib import Path
+from primkd.config import KDConfig
 from primkd.engine.train import Run, train
 torch.set_num_threads(1)
 spec = json.loads(Path(sys.argv[1]).read_text())
 record_first_gradients(spec["grads"])
-run = Run(**{**spec["run"], "teacher_path": spec["run"]["teacher_path"] and Path(spec["run"]["teacher_path"])})
+run = Run(**{**spec["run"], "kd": spec["run"]["kd"] and KDConfig(**spec["run"]["kd"]),
+             "teacher_path": spec["run"]["teacher_path"] and Path(spec["run"]["teacher_path"])})
 train(spec["cfg"], run, Path(spec["data"]), Path(spec["data"]) / "hha", Path(spec["out"]), progress=False,
       checkpoint_dir=Path(spec["out"]) / "ckpt")
 """
@@ -83,7 +85,7 @@ def test_two_ranks_match_one_rank_with_the_whole_batch(setup, tmp_path, kd):
     teacher = str(root / "teacher" / "model.pt") if kd else None
     run = {"name": "primkd" if kd else "cmx", "kind": "student", "inputs": ["rgb", "modal"], "kd": kd_cfg,
            "teacher_path": teacher}
-    single = Run(**{**run, "teacher_path": teacher and Path(teacher)})
+    single = Run(**{**run, "kd": kd_cfg and KDConfig(**kd_cfg), "teacher_path": teacher and Path(teacher)})
     probe: dict = {}
     exec(GRAD_PROBE, probe)
     original = torch.optim.AdamW.step

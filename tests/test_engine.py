@@ -1,15 +1,13 @@
-"""Training engine: schedule, optimiser groups, augmentation, sampler, and a tiny end-to-end train/evaluate run."""
+"""Training engine: schedule, optimiser groups and a tiny end-to-end train/evaluate run (the dataset and its
+augmentation: test_dataset.py)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from primkd.config import load_params
-from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
-from primkd.data.layout import IGNORE_INDEX, write_split
-from primkd.engine.checkpoint import load_model
+from primkd.config import KDConfig, load_params
+from primkd.data.dataset import EpochSampler
 from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
 from primkd.engine.train import (
     Run,
@@ -19,37 +17,12 @@ from primkd.engine.train import (
     official_stage2_drop_path,
     train,
 )
-from primkd.io import DataError, write_json, write_png
+from primkd.io import DataError
+from primkd.models.io import load_model
 
-REPO = Path(__file__).resolve().parents[1]
+from fake_data import REPO, make_dataset
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Train with one intra-op thread: on a busy 2-core machine more threads spin-wait (tiny runs 10-20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_dataset(root: Path, n_train: int = 4, n_test: int = 2, size=(32, 48), classes: int = 3) -> Path:
-    """A random prepared dataset with a matching HHA folder (``root/hha``)."""
-    rng = np.random.default_rng(0)
-    H, W = size
-    names = {"train": [f"tr{i}" for i in range(n_train)], "test": [f"te{i}" for i in range(n_test)]}
-    for name in names["train"] + names["test"]:
-        label = rng.integers(0, classes, (H, W)).astype(np.uint8)
-        label[0, :] = IGNORE_INDEX
-        write_png(root / "RGB" / f"{name}.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
-        write_png(root / "Depth" / f"{name}.png", rng.integers(500, 4000, (H, W)).astype(np.uint16))
-        write_png(root / "Label" / f"{name}.png", label)
-        write_png(root / "hha" / f"{name}.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    for split, items in names.items():
-        write_split(root, split, items)
-    write_json(root / "meta.json", {"name": "random", "classes": [f"c{i}" for i in range(classes)],
-                                    "intrinsics": {"fx": 50.0, "fy": 50.0, "cx": 24.5, "cy": 16.5}})
-    return root
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_warmup_then_poly_schedule():
@@ -68,103 +41,13 @@ def test_no_weight_decay_on_biases_and_norms():
     assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
 
 
-def test_augment_keeps_images_and_labels_aligned():
-    rng = np.random.default_rng(3)
-    H, W = 20, 30
-    label = np.tile(np.arange(W, dtype=np.uint8), (H, 1))  # label = column index
-    image = np.repeat(label[..., None], 3, axis=2)  # image pixel = its label
-    aug = Augment(crop=(24, 36), scales=[1.0], flip=1.0)
-    (out,), out_label = augment([image], label, aug, rng)
-    assert out.shape == (3, 24, 36) and out_label.shape == (24, 36)
-    padded = out_label == IGNORE_INDEX  # padding around the 20x30 image
-    assert padded.sum() == 24 * 36 - H * W
-    back = out[0] * 0.229 + 0.485  # undo the red channel's normalisation: pixel / 255
-    assert torch.allclose(back[torch.from_numpy(~padded)] * 255, torch.from_numpy(out_label[~padded]).float(),
-                          atol=1e-3)
-    assert torch.all(out[:, torch.from_numpy(padded)] == 0)
-    row = out_label[2]  # 2 rows of padding above (4 // 2), so row 2 holds image pixels
-    assert np.all(np.diff(row[row != IGNORE_INDEX].astype(int)) == -1)  # flipped: columns run backwards
-
-
-def test_augment_pads_a_3x4_image_centred_with_the_mean_colour():
-    # A hand-made 3x4 image in a 6x7 crop: 3 rows of padding (1 above, 2 below) and 3 columns (1 left, 2 right).
-    # The official code pads after normalisation with 0, i.e. the ImageNet mean colour, for RGB and HHA alike.
-    rgb = np.array([[[0, 0, 0], [255, 255, 255], [124, 116, 104], [10, 20, 30]],
-                    [[255, 0, 0], [0, 255, 0], [0, 0, 255], [124, 116, 104]],
-                    [[50, 60, 70], [80, 90, 100], [200, 210, 220], [1, 2, 3]]], dtype=np.uint8)
-    hha = rgb[::-1].copy()
-    label = np.array([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]], dtype=np.uint8)
-    aug = Augment(crop=(6, 7), scales=[1.0], flip=0.0)
-    (out_rgb, out_hha), out_label = augment([rgb, hha], label, aug, np.random.default_rng(0))
-    expected_label = np.full((6, 7), 255, np.uint8)
-    expected_label[1:4, 1:5] = label
-    assert np.array_equal(out_label, expected_label)
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    for out, image in ((out_rgb, rgb), (out_hha, hha)):
-        expected = np.zeros((3, 6, 7), np.float32)
-        expected[:, 1:4, 1:5] = ((image / 255.0 - mean) / std).transpose(2, 0, 1)
-        assert np.allclose(out.numpy(), expected, atol=1e-6)
-    # Pixel (0, 0) is black: (0 - 0.485) / 0.229 = -2.1179 in red, the old uint8-zero padding value.
-    assert out_rgb[0, 1, 1].item() == pytest.approx(-2.117904, abs=1e-5)
-    assert out_rgb[0, 0, 0].item() == 0.0
-    # BGR input (the official cv2 quirk): channels reversed before the RGB statistics.
-    (bgr,), _ = augment([rgb], label, aug, np.random.default_rng(0), bgr=True)
-    assert bgr[0, 2, 1].item() == pytest.approx((0 / 255 - 0.485) / 0.229)  # the pure red pixel's blue is 0
-    assert bgr[2, 2, 1].item() == pytest.approx((1 - 0.406) / 0.225)
-
-
-def test_augment_crops_larger_axes_and_pads_smaller_ones():
-    # 4x10 image into a 6x4 crop: rows padded (1 above, 1 below), columns cropped at a random offset.
-    label = np.tile(np.arange(10, dtype=np.uint8), (4, 1))
-    image = np.repeat(label[..., None], 3, axis=2)
-    offsets = set()
-    for seed in range(20):
-        _, lab = augment([image], label, Augment(crop=(6, 4), scales=[1.0], flip=0.0),
-                              np.random.default_rng(seed))
-        assert np.all(lab[0] == 255) and np.all(lab[5] == 255) and np.all(lab[1:5] != 255)
-        offsets.add(int(lab[1, 0]))
-        assert np.array_equal(lab[1], np.arange(lab[1, 0], lab[1, 0] + 4))
-    assert offsets <= set(range(7)) and len(offsets) > 3
-
-
-def test_normalize_uses_imagenet_statistics():
-    x = normalize(np.full((2, 2, 3), 255, np.uint8))
-    assert x.shape == (3, 2, 2)
-    assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
-
-
-def test_epoch_sampler_is_deterministic_and_shards_ranks():
-    s = EpochSampler(10, seed=1)
-    s.set_epoch(2)
-    first = list(s)
-    assert first == list(s) and sorted(i for i, _ in first) == list(range(10))
-    s.set_epoch(3)
-    assert [i for i, _ in s] != [i for i, _ in first]
-    ranks = [EpochSampler(10, seed=1, rank=r, world_size=3) for r in range(3)]
-    for r in ranks:
-        r.set_epoch(2)
-    union = [i for r in ranks for i, _ in r]
-    assert len(union) == 12 and set(union) == set(range(10))
-    s.set_epoch(2, start=4)
-    assert list(s) == first[4:]
-
-
-def test_dataset_rejects_labels_outside_the_classes(tmp_path):
-    root = make_dataset(tmp_path, classes=3)
-    bad = np.full((32, 48), 7, np.uint8)
-    write_png(root / "Label" / "tr0.png", bad)
-    ds = RGBDDataset(root, "train", root / "hha")
-    with pytest.raises(DataError, match=r"tr0\.png: label values \[7\] are outside 0\.\.2"):
-        ds[0]
-
-
 def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
     root = make_dataset(tmp_path / "data")
     cfg = load_params(REPO / "params.yaml", "smoke")
     cfg["train"].update(epochs=2, batch_size=2, crop=[32, 48])
     teacher = train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
     assert teacher["epochs"] == 2 and 0 <= teacher["test_miou_single_scale"] <= 1
-    kd = dict(cfg["kd"], beta=0.5)
+    kd = KDConfig(**dict(cfg["kd"], beta=0.5), teacher_modality="rgb")
     run = Run("primkd", "student", ["rgb", "modal"], kd=kd, teacher_path=tmp_path / "t" / "model.pt")
     student = train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)
     curves = (tmp_path / "s" / "curves.csv").read_text().splitlines()
@@ -209,7 +92,7 @@ def test_student_refuses_a_teacher_of_the_wrong_modality(tmp_path):
     cfg = load_params(REPO / "params.yaml", "smoke")
     cfg["train"].update(epochs=1, batch_size=2, crop=[32, 48])
     train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
-    run = Run("x", "student", ["rgb", "modal"], kd=dict(cfg["kd"], teacher_modality="depth"),
+    run = Run("x", "student", ["rgb", "modal"], kd=KDConfig(**cfg["kd"], teacher_modality="depth"),
               teacher_path=tmp_path / "t" / "model.pt")
     with pytest.raises(DataError, match=r"model\.pt: a rgb teacher, but this experiment names teacher 'depth'"):
         train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)

@@ -154,7 +154,7 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     from primkd.engine.train import Run, train
     from primkd.io import read_json
 
-    from test_engine import REPO, make_dataset
+    from fake_data import REPO, make_dataset
 
     torch.set_num_threads(1)
     root = make_dataset(tmp_path / "data")

@@ -87,7 +87,7 @@ def test_gravity_matches_reference_ydir(fixtures_dir, parity, scene):
 
 
 def _brute_force_gravity(normals: np.ndarray) -> np.ndarray:
-    """Direct transcription of DESIGN.md §4 step 3: every normal re-classified at every iteration."""
+    """Direct transcription of docs/design.md §4 step 3: every normal re-classified at every iteration."""
     nn = normals.reshape(3, -1)  # (3, H*W)
     nn = nn[:, ~np.isnan(nn[0])]
     y = np.array([0.0, 1.0, 0.0])

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from primkd.cli_weights import register
+from primkd.cli.weights import register
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha
-from primkd.data.synthetic import label_palette, render_scene
-from primkd.engine.checkpoint import load_model, save_model
+from primkd.data.synthetic import render_scene
+from primkd.data.viz import label_palette
 from primkd.infer import colorize, infer_folder, overlay, prepare_inputs, segment
 from primkd.io import DataError, read_image, write_png
 from primkd.models import build_student, build_teacher
-from primkd.weights import export_safetensors
+from primkd.models.io import export_safetensors, load_model, save_model
 
 H, W = 48, 64
 NUM_CLASSES = 40

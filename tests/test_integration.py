@@ -3,9 +3,8 @@
 import json
 
 import pytest
-import yaml
 
-from pipeline_utils import copy_workflow, run, set_param
+from pipeline_utils import copy_run, copy_workflow, run, set_param
 
 pytestmark = pytest.mark.integration
 RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd", "kd_teacher_depth")
@@ -39,6 +38,18 @@ def snakemake_run(tmp_path_factory):
     return root
 
 
+# The pipelines run once per module; a test that changes parameters works on its own copy (own_dvc, own_snakemake),
+# so the tests pass in any order.
+@pytest.fixture
+def own_dvc(dvc_run, tmp_path):
+    return copy_run(dvc_run, tmp_path / "dvc")
+
+
+@pytest.fixture
+def own_snakemake(snakemake_run, tmp_path):
+    return copy_run(snakemake_run, tmp_path / "smk")
+
+
 def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
     for name, m in eval_metrics(dvc_run).items():
         assert 0.0 <= m["miou"] <= 1.0 and m["num_test_images"] == 4, name
@@ -55,7 +66,8 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
     assert "Running stage" not in second
 
 
-def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
+def test_changing_beta_reruns_only_the_distilled_students(own_dvc):
+    dvc_run = own_dvc
     set_param(dvc_run, ["kd", "beta"], 0.5)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
     assert set(status) == {"resolve_params"}  # params.yaml changed; the effective values are not written yet
@@ -69,17 +81,15 @@ def test_changing_beta_reruns_only_the_distilled_students(dvc_run):
 
 
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
-    smk = eval_metrics(snakemake_run)
-    params = yaml.safe_load((dvc_run / "params.yaml").read_text())
-    assert params["kd"]["beta"] == 0.5  # the DVC copy was changed by the previous test: compare the unchanged runs
-    dvc = eval_metrics(dvc_run)
+    smk, dvc = eval_metrics(snakemake_run), eval_metrics(dvc_run)
     for name in ("teacher_rgb", "teacher_depth", "cmx"):
         assert smk[name]["miou"] == pytest.approx(dvc[name]["miou"], abs=1e-9), name
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     assert "Nothing to be done" in dry
 
 
-def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemake_run):
+def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(own_snakemake):
+    snakemake_run = own_snakemake
     set_param(snakemake_run, ["kd", "beta"], 0.5)
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     stats = dry.split("Job stats:")[1].split("total")[0].splitlines()[3:]
@@ -89,9 +99,10 @@ def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(snakemak
     assert "output: results/smoke/models/primkd/seed1\n" in dry and "models/cmx/seed0\n" not in dry
 
 
-def test_changing_the_synthetic_seed_retrains_every_model(dvc_run):
+def test_changing_the_synthetic_seed_retrains_every_model(own_dvc):
     """New data: DVC reruns prepare and hha, and the teacher trains from scratch although its finished checkpoint is
     still there (the checkpoint fingerprint covers the images' contents); every other training is stale too."""
+    dvc_run = own_dvc
     model = dvc_run / "results/smoke/models/teacher_rgb/model.pt"
     before = model.read_bytes()
     set_param(dvc_run, ["presets", "smoke", "data", "synthetic", "seed"], 1)

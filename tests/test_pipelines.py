@@ -51,16 +51,17 @@ def test_every_preset_has_every_parameter_key_a_stage_lists():
 
 def test_code_dependencies_are_the_import_closure_of_the_command():
     src = "src/primkd/"
-    prepare = set(stages.code_closure("primkd.cli:cmd_prepare"))
-    train = set(stages.code_closure("primkd.cli:cmd_train"))
-    evaluate = set(stages.code_closure("primkd.cli:cmd_evaluate"))
-    assert {src + "data/synthetic.py", src + "data/prepare.py", src + "cli.py", src + "config.py"} <= prepare
+    prepare = set(stages.code_closure("primkd.cli.pipeline:cmd_prepare"))
+    train = set(stages.code_closure("primkd.cli.pipeline:cmd_train"))
+    evaluate = set(stages.code_closure("primkd.cli.pipeline:cmd_evaluate"))
+    assert {src + "data/synthetic.py", src + "data/prepare.py", src + "cli/pipeline.py", src + "config.py"} <= prepare
     assert src + "data/hha.py" not in prepare and src + "engine/train.py" not in prepare
     # augmentation and normalisation change every training and evaluation; the CLI and config reach every stage
-    assert {src + "data/dataset.py", src + "distill/losses.py", src + "weights.py", src + "cli.py"} <= train
+    assert {src + "data/dataset.py", src + "distill/losses.py", src + "weights.py", src + "cli/__init__.py"} <= train
     assert {src + "data/dataset.py", src + "engine/metrics.py", src + "config.py"} <= evaluate
+    assert src + "engine/train.py" not in evaluate  # the device helper lives in engine/runtime.py
     assert not any("analysis/" in f or "report/" in f for f in train | evaluate)
-    assert src + "analysis/cka.py" in stages.code_closure("primkd.cli_report:cmd_analyze")
+    assert src + "analysis/cka.py" in stages.code_closure("primkd.cli.report:cmd_analyze")
 
 
 def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint():

@@ -12,7 +12,7 @@ from primkd.data.layout import read_meta, read_split
 from primkd.data.prepare import link_imported_hha, prepare_dataset
 from primkd.io import DataError, read_image
 
-from test_engine import REPO
+from fake_data import REPO
 from test_folder import _make_folder
 
 N_NYU = 1449  # the real splits.mat indexes the full labeled set

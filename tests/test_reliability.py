@@ -17,27 +17,26 @@ import pytest
 import torch
 
 import primkd.engine.train as T
-from primkd.config import load_params
+from primkd.config import KDConfig, load_params
 from primkd.data import hha, synthetic
 from primkd.data.dataset import EpochSampler, RGBDDataset
 from primkd.engine.checkpoint import (
-    architecture,
-    build_model,
     latest_checkpoint,
     list_checkpoints,
-    load_model,
     read_checkpoint,
     remove_partial_checkpoints,
     restore_checkpoint,
     save_checkpoint,
-    save_model,
 )
 from primkd.io import DataError, read_image, write_png
+from primkd.models.io import architecture, build_model, load_model, save_model
 
-from test_engine import REPO, make_dataset, one_torch_thread  # noqa: F401 (an autouse fixture)
+from fake_data import REPO, make_dataset
 
 OUTPUTS = ("model.pt", "train.json", "curves.csv", "eval_curve.csv")
 TIMING = ("train_seconds", "images_per_second", "resumed_at_iterations")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 N_TRAIN = 8  # batch 2 → 4 iterations per epoch; 2 epochs; a checkpoint every 2 iterations: 2, 4 (epoch end), 6, 8
 
 
@@ -52,7 +51,8 @@ def env(tmp_path_factory):
     teacher_cfg = copy.deepcopy(cfg)
     teacher_cfg["train"]["epochs"] = 1
     T.train(teacher_cfg, T.Run("teacher_rgb", "teacher", ["rgb"]), data, data / "hha", tmp / "teacher", progress=False)
-    run = T.Run("primkd", "student", ["rgb", "modal"], kd=dict(cfg["kd"], beta=0.5),
+    run = T.Run("primkd", "student", ["rgb", "modal"],
+                kd=KDConfig(**dict(cfg["kd"], beta=0.5), teacher_modality="rgb"),
                 teacher_path=tmp / "teacher" / "model.pt")
     ref = tmp / "reference"
     T.train(cfg, run, data, data / "hha", ref, progress=False, checkpoint_dir=ref / "ckpt")
@@ -145,7 +145,8 @@ def step(*args, **kwargs):
             time.sleep(0.01)
     return original(*args, **kwargs)
 T.train_step = step
-run = T.Run(**{**spec["run"], "teacher_path": Path(spec["run"]["teacher_path"])})
+run = T.Run(**{**spec["run"], "kd": T.KDConfig(**spec["run"]["kd"]),
+              "teacher_path": Path(spec["run"]["teacher_path"])})
 T.train(spec["cfg"], run, Path(spec["data"]), Path(spec["data"]) / "hha", Path(spec["out"]), progress=False,
         checkpoint_dir=Path(spec["out"]) / "ckpt")
 """
@@ -154,8 +155,8 @@ T.train(spec["cfg"], run, Path(spec["data"]), Path(spec["data"]) / "hha", Path(s
 def start_driver(env, out: Path, fault: str, at: int, cfg: dict) -> tuple[subprocess.Popen, Path]:
     """Train the reference student in a new process (and process group) that meets ``fault`` at step ``at``."""
     out.mkdir(parents=True)
-    run = {"name": env["run"].name, "kind": env["run"].kind, "inputs": env["run"].inputs, "kd": env["run"].kd,
-           "teacher_path": str(env["run"].teacher_path)}
+    run = {"name": env["run"].name, "kind": env["run"].kind, "inputs": env["run"].inputs,
+           "kd": env["run"].kd.as_dict(), "teacher_path": str(env["run"].teacher_path)}
     marker = out / "at_step"
     spec = {"cfg": cfg, "run": run, "data": str(env["data"]), "out": str(out), "fault": fault, "at": at,
             "marker": str(marker)}
@@ -324,11 +325,11 @@ def test_model_file_of_another_architecture_is_rejected_by_name(env, tmp_path):
     other = build_model(dict(arch, num_classes=5))
     path = tmp_path / "model.pt"
     save_model(path, other, arch, ["rgb"], {})  # metadata says 3 classes, weights have 5
-    with pytest.raises(DataError, match=rf"{path}: weights do not fit .*wrong shape .*\(5, 32, 1, 1\) vs "
-                                        rf"\(3, 32, 1, 1\).*re-run the training stage"):
+    with pytest.raises(DataError, match=rf"(?s){path}: weights do not fit .*shape mismatch.*weights "
+                                        rf"\(5, 32, 1, 1\) vs model \(3, 32, 1, 1\).*re-run the training stage"):
         load_model(path)
     save_model(path, build_model(dict(arch, variant="mit_nano")), arch, ["rgb"], {})
-    with pytest.raises(DataError, match=r"weights do not fit .*missing: \["):
+    with pytest.raises(DataError, match=r"(?s)weights do not fit .*\d+ missing: "):
         load_model(path)
     path.write_bytes(path.read_bytes()[:1000])  # truncated
     with pytest.raises(DataError, match=rf"{path}: cannot read the model file"):

@@ -16,7 +16,7 @@ import yaml
 from conftest import PAPER_TABLES
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from primkd.cli_report import register
+from primkd.cli.report import register
 from primkd.io import DataError
 from primkd.models.segmentors import build_student, count_parameters
 from primkd.report.run import build_report, collect_runs, count_macs, measure_complexity

@@ -45,7 +45,7 @@ from pathlib import Path
 
 args = sys.argv[1:]
 if args[0] == "params":
-    os.execv(sys.executable, [sys.executable, "-m", "primkd.cli", *args])
+    os.execv(sys.executable, [sys.executable, "-m", "primkd", *args])
 for path, folder in json.loads(Path(os.environ["PRIMKD_STUB_OUTPUTS"]).read_text())[" ".join(args)]:
     target = Path(path) / "stub.txt" if folder else Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from primkd.cli_weights import register
-from primkd.engine.checkpoint import load_model
+from primkd.cli.weights import register
 from primkd.io import DataError
 from primkd.models import (
     MIT_VARIANTS,
@@ -26,11 +25,10 @@ from primkd.models import (
     read_mit_pretrained,
     teacher_to_official,
 )
+from primkd.models.io import export_safetensors, load_exported, load_model
 from primkd.weights import (
-    export_safetensors,
     import_official,
     init_from_imagenet,
-    load_exported,
     load_official_student,
     load_official_teacher,
     resolve_pretrained,
@@ -73,7 +71,7 @@ def _same_state(module: nn.Module, expected: dict[str, Tensor]) -> bool:
 @pytest.fixture(scope="module")
 def imagenet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One random mit_tiny encoder written in every supported format, and the tensors of its HF file."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the [test] extra installs it: a missing package fails here instead of skipping
     from safetensors.torch import load_file
 
     root = tmp_path_factory.mktemp("imagenet")

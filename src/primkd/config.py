@@ -10,6 +10,7 @@ import copy
 import functools
 import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +118,36 @@ def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = No
     return resolve(raw, preset)
 
 
-def experiment_kd(cfg: dict, name: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class KDConfig:
+    """One distilled student's settings: params.yaml ``kd`` with its experiment's overrides (docs/design.md §3).
+
+    Built once, by :func:`experiment_kd`, from validated parameters; the defaults live in params.yaml only.
+    """
+
+    alpha: float  # weight of the prediction-level KL term (0: feature term only)
+    beta: float  # weight of the feature-reconstruction term (0: prediction term only)
+    rule: str  # which encoder stage is distilled: max | min | average | stage1 .. stage4
+    aligner: str  # single (one Conv1x1) | multi (Conv1x1, random spatial mask, Conv3x3-ReLU-Conv3x3)
+    mask_lambda: float  # multi aligner: a position is kept when its uniform draw <= lambda (1: no mask)
+    per_sample: bool  # choose the stage per sample (else once per global mini-batch, synchronised over ranks)
+    kl_direction: str  # teacher_student = KL(p_t || p_s) | student_teacher
+    temperature: float  # softmax temperature of the KL term
+    teacher_modality: str  # the experiment's teacher: rgb | depth
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, for run metadata and checkpoint fingerprints."""
+        return asdict(self)
+
+
+def experiment_kd(cfg: dict, name: str) -> KDConfig:
     """The distillation settings of student experiment ``name``: ``kd`` with the experiment's overrides, plus
     ``teacher_modality`` (the experiment's ``teacher``)."""
     if name not in cfg["experiments"]:
         known = ", ".join(sorted(cfg["experiments"])) or "none"
         raise ConfigError(f"experiment {name!r} is not listed under `experiments` in params.yaml (known: {known})")
     experiment = cfg["experiments"][name]
-    return {**deep_merge(cfg["kd"], experiment.get("kd", {})), "teacher_modality": experiment["teacher"]}
+    return KDConfig(**deep_merge(cfg["kd"], experiment.get("kd", {})), teacher_modality=experiment["teacher"])
 
 
 def effective_params(cfg: dict) -> dict:
@@ -137,6 +160,6 @@ def effective_params(cfg: dict) -> dict:
     out["seeds"] = list(cfg["seeds"])
     out["experiments"] = {}
     for name in cfg["experiments"]:
-        kd = experiment_kd(cfg, name)
+        kd = experiment_kd(cfg, name).as_dict()
         out["experiments"][name] = {"teacher": kd.pop("teacher_modality"), "kd": kd}
     return out

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha, read_depth
-from primkd.data.synthetic import label_palette, scaled_intrinsics
+from primkd.data.layout import scaled_intrinsics
+from primkd.data.viz import label_palette
 from primkd.engine.evaluate import predict_probs
 from primkd.io import DataError, read_image, write_png
 
@@ -115,6 +116,30 @@ def _find(folder: Path, stem: str, suffixes: Sequence[str], what: str) -> Path:
                     "image a file with the same name")
 
 
+def infer_one(model: nn.Module, meta: dict, rgb_path: str | os.PathLike, out_png: str | os.PathLike,
+              depth_path: str | os.PathLike | None = None, hha_path: str | os.PathLike | None = None,
+              intrinsics: dict | None = None, depth_scale: float = 1000.0, scales: Sequence[float] = (1.0,),
+              flip: bool = False, overlay_alpha: float | None = None) -> list[Path]:
+    """Segment one RGB(-D) pair and write its colour map (and overlay); arguments as for :func:`infer_folder`.
+
+    HHA, when given, is used instead of depth; depth is read only by models that take it.
+
+    Returns:
+        The files written.
+    """
+    rgb = read_image(rgb_path, "rgb")
+    reads_depth = "modal" in meta["inputs"]
+    hha = read_image(hha_path, "rgb") if reads_depth and hha_path is not None else None
+    depth = None
+    if reads_depth and hha is None and depth_path is not None:
+        depth = read_depth(depth_path, depth_scale)
+        if depth.shape != rgb.shape[:2]:
+            raise DataError(f"{depth_path}: depth size {depth.shape} differs from the RGB image {rgb.shape[:2]}")
+    camera = intrinsics or scaled_intrinsics(*rgb.shape[:2])
+    label = segment(model, meta, rgb, depth, hha, camera, scales, flip)
+    return write_prediction(out_png, label, rgb, overlay_alpha)
+
+
 def infer_folder(model: nn.Module, meta: dict, rgb_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  depth_dir: str | os.PathLike | None = None, hha_dir: str | os.PathLike | None = None,
                  intrinsics: dict | None = None, depth_scale: float = 1000.0, scales: Sequence[float] = (1.0,),
@@ -147,16 +172,10 @@ def infer_folder(model: nn.Module, meta: dict, rgb_dir: str | os.PathLike, out_d
     if reads_depth and hha_dir is None and intrinsics is None:
         log.info("no intrinsics given: using the NYU Depth V2 camera scaled to each image's size")
     for name in tqdm(names, desc="infer", unit="img", disable=not progress):
-        rgb = read_image(_find(rgb_dir, name, IMAGE_SUFFIXES, "RGB image"), "rgb")
-        depth = hha = None
-        if reads_depth and hha_dir is not None:
-            hha = read_image(_find(Path(hha_dir), name, (".png",), "HHA image"), "rgb")
-        elif reads_depth:
-            depth_path = _find(Path(depth_dir), name, DEPTH_SUFFIXES, "depth map")
-            depth = read_depth(depth_path, depth_scale)
-            if depth.shape != rgb.shape[:2]:
-                raise DataError(f"{depth_path}: depth size {depth.shape} differs from the RGB image {rgb.shape[:2]}")
-        camera = intrinsics or scaled_intrinsics(*rgb.shape[:2])
-        label = segment(model, meta, rgb, depth, hha, camera, scales, flip)
-        write_prediction(out_dir / f"{name}.png", label, rgb, overlay_alpha)
+        rgb_path = _find(rgb_dir, name, IMAGE_SUFFIXES, "RGB image")
+        hha_path = _find(Path(hha_dir), name, (".png",), "HHA image") if reads_depth and hha_dir is not None else None
+        depth_path = (_find(Path(depth_dir), name, DEPTH_SUFFIXES, "depth map") if reads_depth and hha_path is None
+                      else None)
+        infer_one(model, meta, rgb_path, out_dir / f"{name}.png", depth_path, hha_path, intrinsics, depth_scale,
+                  scales, flip, overlay_alpha)
     return names

@@ -8,7 +8,9 @@ over the target (rename is atomic on POSIX file systems).
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import json
 import logging
 import os
@@ -123,6 +125,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows of equal keys as CSV text with LF line endings (header from the first row): the one CSV writer."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

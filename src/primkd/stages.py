@@ -96,7 +96,7 @@ def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: b
     beside ``model`` (a teacher's best test-split epoch)."""
     deps = (model, *extra)
     return Stage(
-        name=name, entry="primkd.cli:cmd_evaluate", loop=loop, resources="evaluate",
+        name=name, entry="primkd.cli.pipeline:cmd_evaluate", loop=loop, resources="evaluate",
         cmd=(f"primkd evaluate --params params.yaml --preset {{preset}} --model {model} --data {DATA} --hha {HHA} "
              f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
              f"--log {{log}}"),
@@ -114,14 +114,14 @@ TRAIN_PARAMS = ("model", "train")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
-        name="resolve_params", entry="primkd.cli:cmd_params",
+        name="resolve_params", entry="primkd.cli.pipeline:cmd_params",
         comment="The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages).",
         cmd=f"primkd params --params params.yaml --preset {{preset}} --out {EFFECTIVE_PARAMS} --log {{log}}",
         log="results/{preset}/logs/resolve_params.log",
         files=("params.yaml", "workflow/schemas/params.schema.yaml"),
         outs=(Out(EFFECTIVE_PARAMS, cache=False),)),
     Stage(
-        name="download", entry="primkd.cli:cmd_download", resources="prepare",
+        name="download", entry="primkd.cli.pipeline:cmd_download", resources="prepare",
         comment="Raw files of a real dataset (an empty folder for the synthetic and folder sources): downloaded "
                 "into data.raw_dir (resumable, checksummed) and linked here, out of the DVC cache so a multi-GB "
                 "archive is not stored twice.",
@@ -130,21 +130,21 @@ STAGES: tuple[Stage, ...] = (
         params=("data.source", "data.urls"),
         outs=(Out(RAW, cache=False, folder=True),)),
     Stage(
-        name="prepare", entry="primkd.cli:cmd_prepare", resources="prepare",
+        name="prepare", entry="primkd.cli.pipeline:cmd_prepare", resources="prepare",
         cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
         log="results/{preset}/logs/prepare.log",
         params=("data",), exclude=tuple(f"data.urls.{k}" for k in URL_KEYS),
         deps=(RAW,),
         outs=(Out(DATA, folder=True),)),
     Stage(
-        name="hha", entry="primkd.cli:cmd_hha", resources="hha",
+        name="hha", entry="primkd.cli.pipeline:cmd_hha", resources="hha",
         cmd=(f"primkd hha --params params.yaml --preset {{preset}} --data {DATA} --out {HHA} "
              f"--contact-sheet results/{{preset}}/contact_sheet.png --log {{log}}"),
         log="results/{preset}/logs/hha.log",
         deps=(DATA,),
         outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png", cache=False))),
     Stage(
-        name="train_teacher", entry="primkd.cli:cmd_train", loop=("modality",), resources="train",
+        name="train_teacher", entry="primkd.cli.pipeline:cmd_train", loop=("modality",), resources="train",
         comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
                 "outputs: the tools delete outputs before a rerun, which is exactly when a checkpoint is needed.",
         cmd=(f"primkd train --params params.yaml --preset {{preset}} --role teacher --modality {{modality}} "
@@ -161,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
               Out(f"{MODELS}/teacher_{{modality}}/eval_curve.csv", kind="plot", cache=False,
                   plot={"x": "epoch", "y": "miou"}))),
     Stage(
-        name="train_cmx", entry="primkd.cli:cmd_train", loop=("seed",), resources="train",
+        name="train_cmx", entry="primkd.cli.pipeline:cmd_train", loop=("seed",), resources="train",
         comment="Each seed of `seeds` trains the CMX baseline once, into seed<k>/ (model.pt, train.json, curves.csv, "
                 "eval_curve.csv); the seed replaces train.seed.",
         cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --seed {{seed}} --data {DATA} "
@@ -172,7 +172,7 @@ STAGES: tuple[Stage, ...] = (
         deps=(DATA, HHA),
         outs=(Out(f"{MODELS}/cmx/seed{{seed}}", folder=True),)),
     Stage(
-        name="train_student", entry="primkd.cli:cmd_train", loop=("exp", "seed"), resources="train",
+        name="train_student", entry="primkd.cli.pipeline:cmd_train", loop=("exp", "seed"), resources="train",
         comment="One stage per experiment and seed. Its teacher is experiments.<exp>.teacher (a parameter), read from "
                 "--teacher-dir: DVC's matrix cannot look up an experiment's teacher, so both teacher files are inputs. "
                 "That costs no extra rerun: whatever retrains a teacher (data, HHA, model and train keys, training "
@@ -190,7 +190,7 @@ STAGES: tuple[Stage, ...] = (
     _eval_stage("evaluate_cmx", f"{MODELS}/cmx", "cmx", (), True),
     _eval_stage("evaluate_student", f"{MODELS}/{{exp}}", "{exp}", ("exp",), True),
     Stage(
-        name="analyze", entry="primkd.cli_report:cmd_analyze", resources="evaluate",
+        name="analyze", entry="primkd.cli.report:cmd_analyze", resources="evaluate",
         comment="Table 8 (CKA), Figure 4 (feature histograms), Figure 3 (predictions): CMX and PrimKD against both "
                 "teachers.",
         cmd=(f"primkd analyze --params params.yaml --preset {{preset}} --student cmx={MODELS}/cmx "
@@ -203,7 +203,7 @@ STAGES: tuple[Stage, ...] = (
               f"{MODELS}/teacher_depth/model.pt"),
         outs=(Out("results/{preset}/analysis", folder=True),)),
     Stage(
-        name="report", entry="primkd.cli_report:cmd_report",
+        name="report", entry="primkd.cli.report:cmd_report",
         comment="Tables 1-8 beside the paper's numbers, Figure 1, REPORT.md: every evaluated run and the analysis.",
         cmd=("primkd report --params params.yaml --preset {preset} --results results/{preset} "
              "--out-dir results/{preset}/report --report results/{preset}/REPORT.md "
@@ -342,7 +342,7 @@ def _is_cli(name: str) -> bool:
     # The CLI modules hold one function per command and a stage runs only its own, so they are followed function by
     # function. Every other module is followed whole (its imports at any level): which of its functions run depends
     # on parameters, which static analysis cannot know.
-    return name == "primkd.cli" or name.startswith("primkd.cli_")
+    return name == "primkd.cli" or name.startswith("primkd.cli.")
 
 
 def _imports(nodes: Iterable[ast.AST], package: str, cli_names: dict) -> set[str]:

@@ -1,4 +1,5 @@
-"""Pretrained weights: ImageNet MiT initialisation, the official CMX / PrimKD checkpoints, and safetensors export.
+"""Pretrained weights: ImageNet MiT initialisation and the official CMX / PrimKD checkpoints (reading, saving and
+exporting model files: :mod:`primkd.models.io`).
 
 Where the files come from (no code here downloads them; machines running the pipeline are often offline):
 
@@ -21,33 +22,35 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from primkd.engine.checkpoint import build_model, load_model, save_model
-from primkd.io import DataError, atomic_dir, read_json, write_json
-from primkd.models.convert import (
+from primkd.distill.losses import OFFICIAL_ALIGNER_PREFIX
+from primkd.io import DataError
+from primkd.models.convert import StateDict
+from primkd.models.io import (
+    HF_MIT_URL,
+    HF_WEIGHT_FILES,
+    SEGFORMER_IMAGENET_URL,
     CheckpointMismatchError,
-    StateDict,
-    cmx_from_official,
     load_state_dict_checked,
     read_mit_pretrained,
     read_state_dict,
+    save_model,
+)
+from primkd.models.segmentors import (
+    CMX,
+    SegFormer,
+    build_student,
+    build_teacher,
+    cmx_from_official,
     teacher_from_official,
 )
-from primkd.models.segmentors import CMX, SegFormer, build_student, build_teacher
 
 log = logging.getLogger(__name__)
 
 IMAGENET_VARIANTS = tuple(f"mit_b{i}" for i in range(6))  # variants with released ImageNet weights
-SEGFORMER_IMAGENET_URL = "https://drive.google.com/drive/folders/1b7bwrInTW4VLEm27YawHOAMSMikga2Ia"
-HF_MIT_URL = "https://huggingface.co/nvidia/{repo}"  # repo = mit-b0 … mit-b5
-HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-ALIGNER_PREFIX = "decode_head.align_loss"  # PrimKD's training-only feature aligners in student checkpoints
 OFFICIAL_INPUTS = {"student": ["rgb", "modal"], "teacher": ["rgb"]}
 OFFICIAL_DROP_PATH = 0.1  # the official mit_b* builders' stochastic depth (matters only when fine-tuning)
-EXPORT_FORMAT = "primkd-export-v1"
-EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ def _load_official(path: str | os.PathLike, kind: str, variant: str | Mapping[st
     sd = read_state_dict(path)
     if kind == "student":
         model = build_student(variant, num_classes, **build)
-        ours = _convert_official(sd, cmx_from_official, path, drop=(ALIGNER_PREFIX,))
+        ours = _convert_official(sd, cmx_from_official, path, drop=(OFFICIAL_ALIGNER_PREFIX,))
     else:
         model = build_teacher(variant, num_classes, **build)
         ours = _convert_official(sd, teacher_from_official, path, drop=())
@@ -208,7 +211,7 @@ def load_official_teacher(path: str | os.PathLike, variant: str | Mapping[str, A
 def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[str, Any], num_classes: int,
                     out_path: str | os.PathLike, bgr: bool = True, decoder_bn_eps: float = 1e-5,
                     decoder_embed_dim: int = 512, classes: Sequence[str] | None = None) -> dict:
-    """Convert an official checkpoint into a project model file (``primkd.engine.checkpoint`` format), atomically.
+    """Convert an official checkpoint into a project model file (:mod:`primkd.models.io` format), atomically.
 
     Args:
         path: the official checkpoint.
@@ -240,62 +243,3 @@ def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[s
     save_model(out_path, model, arch, OFFICIAL_INPUTS[kind], info)
     log.info("wrote %s (%s %s, %d classes, bgr=%s)", out_path, kind, arch["variant"], num_classes, bgr)
     return {"arch": arch, "inputs": OFFICIAL_INPUTS[kind], "info": info}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Export
-# ---------------------------------------------------------------------------------------------------------------
-
-def export_safetensors(model_file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Export a project model file as ``<out_dir>/model.safetensors`` + ``<out_dir>/config.json`` (atomically).
-
-    ``config.json``: ``{"format", "arch" (builder arguments), "inputs" (e.g. ["rgb", "modal"]), "classes" (names or
-    null), "bgr" (input channel order), "info" (the model file's run metadata)}``. :func:`load_exported` reads it
-    back with nothing else needed.
-    """
-    from safetensors.torch import save_file
-
-    model, meta = load_model(model_file)
-    info = dict(meta["info"])
-    config = {"format": EXPORT_FORMAT, "arch": meta["arch"], "inputs": list(meta["inputs"]),
-              "classes": info.get("classes"), "bgr": bool(info.get("bgr", False)), "info": info}
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    with atomic_dir(out_dir) as tmp:
-        save_file(state, str(tmp / EXPORT_WEIGHTS), metadata={"format": EXPORT_FORMAT})
-        write_json(tmp / EXPORT_CONFIG, config)
-    log.info("exported %s to %s (%d tensors)", model_file, out_dir, len(state))
-    return Path(out_dir)
-
-
-def load_exported(out_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a model exported by :func:`export_safetensors`.
-
-    Returns:
-        The network (eval mode, on ``device``) and metadata shaped like ``load_model``'s: ``{"format", "arch",
-        "inputs", "info"}``, with ``info["bgr"]`` and ``info["classes"]`` taken from ``config.json``.
-    """
-    from safetensors.torch import load_file
-
-    out_dir = Path(out_dir)
-    config = read_json(out_dir / EXPORT_CONFIG)
-    if config.get("format") != EXPORT_FORMAT:
-        raise DataError(f"{out_dir / EXPORT_CONFIG}: not a primkd export (expected format {EXPORT_FORMAT!r}); "
-                        "re-run `primkd export`")
-    weights = out_dir / EXPORT_WEIGHTS
-    if not weights.is_file():
-        raise DataError(f"{weights}: file not found; re-run `primkd export`")
-    model = build_model(config["arch"])
-    load_state_dict_checked(model, load_file(weights), str(weights))
-    model.to(device).eval()
-    info = {**config.get("info", {}), "bgr": bool(config["bgr"]), "classes": config.get("classes")}
-    return model, {"format": config["format"], "arch": config["arch"], "inputs": config["inputs"], "info": info}
-
-
-def is_export(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder written by :func:`export_safetensors` (it holds ``config.json``)."""
-    return (Path(path) / EXPORT_CONFIG).is_file()
-
-
-def load_any(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Load an exported folder (:func:`is_export`) or a project model file; same return value as ``load_model``."""
-    return load_exported(path, device) if is_export(path) else load_model(path, device)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from primkd.analysis.cka import CKAAccumulator
-from primkd.engine.checkpoint import load_model
 from primkd.engine.evaluate import model_inputs
+from primkd.models.io import load_any
 
 
 @dataclass
@@ -29,8 +29,8 @@ class LoadedModel:
 
 
 def load_for_analysis(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model file written by ``primkd train`` (eval mode, no gradients)."""
-    model, meta = load_model(path, device)
+    """Load a model file written by ``primkd train`` or an exported folder (eval mode, no gradients)."""
+    model, meta = load_any(path, device)
     model.requires_grad_(False)
     return LoadedModel(model, list(meta["inputs"]))
 

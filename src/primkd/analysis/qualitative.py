@@ -1,6 +1,6 @@
 """Qualitative predictions (the paper's Figure 3): RGB, HHA, ground truth and each model's prediction per image.
 
-Label maps are drawn with the fixed palette of :func:`primkd.data.synthetic.label_palette` (class k ↔ colour k, the
+Label maps are drawn with the fixed palette of :func:`primkd.data.viz.label_palette` (class k ↔ colour k, the
 ignore label 255 black), and a legend lists the classes that appear in the figure.
 """
 
@@ -16,7 +16,7 @@ import torch
 from primkd.analysis.features import LoadedModel, forward_features
 from primkd.data.dataset import RGBDDataset
 from primkd.data.layout import IGNORE_INDEX
-from primkd.data.synthetic import label_palette
+from primkd.data.viz import label_palette
 from primkd.io import atomic_path
 
 

@@ -15,8 +15,6 @@ Outputs in ``out_dir`` (all written atomically):
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Mapping
@@ -32,7 +30,7 @@ from primkd.analysis.qualitative import predict_samples, qualitative_figure
 from primkd.config import ConfigError
 from primkd.data.dataset import RGBDDataset
 from primkd.engine.evaluate import model_files
-from primkd.io import DataError, write_json, write_text
+from primkd.io import DataError, csv_text, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +41,6 @@ DISPLAY_NAMES = {"rgb": "RGB teacher", "depth": "depth-only model", "cmx": "CMX"
 def display_name(name: str) -> str:
     """Figure label of a run or reference name."""
     return DISPLAY_NAMES.get(name, name)
-
-
-def csv_text(rows: list[dict]) -> str:
-    """Rows of equal keys as CSV text (header from the first row)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def resolve_model(path: str | os.PathLike) -> dict:

@@ -26,7 +26,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation (DESIGN.md §3): random scale, horizontal flip, random crop with centred mean padding."""
+    """Training augmentation (docs/design.md §3): random scale, horizontal flip, random crop, centred mean padding."""
 
     crop: tuple[int, int]
     scales: Sequence[float]

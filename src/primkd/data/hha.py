@@ -1,4 +1,4 @@
-"""HHA encoding of depth (Gupta et al., ECCV 2014), computed as Depth2HHA-python computes it (DESIGN.md §4).
+"""HHA encoding of depth (Gupta et al., ECCV 2014), computed as Depth2HHA-python computes it (docs/design.md §4).
 
 HHA turns one depth map into three uint8 channels: horizontal **disparity** (31000 / depth in cm), **height** above
 the lowest point (cm, along the estimated gravity direction) and the **angle** between each surface normal and
@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from primkd.data.layout import SPLITS, Layout, intrinsics_for, read_meta, read_split
+from primkd.data.layout import depth_scale as layout_depth_scale
 from primkd.io import DataError, read_image, write_png
 
 ANGLE_RADIUS = 3  # 7×7 window for the normals of the angle channel
@@ -558,7 +559,7 @@ def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, wo
     """
     layout, out_dir = Layout(Path(data_root)), Path(out_dir)
     meta = read_meta(layout.root)
-    depth_scale = float(meta.get("depth_scale", 1000.0))
+    depth_scale = layout_depth_scale(meta)
     names = _dataset_names(layout.root) if names is None else list(dict.fromkeys(names))
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []

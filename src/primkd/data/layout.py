@@ -39,8 +39,10 @@ NYU40_CLASSES = (
     "otherfurniture", "otherprop",
 )
 
-# NYU Depth V2 RGB camera; the principal point is 1-based (MATLAB convention, DESIGN.md §4).
+# NYU Depth V2 RGB camera; the principal point is 1-based (MATLAB convention, docs/design.md §4).
 NYU_INTRINSICS = {"fx": 518.857901, "fy": 519.469611, "cx": 325.582449, "cy": 253.736166}
+NYU_SIZE = (480, 640)  # (H, W) for which NYU_INTRINSICS are defined
+DEPTH_SCALE = 1000.0  # depth PNG units per metre (millimetres) where meta.json does not say otherwise
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,26 @@ def intrinsics_for(meta: dict, name: str) -> dict:
     """Camera intrinsics (fx, fy, cx, cy; 1-based principal point) of image ``name``."""
     per_image = meta.get("intrinsics_per_image") or {}
     return per_image.get(name, meta["intrinsics"])
+
+
+def depth_scale(meta: dict) -> float:
+    """Depth PNG units per metre of a prepared dataset (``meta["depth_scale"]``)."""
+    return float(meta.get("depth_scale", DEPTH_SCALE))
+
+
+def scaled_intrinsics(height: int, width: int) -> dict[str, float]:
+    """NYU intrinsics rescaled to an ``height``×``width`` image, keeping the 1-based principal point.
+
+    Pixel centres scale about the image corner: a 0-based centre c0 = c − 1 maps to (c0 + 0.5)·s − 0.5, so the
+    1-based c' = (c − 0.5)·s + 0.5, with s = width / 640 horizontally and height / 480 vertically.
+    """
+    sy, sx = height / NYU_SIZE[0], width / NYU_SIZE[1]
+    return {
+        "fx": NYU_INTRINSICS["fx"] * sx,
+        "fy": NYU_INTRINSICS["fy"] * sy,
+        "cx": (NYU_INTRINSICS["cx"] - 0.5) * sx + 0.5,
+        "cy": (NYU_INTRINSICS["cy"] - 0.5) * sy + 0.5,
+    }
 
 
 def invalid_labels(label: np.ndarray, num_classes: int) -> list[int]:

@@ -1,6 +1,6 @@
 """NYU Depth V2 (labeled subset, 1449 images) → the prepared layout (primkd.data.layout), 40 classes.
 
-Inputs (DESIGN.md §5):
+Inputs (docs/design.md §5):
 
 - ``nyu_depth_v2_labeled.mat``: MATLAB v7.3, i.e. HDF5, read with h5py one image at a time. h5py shows MATLAB's
   axes reversed: ``images`` (N, 3, 640, 480) uint8, ``depths`` (N, 640, 480) float32 metres (in-painted),

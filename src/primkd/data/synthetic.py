@@ -46,8 +46,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from primkd.data.layout import IGNORE_INDEX, NYU40_CLASSES, NYU_INTRINSICS, SPLITS, Layout, read_split, write_split
-from primkd.io import atomic_dir, atomic_path, read_image, write_json, write_png
+from primkd.data.layout import IGNORE_INDEX, NYU40_CLASSES, NYU_SIZE, SPLITS, Layout, scaled_intrinsics, write_split
+from primkd.data.viz import contact_sheet, label_palette  # noqa: F401 (re-exported for tests/test_synthetic.py)
+from primkd.io import atomic_dir, write_json, write_png
 
 # The NYU-40 classes the generator draws (labels are indices into NYU40_CLASSES).
 SYNTHETIC_CLASS_NAMES = (
@@ -60,7 +61,6 @@ GEOMETRY_ONLY_GROUPS = (("cabinet", "counter", "table", "box"), ("bed", "sofa"))
 # Classes that are painted on a wall's surface: same depth as the wall, different colour and texture.
 APPEARANCE_ONLY_CLASSES = ("picture", "whiteboard", "window", "door")
 
-NYU_SIZE = (480, 640)  # (H, W) for which NYU_INTRINSICS are defined
 PROJECTOR_BASELINE_M = 0.075  # structured-light projector sits this far left of the depth camera
 DEPTH_RANGE_M = (0.4, 10.0)  # valid sensor range; depth outside it is stored as 0
 LATTICE = 16  # side of the value-noise lattice of each material
@@ -108,21 +108,6 @@ class SceneParams:
 # ----------------------------------------------------------------------------------------------------------------
 # Camera
 # ----------------------------------------------------------------------------------------------------------------
-
-def scaled_intrinsics(height: int, width: int) -> dict[str, float]:
-    """NYU intrinsics rescaled to an ``height``×``width`` image, keeping the 1-based principal point.
-
-    Pixel centres scale about the image corner: a 0-based centre c0 = c − 1 maps to (c0 + 0.5)·s − 0.5, so the
-    1-based c' = (c − 0.5)·s + 0.5, with s = width / 640 horizontally and height / 480 vertically.
-    """
-    sy, sx = height / NYU_SIZE[0], width / NYU_SIZE[1]
-    return {
-        "fx": NYU_INTRINSICS["fx"] * sx,
-        "fy": NYU_INTRINSICS["fy"] * sy,
-        "cx": (NYU_INTRINSICS["cx"] - 0.5) * sx + 0.5,
-        "cy": (NYU_INTRINSICS["cy"] - 0.5) * sy + 0.5,
-    }
-
 
 @dataclass(frozen=True, eq=False)
 class _Camera:
@@ -1125,58 +1110,3 @@ def generate_dataset(out_dir: str | os.PathLike, num_train: int, num_test: int, 
             "scene_params": dataclasses.asdict(knobs),
         })
     return Path(out_dir)
-
-
-def label_palette() -> np.ndarray:
-    """Fixed 256×3 uint8 colours for label maps: 40 distinct NYU-40 colours (tab20 + tab20b), black elsewhere."""
-    from matplotlib import colormaps
-
-    colors = np.concatenate([colormaps["tab20"].colors, colormaps["tab20b"].colors])  # (40, 3) in [0, 1]
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(colors)] = np.rint(np.asarray(colors) * 255)
-    return palette
-
-
-def contact_sheet(data_root: str | os.PathLike, out_png: str | os.PathLike, num: int = 6,
-                  hha_root: str | os.PathLike | None = None) -> None:
-    """Write a PNG grid (atomically) of the first ``num`` test images of a prepared dataset.
-
-    Columns: RGB, depth (turbo colour map over the shown images' valid range, holes black), label
-    (:func:`label_palette`, legend below) and, if ``hha_root`` is given, ``<hha_root>/<name>.png``.
-    """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    layout = Layout(Path(data_root))
-    names = read_split(data_root, "test")[:num]
-    rgbs = [read_image(layout.rgb(n)) for n in names]
-    depths = [read_image(layout.depth(n), "depth").astype(np.float32) / 1000 for n in names]
-    labels = [read_image(layout.label(n), "gray") for n in names]
-    valid = np.concatenate([d[d > 0] for d in depths])
-    vmin, vmax = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
-    columns = ["RGB", "depth (m)", "label"] + (["HHA"] if hha_root is not None else [])
-    h, w = rgbs[0].shape[:2]
-    fig = Figure(figsize=(2.6 * len(columns), 2.6 * h / w * len(names) + 0.9), dpi=110)
-    axes = fig.subplots(len(names), len(columns), squeeze=False)
-    cmap = colormaps["turbo"].with_extremes(bad="black")
-    palette = label_palette()
-    for row, name in enumerate(names):
-        panels = [rgbs[row], np.ma.masked_equal(depths[row], 0), palette[labels[row]]]
-        if hha_root is not None:
-            panels.append(read_image(Path(hha_root) / f"{name}.png"))
-        for col, panel in enumerate(panels):
-            ax = axes[row, col]
-            ax.imshow(panel, cmap=cmap if col == 1 else None, vmin=vmin if col == 1 else None,
-                      vmax=vmax if col == 1 else None, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(columns[col] + (f" {vmin:.1f}–{vmax:.1f}" if col == 1 else ""), fontsize=9)
-        axes[row, 0].set_ylabel(name, fontsize=8)
-    shown = sorted(set(np.unique(np.concatenate([lab.ravel() for lab in labels]))) - {IGNORE_INDEX})
-    fig.legend(handles=[Patch(color=palette[c] / 255, label=NYU40_CLASSES[c]) for c in shown], loc="lower center",
-               ncol=min(8, len(shown)), fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.04, right=0.99, top=0.96, bottom=0.9 / fig.get_figheight(), wspace=0.03, hspace=0.03)
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")

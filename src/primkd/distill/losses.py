@@ -1,6 +1,6 @@
 """PrimKD distillation losses: prediction-level KL, feature aligners, stage selection and the combined loss.
 
-``L = L_seg + α·L_pred + β·L_feat`` (DESIGN §3 "PrimKD losses"):
+``L = L_seg + α·L_pred + β·L_feat`` (docs/design.md §3):
 
 - ``L_seg``: cross-entropy, mean over labelled pixels (label != ``ignore_index``).
 - ``L_pred``: per-pixel KL divergence between the teacher's and the student's class distributions, summed over

@@ -1,10 +1,10 @@
-"""Model files and resumable training-state checkpoints, all written atomically.
+"""Resumable training-state checkpoints, written atomically (model files: :mod:`primkd.models.io`).
 
-A **model file** (``model.pt``) holds the trained network and what is needed to rebuild it. A **training-state
-checkpoint** (``<dir>/step-<iteration>.pt``) holds everything a run needs to continue exactly where it stopped: the
-network, the loss module (aligners), the optimiser, the scheduler, every random number generator, the loop's
-progress and a *fingerprint* of everything the run's numbers depend on (:func:`run_fingerprint`: the settings and
-the contents of its input files). A run only resumes from a checkpoint whose fingerprint equals its own.
+A **training-state checkpoint** (``<dir>/step-<iteration>.pt``) holds everything a run needs to continue exactly
+where it stopped: the network, the loss module (aligners), the optimiser, the scheduler, every random number
+generator, the loop's progress and a *fingerprint* of everything the run's numbers depend on
+(:func:`run_fingerprint`: the settings and the contents of its input files). A run only resumes from a checkpoint
+whose fingerprint equals its own.
 """
 
 from __future__ import annotations
@@ -23,88 +23,12 @@ from torch import nn
 
 from primkd.config import RESULT_FREE_KEYS
 from primkd.io import DataError, atomic_path
-from primkd.models.segmentors import build_student, build_teacher
+from primkd.models.io import load_state_dict_checked, read_torch_file
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "primkd-model-v1"
 STATE_FORMAT = "primkd-train-state-v1"
 STATE_PREFIX = "step-"
-
-
-def architecture(cfg: dict, kind: str, num_classes: int) -> dict:
-    """Builder arguments of a ``"teacher"`` (single-stream) or ``"student"`` (CMX) network from params."""
-    model = cfg["model"]
-    eps = model["teacher_decoder_bn_eps"] if kind == "teacher" else model["decoder_bn_eps"]
-    return {"kind": kind, "variant": model["backbone"], "num_classes": num_classes,
-            "decoder_embed_dim": model["decoder_embed_dim"], "drop_path_rate": model["drop_path_rate"],
-            "decoder_bn_eps": eps, "decoder_dropout": model["decoder_dropout"]}
-
-
-def build_model(arch: dict) -> nn.Module:
-    """Instantiate the network described by :func:`architecture`."""
-    kwargs = {k: v for k, v in arch.items() if k != "kind"}
-    return build_teacher(**kwargs) if arch["kind"] == "teacher" else build_student(**kwargs)
-
-
-def save_model(path: str | os.PathLike, model: nn.Module, arch: dict, inputs: list[str], info: dict) -> None:
-    """Write ``{format, arch, inputs, info, state_dict}`` to ``path`` atomically.
-
-    Args:
-        path: destination ``.pt``.
-        model: the trained network (a DDP wrapper is unwrapped).
-        arch: builder arguments (:func:`architecture`).
-        inputs: the batch keys the network takes, e.g. ``["rgb"]`` or ``["rgb", "modal"]``.
-        info: run metadata (preset, seed, experiment, classes, ...).
-    """
-    model = getattr(model, "module", model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state}, tmp)
-
-
-def _read(path: Path, fmt: str, what: str, fix: str) -> dict:
-    """Load a torch file of format ``fmt`` (tensors and plain Python values only) or raise :class:`DataError`."""
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found; {fix}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise DataError(f"{path}: cannot read the {what} ({e}); delete it and {fix}") from e
-    if not isinstance(blob, dict) or blob.get("format") != fmt:
-        raise DataError(f"{path}: not a primkd {what} (expected format {fmt!r}); {fix}")
-    return blob
-
-
-def _load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path, arch: Any, fix: str) -> None:
-    """``module.load_state_dict(state)`` with missing, unexpected and wrongly shaped weights reported by name."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        raise DataError(f"{path}: weights do not fit the architecture {arch} (missing: {missing[:5]}, unexpected: "
-                        f"{unexpected[:5]}, wrong shape (file vs network): {shapes[:5]}); {fix}")
-    module.load_state_dict(state)
-
-
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild and load a model file; returns the network (eval mode) and the file's metadata.
-
-    Raises:
-        DataError: the file is missing, unreadable, not a model file, or its weights do not fit its architecture.
-    """
-    path = Path(path)
-    fix = "re-run the training stage that produces it"
-    blob = _read(path, MODEL_FORMAT, "model file", fix)
-    try:
-        model = build_model(blob["arch"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: cannot build the architecture {blob.get('arch')} ({e}); {fix}") from e
-    _load_weights(model, blob["state_dict"], path, blob["arch"], fix)
-    model.to(device).eval()
-    return model, {k: v for k, v in blob.items() if k != "state_dict"}
 
 
 # --- Training-state checkpoints -------------------------------------------------------------------------------
@@ -172,7 +96,7 @@ def save_checkpoint(directory: str | os.PathLike, iteration: int, stateful: Mapp
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a training-state checkpoint (on the CPU); a missing, truncated or foreign file raises DataError."""
-    return _read(Path(path), STATE_FORMAT, "training checkpoint", "start the run again without it")
+    return read_torch_file(Path(path), STATE_FORMAT, "training checkpoint", "start the run again without it")
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> tuple[Path, dict] | None:
@@ -222,7 +146,8 @@ def restore_checkpoint(blob: dict, stateful: Mapping[str, Any], path: str | os.P
             raise DataError(f"{path}: checkpoint has no {key!r} state (it holds {sorted(blob['states'])}); {fix}")
         obj = getattr(obj, "module", obj)
         if isinstance(obj, nn.Module):
-            _load_weights(obj, blob["states"][key], path, blob["fingerprint"].get("arch"), fix)
+            load_state_dict_checked(obj, blob["states"][key], f"{path}: weights",
+                                    f"The architecture is {blob['fingerprint'].get('arch')}; {fix}.")
         else:
             obj.load_state_dict(blob["states"][key])
     set_rng_state(blob["rng"])
@@ -282,7 +207,8 @@ def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: A
     every file the training and test sets read (prepared images, labels, HHA, meta.json, split lists).
     """
     teacher = sha256_file(run.teacher_path) if run.teacher_path is not None else None
-    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": run.kd,
+    kd = run.kd.as_dict() if run.kd is not None else None
+    return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": kd,
                     "teacher_sha256": teacher},
             "arch": arch,
             "model": result_settings(cfg, "model"),

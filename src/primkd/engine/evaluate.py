@@ -276,7 +276,7 @@ def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, input
             out[mode] = out["single"]
             continue
         out[mode] = evaluate(model, loader, num_classes, inputs, device, scales, flip, progress, crop,
-                             eval_cfg.get("windows", "official"), per_image)
+                             eval_cfg["windows"], per_image)
     return out
 
 

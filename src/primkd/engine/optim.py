@@ -1,4 +1,4 @@
-"""AdamW with decay on conv/linear weights only, and the warm-up + poly learning-rate schedule (DESIGN.md §3)."""
+"""AdamW with decay on conv/linear weights only, and the warm-up + poly learning-rate schedule (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per
     total = train_cfg["epochs"] * iters_per_epoch
     warmup = round(train_cfg["warmup_epochs"] * iters_per_epoch)
     ratio, power = train_cfg["warmup_ratio"], train_cfg["poly_power"]
-    if train_cfg.get("first_step_full_lr", False):
+    if train_cfg["first_step_full_lr"]:
         # The official loop sets the rate after each step: step 1 runs at the optimiser's initial (full) rate and
         # step k + 1 at the schedule's value for iteration k - 1.
         return torch.optim.lr_scheduler.LambdaLR(

@@ -29,12 +29,12 @@ class Precision:
     def from_cfg(cls, train_cfg: dict, device: torch.device) -> Precision:
         """Resolve the ``train`` section for ``device``: ``amp: auto`` is bf16 on CUDA; on the CPU all are off."""
         cuda = device.type == "cuda"
-        amp = train_cfg.get("amp", "auto")
+        amp = train_cfg["amp"]
         amp = ("bf16" if amp == "auto" else amp) if cuda else "none"
-        deterministic = train_cfg.get("deterministic", False)
-        return cls(amp=amp, channels_last=cuda and train_cfg.get("channels_last", True),
-                   compile=cuda and train_cfg.get("compile", False),
-                   cudnn_benchmark=cuda and train_cfg.get("cudnn_benchmark", True) and not deterministic)
+        deterministic = train_cfg["deterministic"]
+        return cls(amp=amp, channels_last=cuda and train_cfg["channels_last"],
+                   compile=cuda and train_cfg["compile"],
+                   cudnn_benchmark=cuda and train_cfg["cudnn_benchmark"] and not deterministic)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op without AMP)."""

@@ -1,4 +1,5 @@
-"""Where a stage runs: its device, its seeds, and how many threads and worker processes it may use.
+"""Where a stage runs: its device, its seeds, how many threads and worker processes it may use, deterministic
+kernels, and the signals that stop a training run at an iteration boundary.
 
 Each stage command reads its own ``resources.<stage>.cpus_per_task`` (active preset applied) and splits that many
 cores between torch's intra-op threads and its worker processes (DataLoader workers; the process pools of the
@@ -10,10 +11,14 @@ its DataLoader workers, many times slower than the same stage under Snakemake on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -134,3 +139,74 @@ def select_device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
     return torch.device(name)
+
+
+# --- Determinism and signals (torch imported only when used: the torch-free stages import this module) ----------
+
+
+class TrainingInterrupted(SystemExit):
+    """A signal stopped training after a checkpoint was saved; the process exits with status 128 + signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(128 + signum)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StopRequest:
+    """Set by the signal handler of :func:`stop_on_signal`; the loop polls it at iteration boundaries."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signal(signum: int = signal.SIGTERM) -> Iterator[StopRequest]:
+    """Turn ``signum`` into a :class:`StopRequest` flag for the duration of the block (main thread only)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(received: int, frame) -> None:
+        request.signum = received
+        log.warning("received %s: stopping at the next iteration boundary", signal.Signals(received).name)
+
+    previous = signal.signal(signum, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signum, previous)
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM (SLURM signals every process of the job) so that the
+    main process can finish its batch and save a checkpoint; they exit when the main process closes the loader."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Within the block, use deterministic kernels when ``enabled`` (the previous settings are restored after).
+
+    Sets ``torch.use_deterministic_algorithms``, cuDNN's deterministic/benchmark flags and the cuBLAS workspace
+    (``CUBLAS_WORKSPACE_CONFIG``). CUDA has no deterministic kernel for some operations this network uses (the
+    backward pass of bilinear upsampling, 2-D NLL loss): torch warns about them instead of failing, so CUDA runs
+    stay close but not bit-identical; CPU runs are bit-identical.
+    """
+    import torch
+
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              cudnn.deterministic, cudnn.benchmark)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]

@@ -27,14 +27,9 @@ Scale (:mod:`primkd.engine.precision`, :mod:`primkd.engine.distributed`):
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
-import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -44,20 +39,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from primkd.config import KDConfig
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.checkpoint import (
-    architecture,
-    build_model,
     fingerprint_differences,
     latest_checkpoint,
     list_checkpoints,
-    load_model,
     remove_partial_checkpoints,
     restore_checkpoint,
     run_fingerprint,
     save_checkpoint,
-    save_model,
 )
 from primkd.engine.distributed import (
     DistInfo,
@@ -70,9 +62,18 @@ from primkd.engine.distributed import (
 from primkd.engine.evaluate import ShardSampler, evaluate, model_inputs
 from primkd.engine.optim import build_optimizer, build_scheduler
 from primkd.engine.precision import Precision
-from primkd.engine.runtime import seed_everything, select_device
-from primkd.io import DataError, atomic_path, write_json, write_text
+from primkd.engine.runtime import (
+    StopRequest,
+    TrainingInterrupted,
+    deterministic_algorithms,
+    ignore_sigterm,
+    seed_everything,
+    select_device,
+    stop_on_signal,
+)
+from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
+from primkd.models.io import architecture, build_model, load_model, save_model
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,14 @@ class Run:
         name: run name (``teacher_rgb``, ``cmx``, an experiment name).
         kind: ``"teacher"`` (single-stream SegFormer) or ``"student"`` (CMX).
         inputs: batch keys fed to the network: ``["rgb"]``, ``["modal"]`` (depth/HHA teacher) or both.
-        kd: distillation settings (a resolved ``kd`` section) or None for plain cross-entropy.
+        kd: distillation settings (:func:`primkd.config.experiment_kd`) or None for plain cross-entropy.
         teacher_path: model file of the frozen teacher, required with ``kd``.
     """
 
     name: str
     kind: str
     inputs: list[str]
-    kd: dict | None = None
+    kd: KDConfig | None = None
     teacher_path: Path | None = None
     info: dict = field(default_factory=dict)
 
@@ -112,14 +113,15 @@ class Reliability:
             :func:`deterministic_algorithms` for CUDA).
     """
 
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    max_bad_batches: int = 0
-    deterministic: bool = False
+    checkpoint_every: int
+    keep_checkpoints: int
+    max_bad_batches: int
+    deterministic: bool
 
     @classmethod
     def from_cfg(cls, train_cfg: dict) -> Reliability:
-        return cls(**{f.name: train_cfg.get(f.name, f.default) for f in fields(cls)})
+        """From the validated ``train`` section (the schema requires every key; params.yaml holds the defaults)."""
+        return cls(**{f.name: train_cfg[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -145,72 +147,6 @@ class Progress:
         self.sums, self.stage_sums = dict.fromkeys(LOSS_TERMS, 0.0), [0.0] * 4
 
 
-class TrainingInterrupted(SystemExit):
-    """A signal stopped training after a checkpoint was saved; the process exits with status 128 + signal number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(128 + signum)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class StopRequest:
-    """Set by the signal handler of :func:`stop_on_signal`; the loop polls it at iteration boundaries."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-
-@contextlib.contextmanager
-def stop_on_signal(signum: int = signal.SIGTERM) -> Iterator[StopRequest]:
-    """Turn ``signum`` into a :class:`StopRequest` flag for the duration of the block (main thread only)."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-
-    def handler(received: int, frame) -> None:
-        request.signum = received
-        log.warning("received %s: stopping at the next iteration boundary", signal.Signals(received).name)
-
-    previous = signal.signal(signum, handler)
-    try:
-        yield request
-    finally:
-        signal.signal(signum, previous)
-
-
-def ignore_sigterm(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGTERM (SLURM signals every process of the job) so that the
-    main process can finish its batch and save a checkpoint; they exit when the main process closes the loader."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Within the block, use deterministic kernels when ``enabled`` (the previous settings are restored after).
-
-    Sets ``torch.use_deterministic_algorithms``, cuDNN's deterministic/benchmark flags and the cuBLAS workspace
-    (``CUBLAS_WORKSPACE_CONFIG``). CUDA has no deterministic kernel for some operations this network uses (the
-    backward pass of bilinear upsampling, 2-D NLL loss): torch warns about them instead of failing, so CUDA runs
-    stay close but not bit-identical; CPU runs are bit-identical.
-    """
-    cudnn = torch.backends.cudnn
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              cudnn.deterministic, cudnn.benchmark)
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        cudnn.deterministic, cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
-
-
 def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, dist: DistInfo | None = None,
                   micro_batch: int | None = None) -> tuple[DataLoader, DataLoader]:
     """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images), both sharded
@@ -221,7 +157,7 @@ def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, d
     and the augmentation depend only on (seed, epoch, index).
     """
     t, dist = cfg["train"], dist or DistInfo()
-    needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd["teacher_modality"] == "depth")
+    needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd.teacher_modality == "depth")
     hha = hha_root if needs_hha else None
     aug = Augment(crop=tuple(t["crop"]), scales=t["scales"], flip=t["flip"])
     train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t["seed"], bgr=t["bgr"])
@@ -243,7 +179,7 @@ def epoch_samples(train_cfg: dict, length: int) -> int:
     """Images per epoch: the training split (the last incomplete batch dropped), or with ``train.fill_last_batch``
     batch × (N // batch + 1), as the official loader (its epoch always ends with a batch of random repeats)."""
     batch = train_cfg["batch_size"]
-    return batch * (length // batch + 1) if train_cfg.get("fill_last_batch", False) else length
+    return batch * (length // batch + 1) if train_cfg["fill_last_batch"] else length
 
 
 def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
@@ -272,7 +208,7 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     if t_arch["kind"] != "teacher":
         raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
     modality = "rgb" if meta["inputs"] == ["rgb"] else "depth"
-    wanted = run.kd.get("teacher_modality", modality)
+    wanted = run.kd.teacher_modality
     if modality != wanted:
         raise DataError(f"{path}: a {modality} teacher, but this experiment names teacher {wanted!r} in params.yaml; "
                         f"pass results/<preset>/models/teacher_{wanted}/model.pt")
@@ -280,7 +216,7 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
         raise DataError(f"{path}: the teacher predicts {t_arch['num_classes']} classes, the dataset has "
                         f"{arch['num_classes']}; {fix}")
     widths = [MIT_VARIANTS[a["variant"]]["embed_dims"] for a in (t_arch, arch)]
-    if run.kd["beta"] > 0 and tuple(widths[0]) != tuple(widths[1]):
+    if run.kd.beta > 0 and tuple(widths[0]) != tuple(widths[1]):
         raise DataError(f"{path}: the teacher's backbone {t_arch['variant']} has stage widths {widths[0]}, the "
                         f"student's {arch['variant']} has {widths[1]}; feature distillation needs equal widths: {fix}")
     teacher.requires_grad_(False)
@@ -296,10 +232,10 @@ def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLo
     if run.kd is None:
         return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
     kd = run.kd
-    return PrimKDLoss(channels=channels, alpha=kd["alpha"], beta=kd["beta"], rule=kd["rule"], aligner=kd["aligner"],
-                      mask_keep=kd["mask_lambda"], per_sample=kd["per_sample"], kl_direction=kd["kl_direction"],
-                      temperature=kd["temperature"],
-                      use_pred=kd["alpha"] > 0, use_feat=kd["beta"] > 0, sync_selection=sync_selection)
+    return PrimKDLoss(channels=channels, alpha=kd.alpha, beta=kd.beta, rule=kd.rule, aligner=kd.aligner,
+                      mask_keep=kd.mask_lambda, per_sample=kd.per_sample, kl_direction=kd.kl_direction,
+                      temperature=kd.temperature, use_pred=kd.alpha > 0, use_feat=kd.beta > 0,
+                      sync_selection=sync_selection)
 
 
 class Objective(nn.Module):
@@ -330,14 +266,6 @@ def train_step(objective: nn.Module, batch: dict, run: Run, device: torch.device
             with torch.no_grad():
                 t_out = teacher(*[precision.inputs(x) for x in model_inputs(batch, teacher_inputs, device)])
         return objective(inputs, labels, t_out)
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 BEST_FILE = "best.pt"  # in the checkpoint folder: the weights of the best test-split evaluation so far
@@ -376,7 +304,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.precision = Precision.from_cfg(t, self.device)
         # 2. Data: each rank takes micro-batches of its shard; `accum` of them make one optimiser step.
-        self.micro, self.accum = split_batch(t["batch_size"], self.dist.world_size, t.get("micro_batch", 0))
+        self.micro, self.accum = split_batch(t["batch_size"], self.dist.world_size, t["micro_batch"])
         self.train_loader, self.test_loader = build_loaders(cfg, run, data_root, hha_root, self.dist, self.micro)
         self.dataset = self.train_loader.dataset
         self.iters_per_epoch = len(self.train_loader) // self.accum
@@ -386,9 +314,9 @@ class Trainer:
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
         self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
         self.model = build_model(self.arch)
-        if cfg["model"].get("decoder_bias_init", "zero") == "default":
+        if cfg["model"]["decoder_bias_init"] == "default":
             reset_conv_biases(self.model.decoder)
-        if cfg["model"].get("drop_path_stage2", "linear") == "constant":
+        if cfg["model"]["drop_path_stage2"] == "constant":
             official_stage2_drop_path(self.model, cfg["model"]["drop_path_rate"])
         self.pretrained = self._init_pretrained(cfg["model"])
         if self.dist.enabled and run.kind == "student":
@@ -419,8 +347,8 @@ class Trainer:
         """Load ImageNet MiT weights into the encoder(s) when ``model.pretrained`` asks for them."""
         from primkd.weights import init_from_imagenet, resolve_pretrained
 
-        path = resolve_pretrained(model_cfg.get("pretrained", "none"), self.arch["variant"],
-                                  model_cfg.get("pretrained_dir", "data/pretrained"))
+        path = resolve_pretrained(model_cfg["pretrained"], self.arch["variant"],
+                                  model_cfg["pretrained_dir"])
         if path is None:
             return None
         init_from_imagenet(self.model, path)
@@ -542,9 +470,9 @@ class Trainer:
         row.update({f"stage{i + 1}_mse": v / n for i, v in enumerate(s.stage_sums)})
         s.curves.append(row)
         t = self.cfg["train"]
-        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t.get("eval_from", 0)):
+        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t["eval_from"]):
             m = evaluate(self.model, self.test_loader, self.dataset.num_classes, self.run.inputs, self.device,
-                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"].get("windows", "official"))
+                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"]["windows"])
             point = {"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]}
             s.eval_curve.append(point)
             if best_evaluation(s.eval_curve) is point:  # a new best: keep its weights beside the checkpoints
@@ -627,12 +555,12 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
     # 6. Outputs (rank 0), model.pt last.
     s, model = trainer.state, trainer.model
     info = {"run": run.name, "preset": cfg["preset"], "seed": t["seed"], "deterministic": opts.deterministic,
-            "classes": trainer.dataset.classes, "kd": run.kd, "bgr": t["bgr"], "pretrained": trainer.pretrained,
-            **run.info}
+            "classes": trainer.dataset.classes, "kd": run.kd.as_dict() if run.kd is not None else None,
+            "bgr": t["bgr"], "pretrained": trainer.pretrained, **run.info}
     if not trainer.dist.is_main:
         return {}
-    write_text(out_dir / "curves.csv", _csv(s.curves))
-    write_text(out_dir / "eval_curve.csv", _csv(s.eval_curve))
+    write_text(out_dir / "curves.csv", csv_text(s.curves))
+    write_text(out_dir / "eval_curve.csv", csv_text(s.eval_curve))
     summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": trainer.arch["variant"],
                "seed": t["seed"], "deterministic": opts.deterministic, "device": str(trainer.device),
                "epochs": t["epochs"], "iterations": s.iteration, "skipped_batches": s.bad_batches,

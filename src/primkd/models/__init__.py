@@ -1,22 +1,22 @@
-"""Networks: the MiT encoder, CMX's fusion modules, the MLP decoder, whole models and weight conversion."""
+"""Networks: the MiT encoder, CMX's fusion modules, the MLP decoder, whole models, weight-name conversion and
+loading (:mod:`primkd.models.io`)."""
 
-from primkd.models.convert import (
-    CheckpointMismatchError,
+from primkd.models.convert import strip_prefix
+from primkd.models.decoder import MLPDecoder
+from primkd.models.fusion import FeatureFusionModule, FeatureRectifyModule, FusionConfig
+from primkd.models.io import CheckpointMismatchError, load_state_dict_checked, read_mit_pretrained
+from primkd.models.mit import MIT_VARIANTS, MixVisionTransformer, build_mit, mit_config, mit_from_hf, mit_from_segformer
+from primkd.models.segmentors import (
+    CMX,
+    SegFormer,
+    build_student,
+    build_teacher,
     cmx_from_official,
     cmx_to_official,
-    load_mit_pretrained,
-    load_state_dict_checked,
-    mit_from_hf,
-    mit_from_segformer,
-    read_mit_pretrained,
-    strip_prefix,
+    count_parameters,
     teacher_from_official,
     teacher_to_official,
 )
-from primkd.models.decoder import MLPDecoder
-from primkd.models.fusion import FeatureFusionModule, FeatureRectifyModule, FusionConfig
-from primkd.models.mit import MIT_VARIANTS, MixVisionTransformer, build_mit, mit_config
-from primkd.models.segmentors import CMX, SegFormer, build_student, build_teacher, count_parameters
 
 __all__ = [
     "CMX",
@@ -34,7 +34,6 @@ __all__ = [
     "cmx_from_official",
     "cmx_to_official",
     "count_parameters",
-    "load_mit_pretrained",
     "load_state_dict_checked",
     "mit_config",
     "mit_from_hf",

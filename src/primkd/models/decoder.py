@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from primkd.models.convert import NameTable
 from primkd.models.ops import pointwise
 
 
@@ -76,3 +77,12 @@ def reset_conv_biases(module: nn.Module) -> None:
         if isinstance(m, nn.Conv2d) and m.bias is not None:
             fan_in = m.weight[0].numel()
             nn.init.uniform_(m.bias, -(fan_in**-0.5), fan_in**-0.5)
+
+
+# Official names (CMX / PrimKD ``DecoderHead``) <-> ours, for primkd.models.convert.
+OFFICIAL_NAMES: NameTable = [
+    ("decode_head.linear_c{S}.proj.{rest}", "decoder.proj.{s}.{rest}"),
+    ("decode_head.linear_fuse.0.{rest}", "decoder.fuse.{rest}"),
+    ("decode_head.linear_fuse.1.{rest}", "decoder.fuse_bn.{rest}"),
+    ("decode_head.linear_pred.{rest}", "decoder.classifier.{rest}"),
+]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from primkd.models.convert import NameTable
 from primkd.models.ops import pointwise
 
 
@@ -165,3 +166,26 @@ class FeatureFusionModule(nn.Module):
         rgb, modal = self.cross(rgb.flatten(2).transpose(1, 2), modal.flatten(2).transpose(1, 2))  # (B, H·W, C)
         z = torch.cat([rgb, modal], dim=-1).transpose(1, 2).reshape(B, 2 * C, H, W)  # (B, 2C, H, W)
         return self.channel_embed(z)
+
+
+# Official names (CMX ``FRMs`` / ``FFMs`` under ``backbone.``) <-> ours, for primkd.models.convert.
+OFFICIAL_NAMES: NameTable = [
+    ("backbone.FRMs.{i}.channel_weights.mlp.0.{rest}", "frms.{i}.channel_fc1.{rest}"),
+    ("backbone.FRMs.{i}.channel_weights.mlp.2.{rest}", "frms.{i}.channel_fc2.{rest}"),
+    ("backbone.FRMs.{i}.spatial_weights.mlp.0.{rest}", "frms.{i}.spatial_conv1.{rest}"),
+    ("backbone.FRMs.{i}.spatial_weights.mlp.2.{rest}", "frms.{i}.spatial_conv2.{rest}"),
+    ("backbone.FFMs.{i}.cross.channel_proj1.{rest}", "ffms.{i}.cross.proj_rgb.{rest}"),
+    ("backbone.FFMs.{i}.cross.channel_proj2.{rest}", "ffms.{i}.cross.proj_modal.{rest}"),
+    ("backbone.FFMs.{i}.cross.cross_attn.kv1.{rest}", "ffms.{i}.cross.kv_rgb.{rest}"),
+    ("backbone.FFMs.{i}.cross.cross_attn.kv2.{rest}", "ffms.{i}.cross.kv_modal.{rest}"),
+    ("backbone.FFMs.{i}.cross.end_proj1.{rest}", "ffms.{i}.cross.out_rgb.{rest}"),
+    ("backbone.FFMs.{i}.cross.end_proj2.{rest}", "ffms.{i}.cross.out_modal.{rest}"),
+    ("backbone.FFMs.{i}.cross.norm1.{rest}", "ffms.{i}.cross.norm_rgb.{rest}"),
+    ("backbone.FFMs.{i}.cross.norm2.{rest}", "ffms.{i}.cross.norm_modal.{rest}"),
+    ("backbone.FFMs.{i}.channel_emb.residual.{rest}", "ffms.{i}.channel_embed.residual.{rest}"),
+    ("backbone.FFMs.{i}.channel_emb.channel_embed.0.{rest}", "ffms.{i}.channel_embed.conv_in.{rest}"),
+    ("backbone.FFMs.{i}.channel_emb.channel_embed.1.{rest}", "ffms.{i}.channel_embed.dwconv.{rest}"),
+    ("backbone.FFMs.{i}.channel_emb.channel_embed.3.{rest}", "ffms.{i}.channel_embed.conv_out.{rest}"),
+    ("backbone.FFMs.{i}.channel_emb.channel_embed.4.{rest}", "ffms.{i}.channel_embed.bn.{rest}"),
+    ("backbone.FFMs.{i}.channel_emb.norm.{rest}", "ffms.{i}.channel_embed.norm.{rest}"),
+]

@@ -17,9 +17,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
+
+from primkd.models.convert import NameTable, StateDict, convert_names
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -250,3 +253,67 @@ def mit_config(variant: str | Mapping[str, Any]) -> dict[str, Any]:
 def build_mit(variant: str | Mapping[str, Any], drop_path_rate: float = 0.1, in_chans: int = 3) -> MixVisionTransformer:
     """Build a MiT encoder from a variant name (``MIT_VARIANTS``) or a mapping of settings (see ``mit_config``)."""
     return MixVisionTransformer(**mit_config(variant), drop_path_rate=drop_path_rate, in_chans=in_chans)
+
+
+# --- Names of the SegFormer release and of Hugging Face -----------------------------------------------------
+
+# SegFormer ImageNet release (encoder-relative) <-> MixVisionTransformer.
+OFFICIAL_NAMES: NameTable = [
+    ("patch_embed{S}.{rest}", "stages.{s}.patch_embed.{rest}"),
+    ("block{S}.{j}.mlp.dwconv.dwconv.{rest}", "stages.{s}.blocks.{j}.mlp.dwconv.{rest}"),
+    ("block{S}.{j}.{rest}", "stages.{s}.blocks.{j}.{rest}"),
+    ("norm{S}.{rest}", "stages.{s}.norm.{rest}"),
+]
+# Hugging Face (encoder-relative, transformers 4 and 5 names) -> SegFormer release names; ``attn.k``/``attn.v``
+# are merged into ``attn.kv`` afterwards.
+_HF_BLOCK = [
+    ("layer_norm_1", "norm1"), ("layer_norm_2", "norm2"), ("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
+    ("attention.self.query", "attn.q"), ("attention.self.key", "attn.k"), ("attention.self.value", "attn.v"),
+    ("attention.self.sr", "attn.sr"), ("attention.self.layer_norm", "attn.norm"),
+    ("attention.output.dense", "attn.proj"), ("attention.q_proj", "attn.q"), ("attention.k_proj", "attn.k"),
+    ("attention.v_proj", "attn.v"), ("attention.o_proj", "attn.proj"),
+    ("attention.sequence_reduction.sequence_reduction", "attn.sr"),
+    ("attention.sequence_reduction.layer_norm", "attn.norm"),
+    ("mlp.dense1", "mlp.fc1"), ("mlp.dense2", "mlp.fc2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
+    ("mlp.dwconv.dwconv", "mlp.dwconv.dwconv"),
+]
+_HF: NameTable = [
+    ("patch_embeddings.{s}.proj.{rest}", "patch_embed{S}.proj.{rest}"),
+    ("patch_embeddings.{s}.layer_norm.{rest}", "patch_embed{S}.norm.{rest}"),
+    ("stages.{s}.patch_embeddings.proj.{rest}", "patch_embed{S}.proj.{rest}"),
+    ("stages.{s}.patch_embeddings.layer_norm.{rest}", "patch_embed{S}.norm.{rest}"),
+    *[(f"block.{{s}}.{{j}}.{hf}.{{rest}}", f"block{{S}}.{{j}}.{off}.{{rest}}") for hf, off in _HF_BLOCK],
+    *[(f"stages.{{s}}.blocks.{{j}}.{hf}.{{rest}}", f"block{{S}}.{{j}}.{off}.{{rest}}") for hf, off in _HF_BLOCK],
+    ("layer_norm.{s}.{rest}", "norm{S}.{rest}"),
+    ("stages.{s}.layer_norm.{rest}", "norm{S}.{rest}"),
+]
+
+
+
+def mit_from_segformer(sd: Mapping[str, Tensor]) -> StateDict:
+    """SegFormer ImageNet weights (``mit_bX.pth``) → ``MixVisionTransformer`` names; the classifier ``head.*`` is
+    dropped."""
+    return convert_names(sd, OFFICIAL_NAMES, True, "SegFormer MiT weights", drop=("head.",))
+
+
+def _merge_kv(sd: StateDict) -> StateDict:
+    """Stack separate ``attn.k.*`` and ``attn.v.*`` entries (rows k then v) into ``attn.kv.*``."""
+    out = {k: v for k, v in sd.items() if ".attn.k." not in k and ".attn.v." not in k}
+    for key in (k for k in sd if ".attn.k." in k):
+        partner = key.replace(".attn.k.", ".attn.v.")
+        if partner not in sd:
+            raise KeyError(f"Hugging Face MiT weights: {key} has no matching value projection; the file is incomplete")
+        out[key.replace(".attn.k.", ".attn.kv.")] = torch.cat([sd[key], sd[partner]], dim=0)  # (2C, …)
+    return out
+
+
+def mit_from_hf(sd: Mapping[str, Tensor]) -> StateDict:
+    """Hugging Face ``nvidia/mit-bX`` / ``SegformerModel`` weights → ``MixVisionTransformer`` names.
+
+    Accepts transformers 4 names with or without the ``segformer.`` prefix (``segformer.encoder.block.0.0.…``) and
+    transformers 5 in-memory names (``stages.0.blocks.0.…``); separate key/value projections are stacked into
+    ``kv`` (key rows first). Classifier and decoder-head entries are dropped.
+    """
+    encoder = {k.removeprefix("segformer.").removeprefix("encoder."): v for k, v in sd.items()}
+    official = convert_names(encoder, _HF, True, "Hugging Face MiT weights", drop=("classifier.", "decode_head."))
+    return mit_from_segformer(_merge_kv(official))

@@ -6,12 +6,14 @@ tensors so that distillation and analysis read stage features without hooks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from primkd.models import decoder, fusion, mit
+from primkd.models.convert import NameTable, StateDict, convert_names
 from primkd.models.decoder import MLPDecoder
 from primkd.models.fusion import FeatureFusionModule, FeatureRectifyModule, FusionConfig
 from primkd.models.mit import MixVisionTransformer, build_mit, init_weights_segformer
@@ -139,3 +141,41 @@ def build_student(variant: str | Mapping[str, Any], num_classes: int, decoder_em
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (BatchNorm running statistics are buffers and not counted)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# --- Names of the official CMX / PrimKD checkpoints ---------------------------------------------------------
+
+_CMX: NameTable = [
+    *[("backbone.extra_" + o, "encoder_modal." + u) for o, u in mit.OFFICIAL_NAMES],
+    *[("backbone." + o, "encoder_rgb." + u) for o, u in mit.OFFICIAL_NAMES],
+    *fusion.OFFICIAL_NAMES,
+    *decoder.OFFICIAL_NAMES,
+]
+_TEACHER: NameTable = [*[("backbone." + o, "encoder." + u) for o, u in mit.OFFICIAL_NAMES], *decoder.OFFICIAL_NAMES]
+
+
+def cmx_from_official(sd: Mapping[str, Tensor], drop: Iterable[str] = ()) -> StateDict:
+    """Official CMX state dict (``backbone.*``, ``decode_head.*``) → ``CMX`` names.
+
+    Args:
+        sd: the official state dict (unwrapped, without ``module.``).
+        drop: key prefixes to leave out, e.g. ``("decode_head.align_loss",)`` for PrimKD's training-only aligners.
+    """
+    return convert_names(sd, _CMX, True, "CMX checkpoint", drop)
+
+
+def cmx_to_official(sd: Mapping[str, Tensor]) -> StateDict:
+    """``CMX`` state dict → official CMX names (inverse of ``cmx_from_official``)."""
+    return convert_names(sd, _CMX, False, "CMX model state")
+
+
+def teacher_from_official(sd: Mapping[str, Tensor], drop: Iterable[str] = ()) -> StateDict:
+    """Official single-stream state dict (PrimKD's ``RGBXTransformer2`` + ``DecoderHead``) → ``SegFormer`` names."""
+    return convert_names(sd, _TEACHER, True, "teacher checkpoint", drop)
+
+
+def teacher_to_official(sd: Mapping[str, Tensor]) -> StateDict:
+    """``SegFormer`` state dict → official names (inverse of ``teacher_from_official``)."""
+    return convert_names(sd, _TEACHER, False, "teacher model state")
+
+

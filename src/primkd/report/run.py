@@ -188,7 +188,7 @@ def resolve_run(row: Row, cfg: Mapping | None) -> tuple[str | None, str | None]:
     teacher = cfg["experiments"][row.run]["teacher"]
     candidates = [row.run, *(n for n in cfg["experiments"] if n != row.run)]
     for name in candidates:
-        kd = experiment_kd(cfg, name)
+        kd = experiment_kd(cfg, name).as_dict()
         if kd.pop("teacher_modality") == teacher and kd == wanted:
             return name, None if name == row.run else (f"{row.label}: `{name}` has this row's settings under the "
                                                         f"active preset (`{row.run}` has other kd values)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from primkd.cli.options import add_command
+
 log = logging.getLogger("primkd")
 
 
@@ -24,10 +26,7 @@ def cmd_check_data(args: argparse.Namespace) -> None:
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``check-data`` sub-command to the ``primkd`` parser's sub-parsers."""
     text = "Check a prepared dataset (and its HHA folder) and list every problem at once."
-    p = subparsers.add_parser("check-data", help=text, description=text)
+    p = add_command(subparsers, "check-data", cmd_check_data, text, params=False)
     p.add_argument("--data", required=True, help="Prepared dataset folder to check.")
     p.add_argument("--hha", help="HHA folder of the dataset to check as well.")
-    p.add_argument("--log", default=None, help="Also write the log to this file.")
-    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
-    p.set_defaults(func=cmd_check_data)
     return p

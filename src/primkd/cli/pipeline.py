@@ -1,4 +1,4 @@
-"""Command line: one sub-command per pipeline stage (``primkd <stage> ...`` or ``python -m primkd <stage> ...``).
+"""The pipeline stages' sub-commands: ``params``, ``download``, ``prepare``, ``hha``, ``train``, ``evaluate``.
 
 DVC (dvc.yaml) and Snakemake (workflow/rules/*.smk) run exactly these command strings; every path is an argument.
 """
@@ -7,33 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from primkd.runlog import run_header, setup_logging
+from primkd.cli.options import add_command, load_config
 
 log = logging.getLogger("primkd")
-
-
-def load_config(args: argparse.Namespace) -> dict:
-    """The resolved parameters named by a stage's ``--params`` and ``--preset``."""
-    from primkd.config import load_params
-    from primkd.engine.runtime import apply_resources
-
-    cfg = load_params(args.params, args.preset)
-    apply_resources(cfg, getattr(args, "stage", None))  # torch threads and workers from resources.<stage>.cpus_per_task
-    return cfg
-
-
-def add_stage(sub: argparse._SubParsersAction, name: str, func, help_text: str) -> argparse.ArgumentParser:
-    """A pipeline-stage sub-command with the flags every stage shares (params, preset, log, progress)."""
-    p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--params", default="params.yaml", help="Parameter file (validated against the schema).")
-    p.add_argument("--preset", default=None, help="Preset to apply (default: the file's `preset`).")
-    p.add_argument("--log", default=None, help="Also write the log to this file.")
-    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    p.set_defaults(func=func, stage=name)
-    return p
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -96,7 +74,7 @@ def cmd_hha(args: argparse.Namespace) -> None:
         counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
         log.info("HHA in %s: %s", args.out, counts)
     if args.contact_sheet:
-        from primkd.data.synthetic import contact_sheet
+        from primkd.data.viz import contact_sheet
 
         contact_sheet(args.data, args.contact_sheet, hha_root=args.out)
         log.info("contact sheet of test images: %s", args.contact_sheet)
@@ -114,8 +92,8 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
     kd = experiment_kd(cfg, args.experiment)
     if args.teacher is None and args.teacher_dir is None:
         raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
-                         f"--teacher-dir (which holds teacher_{kd['teacher_modality']}/model.pt)")
-    teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd['teacher_modality']}" \
+                         f"--teacher-dir (which holds teacher_{kd.teacher_modality}/model.pt)")
+    teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd.teacher_modality}" \
         / "model.pt"
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
 
@@ -149,82 +127,31 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import pandas as pd
-    from torch.utils.data import DataLoader
+    from primkd.engine.evaluate_run import evaluate_run
 
-    from primkd.data.dataset import RGBDDataset
-    from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
-    from primkd.engine.train import select_device
-    from primkd.io import DataError, write_json, write_text
-    from primkd.weights import is_export, load_any
-
-    cfg = load_config(args)
-    device = select_device(cfg["train"]["device"])
-    ev = cfg["eval"]
-    results, loader, name = {}, None, None
-    files = {None: Path(args.model)} if is_export(args.model) else model_files(Path(args.model))
-    if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
-        missing = [seed for seed in cfg["seeds"] if seed not in files]
-        if missing:
-            raise DataError(f"{args.model}: no seed<k>/model.pt for seeds {missing} of params.yaml `seeds`; run their "
-                            f"training stages")
-        files = {seed: files[seed] for seed in cfg["seeds"]}
-    for seed, path in files.items():
-        model, meta = load_any(path, device)
-        if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
-            hha_root = Path(args.hha) if "modal" in meta["inputs"] else None
-            dataset = RGBDDataset(args.data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
-            loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
-        name = meta["info"].get("run")
-        # The last epoch's model and, when training kept one, the best test-split evaluation's (model_best.pt).
-        for checkpoint, file in (("last", path), ("best", path.with_name("model_best.pt"))):
-            if checkpoint == "best" and (is_export(args.model) or not file.is_file()):
-                continue
-            net, net_meta = (model, meta) if checkpoint == "last" else load_any(file, device)
-            # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
-            wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
-            modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
-                                   progress=not args.no_progress, modes=wanted, per_image=True)
-            results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
-            for mode, m in modes.items():
-                log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],
-                         m["macc"], m["pacc"])
-    metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
-    # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
-    from primkd.engine.counts import counts_by_mode, write_counts
-
-    counted = "best" if ev["checkpoint"] == "best" and results.get("best") else "last"
-    per_image = Path(args.per_image or Path(args.out).with_name(f"{Path(args.out).stem}_per_image.npz"))
-    counts = counts_by_mode({seed: modes for seed, (modes, _) in results[counted].items()})
-    write_counts(per_image, counts, counted)
-    metrics["per_image"] = {"file": per_image.name, "checkpoint": counted, "modes": list(counts)}
-    write_json(args.out, metrics)
-    if args.confusion:  # last epoch, single scale, summed over seeds
-        confusion = sum(modes["single"]["confusion"] for modes, _ in results["last"].values())
-        frame = pd.DataFrame(confusion.numpy(), index=dataset.classes, columns=dataset.classes)
-        write_text(args.confusion, frame.to_csv(index_label="ground_truth\\prediction"))
+    evaluate_run(args.model, args.data, args.hha, load_config(args), args.out, per_image=args.per_image,
+                 confusion=args.confusion, progress=not args.no_progress)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the pipeline stages' sub-commands to ``primkd``'s sub-parsers."""
 
-    p = add_stage(sub, "params", cmd_params,
+    p = add_command(sub, "params", cmd_params,
                   "Write the effective parameters of a preset (its overrides and each experiment's applied).")
     p.add_argument("--out", required=True, help="YAML file to write.")
 
-    p = add_stage(sub, "download", cmd_download,
+    p = add_command(sub, "download", cmd_download,
                   "Download (or find, placed by hand) the raw files of data.source into data.raw_dir; resumable.")
     p.add_argument("--out", required=True,
                    help="Folder that receives links to the raw files (the pipeline's record of them; empty for the "
                         "synthetic and folder sources).")
 
-    p = add_stage(sub, "prepare", cmd_prepare,
+    p = add_command(sub, "prepare", cmd_prepare,
                   "Produce the prepared dataset layout (RGB, Depth, Label, splits, meta.json).")
     p.add_argument("--out", required=True, help="Output folder of the prepared dataset.")
     p.add_argument("--raw", help="Folder of the raw files (the download stage's --out); default: fetch them now.")
 
-    p = add_stage(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
+    p = add_command(sub, "hha", cmd_hha, "Encode depth as HHA: a whole prepared dataset, or one depth file.")
     p.add_argument("--data", help="Prepared dataset folder to convert.")
     p.add_argument("--out", help="Output folder (dataset) or PNG file (single depth file).")
     p.add_argument("--force", action="store_true", help="Re-encode images whose HHA is already up to date.")
@@ -234,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=float, help=f"Camera {k} in pixels (principal point 1-based).")
 
-    p = add_stage(sub, "train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
+    p = add_command(sub, "train", cmd_train, "Train the teacher, the CMX baseline or a distilled PrimKD student.")
     p.add_argument("--role", choices=["teacher", "student"], required=True, help="Network to train.")
     p.add_argument("--modality", choices=["rgb", "depth"], default="rgb", help="Input of a teacher.")
     p.add_argument("--experiment", help="Student experiment name in params.yaml `experiments` (omit for CMX).")
@@ -252,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True,
                    help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
 
-    p = add_stage(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
+    p = add_command(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
     p.add_argument("--model", required=True,
                    help="Model file, exported folder, or a student folder of seed<k>/model.pt (averaged over seeds).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
@@ -261,31 +188,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
     p.add_argument("--per-image", help="Per-image counts (.npz) to write for the report's bootstrap (default: "
                                        "<out stem>_per_image.npz beside --out).")
-
-    from primkd.cli_check import register as register_check
-    from primkd.cli_experiments import register as register_experiments
-    from primkd.cli_report import register as register_report
-    from primkd.cli_weights import register as register_weights
-
-    register_weights(sub)
-    register_report(sub)
-    register_check(sub)
-    register_experiments(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log, run_header(sys.argv[1:] if argv is None else argv, getattr(args, "checkpoint_dir", None)))
-    from primkd.config import ConfigError
-    from primkd.io import DataError
-
-    try:
-        args.func(args)
-    except (ConfigError, DataError, FloatingPointError) as e:  # bad input, full disk, non-finite loss: one line
-        log.error("%s", e)
-        raise SystemExit(2) from e
-
-
-if __name__ == "__main__":
-    main()

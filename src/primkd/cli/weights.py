@@ -9,6 +9,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from primkd.cli.options import add_command
+
 log = logging.getLogger("primkd")
 
 INTRINSICS = ("fx", "fy", "cx", "cy")
@@ -35,14 +37,11 @@ def _check_infer_args(args: argparse.Namespace, reads_depth: bool) -> None:
         raise SystemExit(f"--out must be a .png file when segmenting one image, got {args.out}")
 
 
-def infer_main(args: argparse.Namespace) -> None:
+def cmd_infer(args: argparse.Namespace) -> None:
     """Segment one RGB(-D) pair or a folder of them and write coloured label PNGs (and overlays)."""
-    from primkd.data.hha import read_depth
-    from primkd.data.synthetic import scaled_intrinsics
-    from primkd.engine.train import select_device
-    from primkd.infer import infer_folder, segment, write_prediction
-    from primkd.io import read_image
-    from primkd.weights import load_any
+    from primkd.engine.runtime import select_device
+    from primkd.infer import infer_folder, infer_one
+    from primkd.models.io import load_any
 
     model, meta = load_any(args.model, select_device(args.device))
     _check_infer_args(args, "modal" in meta["inputs"])
@@ -53,25 +52,21 @@ def infer_main(args: argparse.Namespace) -> None:
                              args.depth_scale, args.scales, args.flip, alpha, progress=not args.no_progress)
         log.info("segmented %d images into %s", len(names), args.out)
         return
-    rgb = read_image(args.rgb, "rgb")
-    hha = read_image(args.hha, "rgb") if args.hha else None
-    depth = read_depth(args.depth, args.depth_scale) if args.depth and hha is None else None
-    if intrinsics is None and depth is not None:
-        log.info("no intrinsics given: using the NYU Depth V2 camera scaled to %d×%d", *rgb.shape[:2])
-        intrinsics = scaled_intrinsics(*rgb.shape[:2])
-    label = segment(model, meta, rgb, depth, hha, intrinsics, args.scales, args.flip)
-    written = write_prediction(args.out, label, rgb, alpha)
+    if intrinsics is None and args.depth and not args.hha and "modal" in meta["inputs"]:
+        log.info("no intrinsics given: using the NYU Depth V2 camera scaled to the image's size")
+    written = infer_one(model, meta, args.rgb, args.out, args.depth, args.hha, intrinsics, args.depth_scale,
+                        args.scales, args.flip, alpha)
     log.info("wrote %s", ", ".join(map(str, written)))
 
 
-def export_main(args: argparse.Namespace) -> None:
+def cmd_export(args: argparse.Namespace) -> None:
     """Export a model file as model.safetensors + config.json."""
-    from primkd.weights import export_safetensors
+    from primkd.models.io import export_safetensors
 
     export_safetensors(args.model, args.out)
 
 
-def import_official_main(args: argparse.Namespace) -> None:
+def cmd_import_official(args: argparse.Namespace) -> None:
     """Convert an official CMX / PrimKD checkpoint into a project model file."""
     from primkd.data.layout import read_meta
     from primkd.weights import import_official
@@ -81,20 +76,12 @@ def import_official_main(args: argparse.Namespace) -> None:
                     decoder_bn_eps=args.decoder_bn_eps, decoder_embed_dim=args.decoder_embed_dim, classes=classes)
 
 
-def _command(subparsers, name: str, func, help_text: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--log", default=None, help="Also write the log to this file.")
-    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
-    p.set_defaults(func=func)
-    return p
-
-
 def register(subparsers) -> None:
     """Add the ``infer``, ``export`` and ``import-official`` sub-commands to ``primkd``'s sub-parsers."""
     from primkd.config import backbones  # the variant names without importing torch (primkd.models.mit)
 
-    p = _command(subparsers, "infer", infer_main, "Segment an RGB(-D) pair or a folder with a trained, imported or "
-                 "exported model; write coloured label PNGs.")
+    p = add_command(subparsers, "infer", cmd_infer, "Segment an RGB(-D) pair or a folder with a trained, imported or "
+                 "exported model; write coloured label PNGs.", params=False)
     p.add_argument("--model", required=True, help="Model file (.pt) or exported folder (primkd export).")
     p.add_argument("--rgb", help="One RGB image.")
     p.add_argument("--depth", help="Its depth: uint16 PNG (see --depth-scale) or float .npy in metres.")
@@ -112,12 +99,13 @@ def register(subparsers) -> None:
     p.add_argument("--flip", action="store_true", help="Also sum the horizontally flipped prediction.")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to run the network.")
 
-    p = _command(subparsers, "export", export_main, "Export a model file as model.safetensors + config.json.")
+    p = add_command(subparsers, "export", cmd_export, "Export a model file as model.safetensors + config.json.",
+                    params=False)
     p.add_argument("--model", required=True, help="Model file written by `primkd train` or `primkd import-official`.")
     p.add_argument("--out", required=True, help="Output folder (replaced as a whole).")
 
-    p = _command(subparsers, "import-official", import_official_main,
-                 "Convert an official CMX / PrimKD checkpoint into a primkd model file.")
+    p = add_command(subparsers, "import-official", cmd_import_official,
+                    "Convert an official CMX / PrimKD checkpoint into a primkd model file.", params=False)
     p.add_argument("--checkpoint", required=True, help="Official checkpoint (.pth) from the CMX or PrimKD release.")
     p.add_argument("--kind", required=True, choices=["student", "teacher"],
                    help="student: CMX or PrimKD RGB-D model; teacher: PrimKD RGB teacher (nyu-rgb.pth).")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from primkd.cli import add_stage, load_config
+from primkd.cli.options import add_command, load_config
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -49,7 +49,7 @@ def cmd_check_params(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``compare`` and ``check-params`` sub-commands to ``primkd``'s sub-parsers."""
-    p = add_stage(sub, "compare", cmd_compare,
+    p = add_command(sub, "compare", cmd_compare,
                   "Print one table of the preset's evaluated runs: changed parameters and metrics (mean ± std).")
     p.add_argument("--results", help="The preset's results folder (default: results/<preset>).")
     p.add_argument("--summary", help="Also write the compact summary JSON here (e.g. results/<preset>/summary.json).")
@@ -60,6 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curves", help="Also draw the training curves as PNG files in this folder: one per run and "
                                     "ablation.png (the students overlaid).")
 
-    p = add_stage(sub, "check-params", cmd_check_params,
+    p = add_command(sub, "check-params", cmd_check_params,
                   "Check params.yaml against its schema and the preset name (make demo and make all run this first).")
     p.add_argument("--show", action="store_true", help="Print the preset's resolved parameters.")

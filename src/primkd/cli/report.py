@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from primkd.cli import add_stage, load_config
+from primkd.cli.options import add_command, load_config
 
 log = logging.getLogger("primkd")
 
@@ -26,7 +26,7 @@ def student_arg(text: str) -> tuple[str, str]:
 def cmd_analyze(args: argparse.Namespace) -> None:
     from primkd.analysis.run import analyze
     from primkd.config import ConfigError
-    from primkd.engine.train import select_device
+    from primkd.engine.runtime import select_device
 
     cfg = load_config(args)
     students = dict(args.student)
@@ -65,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` and ``report`` sub-commands to ``primkd``'s sub-parsers."""
-    p = add_stage(sub, "analyze", cmd_analyze,
+    p = add_command(sub, "analyze", cmd_analyze,
                "Table 8 (linear CKA per stage), Figure 4 (feature histograms) and Figure 3 (predictions).")
     p.add_argument("--student", action="append", type=student_arg, required=True, metavar="NAME=PATH",
                    help="A CMX student to analyse: run name and model file or run folder (results/<preset>/models/"
@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-batches", type=int, default=2,
                    help="Minibatches whose 0.1%%/99.9%% quantiles fix each stage's histogram range.")
 
-    p = add_stage(sub, "report", cmd_report, "Tables 1-8 with the paper's numbers, Figure 1 and REPORT.md.")
+    p = add_command(sub, "report", cmd_report, "Tables 1-8 with the paper's numbers, Figure 1 and REPORT.md.")
     p.add_argument("--results", required=True, help="The preset's results folder (eval/, models/, analysis/).")
     p.add_argument("--out-dir", required=True, help="Output folder of the tables (tables/) and Figure 1.")
     p.add_argument("--report", help="Path of REPORT.md (default: OUT_DIR/REPORT.md).")

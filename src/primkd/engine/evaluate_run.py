@@ -1,0 +1,83 @@
+"""The evaluate stage's work: every seed of a run (or one model file or export), last and best epoch, written as
+the metrics JSON, the per-image counts for the report's bootstrap and the confusion matrix."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from primkd.data.dataset import RGBDDataset
+from primkd.engine.counts import counts_by_mode, write_counts
+from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
+from primkd.engine.runtime import select_device
+from primkd.io import DataError, write_json, write_text
+from primkd.models.io import is_export, load_any
+
+log = logging.getLogger("primkd")
+
+
+def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | os.PathLike | None, cfg: dict,
+                 out: str | os.PathLike, per_image: str | os.PathLike | None = None,
+                 confusion: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Evaluate a model on the test split of ``data`` and write the metrics JSON ``out``.
+
+    Args:
+        model: a model file, an exported folder, or a student's run folder of ``seed<k>/model.pt`` (the seeds of
+            ``cfg["seeds"]``, averaged); a ``model_best.pt`` beside a model file is evaluated as the best epoch.
+        data, hha: the prepared dataset and its HHA folder (needed by models that read depth).
+        cfg: the resolved parameters (``eval``, ``train.device``/``crop``/``bgr``/``num_workers``, ``seeds``).
+        out: metrics JSON to write.
+        per_image: per-image counts (.npz) of the reported checkpoint (default: ``<out stem>_per_image.npz``).
+        confusion: confusion matrix CSV to write (last epoch, single scale, summed over seeds; rows ground truth).
+        progress: show progress bars.
+
+    Returns:
+        The metrics written.
+    """
+    device = select_device(cfg["train"]["device"])
+    ev = cfg["eval"]
+    results, loader, name = {}, None, None
+    files = {None: Path(model)} if is_export(model) else model_files(Path(model))
+    if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
+        missing = [seed for seed in cfg["seeds"] if seed not in files]
+        if missing:
+            raise DataError(f"{model}: no seed<k>/model.pt for seeds {missing} of params.yaml `seeds`; run their "
+                            f"training stages")
+        files = {seed: files[seed] for seed in cfg["seeds"]}
+    for seed, path in files.items():
+        network, meta = load_any(path, device)
+        if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
+            hha_root = Path(hha) if "modal" in meta["inputs"] else None
+            dataset = RGBDDataset(data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
+            loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
+        name = meta["info"].get("run")
+        # The last epoch's model and, when training kept one, the best test-split evaluation's (model_best.pt).
+        for checkpoint, file in (("last", path), ("best", path.with_name("model_best.pt"))):
+            if checkpoint == "best" and (is_export(model) or not file.is_file()):
+                continue
+            net, net_meta = (network, meta) if checkpoint == "last" else load_any(file, device)
+            # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
+            wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
+            modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
+                                   progress=progress, modes=wanted, per_image=True)
+            results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
+            for mode, m in modes.items():
+                log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],
+                         m["macc"], m["pacc"])
+    metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
+    # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
+    counted = "best" if ev["checkpoint"] == "best" and results.get("best") else "last"
+    per_image = Path(per_image or Path(out).with_name(f"{Path(out).stem}_per_image.npz"))
+    counts = counts_by_mode({seed: modes for seed, (modes, _) in results[counted].items()})
+    write_counts(per_image, counts, counted)
+    metrics["per_image"] = {"file": per_image.name, "checkpoint": counted, "modes": list(counts)}
+    write_json(out, metrics)
+    if confusion:  # last epoch, single scale, summed over seeds
+        matrix = sum(modes["single"]["confusion"] for modes, _ in results["last"].values())
+        frame = pd.DataFrame(matrix.numpy(), index=dataset.classes, columns=dataset.classes)
+        write_text(confusion, frame.to_csv(index_label="ground_truth\\prediction"))
+    return metrics

@@ -534,8 +534,14 @@ def _dataset_names(root: Path) -> list[str]:
 
 
 def _single_thread_worker() -> None:
-    """Process-pool initializer: one OpenCV thread per worker process, so that workers do not oversubscribe."""
+    """Process-pool initializer: one OpenCV and one BLAS/OpenMP thread per worker process, so that workers do not
+    oversubscribe. The BLAS pools were sized when numpy was imported in the parent, before the stage set
+    OMP_NUM_THREADS, and forked workers inherit them: two workers each spinning two BLAS threads tripled the CPU time
+    per image (docs/BENCHMARKS.md)."""
+    from threadpoolctl import threadpool_limits
+
     cv2.setNumThreads(1)
+    threadpool_limits(1)
 
 
 def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1, force: bool = False,

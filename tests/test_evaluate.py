@@ -171,7 +171,8 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     import numpy as np
 
     from primkd.data.layout import read_split
-    from primkd.report.significance import counts_checkpoint, read_counts, seed_mious
+    from primkd.engine.counts import counts_checkpoint, read_counts
+    from primkd.report.significance import seed_mious
 
     assert m["per_image"] == {"file": "eval_per_image.npz", "checkpoint": "last",
                               "modes": ["single", "multi_scale_flip"]}

@@ -369,7 +369,7 @@ def write_counts_run(results: Path, run: str, inter_single, inter_multi=None, un
     union is ``union`` everywhere), as ``primkd evaluate`` writes them; the JSON's mIoU follows from the counts."""
     import numpy as np
 
-    from primkd.report.significance import Counts, write_counts
+    from primkd.engine.counts import Counts, write_counts
 
     blocks = {}
     for mode, inter in (("single", inter_single), ("multi_scale_flip", inter_multi if inter_multi is not None

@@ -3,20 +3,15 @@
 import numpy as np
 import pytest
 
+from primkd.engine.counts import NO_SEED, Counts, counts_by_mode, counts_checkpoint, read_counts, write_counts
 from primkd.io import DataError
 from primkd.report.significance import (
-    NO_SEED,
     Comparison,
-    Counts,
-    counts_by_mode,
-    counts_checkpoint,
     counts_from_confusion,
     direction_agreement,
     miou_from_counts,
     paired_bootstrap,
-    read_counts,
     seed_mious,
-    write_counts,
 )
 
 

@@ -26,15 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from primkd.engine.counts import (  # noqa: F401  (re-exported: the report reads counts through this module)
-    MODES,
-    NO_SEED,
-    Counts,
-    counts_by_mode,
-    counts_checkpoint,
-    read_counts,
-    write_counts,
-)
+from primkd.engine.counts import Counts, counts_checkpoint, read_counts
 from primkd.io import DataError, read_json
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import yaml
 
+from primkd.engine.counts import MODES
 from primkd.io import DataError
 from primkd.report.significance import CONFIDENCE, Comparison
 
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 SOURCES = ("eval", "cka", "complexity")
-EVAL_MODES = ("single", "multi_scale_flip")  # the blocks of an evaluation JSON (see primkd.engine.evaluate)
+EVAL_MODES = MODES  # the blocks of an evaluation JSON (primkd.engine.evaluate.evaluation_modes)
 COMPLEXITY_KEYS = ("params_m", "gflops")
 EVAL_KEYS = ("miou", "macc", "pacc")  # the scalar metrics of an evaluation JSON, overall and per seed
 MISSING = "—"

@@ -28,7 +28,8 @@ STAGE_OF_RULE = {"prepare": "prepare", "hha": "hha", "train_teacher": "train", "
                  "train_student": "train", "evaluate_teacher": "evaluate", "evaluate_cmx": "evaluate",
                  "evaluate_student": "evaluate", "analyze": "evaluate"}
 # resolve_params and download run on the submitting machine (localrules: nodes may have no internet access).
-UNDECLARED = {"report", "resolve_params", "download"}
+LOCAL_RULES = {"resolve_params", "download"}
+UNDECLARED = {"report"} | LOCAL_RULES
 # Requests the executor plugin turns into sbatch options (--mem, -t, --cpus-per-task, --gpus, -p).
 SBATCH_KEYS = ("mem_mb", "runtime", "cpus_per_task", "gpu", "slurm_partition")
 
@@ -120,13 +121,13 @@ def test_smoke_preset_through_slurm_equals_a_local_run(tmp_path):
         proc = pool.submit(run, slurm_cmd, slurm).result()
         local_run.result()
 
-    # every job (but the target `all`) ran as a SLURM job of its rule
+    # every job (but the target `all` and the local rules) ran as a SLURM job of its rule
     log = proc.stdout + proc.stderr
     submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", log)
     planned = [job["rule"] for job in dry_run_jobs(slurm, "smoke") if job["rule"] != "all"]
-    # prepare, hha, 2 teachers, CMX, PrimKD, 4 evaluations, analyze, report
-    assert len(planned) == 12 and sorted(submitted) == sorted(planned)
-    assert set(planned) == set(STAGE_OF_RULE) | UNDECLARED
+    # download, resolve_params, prepare, hha, 2 teachers, CMX, PrimKD, 4 evaluations, analyze, report
+    assert len(planned) == 14 and set(planned) == set(STAGE_OF_RULE) | UNDECLARED
+    assert sorted(submitted) == sorted(rule for rule in planned if rule not in LOCAL_RULES)
     metrics = eval_metrics(slurm)
     assert sorted(metrics) == ["cmx", "primkd", "teacher_depth", "teacher_rgb"]
     assert metrics == eval_metrics(local)  # CPU training is deterministic: bit-identical metrics

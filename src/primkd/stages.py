@@ -309,15 +309,18 @@ def check_dvc_groups(dvc_yaml: str | Path, cfg: dict, params: str | Path = "para
                 problems.append(f"{name} does not list its experiments")
             written.update(dict.fromkeys(exps if isinstance(exps, list) else [], name))
         wanted = {e: dvc_name(s, value) for value, exps in dvc_groups(s, cfg).items() for e in exps}
-        for exp in [*wanted, *(e for e in written if e not in wanted)]:
-            key = f"experiments.{exp}.{s.group_by}"
+        missing: dict[str, list[str]] = {}
+        for exp in cfg["experiments"]:
             if exp not in written:
-                problems.append(f"{exp} ({key}: {names[wanted[exp]]}) is in no stage; it belongs in {wanted[exp]}")
-            elif exp not in wanted:
-                problems.append(f"{written[exp]} lists {exp}, which is not in experiments")
+                missing.setdefault(wanted[exp], []).append(exp)
             elif written[exp] != wanted[exp]:
-                problems.append(f"{written[exp]} lists {exp}, but {key} is {names[wanted[exp]]}: it belongs in "
-                                f"{wanted[exp]}")
+                problems.append(f"{written[exp]} lists {exp}, but experiments.{exp}.{s.group_by} is "
+                                f"{names[wanted[exp]]}: it belongs in {wanted[exp]}")
+        problems += [f"{name} lacks {', '.join(exps)} ({s.group_by} {names[name]})" for name, exps in missing.items()]
+        extra: dict[str, list[str]] = {}
+        for exp in (e for e in written if e not in wanted):
+            extra.setdefault(written[exp], []).append(exp)
+        problems += [f"{name} lists {', '.join(exps)}, not in experiments" for name, exps in extra.items()]
     if problems:
         raise ConfigError(f"{dvc_yaml} does not match the experiments of {params}: {'; '.join(problems)}; "
                           f"regenerate {Path(dvc_yaml).name} with `python -m primkd.stages --write`")

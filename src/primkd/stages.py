@@ -279,8 +279,9 @@ def dvc_name(s: Stage, group: str | None = None) -> str:
 
 
 def dvc_groups(s: Stage, cfg: dict) -> dict[str, list[str]]:
-    """A grouped stage's entries in dvc.yaml (each named :func:`dvc_name`): group value -> the experiments with that
-    value, in params.yaml's order (only values that have experiments; the RGB teacher's first)."""
+    """A grouped stage's entries in dvc.yaml (each named :func:`dvc_name`): group value (a teacher modality) -> the
+    experiments with that value, in params.yaml's order (only values that have experiments; the RGB teacher's
+    first)."""
     groups = {value: [e for e, entry in cfg["experiments"].items() if entry[s.group_by] == value]
               for value in MODALITIES}
     return {value: exps for value, exps in groups.items() if exps}
@@ -580,9 +581,8 @@ def render_dvc(params_path: str | Path = REPO_ROOT / "params.yaml") -> str:
         entries = [(s.name, dvc_stage(s, effective), s.comment)]
         if s.group_by:
             entries = [(dvc_name(s, value), dvc_stage(s, effective, (value, exps)),
-                        s.comment if value == MODALITIES[0] else
-                        f"As {s.name}, for the experiments whose {s.group_by} is {value}.")
-                       for value, exps in dvc_groups(s, cfg).items()]
+                        s.comment if i == 0 else f"As {s.name}, for the experiments whose {s.group_by} is {value}.")
+                       for i, (value, exps) in enumerate(dvc_groups(s, cfg).items())]
         for name, body, comment in entries:
             text = yaml.safe_dump({name: body}, sort_keys=False, width=120)
             text = "".join(f"  {line}\n" for line in text.splitlines())

@@ -38,7 +38,9 @@ def copy_run(src: Path, dest: Path) -> Path:
 
 
 def set_param(root: Path, key: list[str], value) -> None:
-    """Change one key of ``root/params.yaml`` in place (comments are not kept; the copy is throw-away)."""
+    """Change one key of ``root/params.yaml`` in place (comments are not kept; the copy is throw-away). A change of
+    ``experiments`` regenerates the copy's dvc.yaml, as a user must (its student stages list the experiments of
+    each teacher; resolve_params refuses to run otherwise)."""
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text())
     node = params
@@ -46,6 +48,10 @@ def set_param(root: Path, key: list[str], value) -> None:
         node = node[part]
     node[key[-1]] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+    if key[0] == "experiments" and (root / "dvc.yaml").is_file():
+        from primkd import stages
+
+        (root / "dvc.yaml").write_text(stages.render_dvc(path))
 
 
 def subprocess_timeout(base: float = 600.0) -> float:

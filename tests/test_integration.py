@@ -10,6 +10,8 @@ pytestmark = pytest.mark.integration
 RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd", "kd_teacher_depth")
 # A small grid: two experiments (RGB and depth teacher) with two seeds each.
 EXPERIMENTS = {"primkd": {"teacher": "rgb"}, "kd_teacher_depth": {"teacher": "depth"}}
+# DVC's student stage of each (dvc.yaml has one per teacher: see primkd.stages.dvc_name)
+STUDENT_STAGE = {"primkd": "train_student", "kd_teacher_depth": "train_student_depth"}
 
 
 def smoke_copy(root):
@@ -73,7 +75,7 @@ def test_changing_beta_reruns_only_the_distilled_students(own_dvc):
     assert set(status) == {"resolve_params"}  # params.yaml changed; the effective values are not written yet
     run(["dvc", "repro", "resolve_params"], dvc_run)
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
-    trainings = {f"train_student@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}  # one stage per seed
+    trainings = {f"{STUDENT_STAGE[exp]}@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}  # one stage per seed
     assert set(status) == trainings | {"report"}  # the report reads kd (it matches table rows by kd settings)
     out = run(["dvc", "repro"], dvc_run).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
@@ -113,5 +115,5 @@ def test_changing_the_synthetic_seed_retrains_every_model(own_dvc):
     assert "training from scratch: the finished checkpoint" in log and "data.train_sha256" in log
     status = json.loads(run(["dvc", "status", "--json"], dvc_run).stdout)
     trainings = {"train_teacher@depth", "train_cmx@0", "train_cmx@1"} | {
-        f"train_student@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}
+        f"{STUDENT_STAGE[exp]}@{exp}-{seed}" for exp in EXPERIMENTS for seed in (0, 1)}
     assert trainings <= set(status)

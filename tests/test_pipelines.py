@@ -77,3 +77,85 @@ def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint():
     # a student's seed is its stage's own (in its command and outputs), not train.seed
     assert student == (fingerprint - {"train.seed"}) | {"experiments.kd_pred_only.teacher"} | {
         f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"]}
+
+
+def test_each_student_depends_on_its_own_teacher_and_the_demo_trains_the_rgb_teacher_only(tmp_path, monkeypatch):
+    """DVC cannot look up an experiment's teacher in a matrix, so dvc.yaml holds one student stage per teacher
+    (train_student: RGB, train_student_depth: depth); `make demo` (Makefile MAIN_TARGETS) must not train the depth
+    teacher, which it never reads."""
+    from dvc.repo import Repo
+
+    root = copy_workflow(tmp_path, "demo")
+    run(["dvc", "init", "--no-scm", "-q"], root)
+    monkeypatch.chdir(root)  # DVC finds stage names relative to the current folder
+    cfg = load_params(root / "params.yaml")
+    models = "results/demo/models"
+    students = {}
+    with Repo(str(root)) as repo:
+        for s in repo.index.stages:
+            if s.name.startswith("train_student"):
+                exp = s.name.split("@")[1].rsplit("-", 1)[0]
+                students[s.name] = {d.def_path for d in s.deps if d.def_path.startswith(f"{models}/teacher_")}
+                assert students[s.name] == {f"{models}/teacher_{cfg['experiments'][exp]['teacher']}/model.pt"}, s
+        (line,) = [ln for ln in (REPO / "Makefile").read_text().splitlines() if ln.startswith("MAIN_TARGETS :=")]
+        needed = {s.addressing for target in line.split(":=")[1].split()
+                  for s in repo.stage.collect(target, with_deps=True)}
+    seeds = cfg["seeds"]
+    assert len(seeds) == 3 and cfg["experiments"]["kd_teacher_depth"]["teacher"] == "depth"
+    assert {f"train_student@primkd-{k}" for k in seeds} | {f"train_student_depth@kd_teacher_depth-{k}"
+                                                           for k in seeds} <= set(students)
+    assert len(students) == len(cfg["experiments"]) * len(seeds)
+    assert needed == {"resolve_params", "download", "prepare", "hha", "train_teacher@rgb", "evaluate_teacher@rgb",
+                      "evaluate_cmx", "evaluate_student@primkd", *(f"train_cmx@{k}" for k in seeds),
+                      *(f"train_student@primkd-{k}" for k in seeds)}
+
+
+def _student_groups_changed(tmp_path):
+    """A copy of params.yaml and dvc.yaml, then params.yaml edited as `dvc exp run -S` would: kd_stage1 moves to the
+    depth teacher and a new experiment appears, while dvc.yaml still lists the old groups."""
+    for name in ("params.yaml", "dvc.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["experiments"]["kd_stage1"]["teacher"] = "depth"
+    raw["experiments"]["kd_new"] = {"teacher": "rgb"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return tmp_path / "params.yaml"
+
+
+def test_resolve_params_fails_in_one_line_when_dvc_yaml_groups_differ_from_params(tmp_path, capsys):
+    from primkd import cli
+    from primkd.config import ConfigError
+
+    params = _student_groups_changed(tmp_path)
+    message = (f"{tmp_path / 'dvc.yaml'} does not match the experiments of {params}: train_student lists kd_stage1, "
+               f"but experiments.kd_stage1.teacher is depth: it belongs in train_student_depth; train_student lacks "
+               f"kd_new (teacher rgb); regenerate dvc.yaml with `python -m primkd.stages --write`")
+    with pytest.raises(ConfigError) as info:
+        stages.check_dvc_groups(tmp_path / "dvc.yaml", load_params(params), params)
+    assert str(info.value) == message
+    out = tmp_path / "effective.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["params", "--params", str(params), "--preset", "smoke", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and f"ERROR primkd: {message}\n" in err
+    assert not out.exists()
+    # the regenerated file passes; an experiment that dvc.yaml lists but params.yaml lacks is named
+    stages.main(["--write", "--root", str(tmp_path)])
+    stages.check_dvc_groups(tmp_path / "dvc.yaml", load_params(params), params)
+    raw = yaml.safe_load(params.read_text())
+    for exp in ("kd_beta_1", "kd_beta_0p1"):
+        del raw["experiments"][exp]
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"\.yaml: train_student lists kd_beta_0p1, kd_beta_1, not in experiments; "):
+        stages.check_dvc_groups(tmp_path / "dvc.yaml", load_params(params), params)
+
+
+def test_resolve_params_does_not_need_a_dvc_yaml(tmp_path):
+    """Snakemake runs (or a params.yaml elsewhere) have no dvc.yaml beside params.yaml: nothing to check."""
+    from primkd import cli
+
+    params = _student_groups_changed(tmp_path)
+    (tmp_path / "dvc.yaml").unlink()
+    out = tmp_path / "effective.yaml"
+    cli.main(["params", "--params", str(params), "--preset", "smoke", "--out", str(out)])
+    assert yaml.safe_load(out.read_text())["experiments"]["kd_stage1"]["teacher"] == "depth"

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from primkd import stages as ST
-from primkd.config import effective_params, load_params, resolve
+from primkd.config import ConfigError, effective_params, load_params, resolve
 
 from pipeline_utils import BIN, copy_workflow, set_param
 
@@ -257,9 +257,11 @@ def test_every_source_file_reruns_exactly_the_stages_that_run_it(workflow):
     files = source_files()
     assert len(files) > 40 and "src/primkd/report/paper.yaml" in files
     expected = {f: {name for name, d in decl.items() if f in d["deps"]} for f in files}
-    # run by no stage: `python -m primkd`, check-data, infer, and the table itself (dvc.yaml is checked against it)
+    # run by no stage: `python -m primkd`, check-data, infer; the table (stages.py) by resolve_params only, which
+    # checks that dvc.yaml's student stages match params.yaml's experiments
     assert {f for f in files if not expected[f]} == {f"src/primkd/{f}" for f in ("__main__.py", "data/check.py",
-                                                                                "infer.py", "stages.py")}
+                                                                                "infer.py")}
+    assert {n for n, d in decl.items() if "src/primkd/stages.py" in d["deps"]} == {"resolve_params"}
     originals = {f: ((root / f).read_text(), (root / f).stat()) for f in files}
     try:
         # DVC names every changed dependency of each stage, so one status after editing all files attributes them.
@@ -299,14 +301,34 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
             "train.lr", "resources.train.gpus", "hha.workers"} <= set(idle)  # smoke sets train.lr itself
     assert {"train_teacher@rgb", "train_cmx@0", "train_cmx@1"} <= set(effect["presets.smoke.train.lr"])
     # the report matches table rows to experiments by their kd settings
-    students = {f"train_student@{exp}-{seed}" for exp in ("primkd", "kd_teacher_depth") for seed in (0, 1)}
+    # the depth teacher's students are their own DVC stage (dvc.yaml lists each teacher's experiments)
+    students = {f"{stage}@{exp}-{seed}" for stage, exp in (("train_student", "primkd"),
+                                                          ("train_student_depth", "kd_teacher_depth"))
+                for seed in (0, 1)}
     assert set(effect["kd.beta"]) == {"report", *students}
     # seeds [0, 1] -> [0, 2]: seed 2's trainings are new stages, the evaluations average other seeds
     assert effect["seeds"] == {"evaluate_cmx": {"seeds"}, "train_cmx@2": {NEW}, "report": {"seeds"},
                                **{f"evaluate_student@{exp}": {"seeds"} for exp in EXPERIMENTS},
-                               **{f"train_student@{exp}-2": {NEW} for exp in EXPERIMENTS}}
-    # DVC: one status per group of edits that touch different effective keys (it names each changed key).
-    groups = [[k for k in keys if not k.startswith("presets.")], [k for k in keys if k.startswith("presets.")]]
+                               "train_student@primkd-2": {NEW}, "train_student@kd_pred_only-2": {NEW},
+                               "train_student_depth@kd_teacher_depth-2": {NEW}}
+    # another teacher moves the experiment to the other teacher's stage, whose inputs are new
+    moved = effect["experiments.kd_pred_only.teacher"]
+    assert moved == {f"train_student_depth@kd_pred_only-{k}": {NEW} for k in (0, 1)}
+    # DVC: a changed teacher needs dvc.yaml regenerated (its groups are written out), which resolve_params demands
+    teachers = [k for k in keys if k.startswith("experiments.") and k.endswith(".teacher")]
+    assert len(teachers) == len(EXPERIMENTS)
+    after = copy.deepcopy(raw)
+    for k in teachers:
+        after = edited(after, k)
+    with params_edit(root, after):
+        with pytest.raises(SystemExit):
+            write_effective(root)
+        with pytest.raises(ConfigError, match=r"train_student lists primkd, but experiments\.primkd\.teacher is depth: "
+                                              r"it belongs in train_student_depth; "):
+            ST.check_dvc_groups(root / "dvc.yaml", load_params(root / "params.yaml"))
+    # DVC: one status per group of other edits that touch different effective keys (it names each changed key).
+    groups = [[k for k in keys if not k.startswith("presets.") and k not in teachers],
+              [k for k in keys if k.startswith("presets.")]]
     for group in groups:
         after = copy.deepcopy(raw)
         for k in group:

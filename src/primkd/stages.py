@@ -5,7 +5,15 @@ Each :class:`Stage` names its command, the function of the CLI it runs (its code
 closure of that function, computed here from the source with :mod:`ast`), the parameter keys it reads, its inputs
 and its outputs. Paths and commands are templates of ``{preset}`` and the stage's loop variables: ``{modality}``
 (the two teachers), ``{exp}`` (the student experiments), ``{seed}`` (each entry of ``seeds``: every student seed is
-a stage of its own, a DVC ``matrix`` entry and a Snakemake job).
+a stage of its own, a DVC ``matrix`` entry and a Snakemake job), and ``{teacher}``, the experiment's teacher
+(``experiments.<exp>.teacher``), so that a student depends on its own teacher's model only.
+
+DVC's matrix cannot look up a value of the experiment it loops over (``${experiments.${item.exp}.teacher}`` does
+not parse), so ``dvc.yaml`` gets one student stage per teacher modality, each over the experiments of params.yaml
+with that teacher, written out when the file is generated: ``train_student`` (RGB teacher, the method) and
+``train_student_depth`` (depth teacher), see :func:`dvc_name`. The ``resolve_params`` stage, which every run starts
+with, fails with one line when that grouping no longer matches params.yaml (:func:`check_dvc_groups`). Snakemake has
+one ``train_student`` rule whose input function looks the teacher up.
 
 Parameters: a stage depends on the *effective* values it reads (top level with the active preset's overrides and, for
 students, the experiment's ``kd`` overrides applied), which the ``resolve_params`` stage writes to
@@ -33,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from primkd.config import RESULT_FREE_KEYS
+from primkd.config import RESULT_FREE_KEYS, ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
@@ -74,6 +82,8 @@ class Stage:
             params.yaml), ``seed`` (its ``seeds``); one instance per combination.
         files: extra file dependencies that are not Python code (params.yaml, the schema, package data).
         resources: the params.yaml ``resources`` entry of its Snakemake jobs.
+        group_by: for a stage looping over ``exp``: a key of each experiment's entry (``teacher``) whose value is the
+            template variable of that name; dvc.yaml holds one stage per value (see :func:`dvc_groups`).
     """
 
     name: str
@@ -87,6 +97,7 @@ class Stage:
     loop: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     resources: str | None = None
+    group_by: str = ""
     comment: str = field(default="", compare=False)
 
 
@@ -173,17 +184,19 @@ STAGES: tuple[Stage, ...] = (
         outs=(Out(f"{MODELS}/cmx/seed{{seed}}", folder=True),)),
     Stage(
         name="train_student", entry="primkd.cli.pipeline:cmd_train", loop=("exp", "seed"), resources="train",
-        comment="One stage per experiment and seed. Its teacher is experiments.<exp>.teacher (a parameter), read from "
-                "--teacher-dir: DVC's matrix cannot look up an experiment's teacher, so both teacher files are inputs. "
-                "That costs no extra rerun: whatever retrains a teacher (data, HHA, model and train keys, training "
-                "code) reaches every student directly too.",
+        group_by="teacher",
+        comment="One stage per experiment and seed, in one matrix per teacher modality: train_student for the "
+                "experiments distilled from the RGB teacher, train_student_depth for the depth teacher's, each "
+                "depending on its teacher's model only. DVC's matrix cannot look up experiments.<exp>.teacher, so the "
+                "experiments of each group are written out from params.yaml (`python -m primkd.stages --write` after "
+                "adding an experiment or changing its teacher; resolve_params fails until then).",
         cmd=(f"primkd train --params params.yaml --preset {{preset}} --role student --experiment {{exp}} "
              f"--seed {{seed}} --teacher-dir {MODELS} --data {DATA} --hha {HHA} "
              f"--out-dir {MODELS}/{{exp}}/seed{{seed}} --checkpoint-dir results/{{preset}}/checkpoints/{{exp}}/"
              f"seed{{seed}} --log {{log}}"),
         log="results/{preset}/logs/train_{exp}_seed{seed}.log",
         params=(*TRAIN_PARAMS, "experiments.{exp}"), exclude=("train.seed",),
-        deps=(DATA, HHA, *(f"{MODELS}/teacher_{m}/model.pt" for m in MODALITIES)),
+        deps=(DATA, HHA, f"{MODELS}/teacher_{{teacher}}/model.pt"),
         outs=(Out(f"{MODELS}/{{exp}}/seed{{seed}}", folder=True),)),
     _eval_stage("evaluate_teacher", f"{MODELS}/teacher_{{modality}}/model.pt", "teacher_{modality}", ("modality",),
                 False, extra=(f"{MODELS}/teacher_{{modality}}/model_best.pt",)),
@@ -244,15 +257,74 @@ def loop_values(var: str, cfg: dict) -> list:
 
 
 def loop_items(s: Stage, cfg: dict) -> list[dict | None]:
-    """One ``{variable: value}`` per instance of a stage (``[None]`` for a stage without a loop)."""
+    """One ``{variable: value}`` per instance of a stage (``[None]`` for a stage without a loop); a stage with
+    :attr:`Stage.group_by` also gets that key of its experiment (``{"exp": "primkd", "seed": 0, "teacher": "rgb"}``)."""
     if not s.loop:
         return [None]
-    return [dict(zip(s.loop, values)) for values in itertools.product(*(loop_values(v, cfg) for v in s.loop))]
+    items = [dict(zip(s.loop, values)) for values in itertools.product(*(loop_values(v, cfg) for v in s.loop))]
+    return [with_group(s, item, cfg) for item in items]
+
+
+def with_group(s: Stage, item: dict, cfg: dict) -> dict:
+    """``item`` with the :attr:`Stage.group_by` key of its experiment added (unchanged for other stages)."""
+    if not s.group_by:
+        return item
+    return {**item, s.group_by: cfg["experiments"][item["exp"]][s.group_by]}
+
+
+def dvc_name(s: Stage, group: str | None = None) -> str:
+    """The name in dvc.yaml of a stage, or of one of its groups: the stage's own name for the RGB teacher (the
+    method's, and the demo's), ``<name>_<value>`` for the others (``train_student_depth``)."""
+    return s.name if group is None or group == MODALITIES[0] else f"{s.name}_{group}"
+
+
+def dvc_groups(s: Stage, cfg: dict) -> dict[str, list[str]]:
+    """A grouped stage's entries in dvc.yaml (each named :func:`dvc_name`): group value (a teacher modality) -> the
+    experiments with that value, in params.yaml's order (only values that have experiments; the RGB teacher's
+    first)."""
+    groups = {value: [e for e, entry in cfg["experiments"].items() if entry[s.group_by] == value]
+              for value in MODALITIES}
+    return {value: exps for value, exps in groups.items() if exps}
 
 
 def instance_name(s: Stage, item: dict | None) -> str:
-    """DVC's name of one stage instance (its matrix naming): ``train_student@primkd-0``."""
-    return s.name if item is None else f"{s.name}@{'-'.join(str(item[v]) for v in s.loop)}"
+    """DVC's name of one stage instance (its matrix naming): ``train_student@primkd-0``,
+    ``train_student_depth@kd_teacher_depth-0``."""
+    if item is None:
+        return s.name
+    return f"{dvc_name(s, item.get(s.group_by))}@{'-'.join(str(item[v]) for v in s.loop)}"
+
+
+def check_dvc_groups(dvc_yaml: str | Path, cfg: dict, params: str | Path = "params.yaml") -> None:
+    """Fail with one line when the student groups written into ``dvc_yaml`` (see :func:`dvc_groups`) differ from the
+    experiments of the parameters ``cfg`` (read from ``params``): after adding an experiment or changing its
+    teacher (also with ``dvc exp run -S``) DVC would otherwise skip its training or give it the wrong teacher."""
+    stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
+    problems = []
+    for s in (s for s in STAGES if s.group_by):
+        names = {dvc_name(s, value): value for value in MODALITIES}
+        written = {}
+        for name in (n for n in names if isinstance(stages.get(n), dict)):
+            exps = stages[name].get("matrix", {}).get("exp")
+            if not isinstance(exps, list):  # written by a version that did not group the students
+                problems.append(f"{name} does not list its experiments")
+            written.update(dict.fromkeys(exps if isinstance(exps, list) else [], name))
+        wanted = {e: dvc_name(s, value) for value, exps in dvc_groups(s, cfg).items() for e in exps}
+        missing: dict[str, list[str]] = {}
+        for exp in cfg["experiments"]:
+            if exp not in written:
+                missing.setdefault(wanted[exp], []).append(exp)
+            elif written[exp] != wanted[exp]:
+                problems.append(f"{written[exp]} lists {exp}, but experiments.{exp}.{s.group_by} is "
+                                f"{names[wanted[exp]]}: it belongs in {wanted[exp]}")
+        problems += [f"{name} lacks {', '.join(exps)} ({s.group_by} {names[name]})" for name, exps in missing.items()]
+        extra: dict[str, list[str]] = {}
+        for exp in (e for e in written if e not in wanted):
+            extra.setdefault(written[exp], []).append(exp)
+        problems += [f"{name} lists {', '.join(exps)}, not in experiments" for name, exps in extra.items()]
+    if problems:
+        raise ConfigError(f"{dvc_yaml} does not match the experiments of {params}: {'; '.join(problems)}; "
+                          f"regenerate {Path(dvc_yaml).name} with `python -m primkd.stages --write`")
 
 
 def fill(template: str, preset: str, s: Stage, item: dict | None = None) -> str:
@@ -460,21 +532,26 @@ DVC_HEADER = """\
 """
 
 
-def _dvc(template: str, s: Stage) -> str:
-    """A template in DVC's syntax: ``${preset}``, ``${item.<loop variable>}``."""
+def _dvc(template: str, s: Stage, group: str | None = None) -> str:
+    """A template in DVC's syntax: ``${preset}``, ``${item.<loop variable>}``, the group's value written out."""
     values = {"preset": "${preset}", **{v: f"${{item.{v}}}" for v in ("modality", "exp", "seed")}}
+    if s.group_by:
+        values[s.group_by] = group
     values["log"] = _format(s.log, values)
     return _format(template, values)
 
 
 # Each loop variable's values in dvc.yaml, read from params.yaml when DVC loads the file, so that
-# `dvc exp run -S seeds=[0,1,2]` or a new experiment adds its stages without regenerating dvc.yaml.
+# `dvc exp run -S seeds=[0,1,2]` adds the seeds' stages without regenerating dvc.yaml (a grouped stage's experiments
+# are written out instead: see dvc_groups).
 DVC_LOOPS = {"modality": list(MODALITIES), "exp": "${experiments}", "seed": "${seeds}"}
 
 
-def dvc_stage(s: Stage, effective: dict) -> dict:
-    """The ``dvc.yaml`` entry of a stage."""
-    body: dict = {"cmd": _dvc(s.cmd, s), "deps": [*code_closure(s.entry), *s.files, *(_dvc(d, s) for d in s.deps)]}
+def dvc_stage(s: Stage, effective: dict, group: tuple[str, list[str]] | None = None) -> dict:
+    """The ``dvc.yaml`` entry of a stage, or of one group of a grouped stage: (group value, its experiments)."""
+    value = group[0] if group else None
+    body: dict = {"cmd": _dvc(s.cmd, s, value),
+                  "deps": [*code_closure(s.entry), *s.files, *(_dvc(d, s, value) for d in s.deps)]}
     keys = [_dvc(k, s) for k in param_keys(s, effective)]
     if keys:
         body["params"] = [{_dvc(EFFECTIVE_PARAMS, s): keys}]
@@ -482,11 +559,14 @@ def dvc_stage(s: Stage, effective: dict) -> dict:
         entries = []
         for out in (o for o in s.outs if o.kind == kind):
             options = {**({} if out.cache else {"cache": False}), **(out.plot or {})}
-            entries.append({_dvc(out.path, s): options} if options else _dvc(out.path, s))
+            entries.append({_dvc(out.path, s, value): options} if options else _dvc(out.path, s, value))
         if entries:
             body[section] = entries
     if s.loop:
-        return {"matrix": {v: DVC_LOOPS[v] for v in s.loop}, **body}
+        loops = {v: DVC_LOOPS[v] for v in s.loop}
+        if group:
+            loops["exp"] = list(group[1])
+        return {"matrix": loops, **body}
     return body
 
 
@@ -494,13 +574,20 @@ def render_dvc(params_path: str | Path = REPO_ROOT / "params.yaml") -> str:
     """The text of ``dvc.yaml``: the header, each stage (its comment above it), the global plots."""
     from primkd.config import effective_params, load_params
 
-    effective = effective_params(load_params(params_path))
+    cfg = load_params(params_path)
+    effective = effective_params(cfg)
     parts = [DVC_HEADER, "stages:\n"]
     for s in STAGES:
-        text = yaml.safe_dump({s.name: dvc_stage(s, effective)}, sort_keys=False, width=120)
-        text = "".join(f"  {line}\n" for line in text.splitlines())
-        comment = "".join(f"  # {line}\n" for line in _wrap(s.comment)) if s.comment else ""
-        parts.append(f"\n{comment}{text}")
+        entries = [(s.name, dvc_stage(s, effective), s.comment)]
+        if s.group_by:
+            entries = [(dvc_name(s, value), dvc_stage(s, effective, (value, exps)),
+                        s.comment if i == 0 else f"As {s.name}, for the experiments whose {s.group_by} is {value}.")
+                       for i, (value, exps) in enumerate(dvc_groups(s, cfg).items())]
+        for name, body, comment in entries:
+            text = yaml.safe_dump({name: body}, sort_keys=False, width=120)
+            text = "".join(f"  {line}\n" for line in text.splitlines())
+            comment = "".join(f"  # {line}\n" for line in _wrap(comment)) if comment else ""
+            parts.append(f"\n{comment}{text}")
     parts.append("\n# Training curves of the first seed (`dvc plots show`); the teachers' are declared with their "
                  "stages.\n")
     parts.append(yaml.safe_dump({"plots": [{_dvc(k, STAGES[0]): v for k, v in p.items()} for p in DVC_PLOTS]},
@@ -525,7 +612,8 @@ def _smk_pattern(template: str, preset: str) -> str:
 def smk_inputs(s: Stage, preset: str, cfg: dict) -> list:
     """A rule's inputs: code files, other files, the stage's inputs; a folder of other stages' outputs (such as
     ``results/<preset>/eval``, or a student's run folder of seed<k>/ outputs) as those outputs one by one, through
-    an input function when the folder's name holds a wildcard."""
+    an input function when the path holds a wildcard (or the :attr:`Stage.group_by` value, looked up from the
+    experiment: a student's own teacher)."""
     inputs: list = [*code_closure(s.entry), *s.files]
     produced = [fill(o.path, preset, t, item) for t in STAGES for item in loop_items(t, cfg) for o in t.outs]
 
@@ -536,7 +624,7 @@ def smk_inputs(s: Stage, preset: str, cfg: dict) -> list:
     for dep in s.deps:
         path = _smk_pattern(dep, preset)
         if "{" in path:
-            inputs.append(lambda w, path=path: expand(path.format(**dict(w.items()))))
+            inputs.append(lambda w, path=path: expand(path.format(**with_group(s, dict(w.items()), cfg))))
         else:
             inputs += expand(path)
     return inputs

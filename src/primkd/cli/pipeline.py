@@ -16,13 +16,18 @@ log = logging.getLogger("primkd")
 
 def cmd_params(args: argparse.Namespace) -> None:
     """Write the effective parameters (preset and experiment overrides applied); the file is left untouched when
-    its contents would not change."""
+    its contents would not change. When a dvc.yaml sits beside params.yaml (a DVC run, the first stage of every
+    run), its student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
     import yaml
 
     from primkd.config import effective_params
     from primkd.io import write_text
+    from primkd.stages import check_dvc_groups
 
     cfg = load_config(args)
+    dvc_yaml = Path(args.params).parent / "dvc.yaml"
+    if dvc_yaml.is_file():
+        check_dvc_groups(dvc_yaml, cfg, args.params)
     text = yaml.safe_dump(effective_params(cfg), sort_keys=False, width=120)
     out = Path(args.out)
     if not out.is_file() or out.read_text() != text:

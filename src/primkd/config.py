@@ -119,19 +119,20 @@ def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = No
 
 
 def section_config(cls: type, values: dict, section: str) -> Any:
-    """Build the frozen dataclass ``cls`` from the params section ``section`` (its validated, resolved values).
+    """Build the frozen dataclass ``cls`` from the params section ``section`` (its validated, resolved values); lists
+    become tuples, so the settings cannot change under a running stage.
 
-    Lists become tuples (the settings are immutable). Raises:
+    Raises:
         ConfigError: a key of ``cls`` is missing from the section or the section has a key ``cls`` does not know
-            (one line naming the keys; the schema catches both in params.yaml, this catches a hand-made dict).
+            (one line naming the keys; the schema catches both in params.yaml, this catches a dict built in code).
     """
     names = [f.name for f in fields(cls)]
     missing, unknown = [n for n in names if n not in values], sorted(set(values) - set(names))
-    if missing or unknown:
-        problems = ([f"missing {', '.join(f'{section}.{n}' for n in missing)}"] if missing else []) + (
-            [f"unknown {', '.join(f'{section}.{n}' for n in unknown)}"] if unknown else [])
-        raise ConfigError(f"params.yaml: {'; '.join(problems)}; params.yaml lists every key of `{section}` with its "
-                          f"default (workflow/schemas/params.schema.yaml the allowed ones)")
+    problems = [f"{what} {', '.join(f'{section}.{n}' for n in keys)}"
+                for what, keys in (("missing", missing), ("unknown", unknown)) if keys]
+    if problems:
+        raise ConfigError(f"params.yaml: {'; '.join(problems)}; copy missing keys from the repository's params.yaml, "
+                          f"remove or respell unknown ones (workflow/schemas/params.schema.yaml lists every key)")
     return cls(**{n: tuple(values[n]) if isinstance(values[n], list) else values[n] for n in names})
 
 

@@ -16,6 +16,7 @@ iterations is below ``--max-ratio`` times that of the first window. Writes the l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from train_throughput import device_name, prepare, setups, synchronize
 
-from primkd.config import load_params
+from primkd.config import TrainConfig, load_params
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha
 from primkd.data.layout import NYU40_CLASSES
@@ -115,7 +116,7 @@ def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer) -> torch.Tens
     return loss.detach()
 
 
-def train_teacher(args: argparse.Namespace, cfg: dict, train_cfg: dict, data_iter, device: torch.device):
+def train_teacher(args: argparse.Namespace, cfg: dict, train_cfg: TrainConfig, data_iter, device: torch.device):
     """The RGB teacher trained with cross-entropy for ``args.teacher_iters`` iterations, frozen; its losses, seconds."""
     setup, m = setups(device, compile_=False)["optimised"], cfg["model"]
     teacher = prepare(build_teacher(args.variant, len(NYU40_CLASSES), m["decoder_embed_dim"], m["drop_path_rate"],
@@ -132,7 +133,7 @@ def train_teacher(args: argparse.Namespace, cfg: dict, train_cfg: dict, data_ite
     return teacher.eval().requires_grad_(False), losses, seconds
 
 
-def train_student(args: argparse.Namespace, cfg: dict, train_cfg: dict, data_iter, teacher: torch.nn.Module,
+def train_student(args: argparse.Namespace, cfg: dict, train_cfg: TrainConfig, data_iter, teacher: torch.nn.Module,
                   device: torch.device) -> tuple[list[float], float]:
     """PrimKD training of the CMX student for ``args.iters`` iterations; its losses and seconds."""
     setup, m, kd = setups(device, compile_=False)["optimised"], cfg["model"], cfg["kd"]
@@ -158,8 +159,9 @@ def train_student(args: argparse.Namespace, cfg: dict, train_cfg: dict, data_ite
 def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     cfg = load_params(args.params, args.preset)
-    train_cfg = {**cfg["train"], **({"lr": args.lr} if args.lr else {})}
-    batch = args.batch or train_cfg["batch_size"]
+    train_cfg = TrainConfig.of(cfg)
+    train_cfg = dataclasses.replace(train_cfg, lr=args.lr) if args.lr else train_cfg
+    batch = args.batch or train_cfg.batch_size
     torch.manual_seed(0)
 
     # 1. data; 2. teacher; 3. PrimKD student (peak memory of this phase only)
@@ -176,7 +178,7 @@ def main(args: argparse.Namespace) -> None:
     first, last = float(np.mean(losses[:w])), float(np.mean(losses[-w:]))
     passed = bool(np.isfinite(losses).all() and last < args.max_ratio * first)
     report = {"device": device_name(device), "variant": args.variant, "size": [args.height, args.width],
-              "batch": batch, "lr": train_cfg["lr"], "scenes": args.scenes, "data_seconds": data_s,
+              "batch": batch, "lr": train_cfg.lr, "scenes": args.scenes, "data_seconds": data_s,
               "teacher_iters": args.teacher_iters, "teacher_seconds": teacher_s,
               "teacher_loss_first_last": [teacher_losses[0], teacher_losses[-1]] if teacher_losses else [],
               "iters": args.iters, "student_seconds": student_s, "images_per_s": batch * args.iters / student_s,

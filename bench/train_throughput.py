@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from primkd.config import load_params
+from primkd.config import TrainConfig, load_params
 from primkd.data.layout import IGNORE_INDEX, NYU40_CLASSES
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.evaluate import predict_probs
@@ -214,7 +214,7 @@ def project_step(task: str, setup: Setup, cfg: dict, args: argparse.Namespace,
         net = prepare((teacher() if task == "train_teacher" else student()).train(), setup, device)
         inputs = [rgb] if task == "train_teacher" else [rgb, hha]
         criterion = PrimKDLoss(channels=channels, use_pred=False, use_feat=False).to(device)
-        opt = build_optimizer([net], cfg["train"])
+        opt = build_optimizer([net], TrainConfig.of(cfg))
 
         def forward() -> torch.Tensor:
             return criterion(net(*inputs)["logits"], labels)["loss"]
@@ -223,7 +223,7 @@ def project_step(task: str, setup: Setup, cfg: dict, args: argparse.Namespace,
                                temperature=cfg["kd"]["temperature"], **OFFICIAL_KD).to(device)
         frozen = teacher().eval().requires_grad_(False)
         net, frozen = prepare(student().train(), setup, device), prepare(frozen, setup, device)
-        opt = build_optimizer([net, criterion], cfg["train"])
+        opt = build_optimizer([net, criterion], TrainConfig.of(cfg))
         teacher_mode = torch.no_grad if setup.teacher_no_grad else contextlib.nullcontext
 
         def forward() -> torch.Tensor:

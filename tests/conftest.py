@@ -1,6 +1,7 @@
-"""Shared test set-up: offline hubs, few threads, and the location of the reference fixtures."""
+"""Shared test set-up: offline hubs, few threads, the location of the reference fixtures, and ``--order``."""
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,42 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+ORDERS = "file (as collected), reverse, or shuffle:<seed>"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--order", default="file", metavar="ORDER",
+                     help=f"Run the collected tests in another order, to catch tests that depend on one another: "
+                          f"{ORDERS}. shuffle keeps each module's tests together (its module-scoped fixtures are "
+                          f"built once) and shuffles the modules and the tests within each.")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    order = config.getoption("--order")
+    return None if order == "file" else f"test order: {order} (rerun with --order {order} to reproduce)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order = config.getoption("--order")
+    kind, _, seed = order.partition(":")
+    if order == "file":
+        return
+    if order == "reverse":
+        items.reverse()
+        return
+    if kind != "shuffle" or not seed.isdigit():
+        raise pytest.UsageError(f"--order {order!r} is not an order; use {ORDERS}, e.g. --order shuffle:1")
+    rng = random.Random(int(seed))
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.partition("::")[0], []).append(item)
+    groups = list(modules.values())
+    rng.shuffle(groups)
+    for group in groups:
+        rng.shuffle(group)
+    items[:] = [item for group in groups for item in group]
 
 
 # The reference fixtures travel with the repository (tests/fixtures/PROVENANCE.md); the team's shared originals sit

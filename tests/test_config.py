@@ -1,12 +1,24 @@
 """params.yaml: schema validation with messages naming the key, preset resolution, experiment overrides."""
 
 import copy
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 
 import pytest
 import yaml
 
-from primkd.config import ConfigError, experiment_kd, load_params, resolve, validate
+from primkd.config import (
+    ConfigError,
+    EvalConfig,
+    KDConfig,
+    ModelConfig,
+    TrainConfig,
+    experiment_kd,
+    load_params,
+    resolve,
+    schema_path,
+    validate,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,3 +99,54 @@ def test_load_params_reports_missing_and_malformed_files(tmp_path):
     bad.write_text("preset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+TYPED = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "kd": KDConfig}
+
+
+def test_typed_settings_hold_exactly_the_keys_the_schema_requires():
+    # A key added to params.yaml and its schema needs its field (and comment) in the dataclass, and back.
+    schema = yaml.safe_load(schema_path().read_text())
+    for section, cls in TYPED.items():
+        required = next(part["required"] for part in schema["properties"][section]["allOf"] if "required" in part)
+        names = {f.name for f in fields(cls)} - {"teacher_modality"}
+        assert names == set(required), section
+
+
+def test_typed_settings_are_the_resolved_values_of_every_preset(raw):
+    for name in raw["presets"]:
+        cfg = resolve(raw, name)
+        t, m, ev = TrainConfig.of(cfg), ModelConfig.of(cfg), EvalConfig.of(cfg)
+        assert (t.epochs, t.lr, t.crop, t.betas) == (cfg["train"]["epochs"], cfg["train"]["lr"],
+                                                     tuple(cfg["train"]["crop"]), tuple(cfg["train"]["betas"]))
+        assert (m.backbone, ev.scales, ev.checkpoint) == (cfg["model"]["backbone"], tuple(cfg["eval"]["scales"]),
+                                                          cfg["eval"]["checkpoint"])
+    official = resolve(raw, "nyuv2_b4_official")
+    assert TrainConfig.of(official).first_step_full_lr and ModelConfig.of(official).drop_path_stage2 == "constant"
+    with pytest.raises(FrozenInstanceError):
+        TrainConfig.of(official).lr = 1.0
+
+
+def test_a_missing_or_unknown_settings_key_is_named_in_one_line(raw):
+    cfg = resolve(raw, "smoke")
+    del cfg["train"]["micro_batch"], cfg["train"]["amp"]
+    cfg["train"]["lr_decay"] = 0.5
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.of(cfg)
+    message = str(info.value)
+    assert "missing train.micro_batch, train.amp; unknown train.lr_decay" in message and "\n" not in message
+    cfg["kd"].pop("temperature")
+    with pytest.raises(ConfigError, match=r"missing kd\.temperature"):
+        experiment_kd(cfg, "primkd")
+
+
+def test_folder_and_url_keys_are_required_at_the_top_level(raw):
+    # prepare reads them without fallbacks; a preset may still set any subset.
+    bad = copy.deepcopy(raw)
+    del bad["data"]["folder"]["intrinsics"], bad["data"]["urls"]["sunrgbd"]
+    with pytest.raises(ConfigError) as info:
+        validate(bad)
+    assert "data.folder: 'intrinsics' is a required property" in str(info.value)
+    assert "data.urls: 'sunrgbd' is a required property" in str(info.value)
+    raw["presets"]["smoke"]["data"]["folder"] = {"path": "elsewhere"}
+    validate(raw)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from primkd.config import load_params
 from primkd.data.download import CHECKSUMS_FILE, DEFAULT_SOURCES, fetch
 from primkd.io import DataError
 
@@ -198,17 +199,16 @@ def test_hash_recorded_at_first_download_and_later_change_detected(server, tmp_p
 
 @pytest.mark.parametrize("key", ["nyuv2_splits", "nyuv2_class_mapping"])
 def test_default_nyu_metadata_hashes_match_the_published_files(key, fixtures_dir, tmp_path):
-    source = DEFAULT_SOURCES[key]
+    source, url = DEFAULT_SOURCES[key], load_params(REPO / "params.yaml")["data"]["urls"][key]
     shutil.copy(fixtures_dir / "nyuv2" / source["filename"], tmp_path / source["filename"])
-    # the default URL is not reachable here: success means the hand-placed file passed the published hash
-    path = fetch(source["url"], tmp_path, source["filename"], source["known_hash"], progress=False, retries=0)
+    # params.yaml's URL is not reachable here: success means the hand-placed file passed the published hash
+    path = fetch(url, tmp_path, source["filename"], source["known_hash"], progress=False, retries=0)
     assert source["known_hash"] == f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
 def test_download_stage_links_the_raw_files_of_the_source(httpd, tmp_path, fixtures_dir):
     """`primkd download`: the raw files land in data.raw_dir/<source> and the stage's output folder links them (no
     second copy); the synthetic source needs none and gets an empty folder."""
-    from primkd.config import load_params
     from primkd.data.prepare import fetch_sources, link_raw_files, raw_files
 
     cfg = load_params(REPO / "params.yaml", "nyuv2_b2")

@@ -1,12 +1,13 @@
 """Training engine: schedule, optimiser groups and a tiny end-to-end train/evaluate run (the dataset and its
 augmentation: test_dataset.py)."""
 
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from primkd.config import KDConfig, load_params
+from primkd.config import KDConfig, TrainConfig, load_params
 from primkd.data.dataset import EpochSampler
 from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
 from primkd.engine.train import (
@@ -108,9 +109,9 @@ def test_batch_larger_than_the_training_split_is_refused(tmp_path):
 
 def test_official_epoch_fills_the_last_batch_with_random_repeats():
     # 10 images, batch 4: official epochs hold 4 x (10 // 4 + 1) = 12 samples, every image once plus 2 distinct ones.
-    cfg = {"batch_size": 4, "fill_last_batch": True}
-    assert epoch_samples(cfg, 10) == 12 and epoch_samples(dict(cfg, fill_last_batch=False), 10) == 10
-    assert epoch_samples(cfg, 8) == 12  # a whole extra batch when the split divides evenly, as the official loader
+    t = replace(TrainConfig.of(load_params(REPO / "params.yaml", "smoke")), batch_size=4, fill_last_batch=True)
+    assert epoch_samples(t, 10) == 12 and epoch_samples(replace(t, fill_last_batch=False), 10) == 10
+    assert epoch_samples(t, 8) == 12  # a whole extra batch when the split divides evenly, as the official loader
     s = EpochSampler(10, seed=1, total=12)
     s.set_epoch(3)
     order = [i for i, _ in s]
@@ -126,18 +127,19 @@ def test_official_epoch_fills_the_last_batch_with_random_repeats():
 
 def test_first_step_at_the_full_rate_then_the_schedule_one_step_late():
     net = torch.nn.Linear(2, 2)
-    cfg = {"lr": 1.0, "weight_decay": 0.0, "betas": [0.9, 0.999], "epochs": 1, "warmup_epochs": 0.5,
-           "warmup_ratio": 0.0, "poly_power": 1.0, "first_step_full_lr": True}
-    opt = build_optimizer([net], cfg)
-    sched = build_scheduler(opt, cfg, 8)  # 8 iterations, 4 of warm-up from 0
+    t = replace(TrainConfig.of(load_params(REPO / "params.yaml", "smoke")), lr=1.0, weight_decay=0.0,
+                betas=(0.9, 0.999), epochs=1, warmup_epochs=0.5, warmup_ratio=0.0, poly_power=1.0,
+                first_step_full_lr=True)
+    opt = build_optimizer([net], t)
+    sched = build_scheduler(opt, t, 8)  # 8 iterations, 4 of warm-up from 0
     rates = []
     for _ in range(6):
         rates.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     assert rates == pytest.approx([1.0, 0.0, 0.25, 0.5, 0.75, 0.5])  # official: full, then get_lr(0), get_lr(1), ...
-    opt = build_optimizer([net], dict(cfg, first_step_full_lr=False))
-    sched = build_scheduler(opt, dict(cfg, first_step_full_lr=False), 8)
+    opt = build_optimizer([net], replace(t, first_step_full_lr=False))
+    sched = build_scheduler(opt, replace(t, first_step_full_lr=False), 8)
     assert opt.param_groups[0]["lr"] == 0.0
 
 

@@ -62,7 +62,7 @@ def test_missing_download_says_where_to_put_the_file(tmp_path, nyu_raw):
 
 def test_folder_with_ready_made_hha_feeds_the_hha_stage(tmp_path):
     _make_folder(tmp_path / "cmx", modality="hha")
-    folder = {"path": str(tmp_path / "cmx"), "num_classes": 40, "modality": "hha"}
+    folder = dict(_data_section(tmp_path)["folder"], path=str(tmp_path / "cmx"), num_classes=40, modality="hha")
     out = prepare_dataset(_data_section(tmp_path, source="folder", folder=folder), tmp_path / "prepared")
     assert read_meta(out)["hha_dir"]
     assert link_imported_hha(out, tmp_path / "hha") == 3

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import primkd.engine.train as T
-from primkd.config import KDConfig, load_params
+from primkd.config import KDConfig, ModelConfig, TrainConfig, load_params
 from primkd.data import hha, synthetic
 from primkd.data.dataset import EpochSampler, RGBDDataset
 from primkd.engine.checkpoint import (
@@ -284,7 +284,8 @@ def test_bad_batches_within_the_allowance_are_skipped_with_a_warning(env, tmp_pa
 
 
 def test_weights_that_turned_non_finite_are_never_checkpointed(env, tmp_path):
-    trainer = T.Trainer(env["teacher_cfg"], T.Run("teacher_rgb", "teacher", ["rgb"]), env["data"], None,
+    cfg = env["teacher_cfg"]
+    trainer = T.Trainer(cfg, TrainConfig.of(cfg), T.Run("teacher_rgb", "teacher", ["rgb"]), env["data"], None,
                         tmp_path, progress=False)
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("inf"))
@@ -320,8 +321,7 @@ def test_checkpoint_restores_states_and_every_rng_and_survives_a_corrupt_newest_
 
 
 def test_model_file_of_another_architecture_is_rejected_by_name(env, tmp_path):
-    cfg = env["teacher_cfg"]
-    arch = architecture(cfg, "teacher", 3)
+    arch = architecture(ModelConfig.of(env["teacher_cfg"]), "teacher", 3)
     other = build_model(dict(arch, num_classes=5))
     path = tmp_path / "model.pt"
     save_model(path, other, arch, ["rgb"], {})  # metadata says 3 classes, weights have 5
@@ -337,7 +337,7 @@ def test_model_file_of_another_architecture_is_rejected_by_name(env, tmp_path):
 
 
 def test_teacher_that_does_not_fit_the_student_is_rejected(env, tmp_path):
-    cfg, kd = env["cfg"], env["run"].kd
+    cfg, kd = ModelConfig.of(env["cfg"]), env["run"].kd
     arch = architecture(cfg, "student", 3)
     cases = {"student": (dict(arch), "is a student model, not a teacher"),
              "classes": (architecture(cfg, "teacher", 5), "predicts 5 classes, the dataset has 3"),

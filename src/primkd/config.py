@@ -10,7 +10,7 @@ import copy
 import functools
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,100 @@ def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = No
     return resolve(raw, preset)
 
 
+def section_config(cls: type, values: dict, section: str) -> Any:
+    """Build the frozen dataclass ``cls`` from the params section ``section`` (its validated, resolved values); lists
+    become tuples, so the settings cannot change under a running stage.
+
+    Raises:
+        ConfigError: a key of ``cls`` is missing from the section or the section has a key ``cls`` does not know
+            (one line naming the keys; the schema catches both in params.yaml, this catches a dict built in code).
+    """
+    names = [f.name for f in fields(cls)]
+    missing, unknown = [n for n in names if n not in values], sorted(set(values) - set(names))
+    problems = [f"{what} {', '.join(f'{section}.{n}' for n in keys)}"
+                for what, keys in (("missing", missing), ("unknown", unknown)) if keys]
+    if problems:
+        raise ConfigError(f"params.yaml: {'; '.join(problems)}; copy missing keys from the repository's params.yaml, "
+                          f"remove or respell unknown ones (workflow/schemas/params.schema.yaml lists every key)")
+    return cls(**{n: tuple(values[n]) if isinstance(values[n], list) else values[n] for n in names})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's architecture and initialisation: params.yaml ``model`` (docs/design.md §2)."""
+
+    backbone: str  # MiT variant: mit_tiny | mit_nano | mit_b0 .. mit_b5
+    decoder_embed_dim: int  # MLP decoder width E (channels)
+    drop_path_rate: float  # stochastic-depth probability at the last encoder block, rising linearly from 0
+    drop_path_stage2: str  # linear (SegFormer's rule) | constant (official dual encoder: one rate per stage-2 branch)
+    decoder_dropout: float  # Dropout2d probability before the decoder's classifier
+    decoder_bn_eps: float  # the student decoder's BatchNorm eps
+    teacher_decoder_bn_eps: float  # the teacher decoder's BatchNorm eps
+    decoder_bias_init: str  # zero | default (PyTorch's uniform init, as the official builder leaves them)
+    pretrained: str  # encoder initialisation: none | imagenet | a weights file or folder
+    pretrained_dir: str  # folder where `imagenet` looks for mit_bX.pth or a Hugging Face mit-bX folder
+
+    @classmethod
+    def of(cls, cfg: dict) -> ModelConfig:
+        """From resolved parameters (:func:`load_params`)."""
+        return section_config(cls, cfg["model"], "model")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run's schedule, data pipeline, reliability and speed switches: params.yaml ``train``."""
+
+    epochs: int  # passes over the training split
+    batch_size: int  # images per optimiser step, global (all ranks and accumulation steps together)
+    lr: float  # AdamW peak learning rate
+    weight_decay: float  # AdamW decay of conv/linear weights (biases and norm parameters get none)
+    betas: tuple[float, float]  # AdamW betas
+    warmup_epochs: float  # epochs of linear warm-up to lr, then poly decay per iteration
+    warmup_ratio: float  # learning-rate factor at the first warm-up iteration
+    first_step_full_lr: bool  # official loop: step 1 at the full rate, every later step one iteration late
+    poly_power: float  # exponent of the poly decay
+    crop: tuple[int, int]  # training crop (height, width) in pixels; also the test windows' size
+    scales: tuple[float, ...]  # random rescale factors of the augmentation
+    flip: float  # probability of a horizontal flip
+    fill_last_batch: bool  # official epochs: batch x (N // batch + 1) images, the last batch filled with repeats
+    seed: int  # seeds initialisation, data order and augmentation
+    num_workers: int  # DataLoader worker processes (0 = load in the main process)
+    eval_every: int  # epochs between test-split evaluations (0 = only after the last)
+    eval_from: int  # first epoch of those evaluations
+    device: str  # auto | cpu | cuda
+    bgr: bool  # feed images in BGR order (the official code's cv2 order)
+    checkpoint_every: int  # iterations between training-state checkpoints (0 = only on SIGTERM and at the end)
+    keep_checkpoints: int  # newest training-state checkpoints kept per run
+    max_bad_batches: int  # non-finite batches skipped (with a warning) before the run stops
+    deterministic: bool  # deterministic kernels only (bit-identical CPU runs)
+    micro_batch: int  # images per GPU and forward pass (0 = batch_size / GPUs, no accumulation)
+    amp: str  # mixed precision on CUDA: auto | bf16 | fp16 | none (the CPU always runs fp32)
+    channels_last: bool  # NHWC tensors on CUDA
+    compile: bool  # torch.compile the network (CUDA only)
+    cudnn_benchmark: bool  # cuDNN autotuning on CUDA (off when deterministic)
+
+    @classmethod
+    def of(cls, cfg: dict) -> TrainConfig:
+        """From resolved parameters (:func:`load_params`), after any change the command line made to them."""
+        return section_config(cls, cfg["train"], "train")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trained model is scored: params.yaml ``eval``."""
+
+    scales: tuple[float, ...]  # image scales of the multi-scale mode (the single mode is always scale 1)
+    flip: bool  # multi-scale mode: add the horizontally flipped pass
+    windows: str  # sliding-window arithmetic above the crop size: official | corrected
+    checkpoint: str  # which epoch the tables report: last | best (test-split selection)
+    batch_size: int  # test images per forward pass
+
+    @classmethod
+    def of(cls, cfg: dict) -> EvalConfig:
+        """From resolved parameters (:func:`load_params`)."""
+        return section_config(cls, cfg["eval"], "eval")
+
+
 @dataclass(frozen=True)
 class KDConfig:
     """One distilled student's settings: params.yaml ``kd`` with its experiment's overrides (docs/design.md §3).
@@ -147,7 +241,8 @@ def experiment_kd(cfg: dict, name: str) -> KDConfig:
         known = ", ".join(sorted(cfg["experiments"])) or "none"
         raise ConfigError(f"experiment {name!r} is not listed under `experiments` in params.yaml (known: {known})")
     experiment = cfg["experiments"][name]
-    return KDConfig(**deep_merge(cfg["kd"], experiment.get("kd", {})), teacher_modality=experiment["teacher"])
+    values = {**deep_merge(cfg["kd"], experiment.get("kd", {})), "teacher_modality": experiment["teacher"]}
+    return section_config(KDConfig, values, "kd")
 
 
 def effective_params(cfg: dict) -> dict:

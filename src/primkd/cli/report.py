@@ -25,20 +25,21 @@ def student_arg(text: str) -> tuple[str, str]:
 
 def cmd_analyze(args: argparse.Namespace) -> None:
     from primkd.analysis.run import analyze
-    from primkd.config import ConfigError
+    from primkd.config import ConfigError, EvalConfig, TrainConfig
     from primkd.engine.runtime import select_device
 
     cfg = load_config(args)
+    t, ev = TrainConfig.of(cfg), EvalConfig.of(cfg)
     students = dict(args.student)
     if len(students) != len(args.student):
         names = [name for name, _ in args.student]
         raise ConfigError(f"--student {sorted({n for n in names if names.count(n) > 1})} given more than once; "
                           f"give each run name once")
     result = analyze(students, args.rgb_model, args.depth_model, args.data, args.hha, args.out_dir,
-                     max_images=args.max_images, batch_size=args.batch_size or cfg["eval"]["batch_size"],
+                     max_images=args.max_images, batch_size=args.batch_size or ev.batch_size,
                      num_qualitative=args.qualitative_images, num_bins=args.bins,
-                     calibration_batches=args.calibration_batches, device=select_device(cfg["train"]["device"]),
-                     num_workers=cfg["train"]["num_workers"], bgr=cfg["train"]["bgr"], progress=not args.no_progress)
+                     calibration_batches=args.calibration_batches, device=select_device(t.device),
+                     num_workers=t.num_workers, bgr=t.bgr, progress=not args.no_progress)
     for row in result["cka"]:
         log.info("CKA %s vs %s, stage %d: %.4f", row["student"], row["reference"], row["stage"], row["cka"])
     log.info("analysis written to %s", args.out_dir)

@@ -29,34 +29,28 @@ from primkd.io import DataError, read_json, write_json
 
 CHECKSUMS_FILE = "checksums.json"
 
-_NYU_META_MIRROR = "https://github.com/ankurhanda/nyuv2-meta-data/raw/master"
-
-# Default locations of the raw dataset files. ``known_hash`` is ``None`` where the publisher gives no checksum
+# The raw dataset files, by their key in params.yaml ``data.urls`` (which says where to download each: the URLs live
+# there only, so a mirror is one edit). ``known_hash`` is ``None`` where the publisher gives no checksum
 # (``fetch`` then records one at the first download). The two NYU metadata hashes are those of the published files
 # (fixtures/README.md, ``nyuv2/``); the SUN-RGBD toolbox MD5 is the one mmdetection3d's data/sunrgbd/README.md gives.
 DEFAULT_SOURCES: dict[str, dict[str, str | None]] = {
     "nyuv2_labeled": {
-        "url": "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat",
         "filename": "nyu_depth_v2_labeled.mat",
         "known_hash": None,
     },
     "nyuv2_splits": {
-        "url": f"{_NYU_META_MIRROR}/splits.mat",
         "filename": "splits.mat",
         "known_hash": "sha256:6e081404491a8bfba2f066beaa9713ef6046f9007aa5f799f2a350506a580cee",
     },
     "nyuv2_class_mapping": {
-        "url": f"{_NYU_META_MIRROR}/classMapping40.mat",
         "filename": "classMapping40.mat",
         "known_hash": "sha256:ff177194cce9a2163517f1e1e6f1c64c50987162f542dedddc04bbf6ebe6d851",
     },
     "sunrgbd": {
-        "url": "https://rgbd.cs.princeton.edu/data/SUNRGBD.zip",
         "filename": "SUNRGBD.zip",
         "known_hash": None,
     },
     "sunrgbd_toolbox": {
-        "url": "https://rgbd.cs.princeton.edu/data/SUNRGBDtoolbox.zip",
         "filename": "SUNRGBDtoolbox.zip",
         "known_hash": "md5:18d22e1761d36352f37232cba102f91f",
     },

@@ -24,13 +24,13 @@ def fetch_sources(data: dict) -> dict[str, Path]:
     """Download (or find, when placed by hand) the raw files of ``data.source`` into ``data.raw_dir``; none for the
     synthetic and folder sources.
 
-    URLs come from ``data.urls`` (mirrors may replace the defaults); checksums from the published values.
+    URLs come from ``data.urls`` (a mirror may replace any); checksums from the published values.
     """
     paths = {}
     for key in SOURCE_FILES.get(data["source"], ()):
-        default = DEFAULT_SOURCES[key]
-        url = data["urls"].get(key) or default["url"]
-        paths[key] = fetch(url, Path(data["raw_dir"]) / data["source"], default["filename"], default["known_hash"])
+        known = DEFAULT_SOURCES[key]
+        paths[key] = fetch(data["urls"][key], Path(data["raw_dir"]) / data["source"], known["filename"],
+                           known["known_hash"])
     return paths
 
 
@@ -74,7 +74,7 @@ def prepare_dataset(data: dict, out_dir: str | os.PathLike, raw_dir: str | os.Pa
         if not f["path"]:
             raise ValueError("data.source is 'folder' but data.folder.path is empty; set it to the prepared folder")
         folder.import_folder(f["path"], out_dir, f["num_classes"], modality=f["modality"],
-                             intrinsics=f.get("intrinsics", "auto"), intrinsics_file=f.get("intrinsics_file") or None)
+                             intrinsics=f["intrinsics"], intrinsics_file=f["intrinsics_file"] or None)
         return Path(out_dir)
     raw = raw_files(data, raw_dir) if raw_dir is not None else fetch_sources(data)
     if source == "nyuv2":

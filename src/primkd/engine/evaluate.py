@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from primkd.config import EvalConfig
 from primkd.engine.distributed import all_reduce_sum
 from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
 from primkd.io import DataError
@@ -257,37 +258,37 @@ def summarize_seeds(per_seed: dict[int | None, dict], classes: Sequence[str]) ->
     return out
 
 
-def evaluation_modes(eval_cfg: dict) -> dict[str, tuple[list[float], bool]]:
+def evaluation_modes(ev: EvalConfig) -> dict[str, tuple[list[float], bool]]:
     """The two modes every evaluated run is scored in: ``single`` (scale 1, no flip: the paper's ablations) and
     ``multi_scale_flip`` (``eval.scales`` and ``eval.flip``: the paper's Table 2)."""
-    return {"single": ([1.0], False), "multi_scale_flip": (list(eval_cfg["scales"]), bool(eval_cfg["flip"]))}
+    return {"single": ([1.0], False), "multi_scale_flip": (list(ev.scales), ev.flip)}
 
 
 def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Sequence[str], device: torch.device,
-                   eval_cfg: dict, crop: Sequence[int] | None, progress: bool = True,
+                   ev: EvalConfig, crop: Sequence[int] | None, progress: bool = True,
                    modes: Sequence[str] | None = None, per_image: bool = False) -> dict[str, dict]:
     """:func:`evaluate` in each of :func:`evaluation_modes` (or the ``modes`` named), with its per-image counts when
     ``per_image``; a multi-scale mode equal to the single one is not rerun."""
     out: dict[str, dict] = {}
-    for mode, (scales, flip) in evaluation_modes(eval_cfg).items():
+    for mode, (scales, flip) in evaluation_modes(ev).items():
         if modes is not None and mode not in modes:
             continue
         if mode != "single" and (scales, flip) == ([1.0], False):
             out[mode] = out["single"]
             continue
         out[mode] = evaluate(model, loader, num_classes, inputs, device, scales, flip, progress, crop,
-                             eval_cfg["windows"], per_image)
+                             ev.windows, per_image)
     return out
 
 
-def evaluation_report(results: dict[str, dict], classes: Sequence[str], eval_cfg: dict) -> dict:
+def evaluation_report(results: dict[str, dict], classes: Sequence[str], ev: EvalConfig) -> dict:
     """The evaluation JSON of one run from :func:`evaluate_modes` results per checkpoint and seed.
 
     Args:
         results: ``{"last": {seed: (modes, epoch)}, "best": {...}}`` (``best`` only when training kept one); a mode
             missing from a seed's results is left out of the JSON.
         classes: class names.
-        eval_cfg: the ``eval`` section (its scales and flip define the multi-scale mode).
+        ev: the ``eval`` settings (its scales and flip define the multi-scale mode).
 
     Returns:
         The last epoch's single-scale summary at the top level (:func:`summarize_seeds`, with ``scales`` and
@@ -295,7 +296,7 @@ def evaluation_report(results: dict[str, dict], classes: Sequence[str], eval_cfg
         test-split epoch under ``best_epoch`` (each seed's ``epoch`` in its ``per_seed`` entry): test-set selection,
         the official practice, reported beside the honest last-epoch figures.
     """
-    modes = evaluation_modes(eval_cfg)
+    modes = evaluation_modes(ev)
 
     def block(per_seed: dict) -> dict:
         out = {}

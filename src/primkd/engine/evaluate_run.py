@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from torch.utils.data import DataLoader
 
+from primkd.config import EvalConfig, TrainConfig
 from primkd.data.dataset import RGBDDataset
 from primkd.engine.counts import counts_by_mode, write_counts
 from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
@@ -38,8 +39,8 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
     Returns:
         The metrics written.
     """
-    device = select_device(cfg["train"]["device"])
-    ev = cfg["eval"]
+    t, ev = TrainConfig.of(cfg), EvalConfig.of(cfg)
+    device = select_device(t.device)
     results, loader, name = {}, None, None
     files = {None: Path(model)} if is_export(model) else model_files(Path(model))
     if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
@@ -52,8 +53,8 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
         network, meta = load_any(path, device)
         if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR
             hha_root = Path(hha) if "modal" in meta["inputs"] else None
-            dataset = RGBDDataset(data, "test", hha_root, bgr=meta["info"].get("bgr", cfg["train"]["bgr"]))
-            loader = DataLoader(dataset, batch_size=ev["batch_size"], num_workers=cfg["train"]["num_workers"])
+            dataset = RGBDDataset(data, "test", hha_root, bgr=meta["info"].get("bgr", t.bgr))
+            loader = DataLoader(dataset, batch_size=ev.batch_size, num_workers=t.num_workers)
         name = meta["info"].get("run")
         # The last epoch's model and, when training kept one, the best test-split evaluation's (model_best.pt).
         for checkpoint, file in (("last", path), ("best", path.with_name("model_best.pt"))):
@@ -61,8 +62,8 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
                 continue
             net, net_meta = (network, meta) if checkpoint == "last" else load_any(file, device)
             # The best epoch's multi-scale test (the costly one) only when the tables report that epoch.
-            wanted = None if checkpoint == "last" or ev["checkpoint"] == "best" else ["single"]
-            modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, cfg["train"]["crop"],
+            wanted = None if checkpoint == "last" or ev.checkpoint == "best" else ["single"]
+            modes = evaluate_modes(net, loader, dataset.num_classes, meta["inputs"], device, ev, t.crop,
                                    progress=progress, modes=wanted, per_image=True)
             results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
             for mode, m in modes.items():
@@ -70,7 +71,7 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
                          m["macc"], m["pacc"])
     metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
     # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
-    counted = "best" if ev["checkpoint"] == "best" and results.get("best") else "last"
+    counted = "best" if ev.checkpoint == "best" and results.get("best") else "last"
     per_image = Path(per_image or Path(out).with_name(f"{Path(out).stem}_per_image.npz"))
     counts = counts_by_mode({seed: modes for seed, (modes, _) in results[counted].items()})
     write_counts(per_image, counts, counted)

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from primkd.config import TrainConfig
+
 
 def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
     """Two AdamW groups: conv/linear weights (≥ 2-D) decay; biases and norm affine parameters (1-D) do not."""
@@ -18,10 +20,9 @@ def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(modules: Iterable[nn.Module], train_cfg: dict) -> torch.optim.AdamW:
-    """AdamW over ``modules`` with the learning rate, betas and weight decay of the ``train`` section."""
-    return torch.optim.AdamW(param_groups(modules, train_cfg["weight_decay"]), lr=train_cfg["lr"],
-                             betas=tuple(train_cfg["betas"]))
+def build_optimizer(modules: Iterable[nn.Module], train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over ``modules`` with the learning rate, betas and weight decay of the ``train`` settings."""
+    return torch.optim.AdamW(param_groups(modules, train.weight_decay), lr=train.lr, betas=train.betas)
 
 
 def warmup_poly_factor(iteration: int, total_iters: int, warmup_iters: int, warmup_ratio: float, power: float) -> float:
@@ -36,12 +37,12 @@ def warmup_poly_factor(iteration: int, total_iters: int, warmup_iters: int, warm
     return max(0.0, 1.0 - iteration / total_iters) ** power
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int):
-    """Per-iteration LambdaLR implementing :func:`warmup_poly_factor` for the ``train`` section."""
-    total = train_cfg["epochs"] * iters_per_epoch
-    warmup = round(train_cfg["warmup_epochs"] * iters_per_epoch)
-    ratio, power = train_cfg["warmup_ratio"], train_cfg["poly_power"]
-    if train_cfg["first_step_full_lr"]:
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, iters_per_epoch: int):
+    """Per-iteration LambdaLR implementing :func:`warmup_poly_factor` for the ``train`` settings."""
+    total = train.epochs * iters_per_epoch
+    warmup = round(train.warmup_epochs * iters_per_epoch)
+    ratio, power = train.warmup_ratio, train.poly_power
+    if train.first_step_full_lr:
         # The official loop sets the rate after each step: step 1 runs at the optimiser's initial (full) rate and
         # step k + 1 at the schedule's value for iteration k - 1.
         return torch.optim.lr_scheduler.LambdaLR(

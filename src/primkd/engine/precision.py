@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from primkd.config import TrainConfig
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -26,15 +28,12 @@ class Precision:
     cudnn_benchmark: bool
 
     @classmethod
-    def from_cfg(cls, train_cfg: dict, device: torch.device) -> Precision:
-        """Resolve the ``train`` section for ``device``: ``amp: auto`` is bf16 on CUDA; on the CPU all are off."""
+    def of(cls, train: TrainConfig, device: torch.device) -> Precision:
+        """Resolve the ``train`` settings for ``device``: ``amp: auto`` is bf16 on CUDA; on the CPU all are off."""
         cuda = device.type == "cuda"
-        amp = train_cfg["amp"]
-        amp = ("bf16" if amp == "auto" else amp) if cuda else "none"
-        deterministic = train_cfg["deterministic"]
-        return cls(amp=amp, channels_last=cuda and train_cfg["channels_last"],
-                   compile=cuda and train_cfg["compile"],
-                   cudnn_benchmark=cuda and train_cfg["cudnn_benchmark"] and not deterministic)
+        amp = ("bf16" if train.amp == "auto" else train.amp) if cuda else "none"
+        return cls(amp=amp, channels_last=cuda and train.channels_last, compile=cuda and train.compile,
+                   cudnn_benchmark=cuda and train.cudnn_benchmark and not train.deterministic)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op without AMP)."""

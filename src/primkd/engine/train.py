@@ -30,7 +30,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from primkd.config import KDConfig
+from primkd.config import EvalConfig, KDConfig, ModelConfig, TrainConfig
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.checkpoint import (
@@ -101,29 +101,6 @@ class Run:
     info: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Reliability:
-    """Checkpoint, non-finite and determinism settings (``train`` keys of the same names).
-
-    Attributes:
-        checkpoint_every: iterations between training-state checkpoints (0 = only on SIGTERM and at the end).
-        keep_checkpoints: newest checkpoints kept per run.
-        max_bad_batches: batches with a non-finite loss that may be skipped (with a warning) before the run stops.
-        deterministic: use deterministic kernels only (CPU runs are then bit-identical; see
-            :func:`deterministic_algorithms` for CUDA).
-    """
-
-    checkpoint_every: int
-    keep_checkpoints: int
-    max_bad_batches: int
-    deterministic: bool
-
-    @classmethod
-    def from_cfg(cls, train_cfg: dict) -> Reliability:
-        """From the validated ``train`` section (the schema requires every key; params.yaml holds the defaults)."""
-        return cls(**{f.name: train_cfg[f.name] for f in fields(cls)})
-
-
 @dataclass
 class Progress:
     """The loop's bookkeeping, saved in every checkpoint (plain Python values only)."""
@@ -147,39 +124,39 @@ class Progress:
         self.sums, self.stage_sums = dict.fromkeys(LOSS_TERMS, 0.0), [0.0] * 4
 
 
-def build_loaders(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, dist: DistInfo | None = None,
-                  micro_batch: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images), both sharded
-    over the ranks of ``dist``; the training loader yields ``micro_batch`` images (default ``train.batch_size``).
+def build_loaders(t: TrainConfig, test_batch_size: int, run: Run, data_root: Path, hha_root: Path | None,
+                  dist: DistInfo | None = None, micro_batch: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """Training loader (augmented, shuffled by :class:`EpochSampler`) and test loader (full images, ``eval.batch_size``
+    at a time), both sharded over the ranks of ``dist``; the training loader yields ``micro_batch`` images (default
+    ``train.batch_size``).
 
     Both loaders draw their worker seeds from a generator of their own, so creating one (at each epoch, and when a
     run resumes mid-epoch) leaves the global torch RNG, which dropout and drop-path use, untouched. The data order
     and the augmentation depend only on (seed, epoch, index).
     """
-    t, dist = cfg["train"], dist or DistInfo()
+    dist = dist or DistInfo()
     needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd.teacher_modality == "depth")
     hha = hha_root if needs_hha else None
-    aug = Augment(crop=tuple(t["crop"]), scales=t["scales"], flip=t["flip"])
-    train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t["seed"], bgr=t["bgr"])
-    test_set = RGBDDataset(data_root, "test", hha, bgr=t["bgr"])
-    workers = t["num_workers"]
+    aug = Augment(crop=t.crop, scales=t.scales, flip=t.flip)
+    train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t.seed, bgr=t.bgr)
+    test_set = RGBDDataset(data_root, "test", hha, bgr=t.bgr)
+    workers = t.num_workers
     common = {"num_workers": workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0,
               "worker_init_fn": ignore_sigterm if workers > 0 else None}
-    train_loader = DataLoader(train_set, batch_size=micro_batch or t["batch_size"], drop_last=True,
-                              sampler=EpochSampler(len(train_set), t["seed"], rank=dist.rank,
+    train_loader = DataLoader(train_set, batch_size=micro_batch or t.batch_size, drop_last=True,
+                              sampler=EpochSampler(len(train_set), t.seed, rank=dist.rank,
                                                    world_size=dist.world_size, total=epoch_samples(t, len(train_set))),
-                              generator=torch.Generator().manual_seed(t["seed"]), **common)
-    test_loader = DataLoader(test_set, batch_size=cfg["eval"]["batch_size"],
+                              generator=torch.Generator().manual_seed(t.seed), **common)
+    test_loader = DataLoader(test_set, batch_size=test_batch_size,
                              sampler=ShardSampler(len(test_set), dist.rank, dist.world_size),
-                             generator=torch.Generator().manual_seed(t["seed"]), **common)
+                             generator=torch.Generator().manual_seed(t.seed), **common)
     return train_loader, test_loader
 
 
-def epoch_samples(train_cfg: dict, length: int) -> int:
+def epoch_samples(t: TrainConfig, length: int) -> int:
     """Images per epoch: the training split (the last incomplete batch dropped), or with ``train.fill_last_batch``
     batch × (N // batch + 1), as the official loader (its epoch always ends with a batch of random repeats)."""
-    batch = train_cfg["batch_size"]
-    return batch * (length // batch + 1) if train_cfg["fill_last_batch"] else length
+    return t.batch_size * (length // t.batch_size + 1) if t.fill_last_batch else length
 
 
 def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
@@ -290,35 +267,37 @@ def best_evaluation(curve: list[dict]) -> dict | None:
 class Trainer:
     """One run's training loop over checkpointed state (see the module docstring for the reliability rules)."""
 
-    def __init__(self, cfg: dict, run: Run, data_root: Path, hha_root: Path | None, checkpoint_dir: Path,
-                 progress: bool):
-        t = cfg["train"]
-        self.cfg, self.run, self.epochs, self.show = cfg, run, t["epochs"], progress
-        self.opts = Reliability.from_cfg(t)
+    def __init__(self, cfg: dict, t: TrainConfig, run: Run, data_root: Path, hha_root: Path | None,
+                 checkpoint_dir: Path, progress: bool):
+        # `cfg` (the resolved parameters) only feeds the checkpoint fingerprint; the loop reads the typed settings.
+        self.cfg, self.t, self.run, self.epochs, self.show = cfg, t, run, t.epochs, progress
+        self.model_cfg, self.eval_cfg = ModelConfig.of(cfg), EvalConfig.of(cfg)
         self.checkpoint_dir = checkpoint_dir
         # 1. Ranks, seeds, device and speed switches.
-        self.dist = init_distributed(t["device"])
-        seed_everything(t["seed"])
-        self.device = select_device(t["device"])
+        self.dist = init_distributed(t.device)
+        seed_everything(t.seed)
+        self.device = select_device(t.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
-        self.precision = Precision.from_cfg(t, self.device)
+        self.precision = Precision.of(t, self.device)
         # 2. Data: each rank takes micro-batches of its shard; `accum` of them make one optimiser step.
-        self.micro, self.accum = split_batch(t["batch_size"], self.dist.world_size, t["micro_batch"])
-        self.train_loader, self.test_loader = build_loaders(cfg, run, data_root, hha_root, self.dist, self.micro)
+        self.micro, self.accum = split_batch(t.batch_size, self.dist.world_size, t.micro_batch)
+        self.train_loader, self.test_loader = build_loaders(t, self.eval_cfg.batch_size, run, data_root, hha_root,
+                                                            self.dist, self.micro)
         self.dataset = self.train_loader.dataset
         self.iters_per_epoch = len(self.train_loader) // self.accum
         if self.iters_per_epoch == 0:
             raise ValueError(f"{data_root}/train.txt lists {len(self.dataset)} images, fewer than train.batch_size = "
-                             f"{t['batch_size']}; lower the batch size or add training images")
+                             f"{t.batch_size}; lower the batch size or add training images")
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
-        self.arch = architecture(cfg, run.kind, self.dataset.num_classes)
+        m = self.model_cfg
+        self.arch = architecture(m, run.kind, self.dataset.num_classes)
         self.model = build_model(self.arch)
-        if cfg["model"]["decoder_bias_init"] == "default":
+        if m.decoder_bias_init == "default":
             reset_conv_biases(self.model.decoder)
-        if cfg["model"]["drop_path_stage2"] == "constant":
-            official_stage2_drop_path(self.model, cfg["model"]["drop_path_rate"])
-        self.pretrained = self._init_pretrained(cfg["model"])
+        if m.drop_path_stage2 == "constant":
+            official_stage2_drop_path(self.model, m.drop_path_rate)
+        self.pretrained = self._init_pretrained(m)
         if self.dist.enabled and run.kind == "student":
             self.model = convert_sync_batchnorm(self.model, self.device)
         self.model = self.precision.prepare(self.model.to(self.device))
@@ -343,12 +322,11 @@ class Trainer:
         self.state = self._resume()
         self.started = time.perf_counter()
 
-    def _init_pretrained(self, model_cfg: dict) -> str | None:
+    def _init_pretrained(self, m: ModelConfig) -> str | None:
         """Load ImageNet MiT weights into the encoder(s) when ``model.pretrained`` asks for them."""
         from primkd.weights import init_from_imagenet, resolve_pretrained
 
-        path = resolve_pretrained(model_cfg["pretrained"], self.arch["variant"],
-                                  model_cfg["pretrained_dir"])
+        path = resolve_pretrained(m.pretrained, self.arch["variant"], m.pretrained_dir)
         if path is None:
             return None
         init_from_imagenet(self.model, path)
@@ -396,7 +374,7 @@ class Trainer:
         progress["seconds"] += time.perf_counter() - self.started
         if self.dist.is_main:
             self.last_checkpoint = save_checkpoint(self.checkpoint_dir, self.state.iteration, self.stateful,
-                                                   progress, self.fingerprint, complete, self.opts.keep_checkpoints)
+                                                   progress, self.fingerprint, complete, self.t.keep_checkpoints)
         barrier()
         return self.last_checkpoint
 
@@ -415,14 +393,14 @@ class Trainer:
         where = (f"iteration {s.iteration + 1} (epoch {s.epoch + 1}): non-finite loss terms {bad} on images "
                  f"{list(batch['name'])}")
         s.bad_batches += 1
-        if s.bad_batches > self.opts.max_bad_batches:
+        if s.bad_batches > self.t.max_bad_batches:
             kept = (f"the last good checkpoint is {self.last_checkpoint} (started again, the run resumes from it)"
                     if self.last_checkpoint else "no checkpoint was written yet")
             raise FloatingPointError(f"{self.run.name}: {where}; {kept}. Lower train.lr, check the images with "
                                      f"`primkd check-data`, or let train.max_bad_batches (now "
-                                     f"{self.opts.max_bad_batches}) skip such batches")
+                                     f"{self.t.max_bad_batches}) skip such batches")
         log.warning("%s: %s; skipping the batch (%d of at most %d)", self.run.name, where, s.bad_batches,
-                    self.opts.max_bad_batches)
+                    self.t.max_bad_batches)
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank (all ranks must skip a bad batch together, or DDP hangs)."""
@@ -469,10 +447,10 @@ class Trainer:
         row.update({k: v / n for k, v in s.sums.items()})
         row.update({f"stage{i + 1}_mse": v / n for i, v in enumerate(s.stage_sums)})
         s.curves.append(row)
-        t = self.cfg["train"]
-        if evaluation_due(s.epoch + 1, self.epochs, t["eval_every"], t["eval_from"]):
+        t = self.t
+        if evaluation_due(s.epoch + 1, self.epochs, t.eval_every, t.eval_from):
             m = evaluate(self.model, self.test_loader, self.dataset.num_classes, self.run.inputs, self.device,
-                         progress=self.show, crop=t["crop"], windows=self.cfg["eval"]["windows"])
+                         progress=self.show, crop=t.crop, windows=self.eval_cfg.windows)
             point = {"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]}
             s.eval_curve.append(point)
             if best_evaluation(s.eval_curve) is point:  # a new best: keep its weights beside the checkpoints
@@ -487,7 +465,7 @@ class Trainer:
         s.start_epoch()
 
     def _checkpoint_due(self) -> bool:
-        every = self.opts.checkpoint_every
+        every = self.t.checkpoint_every
         return bool(every) and self.state.iteration % every == 0
 
     def fit(self, stop: StopRequest) -> float:
@@ -544,26 +522,25 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
         FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
         DataError: bad input files.
     """
-    t, out_dir = cfg["train"], Path(out_dir)
+    t, out_dir = TrainConfig.of(cfg), Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
-    opts = Reliability.from_cfg(t)
-    with deterministic_algorithms(opts.deterministic), stop_on_signal(signal.SIGTERM) as stop:
-        trainer = Trainer(cfg, run, Path(data_root), hha_root, checkpoint_dir, progress)
+    with deterministic_algorithms(t.deterministic), stop_on_signal(signal.SIGTERM) as stop:
+        trainer = Trainer(cfg, t, run, Path(data_root), hha_root, checkpoint_dir, progress)
         if not trainer.dist.is_main:  # one log per run: rank 0's
             logging.getLogger("primkd").setLevel(logging.WARNING)
         elapsed = trainer.fit(stop)
     # 6. Outputs (rank 0), model.pt last.
     s, model = trainer.state, trainer.model
-    info = {"run": run.name, "preset": cfg["preset"], "seed": t["seed"], "deterministic": opts.deterministic,
+    info = {"run": run.name, "preset": cfg["preset"], "seed": t.seed, "deterministic": t.deterministic,
             "classes": trainer.dataset.classes, "kd": run.kd.as_dict() if run.kd is not None else None,
-            "bgr": t["bgr"], "pretrained": trainer.pretrained, **run.info}
+            "bgr": t.bgr, "pretrained": trainer.pretrained, **run.info}
     if not trainer.dist.is_main:
         return {}
     write_text(out_dir / "curves.csv", csv_text(s.curves))
     write_text(out_dir / "eval_curve.csv", csv_text(s.eval_curve))
     summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": trainer.arch["variant"],
-               "seed": t["seed"], "deterministic": opts.deterministic, "device": str(trainer.device),
-               "epochs": t["epochs"], "iterations": s.iteration, "skipped_batches": s.bad_batches,
+               "seed": t.seed, "deterministic": t.deterministic, "device": str(trainer.device),
+               "epochs": t.epochs, "iterations": s.iteration, "skipped_batches": s.bad_batches,
                "resumed_at_iterations": s.resumed_at, "train_seconds": round(elapsed, 2),
                "images_per_second": round(s.seen / max(elapsed, 1e-9), 2),
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
@@ -574,7 +551,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
     write_json(out_dir / "train.json", summary)
     _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)
-    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t["epochs"]})
+    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t.epochs})
     return summary
 
 

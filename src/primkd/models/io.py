@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from primkd.config import ModelConfig
 from primkd.io import DataError, atomic_dir, atomic_path, read_json, write_json
 from primkd.models.convert import StateDict, strip_prefix
 from primkd.models.mit import MIT_VARIANTS, mit_from_hf, mit_from_segformer
@@ -149,13 +150,13 @@ def read_mit_pretrained(path: str | os.PathLike) -> StateDict:
 # --- Model files ------------------------------------------------------------------------------------------------
 
 
-def architecture(cfg: dict, kind: str, num_classes: int) -> dict:
-    """Builder arguments of a ``"teacher"`` (single-stream) or ``"student"`` (CMX) network from params."""
-    model = cfg["model"]
-    eps = model["teacher_decoder_bn_eps"] if kind == "teacher" else model["decoder_bn_eps"]
-    return {"kind": kind, "variant": model["backbone"], "num_classes": num_classes,
-            "decoder_embed_dim": model["decoder_embed_dim"], "drop_path_rate": model["drop_path_rate"],
-            "decoder_bn_eps": eps, "decoder_dropout": model["decoder_dropout"]}
+def architecture(model: ModelConfig, kind: str, num_classes: int) -> dict:
+    """Builder arguments of a ``"teacher"`` (single-stream) or ``"student"`` (CMX) network from the ``model``
+    settings."""
+    eps = model.teacher_decoder_bn_eps if kind == "teacher" else model.decoder_bn_eps
+    return {"kind": kind, "variant": model.backbone, "num_classes": num_classes,
+            "decoder_embed_dim": model.decoder_embed_dim, "drop_path_rate": model.drop_path_rate,
+            "decoder_bn_eps": eps, "decoder_dropout": model.decoder_dropout}
 
 
 def build_model(arch: dict) -> nn.Module:

@@ -56,7 +56,7 @@ def run_parameters(cfg: Mapping, run: str) -> dict:
     experiment = cfg["experiments"].get(run)
     if experiment is None:
         return {"role": "student", "experiment": "not in params.yaml"}
-    changed = {f"kd.{k}": v for k, v in experiment.get("kd", {}).items() if cfg["kd"].get(k) != v}
+    changed = {f"kd.{k}": v for k, v in experiment.get("kd", {}).items() if cfg["kd"][k] != v}
     return {"role": "student", "distillation": True, "teacher": experiment["teacher"], **changed}
 
 

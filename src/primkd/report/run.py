@@ -180,7 +180,7 @@ def resolve_run(row: Row, cfg: Mapping | None) -> tuple[str | None, str | None]:
     A row naming ``kd`` keys stands for the preset's distillation settings with those keys: its ``run`` when that
     experiment resolves to them, else the first experiment (same teacher) that does, else none.
     """
-    if row.kd is None or cfg is None or row.run not in cfg.get("experiments", {}):
+    if row.kd is None or cfg is None or row.run not in cfg["experiments"]:
         return row.run, None
     from primkd.config import experiment_kd
 
@@ -495,7 +495,7 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
     paper = load_paper(paper_path)
     matched = paper.match(preset, *_source_and_backbone(cfg))
     setting = matched or paper.default_setting
-    checkpoint = cfg["eval"].get("checkpoint", "last") if cfg is not None else "last"
+    checkpoint = cfg["eval"]["checkpoint"] if cfg is not None else "last"
     gatherer = _Gatherer(results_dir, load_cka(results_dir / "analysis" / "cka.json"),
                          tuple(paper.settings[setting]["input"]), decoder_embed_dim, cfg, checkpoint)
     # 2. Tables 1–8, each in the evaluation mode the paper used, with Δ only in the paper's setting.

@@ -332,3 +332,4 @@ def test_convert_dataset_errors_name_the_depth_file(fixtures_dir, tmp_path):
     (tmp_path / "data" / "Depth" / "b.png").unlink()
     with pytest.raises(DataError, match=r"Depth/b\.png.*not found"):
         convert_dataset(tmp_path / "data", tmp_path / "hha")
+

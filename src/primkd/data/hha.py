@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import cv2
@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from primkd.data.layout import SPLITS, Layout, intrinsics_for, read_meta, read_split
 from primkd.data.layout import depth_scale as layout_depth_scale
+from primkd.data.workers import process_pool
 from primkd.io import DataError, read_image, write_png
 
 ANGLE_RADIUS = 3  # 7×7 window for the normals of the angle channel
@@ -533,17 +534,6 @@ def _dataset_names(root: Path) -> list[str]:
     return list(dict.fromkeys(name for split in SPLITS for name in read_split(root, split)))
 
 
-def _single_thread_worker() -> None:
-    """Process-pool initializer: one OpenCV and one BLAS/OpenMP thread per worker process, so that workers do not
-    oversubscribe. The BLAS pools were sized when numpy was imported in the parent, before the stage set
-    OMP_NUM_THREADS, and forked workers inherit them: two workers each spinning two BLAS threads tripled the CPU time
-    per image (docs/BENCHMARKS.md)."""
-    from threadpoolctl import threadpool_limits
-
-    cv2.setNumThreads(1)
-    threadpool_limits(1)
-
-
 def convert_dataset(data_root: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1, force: bool = False,
                     names: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Write ``out_dir/<name>.png`` (HHA) for every image of a prepared dataset (layout.py).
@@ -589,7 +579,7 @@ def _run_jobs(jobs: list[tuple], workers: int, progress: bool = True) -> None:
                 hha_from_file(*job)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
+        with process_pool(workers, __name__) as pool:
             futures = [pool.submit(hha_from_file, *job) for job in jobs]
             try:
                 for future in as_completed(futures):

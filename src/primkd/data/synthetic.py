@@ -38,7 +38,6 @@ import functools
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from tqdm import tqdm
 
 from primkd.data.layout import IGNORE_INDEX, NYU40_CLASSES, NYU_SIZE, SPLITS, Layout, scaled_intrinsics, write_split
 from primkd.data.viz import contact_sheet, label_palette  # noqa: F401 (re-exported for tests/test_synthetic.py)
+from primkd.data.workers import process_pool
 from primkd.io import atomic_dir, write_json, write_png
 
 # The NYU-40 classes the generator draws (labels are indices into NYU40_CLASSES).
@@ -1095,7 +1095,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_train: int, num_test: int, 
         work = functools.partial(_write_scene, root=tmp, height=height, width=width, seed=seed, knobs=knobs)
         bar = functools.partial(tqdm, total=len(jobs), desc="synthetic scenes", unit="img")
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers, __name__) as pool:
                 for classes in bar(pool.map(work, jobs, chunksize=max(1, len(jobs) // (8 * workers)))):
                     present.update(classes)
         else:

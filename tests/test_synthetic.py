@@ -314,20 +314,21 @@ def test_geometry_only_classes_share_appearance_but_not_height(shared_look_scene
 
 def test_own_looks_set_geometry_only_classes_apart():
     # With shared_appearance = 0 every object wears its class's colour family: cyan-blue cabinets, yellow boxes lighter
-    # than the dark-wood tables, pink-violet beds, dark green sofas, red chairs, blue-violet bags.
+    # than the dark-wood tables, pink-violet beds, dark green sofas, red chairs, blue-violet bags, khaki-lime counters.
     mean = {}
     for scene in (render_scene(s, 120, 160, SceneParams(shared_appearance=0.0)) for s in range(60)):
-        for name in ("cabinet", "table", "box", "bed", "sofa", "chair", "bag"):
+        for name in ("cabinet", "table", "box", "bed", "sofa", "chair", "bag", "counter"):
             mask = scene["label"] == CLASS_ID[name]
             if mask.sum() >= 20:
                 mean.setdefault(name, []).append(scene["rgb"][mask].astype(np.float64).mean(axis=0))
     r, g, b = np.array([np.mean(mean[n], axis=0) for n in ("cabinet", "table", "box", "bed", "sofa", "chair",
-                                                           "bag")]).T  # (7,) mean sRGB levels per class
-    cabinet, table, box, bed, sofa, chair, bag = range(7)
+                                                           "bag", "counter")]).T  # (8,) mean sRGB levels per class
+    cabinet, table, box, bed, sofa, chair, bag, counter = range(8)
     assert b[cabinet] > r[cabinet] + 20 and b[bag] > g[bag] + 20
     assert min(r[box] - r[table], g[box] - g[table]) > 15
     assert r[bed] > g[bed] + 15 and b[bed] > g[bed] + 5
     assert g[sofa] > r[sofa] + 10 and r[chair] > g[chair] + 60
+    assert g[counter] > r[counter] > b[counter] + 25
     shared = [render_scene(s, 120, 160, SceneParams(shared_appearance=1.0))["rgb"] for s in range(3)]
     assert not any(np.array_equal(a, render_scene(s, 120, 160, SceneParams(shared_appearance=0.0))["rgb"])
                    for s, a in enumerate(shared))

@@ -8,11 +8,12 @@ gives the metric depth (camera z), the NYU-40 label and the surface point where 
 Both modalities carry information the other lacks, in the balance of NYU Depth V2 (RGB carries most classes, depth
 supplements it; the knobs of :class:`SceneParams`, calibrated in docs/calibration.md):
 
-* appearance first: each furniture class wears a colour family of its own (cyan-blue cabinets, stone counters,
-  dark-wood tables, yellow-orange boxes, pink-violet beds, dark green sofas, red chairs, blue-violet bags), except a
-  fraction ``shared_appearance`` of objects, which wear their material's generic look (any wood for cabinet, counter,
-  table and box; muted fabric for bed, sofa and bag; any plastic for chair): only their shape and height above the
-  floor tell those apart;
+* appearance first: each furniture class wears a colour family of its own (cyan-blue cabinets, khaki-lime stone
+  counters, dark-wood tables, yellow-orange boxes, pink-violet beds, dark green sofas, red chairs, vivid violet bags,
+  lamps with amber shades on dark bronze poles), except a fraction ``shared_appearance`` of objects (none in the
+  calibrated setting), which wear their material's generic look (any wood for cabinet, counter, table and box;
+  muted fabric for bed, sofa and bag; any plastic for chair): only their shape and height above the floor tell those
+  apart;
 * appearance only: picture, whiteboard, window and door are regions of a wall's surface (exactly the wall's depth);
   only their colour and texture tell them apart from the wall.
 
@@ -82,7 +83,7 @@ class SceneParams:
     camera, objects) of a scene seed never depends on them, and the RGB image does not depend on the depth knobs.
     """
 
-    shared_appearance: float = 0.1  # probability that a piece of furniture takes its material's generic look
+    shared_appearance: float = 0.0  # probability that a piece of furniture takes its material's generic look
     depth_noise: float = 1.0  # factor on the Kinect axial noise sigma(z)
     disparity_step_px: float = 0.125  # disparity quantisation step (Kinect v1: 1/8 px); 0 = millimetre steps only
     dark_holes: float = 0.5  # fraction of dark-surface pixels (linear albedo luminance < DARK_ALBEDO) with no reading
@@ -202,7 +203,6 @@ def _fabric_srgb(rng: np.random.Generator) -> np.ndarray:
     return _hsv(rng, (0.15, 0.55), (0.35, 0.80))
 
 
-_STONES = ((0.16, 0.16, 0.18), (0.78, 0.72, 0.62), (0.30, 0.26, 0.24))  # granites: black, beige, brown
 _METAL = (0.72, 0.72, 0.74)
 
 
@@ -226,8 +226,8 @@ def _own_look(rng: np.random.Generator, name: str) -> _Material:
     if name == "cabinet":  # painted fronts, cyan to blue, with door seams and metal handles
         paint = _hue(rng, (0.48, 0.62), (0.3, 0.6), (0.35, 0.7))
         return _material(rng, "laminate", paint, [_METAL], size=(rng.uniform(0.35, 0.6), 0.0))
-    if name == "counter":  # speckled dark or beige stone
-        stone = _jitter(rng, _STONES[rng.integers(len(_STONES))], 0.05)
+    if name == "counter":  # speckled khaki-to-lime stone (beige and black granites looked like walls and tables)
+        stone = _hue(rng, (0.17, 0.24), (0.35, 0.6), (0.55, 0.8))
         return _material(rng, "stone", stone, [np.clip(1.0 - stone, 0.1, 0.9)])
     if name == "table":  # strongly grained dark wood (darker than any floorboards)
         return _material(rng, "wood", _wood_srgb(rng, (0.55, 1.0)))
@@ -241,8 +241,8 @@ def _own_look(rng: np.random.Generator, name: str) -> _Material:
                          size=(rng.uniform(0.5, 0.7), 0.0))
     if name == "chair":  # bright red plastic
         return _material(rng, "plastic", _hue(rng, (-0.03, 0.05), (0.7, 0.9), (0.55, 0.85)))
-    # bag: saturated blue-violet nylon
-    return _material(rng, "fabric", _hue(rng, (0.64, 0.74), (0.5, 0.8), (0.35, 0.6)))
+    # bag: vivid violet nylon (the darker blue-violet of earlier rounds looked like the cabinets' blues)
+    return _material(rng, "fabric", _hue(rng, (0.68, 0.76), (0.75, 0.95), (0.55, 0.8)))
 
 
 def _value_noise(lattice: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -528,8 +528,10 @@ def _make_chair(rng: np.random.Generator, look: np.random.Generator, shared: boo
 
 def _make_lamp(rng: np.random.Generator, look: np.random.Generator, shared: bool) -> _Object:
     h = rng.uniform(1.3, 1.7)
-    metal = _material(look, "plastic", _jitter(look, (0.6, 0.6, 0.62), 0.1))
-    shade = _material(look, "lampshade", _jitter(look, (0.95, 0.90, 0.75)))
+    # dark bronze pole and base (the grey metal of earlier rounds looked like the wall paints)
+    metal = _material(look, "plastic", _jitter(look, (0.28, 0.22, 0.16), 0.04))
+    # amber shades, lit from inside (cream ones looked like the wall paints)
+    shade = _material(look, "lampshade", _hue(look, (0.06, 0.09), (0.55, 0.75), (0.9, 1.0)))
     parts = [("cylinder", (0, 0.015, 0), (0.14, 0.015, 0.14), metal),
              ("cylinder", (0, h / 2, 0), (0.015, h / 2 - 0.03, 0.015), metal)]
     if rng.random() < 0.5:

@@ -274,6 +274,10 @@ def tiny_inputs(channels, requires_grad=True):
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
 def test_gradients_reach_student_and_aligners_not_teacher(kind):
+    # The multi aligner's mask and every aligner's init draw from the global RNG; seeded here so that the test does
+    # not depend on the tests before it. Stage 4 is 1x1: a mask that drops both samples' only position rightly leaves
+    # that stage's fused feature without a gradient (16 of 200 seeds; seed 0 keeps it). Found by --order shuffle:1.
+    torch.manual_seed(0)
     channels = [2, 3, 4, 5]
     logits, labels, fused, t_logits, t_feats = tiny_inputs(channels)
     module = PrimKDLoss(channels=channels, aligner=kind, rule="average")

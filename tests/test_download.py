@@ -47,8 +47,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route["truncate"] > 0:
             route["truncate"] -= 1
             body = body[: len(body) // 2]  # then the connection closes: fewer bytes than announced
+        self.server.sent += len(body)  # counted before the write: the client may finish before this thread resumes
         self.wfile.write(body)
-        self.server.sent += len(body)
 
     def log_message(self, *args) -> None:
         pass

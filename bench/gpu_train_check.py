@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +33,7 @@ from primkd.data.layout import NYU40_CLASSES
 from primkd.data.synthetic import render_scene, scene_seed
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.optim import build_optimizer
+from primkd.io import write_json
 from primkd.models.mit import MIT_VARIANTS
 from primkd.models.segmentors import build_student, build_teacher
 
@@ -185,8 +185,7 @@ def main(args: argparse.Namespace) -> None:
               "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
               "window": w, "loss_first_window": first, "loss_last_window": last, "ratio": last / first,
               "max_ratio": args.max_ratio, "passed": passed, "losses": losses}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"{report['device']}: PrimKD {args.variant} {args.height}×{args.width} batch {batch}, {args.iters} "
           f"iterations in {student_s:.0f} s ({report['images_per_s']:.1f} img/s): loss {first:.3f} (first {w}) → "
           f"{last:.3f} (last {w}), ratio {last / first:.2f} → {'PASS' if passed else 'FAIL'}; JSON: {args.out}")

@@ -17,7 +17,6 @@ import cost is printed too, with whether it imported torch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -163,8 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report["load_average_after"] = os.getloadavg()
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
     return report
 
 

@@ -41,6 +41,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from primkd.data.hha import compute_hha  # noqa: E402
+from primkd.io import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ("depth.npy", "depth_clean.npy")
@@ -215,8 +216,7 @@ def main(args: argparse.Namespace) -> dict:
               "threads": thread_report(), "rounds": args.rounds, "repeats": args.repeats,
               "reference": str(args.reference) if args.reference else None, "results": results, "parity": checks}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
     return report
 
 

@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import importlib
 import io
-import json
 import os
 import platform
 import statistics
@@ -65,6 +64,7 @@ from primkd.data.layout import IGNORE_INDEX, NYU40_CLASSES
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.evaluate import predict_probs
 from primkd.engine.optim import build_optimizer
+from primkd.io import write_json
 from primkd.models.mit import MIT_VARIANTS
 from primkd.models.segmentors import build_student, build_teacher
 
@@ -461,8 +461,7 @@ def main(args: argparse.Namespace) -> dict:
               **summarise(measurements, skipped, args.iters)}
     if args.profile:
         report["profile"] = profile(measurements, args.profile)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"{report['device']}, torch {torch.__version__}; {report['threads']}\n"
           f"{args.variant}, {args.height}×{args.width}, batch {args.batch} (train), {args.eval_batch} (eval); "
           f"median of {args.rounds} alternating rounds of {args.iters} steps after {args.warmup} warm-up steps; "

@@ -68,8 +68,8 @@ all: check-params
 	$(BIN)/dvc repro
 	@$(BIN)/python -c "$$SUMMARY"
 
-## check-params: params.yaml against its schema, and the preset name (DVC alone reports a misspelt preset as
-## "Parameters 'presets.<name>.data' are missing")
+## check-params: params.yaml against its schema, and the preset name, before DVC starts (its first stage,
+## resolve_params, would stop on the same line)
 check-params: venv
 	$(BIN)/primkd check-params
 

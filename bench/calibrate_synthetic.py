@@ -109,11 +109,13 @@ def run_round(spec: dict, out_root: Path) -> dict:
 
 
 def summarize(result: dict) -> dict:
-    """mIoU (points) mean and std over seeds per model, RGB/CMX ratio and depth − RGB gap."""
+    """mIoU (points) mean and sample std over seeds per model, RGB/CMX ratio and depth − RGB gap."""
     per_model: dict[str, list[float]] = {}
     for key, run in result["runs"].items():
         per_model.setdefault(key.rsplit("_s", 1)[0], []).append(100 * run["miou"])
-    out = {m: (float(np.mean(v)), float(np.std(v)), len(v)) for m, v in per_model.items()}
+    # sample std (ddof 1), as primkd compare and REPORT.md give it; one seed has no spread
+    out = {m: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+           for m, v in per_model.items()}
     if "rgb" in out and "cmx" in out:
         out["ratio"] = out["rgb"][0] / out["cmx"][0]
     if "rgb" in out and "depth" in out:

@@ -6,7 +6,7 @@
 #
 # 1. training throughput side by side (bench/train_throughput.py, one process, alternating rounds): the CMX step and
 #    the PrimKD step, MiT-B2, 480×640, the params batch, as the official code trains (the official classes, fp32 eager,
-#    when OFFICIAL_CMX / OFFICIAL_PRIMKD name checkouts; README, "Benchmarks"), the project's networks the same way
+#    when OFFICIAL_CMX / OFFICIAL_PRIMKD name checkouts; README, "Development"), the project's networks the same way
 #    (fp32_eager), and the project optimised: bf16 autocast, fused attention, channels-last, torch.compile;
 # 2. a 300-iteration PrimKD training on synthetic 480×640 scenes whose loss must fall (bench/gpu_train_check.py);
 # 3. evaluation throughput, single scale and multi-scale + flip, fp32 eager vs optimised;

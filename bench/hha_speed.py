@@ -5,7 +5,7 @@ Usage::
     PYTHONPATH=src python bench/hha_speed.py                                   # primkd only
     PYTHONPATH=src .refs/hha-venv/bin/python bench/hha_speed.py --reference .refs/Depth2HHA-python
 
-``--reference DIR`` is a checkout of charlesCXK/Depth2HHA-python (6c7c14b; README, "Benchmarks"), imported unmodified
+``--reference DIR`` is a checkout of charlesCXK/Depth2HHA-python (6c7c14b; README, "Development"), imported unmodified
 (``getHHA.getHHA``). It needs numpy < 1.24 (it builds a ragged array in ``getRMatrix``), so with the reference the
 script runs in an interpreter with the fixture's versions (numpy 1.23.5, scipy 1.10.1, opencv-python-headless
 4.8.1.78, tqdm); primkd runs in the same process on the same libraries.
@@ -46,12 +46,12 @@ from primkd.io import write_json  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ("depth.npy", "depth_clean.npy")
 NOT_MEASURED = ("reference Depth2HHA-python: not measured (pass --reference DIR, a checkout of "
-                "charlesCXK/Depth2HHA-python; README, 'Benchmarks')")
+                "charlesCXK/Depth2HHA-python; README, 'Development')")
 
 
 def default_fixtures() -> Path:
-    """The shared fixtures folder: $PRIMKD_FIXTURES, else ``../shared/fixtures`` beside the repository."""
-    return Path(os.environ.get("PRIMKD_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    """The reference fixtures: $PRIMKD_FIXTURES, else the repository's copy ``tests/fixtures``."""
+    return Path(os.environ.get("PRIMKD_FIXTURES", REPO / "tests" / "fixtures"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="primkd calls per scene and round.")
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), help="Depth files of <fixtures>/hha to encode.")
     parser.add_argument("--fixtures", type=Path, default=default_fixtures(),
-                        help="The shared fixtures folder (holds hha/<scene> and hha/scene_meta.json).")
+                        help="The reference fixtures folder (holds hha/<scene> and hha/scene_meta.json).")
     parser.add_argument("--profile", type=int, default=0,
                         help="Also profile this many primkd calls on the first scene (cProfile, CPU-time timer) and "
                              "print the functions with the most own time.")
@@ -84,7 +84,7 @@ def load_reference(folder: Path) -> Callable[[np.ndarray, np.ndarray, np.ndarray
     folder, so the folder goes first on sys.path)."""
     if not (folder / "getHHA.py").is_file() or not (folder / "utils" / "rgbd_util.py").is_file():
         sys.exit(f"{folder}: not a Depth2HHA-python checkout (getHHA.py, utils/rgbd_util.py missing); "
-                 "see README, 'Benchmarks'")
+                 "see README, 'Development'")
     if "utils" in sys.modules:
         sys.exit(f"a module named 'utils' is already imported ({sys.modules['utils']}); it would shadow {folder}/utils")
     sys.path.insert(0, str(folder.resolve()))
@@ -100,7 +100,7 @@ def check_reference_runs(get_hha: Callable, camera: np.ndarray, depth: np.ndarra
             return get_hha(camera, depth, depth)
     except ValueError as e:
         sys.exit(f"{folder}: the reference fails under numpy {np.__version__} ({e}); run this script with numpy "
-                 "1.23.5, scipy 1.10.1, opencv-python-headless 4.8.1.78 (README, 'Benchmarks')")
+                 "1.23.5, scipy 1.10.1, opencv-python-headless 4.8.1.78 (README, 'Development')")
 
 
 def timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float, float]:
@@ -147,7 +147,7 @@ def profile(depth: np.ndarray, intrinsics: dict, calls: int, rows: int = 12) -> 
 def load_scene(folder: Path, name: str) -> np.ndarray:
     path = folder / name
     if not path.is_file():
-        sys.exit(f"{path}: fixture depth not found; pass --fixtures (the shared/fixtures folder) "
+        sys.exit(f"{path}: fixture depth not found; pass --fixtures (a folder like tests/fixtures) "
                  "or set PRIMKD_FIXTURES")
     return np.load(path).astype(np.float64)
 
@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> dict:
     folder = args.fixtures / "hha"
     meta_path = folder / "scene_meta.json"
     if not meta_path.is_file():
-        sys.exit(f"{meta_path}: not found; pass --fixtures (the shared/fixtures folder) or set PRIMKD_FIXTURES")
+        sys.exit(f"{meta_path}: not found; pass --fixtures (a folder like tests/fixtures) or set PRIMKD_FIXTURES")
     meta = json.loads(meta_path.read_text())
     intrinsics = {key: meta[key] for key in ("fx", "fy", "cx", "cy")}
     camera = np.array(meta["camera_matrix"], dtype=np.float64)

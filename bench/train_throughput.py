@@ -255,7 +255,7 @@ def official_checkout(folder: Path, name: str) -> Iterator[None]:
     (models, engine, utils, ...) removed from sys.modules afterwards, since the CMX and PrimKD checkouts use the same
     package names. The networks must be built inside (their constructors import their encoders and decoders)."""
     if not (folder / "models" / "builder.py").is_file():
-        sys.exit(f"{folder}: not a checkout of {name} (models/builder.py missing); README, 'Benchmarks'")
+        sys.exit(f"{folder}: not a checkout of {name} (models/builder.py missing); README, 'Development'")
     tops = {p.stem for p in folder.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
     saved = {key: sys.modules.pop(key) for key in list(sys.modules) if key.split(".")[0] in tops}
     sys.path.insert(0, str(folder.resolve()))
@@ -347,7 +347,7 @@ def build(args: argparse.Namespace, cfg: dict, device: torch.device) -> tuple[li
                 if option is None:
                     continue  # no official counterpart
                 if getattr(args, option) is None:
-                    skipped[task] = f"{NOT_MEASURED} (pass --{option.replace('_', '-')} DIR; README, 'Benchmarks')"
+                    skipped[task] = f"{NOT_MEASURED} (pass --{option.replace('_', '-')} DIR; README, 'Development')"
                     continue
                 try:
                     step, images = official_step(task, args, cfg, device)

@@ -1,4 +1,4 @@
-"""Embedded synthetic RGB-D dataset: procedural indoor scenes rendered by vectorised ray casting (DESIGN.md §6).
+"""Embedded synthetic RGB-D dataset: procedural indoor scenes rendered by vectorised ray casting (docs/design.md §6).
 
 A scene is a room (floor, four walls, ceiling) seen by a pinhole camera with NYU Depth V2's intrinsics, furnished with
 composite boxes, vertical cylinders and ellipsoids, and with flat items on the walls. Each primitive is intersected
@@ -28,7 +28,8 @@ ambient light, vignetting, gamma, slight blur and noise.
 World frame: x right, y up (floor at y = 0), z into the room; the camera frame is x right, y down, z forward, so the
 camera-z depth of a hit at ray parameter t is t itself (rays are (x̃, ỹ, 1) in camera coordinates). Randomness: a
 scene seed seeds three independent streams (layout and materials; depth sensor; RGB sensor), so a scene's layout does
-not depend on the image size or the knobs, and image ``i`` of a split uses :func:`scene_seed` (dataset seed, split, i) only.
+not depend on the image size or the knobs, and image ``i`` of a split uses :func:`scene_seed` (dataset seed, split, i)
+only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from primkd.config import load_params
+from primkd.config import ConfigError, load_params
 from primkd.data.layout import read_meta, read_split
 from primkd.data.prepare import link_imported_hha, prepare_dataset
 from primkd.io import DataError, read_image
@@ -71,5 +71,9 @@ def test_folder_with_ready_made_hha_feeds_the_hha_stage(tmp_path):
 
 
 def test_folder_source_needs_a_path(tmp_path):
-    with pytest.raises(ValueError, match=r"data\.folder\.path is empty"):
+    with pytest.raises(ConfigError) as info:
         prepare_dataset(_data_section(tmp_path, source="folder"), tmp_path / "prepared")
+    assert str(info.value) == ("data.source is 'folder' but data.folder.path is empty; in params.yaml set "
+                               "data.folder.path to the folder to import (RGB/, Depth/ or HHA/, Label/, train.txt, "
+                               "test.txt)")
+    assert not (tmp_path / "prepared").exists()

@@ -66,8 +66,14 @@ def test_folder_with_ready_made_hha_feeds_the_hha_stage(tmp_path):
     out = prepare_dataset(_data_section(tmp_path, source="folder", folder=folder), tmp_path / "prepared")
     assert read_meta(out)["hha_dir"]
     assert link_imported_hha(out, tmp_path / "hha") == 3
-    for name in ("a0", "a1", "a2"):
-        assert read_image(tmp_path / "hha" / f"{name}.png").shape[2] == 3
+    sources = {"a0": "a0.png", "a1": "a1.jpg", "a2": "a2.png"}  # a1's JPEG is decoded into a PNG on import
+    images = {name: read_image(tmp_path / "cmx" / "HHA" / file) for name, file in sources.items()}
+    assert len({image.tobytes() for image in images.values()}) == 3  # a link to another name's file shows
+    for name, file in sources.items():
+        linked = tmp_path / "hha" / f"{name}.png"
+        np.testing.assert_array_equal(read_image(linked), images[name])
+        if file.endswith(".png"):  # linked or copied as is, not re-encoded
+            assert linked.read_bytes() == (tmp_path / "cmx" / "HHA" / file).read_bytes()
 
 
 def test_folder_source_needs_a_path(tmp_path):

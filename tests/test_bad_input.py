@@ -1,5 +1,6 @@
 """Bad inputs fail with one line that names the file or key and the fix: split names that leave the dataset,
-NaN/inf in params.yaml, a full disk, a non-finite loss; grey and RGBA images read as RGB are warned about."""
+NaN/inf in params.yaml, a full disk, a non-finite loss, a depth network without --hha, training settings that cannot
+run, a typo seen by the dvc.yaml generator; grey and RGBA images read as RGB are warned about."""
 
 import copy
 import errno
@@ -10,16 +11,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
-from primkd import cli
+from primkd import cli, stages
 from primkd.cli import pipeline
 from primkd.config import ConfigError, validate
 from primkd.data import hha
 from primkd.data.check import check_dataset
+from primkd.data.dataset import hha_input
 from primkd.data.layout import read_split
-from primkd.io import DiskFullError, read_image, write_png, write_text
+from primkd.engine import train as train_module
+from primkd.engine.runtime import select_device
+from primkd.io import DataError, DiskFullError, read_image, write_png, write_text
+from primkd.models import build_student
+from primkd.models.io import save_model
 
 from fake_data import make_dataset
 
@@ -164,3 +171,99 @@ def test_evaluate_averages_the_seeds_of_params_not_whatever_the_run_folder_holds
     assert info.value.code == 2
     assert (f"ERROR primkd: {run}: no seed<k>/model.pt for seeds [1] of params.yaml `seeds`; run their training "
             f"stages\n") in capsys.readouterr().err
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a network was built although the run could not start")
+
+
+def _params_with(tmp_path: Path, **smoke_train) -> Path:
+    """params.yaml whose smoke preset sets these train keys."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["presets"]["smoke"]["train"].update(smoke_train)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("role", "run"), [(["--role", "student"], "cmx"),
+                                           (["--role", "teacher", "--modality", "depth"], "teacher_depth")])
+def test_training_on_depth_without_hha_stops_before_any_network_is_built(tmp_path, monkeypatch, capsys, role, run):
+    data = make_dataset(tmp_path / "data", n_train=4, n_test=2)
+    monkeypatch.setattr(train_module, "build_model", _must_not_run)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", *role, "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--seed", "0",
+                  "--data", str(data), "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert (f"ERROR primkd: run '{run}' reads depth: pass its HHA folder with --hha (the hha stage's output, "
+            f"data/<preset>/hha)\n") in err
+
+
+def test_evaluating_a_depth_model_without_hha_is_one_line(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_train=1, n_test=1)
+    model = tmp_path / "student.pt"
+    arch = {"kind": "student", "variant": "mit_tiny", "num_classes": 3, "decoder_embed_dim": 16,
+            "drop_path_rate": 0.1, "decoder_bn_eps": 1e-3}
+    save_model(model, build_student("mit_tiny", 3, decoder_embed_dim=16), arch, ["rgb", "modal"], {"run": "cmx"})
+    with pytest.raises(SystemExit) as info:
+        cli.main(["evaluate", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--model", str(model),
+                  "--data", str(data), "--out", str(tmp_path / "metrics.json")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert (f"ERROR primkd: {model} reads depth: pass its HHA folder with --hha (the hha stage's output, "
+            f"data/<preset>/hha)\n") in err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_hha_input_is_the_folder_only_when_the_network_reads_depth(tmp_path):
+    assert hha_input(tmp_path, needed=True, reader="m.pt") == tmp_path
+    assert hha_input(str(tmp_path), needed=False, reader="m.pt") is None  # an RGB network ignores a given folder
+    assert hha_input(None, needed=False, reader="m.pt") is None
+    with pytest.raises(DataError, match=r"^m\.pt reads depth: pass its HHA folder with --hha"):
+        hha_input(None, needed=True, reader="m.pt")
+
+
+def test_cuda_without_a_gpu_names_the_key_that_asked_for_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        select_device("cuda")
+    assert str(info.value) == "train.device is 'cuda' but no CUDA device is visible; set train.device to auto or cpu"
+    with pytest.raises(ConfigError) as info:
+        select_device("cuda", "--device")
+    assert str(info.value) == "--device is 'cuda' but no CUDA device is visible; set --device to auto or cpu"
+    assert select_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("train", "n_train", "message"), [
+    ({"device": "cuda"}, 4, "train.device is 'cuda' but no CUDA device is visible; set train.device to auto or cpu"),
+    ({"micro_batch": 3}, 4, "train.batch_size = 4 is not a multiple of 1 ranks x train.micro_batch = 3; in "
+                            "params.yaml make train.batch_size a multiple of ranks x train.micro_batch "
+                            "(train.micro_batch: 0 = batch size / ranks, no accumulation)"),
+    ({}, 3, "train.batch_size = 4 exceeds the 3 images that {data}/train.txt lists; lower train.batch_size in "
+            "params.yaml or add training images"),
+])
+def test_training_settings_that_cannot_run_are_one_line(tmp_path, monkeypatch, capsys, train, n_train, message):
+    data = make_dataset(tmp_path / "data", n_train=n_train, n_test=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train_module, "build_model", _must_not_run)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--role", "teacher", "--params", str(_params_with(tmp_path, **train)), "--preset", "smoke",
+                  "--data", str(data), "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert f"ERROR primkd: {message.format(data=data)}\n" in err
+
+
+def test_stages_script_reports_a_bad_params_file_in_one_line(tmp_path, capsys):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["lrr"] = raw["train"].pop("lr")  # a typo
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    for mode in ("--check", "--write"):
+        with pytest.raises(SystemExit) as info:
+            stages.main([mode, "--root", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "Traceback" not in err
+        assert err.startswith(f"error: {tmp_path / 'params.yaml'} is invalid; fix these keys:\n")
+        assert "lrr" in err
+    assert not (tmp_path / "dvc.yaml").exists()

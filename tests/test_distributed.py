@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from primkd.config import KDConfig, load_params
+from primkd.config import ConfigError, KDConfig, load_params
 from primkd.engine.distributed import split_batch
 from primkd.engine.train import Run, train
 
@@ -50,8 +50,11 @@ def test_split_batch_keeps_the_global_batch():
     assert split_batch(8, 1, 0) == (8, 1)
     assert split_batch(8, 2, 0) == (4, 1)
     assert split_batch(8, 2, 2) == (2, 2)
-    with pytest.raises(ValueError, match=r"train\.batch_size = 8 is not a multiple of 3 ranks"):
+    with pytest.raises(ConfigError) as info:
         split_batch(8, 3, 0)
+    assert str(info.value) == ("train.batch_size = 8 is not a multiple of 3 ranks x train.micro_batch = 2; in "
+                               "params.yaml make train.batch_size a multiple of ranks x train.micro_batch "
+                               "(train.micro_batch: 0 = batch size / ranks, no accumulation)")
 
 
 @pytest.fixture(scope="module")

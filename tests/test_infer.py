@@ -90,9 +90,20 @@ def test_segment_bgr_and_multiscale(student: tuple, scene: dict[str, Any]) -> No
 
 
 def test_segment_rgb_only_model_ignores_depth(scene: dict[str, Any]) -> None:
+    torch.manual_seed(0)
     model = build_teacher("mit_tiny", 5, decoder_embed_dim=16).eval()
-    label = segment(model, {"inputs": ["rgb"], "info": {}}, scene["rgb"])
-    assert label.shape == (H, W) and label.max() < 5
+    meta = {"inputs": ["rgb"], "info": {}}
+    depth_m = scene["depth_mm"] / 1000.0
+    hha = compute_hha(depth_m, scene["intrinsics"])
+    label = segment(model, meta, scene["rgb"])
+    np.testing.assert_array_equal(label, segment(model, meta, scene["rgb"], hha=hha))
+    np.testing.assert_array_equal(label, segment(model, meta, scene["rgb"], depth_m=depth_m,
+                                                 intrinsics=scene["intrinsics"]))
+    with torch.no_grad():
+        direct = model(normalize(scene["rgb"])[None])["logits"].argmax(1)[0].numpy()  # (H, W): the RGB image's own
+    np.testing.assert_array_equal(label, direct)
+    # The HHA image fed in place of the RGB one segments differently, so the equalities above could fail.
+    assert not np.array_equal(label, segment(model, meta, hha))
 
 
 def test_colorize_and_overlay_by_hand() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from primkd.config import load_params
+from primkd.config import ConfigError, load_params
 from primkd.data.layout import read_meta, read_split
 from primkd.data.prepare import link_imported_hha, prepare_dataset
 from primkd.io import DataError, read_image
@@ -66,10 +66,20 @@ def test_folder_with_ready_made_hha_feeds_the_hha_stage(tmp_path):
     out = prepare_dataset(_data_section(tmp_path, source="folder", folder=folder), tmp_path / "prepared")
     assert read_meta(out)["hha_dir"]
     assert link_imported_hha(out, tmp_path / "hha") == 3
-    for name in ("a0", "a1", "a2"):
-        assert read_image(tmp_path / "hha" / f"{name}.png").shape[2] == 3
+    sources = {"a0": "a0.png", "a1": "a1.jpg", "a2": "a2.png"}  # a1's JPEG is decoded into a PNG on import
+    images = {name: read_image(tmp_path / "cmx" / "HHA" / file) for name, file in sources.items()}
+    assert len({image.tobytes() for image in images.values()}) == 3  # a link to another name's file shows
+    for name, file in sources.items():
+        linked = tmp_path / "hha" / f"{name}.png"
+        np.testing.assert_array_equal(read_image(linked), images[name])
+        if file.endswith(".png"):  # linked or copied as is, not re-encoded
+            assert linked.read_bytes() == (tmp_path / "cmx" / "HHA" / file).read_bytes()
 
 
 def test_folder_source_needs_a_path(tmp_path):
-    with pytest.raises(ValueError, match=r"data\.folder\.path is empty"):
+    with pytest.raises(ConfigError) as info:
         prepare_dataset(_data_section(tmp_path, source="folder"), tmp_path / "prepared")
+    assert str(info.value) == ("data.source is 'folder' but data.folder.path is empty; in params.yaml set "
+                               "data.folder.path to the folder to import (RGB/, Depth/ or HHA/, Label/, train.txt, "
+                               "test.txt)")
+    assert not (tmp_path / "prepared").exists()

@@ -652,7 +652,11 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--check", action="store_true", help="Exit with status 1 when dvc.yaml is out of date.")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="Repository root (params.yaml, dvc.yaml).")
     args = parser.parse_args(argv)
-    text, path = render_dvc(args.root / "params.yaml"), args.root / "dvc.yaml"
+    try:
+        text, path = render_dvc(args.root / "params.yaml"), args.root / "dvc.yaml"
+    except ConfigError as e:  # a typo in params.yaml: its message, not a traceback (as the primkd command does)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
     if args.write:
         path.write_text(text)
         print(f"wrote {path}")

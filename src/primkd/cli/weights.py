@@ -43,7 +43,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from primkd.infer import infer_folder, infer_one
     from primkd.models.io import load_any
 
-    model, meta = load_any(args.model, select_device(args.device))
+    model, meta = load_any(args.model, select_device(args.device, "--device"))
     _check_infer_args(args, "modal" in meta["inputs"])
     intrinsics = _intrinsics(args)
     alpha = args.alpha if args.overlay else None

@@ -33,6 +33,20 @@ class Augment:
     flip: float
 
 
+def hha_input(hha_root: str | os.PathLike | None, needed: bool, reader: str) -> Path | None:
+    """The HHA folder a network needs: ``hha_root`` when ``needed``, else None (an RGB-only network ignores it).
+
+    Raises:
+        DataError: HHA needed but no folder given; names ``reader`` (the model or run) and the flag to pass.
+    """
+    if not needed:
+        return None
+    if hha_root is None:
+        raise DataError(f"{reader} reads depth: pass its HHA folder with --hha (the hha stage's output, "
+                        f"data/<preset>/hha)")
+    return Path(hha_root)
+
+
 def normalize(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
     """uint8 H×W×3 → float32 3×H×W normalised with the ImageNet mean/std (RGB and HHA alike)."""
     x = image.astype(np.float32) / 255.0

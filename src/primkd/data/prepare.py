@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from primkd.config import ConfigError
 from primkd.data.download import DEFAULT_SOURCES, fetch
 from primkd.data.layout import read_meta, read_split
 from primkd.io import DataError, atomic_dir
@@ -72,7 +73,9 @@ def prepare_dataset(data: dict, out_dir: str | os.PathLike, raw_dir: str | os.Pa
     if source == "folder":
         f = data["folder"]
         if not f["path"]:
-            raise ValueError("data.source is 'folder' but data.folder.path is empty; set it to the prepared folder")
+            raise ConfigError("data.source is 'folder' but data.folder.path is empty; in params.yaml set "
+                              "data.folder.path to the folder to import (RGB/, Depth/ or HHA/, Label/, train.txt, "
+                              "test.txt)")
         folder.import_folder(f["path"], out_dir, f["num_classes"], modality=f["modality"],
                              intrinsics=f["intrinsics"], intrinsics_file=f["intrinsics_file"] or None)
         return Path(out_dir)

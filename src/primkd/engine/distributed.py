@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from primkd.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -59,11 +61,15 @@ def split_batch(global_batch: int, world_size: int, micro_batch: int) -> tuple[i
 
     Returns:
         (micro batch, accumulation steps).
+
+    Raises:
+        ConfigError: the global batch does not split evenly.
     """
     micro = micro_batch or global_batch // world_size
     if micro < 1 or global_batch % (world_size * micro):
-        raise ValueError(f"train.batch_size = {global_batch} is not a multiple of {world_size} ranks x "
-                         f"train.micro_batch = {micro}; choose values whose product divides the batch size")
+        raise ConfigError(f"train.batch_size = {global_batch} is not a multiple of {world_size} ranks x "
+                          f"train.micro_batch = {micro}; in params.yaml make train.batch_size a multiple of ranks x "
+                          f"train.micro_batch (train.micro_batch: 0 = batch size / ranks, no accumulation)")
     return micro, global_batch // (world_size * micro)
 
 

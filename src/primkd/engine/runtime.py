@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from primkd.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 # The `resources` entry each stage command reads (analyze runs as an evaluation job in both pipelines).
@@ -130,14 +132,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def select_device(name: str):
-    """``auto`` → CUDA when available, else CPU; returns a ``torch.device``."""
+def select_device(name: str, key: str = "train.device"):
+    """``auto`` → CUDA when available, else CPU; returns a ``torch.device``.
+
+    Raises:
+        ConfigError: ``cuda`` asked for but none visible; the message names ``key``, where the value came from.
+    """
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
+        raise ConfigError(f"{key} is 'cuda' but no CUDA device is visible; set {key} to auto or cpu")
     return torch.device(name)
 
 

@@ -39,8 +39,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from primkd.config import EvalConfig, KDConfig, ModelConfig, TrainConfig
-from primkd.data.dataset import Augment, EpochSampler, RGBDDataset
+from primkd.config import ConfigError, EvalConfig, KDConfig, ModelConfig, TrainConfig
+from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, hha_input
 from primkd.distill.losses import PrimKDLoss
 from primkd.engine.checkpoint import (
     fingerprint_differences,
@@ -100,6 +100,11 @@ class Run:
     teacher_path: Path | None = None
     info: dict = field(default_factory=dict)
 
+    @property
+    def reads_hha(self) -> bool:
+        """Whether the network or its teacher reads depth (the HHA images)."""
+        return "modal" in self.inputs or (self.kd is not None and self.kd.teacher_modality == "depth")
+
 
 @dataclass
 class Progress:
@@ -135,8 +140,7 @@ def build_loaders(t: TrainConfig, test_batch_size: int, run: Run, data_root: Pat
     and the augmentation depend only on (seed, epoch, index).
     """
     dist = dist or DistInfo()
-    needs_hha = "modal" in run.inputs or (run.kd is not None and run.kd.teacher_modality == "depth")
-    hha = hha_root if needs_hha else None
+    hha = hha_input(hha_root, run.reads_hha, f"run {run.name!r}")
     aug = Augment(crop=t.crop, scales=t.scales, flip=t.flip)
     train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t.seed, bgr=t.bgr)
     test_set = RGBDDataset(data_root, "test", hha, bgr=t.bgr)
@@ -287,8 +291,9 @@ class Trainer:
         self.dataset = self.train_loader.dataset
         self.iters_per_epoch = len(self.train_loader) // self.accum
         if self.iters_per_epoch == 0:
-            raise ValueError(f"{data_root}/train.txt lists {len(self.dataset)} images, fewer than train.batch_size = "
-                             f"{t.batch_size}; lower the batch size or add training images")
+            raise ConfigError(f"train.batch_size = {t.batch_size} exceeds the {len(self.dataset)} images that "
+                              f"{self.dataset.layout.split_path('train')} lists; lower train.batch_size in params.yaml "
+                              f"or add training images")
         # 3. Networks and loss (the aligners inside the loss are trained with the student).
         m = self.model_cfg
         self.arch = architecture(m, run.kind, self.dataset.num_classes)
@@ -520,7 +525,8 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
     Raises:
         TrainingInterrupted: SIGTERM arrived; a checkpoint was saved (a ``SystemExit`` with status 143).
         FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
-        DataError: bad input files.
+        DataError: bad input files, or HHA needed (:attr:`Run.reads_hha`) but ``hha_root`` None.
+        ConfigError: settings that cannot run (``train.device``, ``train.batch_size``, ``train.micro_batch``).
     """
     t, out_dir = TrainConfig.of(cfg), Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from primkd.config import RESULT_FREE_KEYS, ConfigError
+from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS, ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
@@ -104,7 +104,7 @@ class Stage:
 def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: bool, extra: tuple[str, ...] = ()
                 ) -> Stage:
     """Evaluation of one run (students: the mean over the seed<k>/ models of `seeds`); ``extra``: model files read
-    beside ``model`` (a teacher's best test-split epoch)."""
+    beside ``model`` (a teacher's best test-split epoch). It reads train.crop: the size of its sliding windows."""
     deps = (model, *extra)
     return Stage(
         name=name, entry="primkd.cli.pipeline:cmd_evaluate", loop=loop, resources="evaluate",
@@ -112,16 +112,17 @@ def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: b
              f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
              f"--log {{log}}"),
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
-        params=("eval", "train.device", "train.bgr", *(("seeds",) if seeds else ())),
+        params=("eval", "train.device", "train.crop", "train.bgr", *(("seeds",) if seeds else ())),
         deps=(DATA, HHA, *deps),
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
               Out(f"results/{{preset}}/eval/{run}_per_image.npz", cache=False),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
 
 
-# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.run_fingerprint): model and
-# train without primkd.config.RESULT_FREE_KEYS; a student's seed is its stage's `{seed}`, not train.seed.
-TRAIN_PARAMS = ("model", "train")
+# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.training_settings): model and
+# train without primkd.config.RESULT_FREE_KEYS, and the eval keys of its evaluation during training, which picks
+# model_best.pt; a student's seed is its stage's `{seed}`, not train.seed.
+TRAIN_PARAMS = ("model", "train", *TRAINING_EVAL_KEYS)
 
 STAGES: tuple[Stage, ...] = (
     Stage(

@@ -64,6 +64,16 @@ def test_code_dependencies_are_the_import_closure_of_the_command():
     assert src + "analysis/cka.py" in stages.code_closure("primkd.cli.report:cmd_analyze")
 
 
+def test_data_stages_depend_on_no_model_or_training_code():
+    """A model or engine edit must not rerun data preparation: what every stage runs (the CLI dispatch, the stage
+    log, the thread plan) lives below the data layer."""
+    src = "src/primkd/"
+    for name in ("resolve_params", "download", "prepare", "hha"):
+        deps = stages.code_closure(stages.stage(name).entry)
+        assert {src + "runlog.py", src + "resources.py", src + "cli/__init__.py"} <= set(deps), name
+        assert [f for f in deps if f.startswith((src + "models/", src + "engine/", src + "distill/"))] == [], name
+
+
 def _settings_fingerprint(monkeypatch, cfg: dict) -> dict:
     """The checkpoint fingerprint of a teacher run under ``cfg``; the data digests (file contents) are not under test
     here and are replaced by a constant."""

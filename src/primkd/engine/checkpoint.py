@@ -22,13 +22,12 @@ import torch
 from torch import nn
 
 from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
-from primkd.io import DataError, atomic_path
+from primkd.io import STATE_PREFIX, DataError, atomic_path, list_checkpoints
 from primkd.models.io import load_state_dict_checked, read_torch_file
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "primkd-train-state-v1"
-STATE_PREFIX = "step-"
 
 
 # --- Training-state checkpoints -------------------------------------------------------------------------------
@@ -53,12 +52,6 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
-
-
-def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Training-state checkpoints in ``directory``, oldest (lowest iteration) first."""
-    directory = Path(directory)
-    return sorted(directory.glob(f"{STATE_PREFIX}*.pt")) if directory.is_dir() else []
 
 
 def remove_partial_checkpoints(directory: str | os.PathLike) -> None:

@@ -212,7 +212,7 @@ STAGES: tuple[Stage, ...] = (
              f"--depth-model {MODELS}/teacher_depth/model.pt --data {DATA} --hha {HHA} "
              f"--out-dir results/{{preset}}/analysis --log {{log}}"),
         log="results/{preset}/logs/analyze.log",
-        params=("train.device", "train.bgr"),
+        params=("train.device", "train.bgr", "seeds"),  # seeds: a student's lowest seed is the one analysed
         deps=(DATA, HHA, f"{MODELS}/cmx", f"{MODELS}/primkd", f"{MODELS}/teacher_rgb/model.pt",
               f"{MODELS}/teacher_depth/model.pt"),
         outs=(Out("results/{preset}/analysis", folder=True),)),
@@ -229,7 +229,8 @@ STAGES: tuple[Stage, ...] = (
         params=("model.decoder_embed_dim", "model.backbone", "data.source", "train.epochs", "train.batch_size",
                 "train.lr", "kd", "seeds", "eval.checkpoint", "eval.scales", "eval.flip"),
         files=("src/primkd/report/paper.yaml",),  # package data: the paper's numbers the tables compare with
-        # models/: the training curves (curves.csv, eval_curve.csv of every run and seed) drawn in report/curves.
+        # models/: the training curves (curves.csv, eval_curve.csv of every run and seed of `seeds`) drawn in
+        # report/curves.
         deps=("results/{preset}/eval", "results/{preset}/analysis", MODELS),
         outs=(Out("results/{preset}/report", cache=False, folder=True),
               Out("results/{preset}/REPORT.md", cache=False),

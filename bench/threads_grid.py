@@ -2,7 +2,7 @@
 
 Each configuration is a ``(cpus_per_task, num_workers)`` pair written into a copy of the parameter file
 (``presets.<preset>.resources.train.cpus_per_task`` and ``presets.<preset>.train.num_workers``); the stage splits
-those cores as every stage does (``primkd.engine.runtime.plan_threads``: DataLoader workers first, torch threads the
+those cores as every stage does (``primkd.resources.plan_threads``: DataLoader workers first, torch threads the
 cores left), so the table shows what the resources keys buy. The CMX student is trained for ``--epochs`` epochs from
 scratch in a fresh folder each time (a whole ``primkd train`` process: start-up included), the configurations
 alternate within each round, and the table gives medians of wall time and of the child's CPU time.

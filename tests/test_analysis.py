@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from primkd.analysis.cka import linear_cka
 from primkd.analysis.features import PairwiseStageCKA
@@ -115,6 +116,33 @@ def test_resolve_model_and_its_errors(tiny):
     (tiny["root"] / "untrained").mkdir()
     with pytest.raises(DataError, match=r"untrained: neither a model file nor a folder of seed<k>/model\.pt"):
         resolve_model(tiny["root"] / "untrained")
+
+
+def test_a_student_folder_gives_the_lowest_seed_of_params_not_of_the_folder(tiny):
+    """The cmx folder holds seed0/ and seed2/; with `seeds: [2, 3]` seed0/ is a leftover of an earlier list."""
+    seed2 = tiny["cmx"] / "seed2" / "model.pt"
+    assert resolve_model(tiny["cmx"], [3, 2]) == {"given": str(tiny["cmx"]), "model": str(seed2), "seed": 2}
+    assert resolve_model(tiny["cmx"], [0, 2])["model"] == str(tiny["cmx_seed0"])
+    with pytest.raises(DataError, match=r"cmx: no seed<k>/model\.pt for seeds \[1\] of params\.yaml `seeds`"):
+        resolve_model(tiny["cmx"], [1, 2])
+
+
+def test_analyze_command_analyses_the_lowest_seed_of_params(tiny, tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["seeds"] = [2]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["analyze", "--params", str(params), "--preset", "smoke", "--no-progress",
+                              "--student", f"cmx={tiny['cmx']}", "--rgb-model", str(tiny["rgb"]),
+                              "--data", str(tiny["data"]), "--hha", str(tiny["hha"]), "--out-dir", str(tmp_path / "o"),
+                              "--max-images", "1", "--qualitative-images", "1", "--bins", "4",
+                              "--calibration-batches", "1"])
+    args.func(args)
+    stored = json.loads((tmp_path / "o" / "cka.json").read_text())
+    assert stored["students"]["cmx"] == {"given": str(tiny["cmx"]), "model": str(tiny["cmx"] / "seed2" / "model.pt"),
+                                         "seed": 2}
 
 
 def test_analyze_command_reports_duplicate_students(tiny):

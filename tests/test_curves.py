@@ -1,5 +1,6 @@
 """Offline PNG training curves: per run and an ablation overlay, from curves.csv / eval_curve.csv."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,29 @@ def test_run_folders_are_seeds_or_the_run_itself(results):
     assert run_folders(results / "models" / "teacher_rgb") == {"": results / "models" / "teacher_rgb"}
     with pytest.raises(DataError, match=r"still_training: no curves\.csv"):
         run_folders(results / "models" / "still_training")
+
+
+def test_curves_are_those_of_the_seeds_of_params(results, tmp_path):
+    """seeds [0] (an earlier list was [0, 1]): cmx/seed1/ is a leftover, outside the run's curves and mean."""
+    cmx = results / "models" / "cmx"
+    assert run_folders(cmx, [0]) == {"seed 0": cmx / "seed0"}
+    assert list(run_folders(cmx, [1, 0])) == ["seed 1", "seed 0"]  # in the order of `seeds`
+    assert run_folders(cmx, [0, 5]) == {"seed 0": cmx / "seed0"}  # seed 5 still training: no curves yet
+    epochs, loss = _mean_over_seeds(cmx, "curves.csv", "loss", [0])
+    np.testing.assert_allclose(epochs, [1, 2, 3])
+    np.testing.assert_allclose(loss, [4.0, 3.0, 2.0])  # seed 0 alone, not the mean with seed 1's [2, 1, 0.5]
+    with pytest.raises(DataError, match=r"primkd: no curves\.csv"):
+        run_folders(results / "models" / "primkd", [1])  # only a leftover seed0/: no curve of the listed seeds
+    # the figures: with seeds [0], cmx.png draws seed 0 only, as a folder holding seed0/ alone does
+    alone = tmp_path / "alone" / "demo"
+    shutil.copytree(results, alone)
+    shutil.rmtree(alone / "models" / "cmx" / "seed1")
+    plot_curves(results, tmp_path / "listed", order=["cmx"], seeds=[0])
+    plot_curves(alone, tmp_path / "only_seed0", order=["cmx"])
+    plot_curves(results, tmp_path / "every", order=["cmx"])
+    for name in ("cmx.png", "ablation.png"):
+        assert (tmp_path / "listed" / name).read_bytes() == (tmp_path / "only_seed0" / name).read_bytes(), name
+        assert (tmp_path / "listed" / name).read_bytes() != (tmp_path / "every" / name).read_bytes(), name
 
 
 def test_plot_curves_writes_one_png_per_run_and_the_student_overlay(results, tmp_path):

@@ -10,11 +10,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Module prefix -> layer; the longest matching prefix decides. Same-layer imports are allowed.
 LAYERS = {
-    "primkd": 0, "primkd.io": 0, "primkd.config": 0,
+    "primkd": 0, "primkd.io": 0, "primkd.config": 0, "primkd.resources": 0, "primkd.runlog": 0,
     "primkd.data": 1, "primkd.models": 1,
     "primkd.distill": 2,
     "primkd.engine": 3, "primkd.weights": 3,
-    "primkd.analysis": 4, "primkd.report": 4, "primkd.infer": 4, "primkd.runlog": 4, "primkd.viz": 4,
+    "primkd.analysis": 4, "primkd.report": 4, "primkd.infer": 4, "primkd.viz": 4,
     "primkd.cli": 5, "primkd.stages": 5, "primkd.__main__": 5,
 }
 

@@ -46,7 +46,7 @@ def test_every_preset_has_every_parameter_key_a_stage_lists():
         effective = effective_params(load_params(REPO / "params.yaml", preset))
         for s in stages.STAGES:
             for item in stages.loop_items(s, effective):
-                assert stages.effective_values(s, effective, item) is not None  # a missing key raises KeyError
+                stages.effective_values(s, effective, item)  # looks every listed key up: a missing one raises KeyError
 
 
 def test_code_dependencies_are_the_import_closure_of_the_command():
@@ -64,19 +64,65 @@ def test_code_dependencies_are_the_import_closure_of_the_command():
     assert src + "analysis/cka.py" in stages.code_closure("primkd.cli.report:cmd_analyze")
 
 
-def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint():
-    from primkd.engine.checkpoint import result_settings
+def test_data_stages_depend_on_no_model_or_training_code():
+    """A model or engine edit must not rerun data preparation: what every stage runs (the CLI dispatch, the stage
+    log, the thread plan) lives below the data layer."""
+    src = "src/primkd/"
+    for name in ("resolve_params", "download", "prepare", "hha"):
+        deps = stages.code_closure(stages.stage(name).entry)
+        assert {src + "runlog.py", src + "resources.py", src + "cli/__init__.py"} <= set(deps), name
+        assert [f for f in deps if f.startswith((src + "models/", src + "engine/", src + "distill/"))] == [], name
+
+
+def _settings_fingerprint(monkeypatch, cfg: dict) -> dict:
+    """The checkpoint fingerprint of a teacher run under ``cfg``; the data digests (file contents) are not under test
+    here and are replaced by a constant."""
+    from types import SimpleNamespace
+
+    from primkd.engine import checkpoint
+
+    monkeypatch.setattr(checkpoint, "dataset_digest", lambda dataset: "same data")
+    run = SimpleNamespace(name="teacher_rgb", kind="teacher", inputs=["rgb"], kd=None, teacher_path=None)
+    data = SimpleNamespace(classes=["wall", "floor"])
+    return checkpoint.run_fingerprint(cfg, run, {"variant": "mit_b0"}, data, data, None)
+
+
+def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint(monkeypatch):
+    import copy
+
+    from primkd.config import SECTIONS
+    from primkd.engine.checkpoint import fingerprint_differences
 
     cfg = load_params(REPO / "params.yaml", "smoke")
-    fingerprint = {f"{section}.{k}" for section in ("model", "train") for k in result_settings(cfg, section)}
+    saved = _settings_fingerprint(monkeypatch, cfg)
+    # the fingerprint's `data` holds the prepared files' digests: training reads those files, not the data.* keys
+    fingerprint = {k for section in SECTIONS if section in saved and section != "data"
+                   for k in stages.leaf_keys(saved[section], f"{section}.")}
     keys = set(stages.param_keys(stages.stage("train_teacher"), effective_params(cfg)))
     assert keys == fingerprint
     assert "train.num_workers" not in keys and "train.checkpoint_every" not in keys and "train.lr" in keys
+    # The evaluation during training (model_best.pt, eval_curve.csv) slides eval.windows over the test images: a
+    # checkpoint of other windows is another run; eval.batch_size changes no score, eval.scales/flip are not read.
+    assert {k for k in keys if k.startswith("eval.")} == {"eval.windows"}
+    other = copy.deepcopy(cfg)
+    other["eval"]["windows"] = {"official": "corrected", "corrected": "official"}[cfg["eval"]["windows"]]
+    other["eval"]["batch_size"] += 1
+    assert fingerprint_differences(saved, _settings_fingerprint(monkeypatch, other)) == [
+        f"eval.windows: {cfg['eval']['windows']!r} → {other['eval']['windows']!r}"]
     item = {"exp": "kd_pred_only", "seed": 0}
     student = set(stages.param_keys(stages.stage("train_student"), effective_params(cfg), item))
     # a student's seed is its stage's own (in its command and outputs), not train.seed
     assert student == (fingerprint - {"train.seed"}) | {"experiments.kd_pred_only.teacher"} | {
         f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"]}
+
+
+def test_evaluation_depends_on_the_training_crop_of_its_sliding_windows():
+    # evaluate_run pads images to train.crop and scores larger ones by train.crop windows
+    effective = effective_params(load_params(REPO / "params.yaml"))
+    for name in ("evaluate_teacher", "evaluate_cmx", "evaluate_student"):
+        keys = stages.param_keys(stages.stage(name), effective)
+        assert {"train.crop", "eval.windows", "eval.scales", "train.bgr"} <= set(keys), name
+        assert not {k for k in keys if k.startswith("train.")} - {"train.crop", "train.bgr", "train.device"}, name
 
 
 def test_each_student_depends_on_its_own_teacher_and_the_demo_trains_the_rgb_teacher_only(tmp_path, monkeypatch):

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
+from primkd import resources
 from primkd.config import load_params
-from primkd.engine import runtime
-from primkd.engine.runtime import apply_resources, cores_given, plan_threads
+from primkd.resources import apply_resources, cores_given, plan_threads
 
 from pipeline_utils import copy_workflow, set_param
 
@@ -50,7 +50,7 @@ def restore_threads():
 
 
 def test_apply_resources_sets_torch_threads_and_caps_workers(monkeypatch, restore_threads):
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     cfg = load_params(REPO_PARAMS, "smoke")
     cfg["resources"]["train"]["cpus_per_task"], cfg["train"]["num_workers"] = 3, 4
     plan = apply_resources(cfg, "train", environ={})
@@ -60,7 +60,7 @@ def test_apply_resources_sets_torch_threads_and_caps_workers(monkeypatch, restor
 
 
 def test_pool_stages_pass_their_thread_share_to_the_pool(monkeypatch, restore_threads):
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set(range(8)))
     cfg = load_params(REPO_PARAMS, "smoke")
     cfg["resources"]["hha"]["cpus_per_task"], cfg["hha"]["workers"] = 8, 2
     environ = {}

@@ -25,6 +25,11 @@ SECTIONS = ("data", "hha", "model", "train", "kd", "eval")
 RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "train.num_workers",
                               "train.checkpoint_every", "train.keep_checkpoints", "train.max_bad_batches",
                               "eval.batch_size"})
+# The `eval` keys that training reads besides the `model` and `train` sections: its evaluation during training scores
+# the test split as the evaluate stage does (its sliding windows) and picks model_best.pt and eval_curve.csv from
+# it. The training stages depend on them and a checkpoint's fingerprint holds them (engine.checkpoint). Of the other
+# eval keys training reads only eval.batch_size, which changes no score (RESULT_FREE_KEYS).
+TRAINING_EVAL_KEYS = ("eval.windows",)
 
 
 class ConfigError(ValueError):

@@ -162,6 +162,17 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: not valid JSON ({e}); regenerate it or fix it by hand") from e
 
 
+# Training-state checkpoints (written by primkd.engine.checkpoint) are named here, below every layer, because the stage
+# log (primkd.runlog) names the checkpoint a run resumes from without importing the engine.
+STATE_PREFIX = "step-"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Training-state checkpoints in ``directory``, oldest (lowest iteration) first."""
+    directory = Path(directory)
+    return sorted(directory.glob(f"{STATE_PREFIX}*.pt")) if directory.is_dir() else []
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray, rgb: bool = True) -> None:
     """Write a uint8 or uint16 image as PNG atomically.
 

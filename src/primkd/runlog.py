@@ -23,7 +23,7 @@ def run_header(argv: list[str], checkpoint_dir: str | os.PathLike | None = None)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     lines = [f"===== {now} pid {os.getpid()}: primkd {shlex.join(argv)}"]
     if checkpoint_dir is not None:
-        from primkd.engine.checkpoint import list_checkpoints
+        from primkd.io import list_checkpoints  # here: primkd.io loads OpenCV, which `primkd --help` should not
 
         root = Path(checkpoint_dir)
         folders = [root, *sorted(p for p in root.glob("seed*") if p.is_dir())] if root.is_dir() else []

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from primkd.config import RESULT_FREE_KEYS, ConfigError
+from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS, ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parents[1]
@@ -104,7 +104,7 @@ class Stage:
 def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: bool, extra: tuple[str, ...] = ()
                 ) -> Stage:
     """Evaluation of one run (students: the mean over the seed<k>/ models of `seeds`); ``extra``: model files read
-    beside ``model`` (a teacher's best test-split epoch)."""
+    beside ``model`` (a teacher's best test-split epoch). It reads train.crop: the size of its sliding windows."""
     deps = (model, *extra)
     return Stage(
         name=name, entry="primkd.cli.pipeline:cmd_evaluate", loop=loop, resources="evaluate",
@@ -112,16 +112,17 @@ def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: b
              f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
              f"--log {{log}}"),
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
-        params=("eval", "train.device", "train.bgr", *(("seeds",) if seeds else ())),
+        params=("eval", "train.device", "train.crop", "train.bgr", *(("seeds",) if seeds else ())),
         deps=(DATA, HHA, *deps),
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
               Out(f"results/{{preset}}/eval/{run}_per_image.npz", cache=False),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
 
 
-# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.run_fingerprint): model and
-# train without primkd.config.RESULT_FREE_KEYS; a student's seed is its stage's `{seed}`, not train.seed.
-TRAIN_PARAMS = ("model", "train")
+# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.training_settings): model and
+# train without primkd.config.RESULT_FREE_KEYS, and the eval keys of its evaluation during training, which picks
+# model_best.pt; a student's seed is its stage's `{seed}`, not train.seed.
+TRAIN_PARAMS = ("model", "train", *TRAINING_EVAL_KEYS)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -211,7 +212,7 @@ STAGES: tuple[Stage, ...] = (
              f"--depth-model {MODELS}/teacher_depth/model.pt --data {DATA} --hha {HHA} "
              f"--out-dir results/{{preset}}/analysis --log {{log}}"),
         log="results/{preset}/logs/analyze.log",
-        params=("train.device", "train.bgr"),
+        params=("train.device", "train.bgr", "seeds"),  # seeds: a student's lowest seed is the one analysed
         deps=(DATA, HHA, f"{MODELS}/cmx", f"{MODELS}/primkd", f"{MODELS}/teacher_rgb/model.pt",
               f"{MODELS}/teacher_depth/model.pt"),
         outs=(Out("results/{preset}/analysis", folder=True),)),
@@ -228,7 +229,8 @@ STAGES: tuple[Stage, ...] = (
         params=("model.decoder_embed_dim", "model.backbone", "data.source", "train.epochs", "train.batch_size",
                 "train.lr", "kd", "seeds", "eval.checkpoint", "eval.scales", "eval.flip"),
         files=("src/primkd/report/paper.yaml",),  # package data: the paper's numbers the tables compare with
-        # models/: the training curves (curves.csv, eval_curve.csv of every run and seed) drawn in report/curves.
+        # models/: the training curves (curves.csv, eval_curve.csv of every run and seed of `seeds`) drawn in
+        # report/curves.
         deps=("results/{preset}/eval", "results/{preset}/analysis", MODELS),
         outs=(Out("results/{preset}/report", cache=False, folder=True),
               Out("results/{preset}/REPORT.md", cache=False),

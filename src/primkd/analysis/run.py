@@ -1,8 +1,9 @@
 """The analysis stage: Table 8 (linear CKA per stage), Figure 4 (feature histograms), Figure 3 (predictions).
 
 Each model is given as a model file or as a run folder of ``primkd train``: a teacher's folder holds ``model.pt``;
-a student's holds one ``seed<k>/model.pt`` per seed, and the analysis uses the lowest seed (CKA, histograms and
-predictions describe one trained network, not an average over seeds).
+a student's holds one ``seed<k>/model.pt`` per seed, and the analysis uses the lowest seed of params.yaml ``seeds``
+(CKA, histograms and predictions describe one trained network, not an average over seeds; a folder of a seed no longer
+listed is ignored, see :mod:`primkd.engine.seeds`).
 
 Outputs in ``out_dir`` (all written atomically):
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from primkd.analysis.histograms import StageHistograms, histogram_rows, plot_his
 from primkd.analysis.qualitative import predict_samples, qualitative_figure
 from primkd.config import ConfigError
 from primkd.data.dataset import RGBDDataset
-from primkd.engine.evaluate import model_files
+from primkd.engine.seeds import model_files
 from primkd.io import DataError, csv_text, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -43,20 +44,24 @@ def display_name(name: str) -> str:
     return DISPLAY_NAMES.get(name, name)
 
 
-def resolve_model(path: str | os.PathLike) -> dict:
+def resolve_model(path: str | os.PathLike, seeds: Sequence[int] | None = None) -> dict:
     """The model file to analyse for ``path``: a model file, a teacher's run folder or a student's run folder.
 
+    ``seeds``: params.yaml ``seeds``; a student's folder gives the model of the lowest of them (None: of the lowest
+    seed in the folder).
+
     Returns:
-        ``{"given": path as given, "model": model file, "seed": the seed of a student's folder (its lowest), or None
-        for a model file or a teacher's folder}``.
+        ``{"given": path as given, "model": model file, "seed": the seed of a student's folder, or None for a model
+        file or a teacher's folder}``.
 
     Raises:
-        DataError: ``path`` is none of these (see :func:`primkd.engine.evaluate.model_files`).
+        DataError: ``path`` is none of these, or a student's folder lacks the seed (see
+        :func:`primkd.engine.seeds.model_files`).
     """
     path = Path(path)
     if path.is_dir() and (path / "model.pt").is_file():
         return {"given": str(path), "model": str(path / "model.pt"), "seed": None}
-    seed, model = next(iter(model_files(path).items()))  # seeds in increasing order
+    seed, model = next(iter(model_files(path, None if seeds is None else [min(seeds)]).items()))
     return {"given": str(path), "model": str(model), "seed": seed}
 
 
@@ -73,7 +78,7 @@ def _load_all(models: Mapping[str, dict], device: torch.device) -> tuple[dict, d
     """Students and references (``rgb``, and ``depth`` when given) as :class:`LoadedModel` by name."""
     loaded = {}
     for name, m in models.items():
-        seed = "" if m["seed"] is None else f" (seed {m['seed']}, the lowest of the run folder)"
+        seed = "" if m["seed"] is None else f" (seed {m['seed']}, the lowest of its seeds)"
         log.info("%s: %s%s", name, m["model"], seed)
         loaded[name] = load_for_analysis(m["model"], device)
     references = {k: loaded.pop(k) for k in ("rgb", "depth") if k in loaded}
@@ -102,12 +107,12 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
             out_dir: str | os.PathLike, max_images: int | None = None, batch_size: int = 4,
             num_qualitative: int = 4, num_bins: int = 100, calibration_batches: int = 2,
             device: torch.device | str = "cpu", num_workers: int = 0, bgr: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, seeds: Sequence[int] | None = None) -> dict:
     """Run the analysis over the test split and write every output (see the module docstring).
 
     Args:
         student_models: run name → model file or run folder of each CMX student (e.g. ``cmx``, ``primkd``), in
-            figure order; a run folder contributes its lowest seed.
+            figure order; a run folder contributes the lowest of ``seeds``.
         rgb_model: the RGB teacher (single-stream SegFormer on RGB), model file or run folder; also the "RGB-only
             SegFormer" of Figure 3.
         depth_model: the depth-only SegFormer (on HHA), model file or run folder, or None to skip the depth reference
@@ -124,6 +129,7 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
         num_workers: DataLoader worker processes.
         bgr: feed images in BGR order (official checkpoints).
         progress: show a progress bar.
+        seeds: params.yaml ``seeds`` (see :func:`resolve_model`; None: the lowest seed of each run folder).
 
     Returns:
         ``{"cka": rows, "models": {name: resolve_model(...)} (references rgb/depth included), "outputs": [files]}``.
@@ -142,7 +148,7 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
     out_dir = Path(out_dir)
     # 1. Networks and data (HHA is read when any network takes it).
     given = {**student_models, "rgb": rgb_model, **({} if depth_model is None else {"depth": depth_model})}
-    models = {name: resolve_model(path) for name, path in given.items()}
+    models = {name: resolve_model(path, seeds) for name, path in given.items()}
     students, references = _load_all(models, device)
     nets = {**references, **students}
     needs_hha = any("modal" in net.inputs for net in nets.values())

@@ -30,7 +30,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         from primkd.report.compare import BASELINE, TEACHERS
         from primkd.report.curves import plot_curves
 
-        for path in plot_curves(results, args.curves, order=[*TEACHERS, BASELINE, *cfg["experiments"]]):
+        for path in plot_curves(results, args.curves, order=[*TEACHERS, BASELINE, *cfg["experiments"]],
+                                seeds=cfg["seeds"]):
             print(f"wrote {path}", file=sys.stderr)
     sys.stdout.write(table)
 

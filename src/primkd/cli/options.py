@@ -26,7 +26,7 @@ def add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argp
 def load_config(args: argparse.Namespace) -> dict:
     """The resolved parameters named by a command's ``--params`` and ``--preset``."""
     from primkd.config import load_params
-    from primkd.engine.runtime import apply_resources
+    from primkd.resources import apply_resources
 
     cfg = load_params(args.params, args.preset)
     apply_resources(cfg, getattr(args, "stage", None))  # torch threads and workers from resources.<stage>.cpus_per_task

@@ -39,7 +39,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
                      max_images=args.max_images, batch_size=args.batch_size or ev.batch_size,
                      num_qualitative=args.qualitative_images, num_bins=args.bins,
                      calibration_batches=args.calibration_batches, device=select_device(t.device),
-                     num_workers=t.num_workers, bgr=t.bgr, progress=not args.no_progress)
+                     num_workers=t.num_workers, bgr=t.bgr, progress=not args.no_progress, seeds=cfg["seeds"])
     for row in result["cka"]:
         log.info("CKA %s vs %s, stage %d: %.4f", row["student"], row["reference"], row["stage"], row["cka"])
     log.info("analysis written to %s", args.out_dir)
@@ -60,7 +60,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         from primkd.report.compare import BASELINE, TEACHERS
         from primkd.report.curves import plot_curves
 
-        pngs = plot_curves(args.results, args.curves, order=[*TEACHERS, BASELINE, *cfg["experiments"]])
+        pngs = plot_curves(args.results, args.curves, order=[*TEACHERS, BASELINE, *cfg["experiments"]],
+                           seeds=cfg["seeds"])
         log.info("%d training-curve figures written to %s", len(pngs), args.curves)
 
 
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "Table 8 (linear CKA per stage), Figure 4 (feature histograms) and Figure 3 (predictions).")
     p.add_argument("--student", action="append", type=student_arg, required=True, metavar="NAME=PATH",
                    help="A CMX student to analyse: run name and model file or run folder (results/<preset>/models/"
-                        "<run>, whose lowest seed<k>/ is used); repeat for each (figure order).")
+                        "<run>, whose seed<k>/ of the lowest of `seeds` is used); repeat for each (figure order).")
     p.add_argument("--rgb-model", required=True,
                    help="RGB teacher: model file or run folder (also the RGB-only SegFormer of Fig. 3).")
     p.add_argument("--depth-model",

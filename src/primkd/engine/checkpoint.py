@@ -21,14 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from primkd.config import RESULT_FREE_KEYS
-from primkd.io import DataError, atomic_path
+from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
+from primkd.io import STATE_PREFIX, DataError, atomic_path, list_checkpoints
 from primkd.models.io import load_state_dict_checked, read_torch_file
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "primkd-train-state-v1"
-STATE_PREFIX = "step-"
 
 
 # --- Training-state checkpoints -------------------------------------------------------------------------------
@@ -53,12 +52,6 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
-
-
-def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Training-state checkpoints in ``directory``, oldest (lowest iteration) first."""
-    directory = Path(directory)
-    return sorted(directory.glob(f"{STATE_PREFIX}*.pt")) if directory.is_dir() else []
 
 
 def remove_partial_checkpoints(directory: str | os.PathLike) -> None:
@@ -198,21 +191,27 @@ def result_settings(cfg: dict, section: str) -> dict:
     return {k: v for k, v in cfg[section].items() if f"{section}.{k}" not in RESULT_FREE_KEYS}
 
 
+def training_settings(cfg: dict) -> dict:
+    """The parameters training reads, by section: ``model`` and ``train`` without
+    :data:`~primkd.config.RESULT_FREE_KEYS`, and the :data:`~primkd.config.TRAINING_EVAL_KEYS` of ``eval``; the same
+    keys as the training stages' parameter dependencies in :mod:`primkd.stages`."""
+    evaluation = {key.split(".", 1)[1]: cfg["eval"][key.split(".", 1)[1]] for key in TRAINING_EVAL_KEYS}
+    return {"model": result_settings(cfg, "model"), "train": result_settings(cfg, "train"), "eval": evaluation}
+
+
 def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None) -> dict:
     """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
 
     Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
-    ``model`` and ``train`` sections except :data:`~primkd.config.RESULT_FREE_KEYS` (so the same keys as the training
-    stages' parameter dependencies in :mod:`primkd.stages`), the ImageNet weights' contents, and the contents of
-    every file the training and test sets read (prepared images, labels, HHA, meta.json, split lists).
+    settings training reads (:func:`training_settings`), the ImageNet weights' contents, and the contents of every
+    file the training and test sets read (prepared images, labels, HHA, meta.json, split lists).
     """
     teacher = sha256_file(run.teacher_path) if run.teacher_path is not None else None
     kd = run.kd.as_dict() if run.kd is not None else None
     return {"run": {"name": run.name, "kind": run.kind, "inputs": list(run.inputs), "kd": kd,
                     "teacher_sha256": teacher},
             "arch": arch,
-            "model": result_settings(cfg, "model"),
-            "train": result_settings(cfg, "train"),
+            **training_settings(cfg),
             "pretrained_sha256": pretrained_digest(pretrained),
             "data": {"classes": list(train_set.classes), "train_sha256": dataset_digest(train_set),
                      "test_sha256": dataset_digest(test_set)}}

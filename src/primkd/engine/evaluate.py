@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +17,6 @@ from tqdm import tqdm
 from primkd.config import EvalConfig
 from primkd.engine.distributed import all_reduce_sum
 from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
-from primkd.io import DataError
 
 
 class ShardSampler(Sampler):
@@ -229,17 +227,6 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
         metrics["per_image"] = {"intersection": all_reduce_sum(inter).cpu(), "union": all_reduce_sum(union).cpu(),
                                 "images": [str(n) for n in names]}
     return metrics
-
-
-def model_files(path: Path) -> dict[int | None, Path]:
-    """Model files of one run: ``path`` itself (a single model) or ``path/seed<k>/model.pt`` (one per seed)."""
-    path = Path(path)
-    if path.is_file():
-        return {None: path}
-    seeds = {int(p.parent.name[4:]): p for p in path.glob("seed*/model.pt") if p.parent.name[4:].isdigit()}
-    if not seeds:
-        raise DataError(f"{path}: neither a model file nor a folder of seed<k>/model.pt; run its training stage")
-    return dict(sorted(seeds.items()))
 
 
 def summarize_seeds(per_seed: dict[int | None, dict], classes: Sequence[str]) -> dict:

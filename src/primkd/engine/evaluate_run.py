@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 from primkd.config import EvalConfig, TrainConfig
 from primkd.data.dataset import RGBDDataset, hha_input
 from primkd.engine.counts import counts_by_mode, write_counts
-from primkd.engine.evaluate import evaluate_modes, evaluation_report, model_files
+from primkd.engine.evaluate import evaluate_modes, evaluation_report
 from primkd.engine.runtime import select_device
-from primkd.io import DataError, write_json, write_text
+from primkd.engine.seeds import model_files
+from primkd.io import write_json, write_text
 from primkd.models.io import is_export, load_any
 
 log = logging.getLogger("primkd")
@@ -42,13 +43,8 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
     t, ev = TrainConfig.of(cfg), EvalConfig.of(cfg)
     device = select_device(t.device)
     results, loader, name = {}, None, None
-    files = {None: Path(model)} if is_export(model) else model_files(Path(model))
-    if None not in files:  # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
-        missing = [seed for seed in cfg["seeds"] if seed not in files]
-        if missing:
-            raise DataError(f"{model}: no seed<k>/model.pt for seeds {missing} of params.yaml `seeds`; run their "
-                            f"training stages")
-        files = {seed: files[seed] for seed in cfg["seeds"]}
+    # a student's run folder: the seeds of params.yaml, not whatever else the folder holds
+    files = {None: Path(model)} if is_export(model) else model_files(model, cfg["seeds"])
     for seed, path in files.items():
         network, meta = load_any(path, device)
         if loader is None:  # the seeds of a run share inputs; imported official weights record that they expect BGR

@@ -1,12 +1,6 @@
-"""Where a stage runs: its device, its seeds, how many threads and worker processes it may use, deterministic
-kernels, and the signals that stop a training run at an iteration boundary.
-
-Each stage command reads its own ``resources.<stage>.cpus_per_task`` (active preset applied) and splits that many
-cores between torch's intra-op threads and its worker processes (DataLoader workers; the process pools of the
-prepare and hha stages), never using more cores than the process was given: its CPU affinity (what SLURM's
-``--cpus-per-task`` or ``taskset`` grants) and ``OMP_NUM_THREADS`` when set (Snakemake sets it to a job's threads).
-DVC sets neither, so without this a DVC stage ran torch's default pool (one thread per core of the machine) beside
-its DataLoader workers, many times slower than the same stage under Snakemake on a machine shared by several jobs.
+"""Where a training or evaluation runs: its device, its seeds, deterministic kernels, and the signals that stop a
+training run at an iteration boundary. How many threads and worker processes a stage may use is
+:mod:`primkd.resources`, below every layer, because the data stages plan theirs too.
 """
 
 from __future__ import annotations
@@ -16,112 +10,14 @@ import logging
 import os
 import random
 import signal
-import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from primkd.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-# The `resources` entry each stage command reads (analyze runs as an evaluation job in both pipelines).
-STAGE_RESOURCES = {"prepare": "prepare", "hha": "hha", "train": "train", "evaluate": "evaluate",
-                   "analyze": "evaluate"}
-# The parameter holding each stage's requested worker processes, and whether the workers run the stage's own work
-# (a process pool: the main process waits) or feed the main process (DataLoader workers: the main process computes).
-STAGE_WORKERS = {"prepare": (("data", "workers"), "pool"), "hha": (("hha", "workers"), "pool"),
-                 "train": (("train", "num_workers"), "loader"), "evaluate": (("train", "num_workers"), "loader"),
-                 "analyze": (("train", "num_workers"), "loader")}
-
-
-@dataclass(frozen=True)
-class ThreadPlan:
-    """How a stage uses its cores (recorded in ``train.json`` as ``threads``).
-
-    Attributes:
-        stage: the stage command.
-        cpus_per_task: the cores its ``resources`` entry asks for.
-        cores_given: what the process may use: CPU affinity, capped by ``OMP_NUM_THREADS`` when set.
-        cores: ``min(cpus_per_task, cores_given)``, divided among the local ranks of a ``torchrun`` job.
-        torch_threads: torch intra-op threads of the main process (of each pool process for the pool stages).
-        workers: DataLoader workers (train, evaluate, analyze) or pool processes (prepare, hha).
-        requested_workers: the workers the parameters ask for (``train.num_workers``, ``data.workers``,
-            ``hha.workers``).
-    """
-
-    stage: str
-    cpus_per_task: int
-    cores_given: int
-    cores: int
-    torch_threads: int
-    workers: int
-    requested_workers: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def cores_given(environ: dict | None = None) -> int:
-    """Cores this process may use: its CPU affinity, capped by ``OMP_NUM_THREADS`` when that is a positive integer."""
-    environ = os.environ if environ is None else environ
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    omp = environ.get("OMP_NUM_THREADS", "")
-    if omp.strip().isdigit() and int(omp) > 0:
-        cores = min(cores, int(omp))
-    return max(cores, 1)
-
-
-def plan_threads(stage: str, cpus_per_task: int, requested_workers: int, given: int,
-                 local_ranks: int = 1) -> ThreadPlan:
-    """Split ``min(cpus_per_task, given)`` cores (shared by ``local_ranks`` processes) between threads and workers.
-
-    DataLoader stages keep at least one core for the main process, which computes: workers =
-    ``min(requested, cores - 1)``, threads = the cores left, so workers + threads = cores whenever workers are asked
-    for (set ``train.num_workers: 0`` to give torch every core). Pool stages run ``min(requested, cores)``
-    processes, each with ``cores // processes`` threads.
-    """
-    _, kind = STAGE_WORKERS[stage]
-    cores = max(1, min(cpus_per_task, given) // max(local_ranks, 1))
-    if kind == "loader":
-        workers = max(0, min(requested_workers, cores - 1))
-        threads = cores - workers
-    else:
-        workers = max(1, min(requested_workers, cores))
-        threads = max(1, cores // workers)
-    return ThreadPlan(stage=stage, cpus_per_task=cpus_per_task, cores_given=given, cores=cores,
-                      torch_threads=threads, workers=workers, requested_workers=requested_workers)
-
-
-def apply_resources(cfg: dict, stage: str | None, environ: dict | None = None) -> ThreadPlan | None:
-    """Fit stage ``stage`` to its resources: set torch's threads, cap its worker count in ``cfg`` (in place) and
-    record the plan as ``cfg["runtime"]``. Stages without a ``resources`` entry (report, infer) are left alone.
-
-    Pool processes (prepare, hha) inherit ``OMP_NUM_THREADS`` = their thread share through the environment.
-    """
-    if stage not in STAGE_RESOURCES:
-        return None
-    environ = os.environ if environ is None else environ
-    (section, key), kind = STAGE_WORKERS[stage]
-    local_ranks = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun: the ranks on this node share the cores
-    plan = plan_threads(stage, cfg["resources"][STAGE_RESOURCES[stage]]["cpus_per_task"], cfg[section][key],
-                        cores_given(environ), local_ranks)
-    cfg[section][key] = plan.workers
-    if kind == "pool":
-        environ["OMP_NUM_THREADS"] = str(plan.torch_threads)
-    # The pool stages never import torch themselves; importing it only to set a thread count costs seconds.
-    if kind == "loader" or "torch" in sys.modules:
-        import torch
-
-        torch.set_num_threads(plan.torch_threads)
-    cfg["runtime"] = plan.as_dict()
-    log.info("%s: %d torch thread(s), %d worker(s) on %d core(s) (resources.%s.cpus_per_task %d, %d cores given)",
-             stage, plan.torch_threads, plan.workers, plan.cores, STAGE_RESOURCES[stage], plan.cpus_per_task,
-             plan.cores_given)
-    return plan
-
 
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), NumPy's and Python's global generators."""
@@ -147,7 +43,7 @@ def select_device(name: str, key: str = "train.device"):
     return torch.device(name)
 
 
-# --- Determinism and signals (torch imported only when used: the torch-free stages import this module) ----------
+# --- Determinism and signals (torch imported only when used) ----------------------------------------------
 
 
 class TrainingInterrupted(SystemExit):

@@ -64,7 +64,7 @@ def test_analyze_command_writes_every_output_and_self_cka_is_one(tiny):
                               "--student", f"cmx={tiny['cmx']}", "--student", f"twin={tiny['rgb'] / 'model.pt'}",
                               "--rgb-model", str(tiny["rgb"]), "--depth-model", str(tiny["depth"]),
                               "--data", str(tiny["data"]), "--hha", str(tiny["hha"]), "--out-dir", str(out),
-                              "--qualitative-images", "1", "--bins", "8", "--calibration-batches", "1"])
+                              "--qualitative-images", "1", "--bins", "8", "--calibration-images", "2"])
     args.func(args)
     for name in ("cka.csv", "cka.json", "figure4_histograms.csv", "figure4_histograms.png", "figure4_histograms.pdf",
                  "figure3_qualitative.png", "figure3_qualitative.pdf"):
@@ -138,7 +138,7 @@ def test_analyze_command_analyses_the_lowest_seed_of_params(tiny, tmp_path):
                               "--student", f"cmx={tiny['cmx']}", "--rgb-model", str(tiny["rgb"]),
                               "--data", str(tiny["data"]), "--hha", str(tiny["hha"]), "--out-dir", str(tmp_path / "o"),
                               "--max-images", "1", "--qualitative-images", "1", "--bins", "4",
-                              "--calibration-batches", "1"])
+                              "--calibration-images", "1"])
     args.func(args)
     stored = json.loads((tmp_path / "o" / "cka.json").read_text())
     assert stored["students"]["cmx"] == {"given": str(tiny["cmx"]), "model": str(tiny["cmx"] / "seed2" / "model.pt"),
@@ -169,8 +169,8 @@ def test_robust_range_and_degenerate_values():
     assert robust_range(torch.full((5,), 2.0), (0.0, 1.0), 10_000, gen) == (1.5, 2.5)
 
 
-def test_stage_histograms_hold_calibration_batches_then_bin_everything():
-    hist = StageHistograms(num_bins=4, calibration_batches=2, quantiles=(0.0, 1.0))
+def test_stage_histograms_hold_calibration_images_then_bin_everything():
+    hist = StageHistograms(num_bins=4, calibration_images=2, quantiles=(0.0, 1.0))
     a = torch.tensor([0.0, 1.0, 2.0, 4.0]).reshape(1, 1, 2, 2)
     b = torch.tensor([1.0, 1.0, 3.0, 3.0]).reshape(1, 1, 2, 2)
     hist.update({"m": [a]})
@@ -178,7 +178,7 @@ def test_stage_histograms_hold_calibration_batches_then_bin_everything():
     hist.update({"m": [b]})
     hist.update({"m": [torch.tensor([-1.0, 5.0, 2.5, 0.5]).reshape(1, 1, 2, 2)]})  # after calibration
     result = hist.result()
-    assert result["edges"][0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # range = min..max of the first two batches
+    assert result["edges"][0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # range = min..max of the first two images
     # [0,1): 0, 0.5; [1,2): 1, 1, 1; [2,3): 2, 2.5; [3,4]: 3, 3, 4.
     assert result["counts"]["m"][0].tolist() == [2, 3, 2, 3]
     assert result["underflow"]["m"] == [1] and result["overflow"]["m"] == [1] and result["total"]["m"] == [12]
@@ -188,10 +188,73 @@ def test_stage_histograms_hold_calibration_batches_then_bin_everything():
     assert rows[0]["bin_left"] == -math.inf and rows[-1]["bin_right"] == math.inf and len(rows) == 6
 
 
-def test_histograms_calibrate_on_fewer_batches_than_asked():
-    hist = StageHistograms(num_bins=2, calibration_batches=5, quantiles=(0.0, 1.0))
+def test_histograms_calibrate_on_fewer_images_than_asked():
+    hist = StageHistograms(num_bins=2, calibration_images=5, quantiles=(0.0, 1.0))
     hist.update({"m": [torch.tensor([0.0, 2.0]).reshape(1, 1, 1, 2)]})
     assert hist.result()["counts"]["m"][0].tolist() == [1, 1]
+
+
+def _analysis_of(features: dict, batch_size: int, calibration_images: int, sample_size: int) -> tuple[dict, list]:
+    """Histograms and CKA rows of per-image stage maps ``{name: [stage: N×C×H×W]}`` fed in minibatches."""
+    hist = StageHistograms(num_bins=6, calibration_images=calibration_images, sample_size=sample_size)
+    cka = PairwiseStageCKA([("cmx", "rgb")], num_stages=2)
+    num_images = features["rgb"][0].shape[0]
+    for i in range(0, num_images, batch_size):
+        batch = {name: [m[i : i + batch_size] for m in maps] for name, maps in features.items()}
+        hist.update(batch)
+        cka.update(batch)
+    return hist.result(), cka.rows()
+
+
+def test_histograms_and_cka_are_identical_for_any_batch_size():
+    """The same per-image stage maps in minibatches of 1, 3 (3+3+2) and 8 images give bit-identical edges, counts and
+    CKA: the range comes from the first 5 images (a minibatch of 3 or 8 straddles that boundary), the sample of at most
+    200 of the pooled values is drawn from them in one order, and CKA adds its moments image by image."""
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.arange(1, 9, dtype=torch.float32).reshape(8, 1, 1, 1)  # image i spreads (i+1)×: the range
+    features = {name: [torch.randn(8, c, h, w, generator=gen) * scale + offset  # depends on which images calibrate
+                       for c, h, w in ((4, 6, 8), (6, 3, 4))] for name, offset in (("rgb", 0.0), ("cmx", 0.5))}
+    features["cmx"] = [m + 0.5 * r for m, r in zip(features["cmx"], features["rgb"], strict=True)]  # CKA well above 0
+    hist_1, cka_1 = _analysis_of(features, 1, calibration_images=5, sample_size=200)
+    assert 5 * 4 * 6 * 8 * 2 > 200  # the calibration pool of stage 1 is sampled, not used whole
+    for batch_size in (3, 8):
+        hist, cka = _analysis_of(features, batch_size, calibration_images=5, sample_size=200)
+        for s in range(2):
+            assert np.array_equal(hist["edges"][s], hist_1["edges"][s]), (batch_size, s)
+            for name in ("rgb", "cmx"):
+                assert np.array_equal(hist["counts"][name][s], hist_1["counts"][name][s]), (batch_size, name, s)
+        for key in ("underflow", "overflow", "total"):
+            assert hist[key] == hist_1[key], (batch_size, key)
+        assert cka == cka_1, batch_size  # exact float equality, samples included
+    # The range is that of the first 5 images, not all 8: binning all 8 puts the spread of images 6-8 outside it.
+    assert sum(hist_1["overflow"]["rgb"]) + sum(hist_1["underflow"]["rgb"]) > 0.05 * sum(hist_1["total"]["rgb"])
+    assert 0.1 < cka_1[0]["cka"] < 0.9  # neither unrelated nor identical maps
+
+
+def test_analyze_outputs_do_not_depend_on_the_batch_size(tiny):
+    """analyze on 8 test images with --batch-size 1, 3 and 8. The analysis itself is exact for any grouping (see the
+    test above), but the networks' float32 forward pass differs by ~1e-6 between batch sizes on CPU (BLAS blocking),
+    so edges and CKA are compared within 1e-4 and the counts may move the few values that lie that close to an edge."""
+    data = make_dataset(tiny["root"] / "data8", n_train=1, n_test=8, classes=CLASSES)
+    outputs = {}
+    for batch_size in (1, 3, 8):
+        out = tiny["root"] / f"batch{batch_size}"
+        analyze({"cmx": tiny["cmx_seed0"]}, tiny["rgb"], tiny["depth"], data, data / "hha", out,
+                batch_size=batch_size, num_qualitative=1, num_bins=8, calibration_images=5, progress=False)
+        outputs[batch_size] = (list(csv.DictReader((out / "figure4_histograms.csv").open())),
+                               list(csv.DictReader((out / "cka.csv").open())))
+    hist_1, cka_1 = outputs[1]
+    for batch_size in (3, 8):
+        hist, cka = outputs[batch_size]
+        assert [(r["model"], r["stage"]) for r in hist] == [(r["model"], r["stage"]) for r in hist_1]
+        for key in ("bin_left", "bin_right"):
+            assert np.allclose([float(r[key]) for r in hist], [float(r[key]) for r in hist_1], rtol=1e-4, atol=1e-4)
+        counts, counts_1 = np.array([int(r["count"]) for r in hist]), np.array([int(r["count"]) for r in hist_1])
+        assert counts.sum() == counts_1.sum() == 2 * 8 * (16 * 8 * 12 + 32 * 4 * 6 + 64 * 2 * 3 + 96 * 1 * 2)
+        assert np.abs(counts - counts_1).sum() <= 1e-3 * counts.sum(), batch_size
+        assert [(r["reference"], r["stage"], r["samples"]) for r in cka] == \
+               [(r["reference"], r["stage"], r["samples"]) for r in cka_1]
+        assert [float(r["cka"]) for r in cka] == pytest.approx([float(r["cka"]) for r in cka_1], abs=1e-4)
 
 
 def test_classes_present_skips_ignore():

@@ -12,6 +12,8 @@ the same N (same batch and spatial size): resize one of them beforehand (e.g. ``
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -56,7 +58,9 @@ class CKAAccumulator:
 
     Keeps XᵀX (C1×C1), YᵀY (C2×C2), XᵀY (C1×C2), the column sums and the sample count in float64, so memory is
     bounded by C² whatever the data set size, and :meth:`value` equals :func:`linear_cka` on the concatenation of all
-    minibatches (up to float64 rounding). Works on CPU or CUDA (the sums live on the first input's device).
+    minibatches (up to float64 rounding). The moments are added one image at a time, so the same images give the
+    same value bit for bit however they are grouped into minibatches (a batched product would sum in another order).
+    Works on CPU or CUDA (the sums live on the first input's device).
     """
 
     def __init__(self) -> None:
@@ -71,27 +75,31 @@ class CKAAccumulator:
         """Add one minibatch.
 
         Args:
-            x: B×C1×H×W feature map; flattened to (B·H·W)×C1 (samples = positions, features = channels).
+            x: B×C1×H×W feature map; each image flattened to (H·W)×C1 (samples = positions, features = channels).
             y: B×C2×H×W feature map of the same B, H, W.
         """
         if x.dim() != 4 or y.dim() != 4:
             raise ValueError(f"CKAAccumulator.update expects B×C×H×W maps, got {tuple(x.shape)} and {tuple(y.shape)}")
-        _check_same_n(x.shape[0] * x.shape[2] * x.shape[3], y.shape[0] * y.shape[2] * y.shape[3])
-        x2 = x.detach().double().permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (B·H·W, C1)
-        y2 = y.detach().double().permute(0, 2, 3, 1).reshape(-1, y.shape[1])  # (B·H·W, C2)
+        if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
+            raise ValueError(f"the two maps are {tuple(x.shape)} and {tuple(y.shape)}; CKA compares the same positions "
+                             f"of the same images, so resize the feature maps to the same batch and spatial size first")
+        c1, c2 = x.shape[1], y.shape[1]
         if self.xtx is None:
-            self.xtx, self.yty = x2.new_zeros(x2.shape[1], x2.shape[1]), y2.new_zeros(y2.shape[1], y2.shape[1])
-            self.xty = x2.new_zeros(x2.shape[1], y2.shape[1])
-            self.sx, self.sy = x2.new_zeros(x2.shape[1]), y2.new_zeros(y2.shape[1])
-        if self.xty.shape != (x2.shape[1], y2.shape[1]):
+            zeros = functools.partial(x.new_zeros, dtype=torch.float64)
+            self.xtx, self.yty, self.xty = zeros(c1, c1), zeros(c2, c2), zeros(c1, c2)
+            self.sx, self.sy = zeros(c1), zeros(c2)
+        if self.xty.shape != (c1, c2):
             raise ValueError(f"channel counts changed between minibatches: {tuple(self.xty.shape)} before, "
-                             f"{(x2.shape[1], y2.shape[1])} now; use one accumulator per pair of feature maps")
-        self.xtx += x2.T @ x2
-        self.yty += y2.T @ y2
-        self.xty += x2.T @ y2
-        self.sx += x2.sum(0)
-        self.sy += y2.sum(0)
-        self.n += x2.shape[0]
+                             f"{(c1, c2)} now; use one accumulator per pair of feature maps")
+        for xi, yi in zip(x.detach(), y.detach(), strict=True):  # one image at a time: see the class docstring
+            x2 = xi.double().permute(1, 2, 0).reshape(-1, c1)  # (H·W, C1)
+            y2 = yi.double().permute(1, 2, 0).reshape(-1, c2)  # (H·W, C2)
+            self.xtx += x2.T @ x2
+            self.yty += y2.T @ y2
+            self.xty += x2.T @ y2
+            self.sx += x2.sum(0)
+            self.sy += y2.sum(0)
+            self.n += x2.shape[0]
 
     def value(self) -> float:
         """CKA of everything added so far, in [0, 1]."""

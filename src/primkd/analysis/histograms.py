@@ -2,10 +2,18 @@
 
 Bins: each stage has one set of ``num_bins`` equal-width bins shared by every network, so the curves of the RGB
 teacher, the CMX baseline and the PrimKD student are directly comparable. The range of a stage is fixed from the
-first ``calibration_batches`` minibatches: the ``quantiles`` (default 0.1 % and 99.9 %) of the values of all
-networks pooled, computed on a seeded random sample of at most ``sample_size`` values. Those first minibatches are
-held on the CPU until the range is fixed and binned then; every later minibatch is binned as it arrives. Memory is
-therefore bounded by ``calibration_batches`` minibatches of stage maps plus the counts.
+first ``calibration_images`` test images: the ``quantiles`` (default 0.1 % and 99.9 %) of the values of all networks
+pooled, computed on a seeded random sample of at most ``sample_size`` values. The stage maps are held on the CPU until
+that many images have arrived, then the range is fixed and the held maps binned; every later minibatch is binned as it
+arrives. Memory is therefore bounded by ``calibration_images`` images (plus the rest of the minibatch that completes
+them) of stage maps plus the counts.
+
+The result does not depend on how the images are grouped into minibatches (the analysis's ``--batch-size``, params.yaml
+``eval.batch_size``, which is why no pipeline stage depends on that key): the range comes from a fixed number of images,
+not of minibatches, and the pooled values are put in one order (network by network, image by image) before they are
+sampled, so the sample and the quantiles are the same for any batch size; the counts are per-value, so their sums are.
+Given the same feature values the result is bit-identical; the networks' float32 forward pass itself may differ in the
+last bits between batch sizes (BLAS blocking), which moves edges by that much.
 
 Values outside the range are counted as underflow / overflow rather than clipped into the edge bins, and densities
 are normalised by the number of all values, so the area under a curve equals the fraction of values inside the range.
@@ -60,39 +68,45 @@ class StageHistograms:
 
     Args:
         num_bins: bins per stage.
-        calibration_batches: minibatches whose values fix the range of each stage.
+        calibration_images: test images whose values fix the range of each stage (all of them when fewer arrive).
         quantiles: lower and upper quantile of the pooled values that bound the range.
         sample_size: most values used to estimate the quantiles of one stage.
         seed: seed of the sampling.
     """
 
-    def __init__(self, num_bins: int = 100, calibration_batches: int = 2,
+    def __init__(self, num_bins: int = 100, calibration_images: int = 8,
                  quantiles: tuple[float, float] = (1e-3, 0.999), sample_size: int = 1_000_000, seed: int = 0) -> None:
-        if num_bins < 1 or calibration_batches < 1 or not 0 <= quantiles[0] < quantiles[1] <= 1:
-            raise ValueError(f"histograms need num_bins >= 1, calibration_batches >= 1 and 0 <= q_lo < q_hi <= 1; "
-                             f"got {num_bins}, {calibration_batches}, {quantiles}")
-        self.num_bins, self.calibration_batches = num_bins, calibration_batches
+        if num_bins < 1 or calibration_images < 1 or not 0 <= quantiles[0] < quantiles[1] <= 1:
+            raise ValueError(f"histograms need num_bins >= 1, calibration_images >= 1 and 0 <= q_lo < q_hi <= 1; "
+                             f"got {num_bins}, {calibration_images}, {quantiles}")
+        self.num_bins, self.calibration_images = num_bins, calibration_images
         self.quantiles, self.sample_size = quantiles, sample_size
         self.generator = torch.Generator().manual_seed(seed)
         self.held: list[dict[str, list[Tensor]]] = []
+        self.held_images = 0
         self.edges: list[Tensor] | None = None
         self.counts: dict[str, list[Tensor]] = {}
 
     def update(self, features: Mapping[str, Sequence[Tensor]]) -> None:
-        """Add one minibatch: ``{name: [stage maps]}`` (every call must name the same networks)."""
+        """Add one minibatch: ``{name: [stage maps B×C×H×W]}`` (every call must name the same networks)."""
         batch = {name: [f.detach().float().cpu() for f in maps] for name, maps in features.items()}
         if self.edges is not None:
             self._bin(batch)
             return
         self.held.append(batch)
-        if len(self.held) >= self.calibration_batches:
+        self.held_images += next(iter(batch.values()))[0].shape[0]
+        if self.held_images >= self.calibration_images:
             self._calibrate()
 
     def _calibrate(self) -> None:
-        num_stages = len(next(iter(self.held[0].values())))
+        names = list(self.held[0])
+        num_stages = len(self.held[0][names[0]])
         self.edges = []
         for s in range(num_stages):
-            pooled = torch.cat([maps[s].reshape(-1) for batch in self.held for maps in batch.values()])  # (N,)
+            # The first calibration_images images of each network, in image order: the same tensor whatever the
+            # minibatches were, so the seeded sample below picks the same values.
+            pooled = torch.cat([torch.cat([batch[name][s] for batch in self.held])[: self.calibration_images]
+                                .reshape(-1) for name in names])  # (N,)
             lo, hi = robust_range(pooled, self.quantiles, self.sample_size, self.generator)
             self.edges.append(torch.linspace(lo, hi, self.num_bins + 1, dtype=torch.float64))
         held, self.held = self.held, []

@@ -88,11 +88,11 @@ def _load_all(models: Mapping[str, dict], device: torch.device) -> tuple[dict, d
 
 
 def _feature_pass(nets: Mapping[str, LoadedModel], students: list[str], references: list[str], loader: DataLoader,
-                  device: torch.device, num_bins: int, calibration_batches: int,
+                  device: torch.device, num_bins: int, calibration_images: int,
                   progress: bool) -> tuple[list[dict], dict]:
     """One pass over the test loader: CKA rows (student × reference × stage) and the stage histograms."""
     cka = PairwiseStageCKA([(s, r) for s in students for r in references])
-    hist = StageHistograms(num_bins=num_bins, calibration_batches=calibration_batches)
+    hist = StageHistograms(num_bins=num_bins, calibration_images=calibration_images)
     batches = tqdm(loader, desc="analyze", unit="batch", disable=not progress, leave=False)
     for features in iterate_features(nets, batches, device):
         cka.update(features)
@@ -105,7 +105,7 @@ def _feature_pass(nets: Mapping[str, LoadedModel], students: list[str], referenc
 def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os.PathLike,
             depth_model: str | os.PathLike | None, data_root: str | os.PathLike, hha_root: str | os.PathLike | None,
             out_dir: str | os.PathLike, max_images: int | None = None, batch_size: int = 4,
-            num_qualitative: int = 4, num_bins: int = 100, calibration_batches: int = 2,
+            num_qualitative: int = 4, num_bins: int = 100, calibration_images: int = 8,
             device: torch.device | str = "cpu", num_workers: int = 0, bgr: bool = False,
             progress: bool = True, seeds: Sequence[int] | None = None) -> dict:
     """Run the analysis over the test split and write every output (see the module docstring).
@@ -121,10 +121,12 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
         hha_root: HHA folder (needed by the students and the depth-only model).
         out_dir: output folder.
         max_images: use only the first test images (None: all of them).
-        batch_size: test images per forward pass (all images must then share one size).
+        batch_size: test images per forward pass (all images must then share one size). Changes no result beyond
+            the float32 rounding of the forward pass: CKA and histograms add image by image and the histogram range
+            comes from a number of images (params.yaml ``eval.batch_size`` is result-free for this stage too).
         num_qualitative: first test images shown in Figure 3.
         num_bins: histogram bins per stage.
-        calibration_batches: minibatches that fix the histogram range (:mod:`primkd.analysis.histograms`).
+        calibration_images: first test images that fix the histogram range (:mod:`primkd.analysis.histograms`).
         device: where to run the networks.
         num_workers: DataLoader worker processes.
         bgr: feed images in BGR order (official checkpoints).
@@ -135,12 +137,12 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
         ``{"cka": rows, "models": {name: resolve_model(...)} (references rgb/depth included), "outputs": [files]}``.
 
     Raises:
-        ConfigError: no student, a student named ``rgb`` or ``depth``, or a count (images, bins, batches) below 1.
+        ConfigError: no student, a student named ``rgb`` or ``depth``, or a count (images, bins, batch size) below 1.
         DataError: a model path that is neither a model file nor a run folder, or HHA needed but not given.
     """
     _check_names(student_models)
     counts = {"--max-images": 1 if max_images is None else max_images, "--batch-size": batch_size,
-              "--qualitative-images": num_qualitative, "--bins": num_bins, "--calibration-batches": calibration_batches}
+              "--qualitative-images": num_qualitative, "--bins": num_bins, "--calibration-images": calibration_images}
     bad = {flag: n for flag, n in counts.items() if n < 1}
     if bad:
         raise ConfigError(f"analyze needs positive counts; got {bad}")
@@ -160,7 +162,7 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
     log.info("analysing %s against %s on %d test images", list(students), list(references), count)
     # 2. Table 8 and Figure 4 in one pass.
     cka_rows, hist = _feature_pass(nets, list(students), list(references), loader, device, num_bins,
-                                   calibration_batches, progress)
+                                   calibration_images, progress)
     write_text(out_dir / "cka.csv", csv_text(cka_rows))
     write_json(out_dir / "cka.json", {"test_images": count, "references": {k: models.get(k) for k in ("rgb", "depth")},
                                       "students": {k: models[k] for k in students}, "rows": cka_rows})

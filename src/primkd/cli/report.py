@@ -38,7 +38,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     result = analyze(students, args.rgb_model, args.depth_model, args.data, args.hha, args.out_dir,
                      max_images=args.max_images, batch_size=args.batch_size or ev.batch_size,
                      num_qualitative=args.qualitative_images, num_bins=args.bins,
-                     calibration_batches=args.calibration_batches, device=select_device(t.device),
+                     calibration_images=args.calibration_images, device=select_device(t.device),
                      num_workers=t.num_workers, bgr=t.bgr, progress=not args.no_progress, seeds=cfg["seeds"])
     for row in result["cka"]:
         log.info("CKA %s vs %s, stage %d: %.4f", row["student"], row["reference"], row["stage"], row["cka"])
@@ -82,11 +82,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Output folder: cka.csv/json (cka.json names the model file and seed used), figure3_*, "
                         "figure4_* files.")
     p.add_argument("--max-images", type=int, help="Analyse only the first N test images (default: all).")
-    p.add_argument("--batch-size", type=int, help="Test images per forward pass (default: eval.batch_size).")
+    p.add_argument("--batch-size", type=int,
+                   help="Test images per forward pass (default: eval.batch_size); changes no result beyond float32 "
+                        "rounding.")
     p.add_argument("--qualitative-images", type=int, default=4, help="Number of test images shown in Figure 3.")
     p.add_argument("--bins", type=int, default=100, help="Histogram bins per stage (Figure 4).")
-    p.add_argument("--calibration-batches", type=int, default=2,
-                   help="Minibatches whose 0.1%%/99.9%% quantiles fix each stage's histogram range.")
+    # 8 = the 2 minibatches of 4 images (the demo's eval.batch_size) that fixed the range when it was counted in
+    # minibatches: the same images, and the demo's pool (under 1e6 values a stage) is used whole, so its bins stay.
+    p.add_argument("--calibration-images", type=int, default=8,
+                   help="First test images whose 0.1%%/99.9%% quantiles fix each stage's histogram range (Figure 4).")
 
     p = add_command(sub, "report", cmd_report, "Tables 1-8 with the paper's numbers, Figure 1 and REPORT.md.")
     p.add_argument("--results", required=True, help="The preset's results folder (eval/, models/, analysis/).")

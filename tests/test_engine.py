@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from primkd.config import KDConfig, TrainConfig, load_params
+from primkd.config import ConfigError, KDConfig, TrainConfig, load_params
 from primkd.data.dataset import EpochSampler
 from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
 from primkd.engine.train import (
@@ -103,7 +103,7 @@ def test_batch_larger_than_the_training_split_is_refused(tmp_path):
     root = make_dataset(tmp_path / "data", n_train=3)
     cfg = load_params(REPO / "params.yaml", "smoke")
     cfg["train"].update(epochs=1, batch_size=4, crop=[32, 48])
-    with pytest.raises(ValueError, match=r"train\.txt lists 3 images, fewer than train\.batch_size = 4"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size = 4 exceeds the 3 images that .*train\.txt lists"):
         train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
 
 

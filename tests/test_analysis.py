@@ -111,6 +111,13 @@ def test_analyze_rejects_reserved_student_names_and_bad_counts(tiny):
         analyze({"cmx": tiny["cmx"]}, tiny["rgb"], None, tiny["data"], tiny["hha"], tiny["root"] / "bad", num_bins=0)
 
 
+def test_analyze_of_depth_networks_without_hha_names_the_flag(tiny):
+    with pytest.raises(DataError, match=r"^a student or the depth-only model reads depth: pass its HHA folder "
+                                        r"with --hha"):
+        analyze({"cmx": tiny["cmx"]}, tiny["rgb"], None, tiny["data"], None, tiny["root"] / "no_hha")
+    assert not (tiny["root"] / "no_hha").exists()
+
+
 def test_resolve_model_and_its_errors(tiny):
     assert resolve_model(tiny["depth"]) == {"given": str(tiny["depth"]), "model": str(tiny["depth"]), "seed": None}
     (tiny["root"] / "untrained").mkdir()

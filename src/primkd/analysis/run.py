@@ -29,9 +29,9 @@ from primkd.analysis.features import LoadedModel, PairwiseStageCKA, iterate_feat
 from primkd.analysis.histograms import StageHistograms, histogram_rows, plot_histograms
 from primkd.analysis.qualitative import predict_samples, qualitative_figure
 from primkd.config import ConfigError
-from primkd.data.dataset import RGBDDataset
+from primkd.data.dataset import RGBDDataset, hha_input
 from primkd.engine.seeds import model_files
-from primkd.io import DataError, csv_text, write_json, write_text
+from primkd.io import csv_text, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,8 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
     models = {name: resolve_model(path, seeds) for name, path in given.items()}
     students, references = _load_all(models, device)
     nets = {**references, **students}
-    needs_hha = any("modal" in net.inputs for net in nets.values())
-    if needs_hha and hha_root is None:
-        raise DataError("the students (or the depth-only model) read HHA: pass the HHA folder (--hha)")
-    dataset = RGBDDataset(data_root, "test", hha_root if needs_hha else None, bgr=bgr)
+    hha = hha_input(hha_root, any("modal" in net.inputs for net in nets.values()), "a student or the depth-only model")
+    dataset = RGBDDataset(data_root, "test", hha, bgr=bgr)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, num_workers=num_workers)
     log.info("analysing %s against %s on %d test images", list(students), list(references), count)

@@ -7,6 +7,8 @@ non-empty; mean accuracy = nanmean(diag / row); pixel accuracy = trace / total.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,21 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index
                          f"{int(pred.min())}..{int(pred.max())}; pass argmax over the K class logits")
     counts = torch.bincount(label * num_classes + pred, minlength=num_classes * num_classes)  # (K·K,)
     return counts.reshape(num_classes, num_classes)  # (K, K): rows ground truth, columns prediction
+
+
+def seed_spread(values: Iterable[float | None]) -> tuple[float, float | None, int] | None:
+    """Mean, sample standard deviation (ddof 1) and count of the finite ``values`` (one per seed).
+
+    The one definition of "mean ± std over seeds" that the evaluation JSON, ``primkd compare``, the report's tables and
+    the significance block share, so that one run never shows two spreads. The std is ``None`` for a single value (one
+    seed has no spread, and 0 would read as a measured one); the result is ``None`` when no value is finite.
+    """
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    mean = math.fsum(finite) / len(finite)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
+    return mean, std, len(finite)
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:

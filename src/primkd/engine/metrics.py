@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # no torch at import: the report stage reads seed_spread and must run without it
+    from torch import Tensor
 
 
 def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -38,7 +39,7 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index
     if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
         raise ValueError(f"predicted class indices must lie in 0..{num_classes - 1}, got "
                          f"{int(pred.min())}..{int(pred.max())}; pass argmax over the K class logits")
-    counts = torch.bincount(label * num_classes + pred, minlength=num_classes * num_classes)  # (K·K,)
+    counts = (label * num_classes + pred).bincount(minlength=num_classes * num_classes)  # (K·K,)
     return counts.reshape(num_classes, num_classes)  # (K, K): rows ground truth, columns prediction
 
 
@@ -78,7 +79,9 @@ def metrics_from_confusion(conf: Tensor | np.ndarray) -> dict[str, Any]:
         lists with None where undefined (IoU: class neither present nor predicted; accuracy: class absent from the
         ground truth). Undefined classes are excluded from the means.
     """
-    conf = torch.as_tensor(conf).detach().cpu().double().numpy()
+    if hasattr(conf, "detach"):  # a torch tensor, on any device
+        conf = conf.detach().cpu().numpy()
+    conf = np.asarray(conf, dtype=np.float64)
     if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
         raise ValueError(f"confusion matrix must be K×K, got shape {conf.shape}")
     diag, rows, cols = np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)

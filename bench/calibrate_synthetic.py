@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from primkd.engine.metrics import seed_spread
+
 REPO = Path(__file__).resolve().parents[1]
 STUDENTS = ("cmx", "primkd")
 TARGET_RATIO = (0.85, 0.97)  # RGB teacher / CMX, from NYU Depth V2's balance (issue 10)
@@ -113,9 +115,8 @@ def summarize(result: dict) -> dict:
     per_model: dict[str, list[float]] = {}
     for key, run in result["runs"].items():
         per_model.setdefault(key.rsplit("_s", 1)[0], []).append(100 * run["miou"])
-    # sample std (ddof 1), as primkd compare and REPORT.md give it; one seed has no spread
-    out = {m: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
-           for m, v in per_model.items()}
+    # one seed has no spread: 0 here, where the tables print it as a number
+    out = {m: (mean, std or 0.0, n) for m, v in per_model.items() for mean, std, n in [seed_spread(v)]}
     if "rgb" in out and "cmx" in out:
         out["ratio"] = out["rgb"][0] / out["cmx"][0]
     if "rgb" in out and "depth" in out:

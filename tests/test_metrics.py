@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
+from primkd.engine.evaluate import summarize_seeds
+from primkd.engine.metrics import confusion_matrix, metrics_from_confusion, seed_spread
 
 
 def test_three_class_example_by_hand():
@@ -87,3 +88,23 @@ def test_cuda_matches_cpu():
     conf = confusion_matrix(pred.cuda(), label.cuda(), num_classes=5)
     assert conf.is_cuda
     assert torch.equal(conf.cpu(), confusion_matrix(pred, label, num_classes=5))
+
+
+def test_seed_spread_is_the_sample_std_and_has_none_for_one_seed():
+    # 0.50, 0.52, 0.57: mean 0.53, squared deviations 0.0009 + 0.0001 + 0.0016 = 0.0026 over n − 1 = 2
+    mean, std, n = seed_spread([0.50, 0.52, 0.57])
+    assert (mean, n) == (pytest.approx(0.53), 3) and std == pytest.approx(math.sqrt(0.0013))
+    assert seed_spread([0.4, None, float("nan")]) == (0.4, None, 1)
+    assert seed_spread([]) is None
+
+
+def test_evaluation_json_reports_the_same_spread_as_the_tables():
+    # One definition of ± over seeds: the evaluation JSON once wrote the population std (here 0.0163) while compare
+    # and REPORT.md printed the sample std (0.02) of the same seeds.
+    per_seed = {s: {"miou": m, "macc": 0.6, "pacc": 0.7, "iou": [m, None]}
+                for s, m in ((0, 0.50), (1, 0.52), (2, 0.54))}
+    out = summarize_seeds(per_seed, ["a", "b"])
+    assert out["miou"] == pytest.approx(0.52) and out["miou_std"] == pytest.approx(0.02)
+    assert out["macc_std"] == pytest.approx(0.0) and out["iou"] == {"a": pytest.approx(0.52), "b": None}
+    teacher = summarize_seeds({None: {"miou": 0.5, "macc": 0.6, "pacc": 0.7, "iou": [0.5, 0.5]}}, ["a", "b"])
+    assert teacher["miou"] == 0.5 and teacher["miou_std"] is None and teacher["seeds"] == []

@@ -60,7 +60,8 @@ def evaluation(per_seed: dict) -> dict:
     """An evaluation JSON of ``primkd evaluate`` from ``{seed: miou}`` (macc 0.6, pacc 0.7, two classes)."""
     mious = list(per_seed.values())
     mean = sum(mious) / len(mious)
-    std = (sum((m - mean) ** 2 for m in mious) / len(mious)) ** 0.5  # population std, as evaluate writes it
+    # sample std, as evaluate writes it (None for one seed)
+    std = (sum((m - mean) ** 2 for m in mious) / (len(mious) - 1)) ** 0.5 if len(mious) > 1 else None
     return {"model": "x", "miou": mean, "miou_std": std, "macc": 0.6, "macc_std": 0.0, "pacc": 0.7, "pacc_std": 0.0,
             "scales": [1.0], "flip": False, "iou": {"c0": 0.4, "c1": 0.6},
             "seeds": [s for s in per_seed if s is not None],
@@ -72,7 +73,6 @@ def write_results(root: Path) -> Path:
     write_json(root / "eval" / "a.json", evaluation({None: 0.50}))
     write_json(root / "models" / "a" / "train.json", {"backbone": "mit_tiny", "seed": 0, "epochs": 2,
                                                       "train_seconds": 12.0})
-    # The file's own miou_std is the population std (1.0 point); the tables recompute the sample std (1.4).
     write_json(root / "eval" / "b.json", evaluation({0: 0.50, 1: 0.52}))
     for seed, seconds in ((0, 10.0), (1, 14.0)):
         write_json(root / "models" / "b" / f"seed{seed}" / "train.json", {"backbone": "mit_tiny", "seed": seed,
@@ -101,7 +101,7 @@ def test_markdown_cells_by_hand(report):
     md = (results / "report" / "tables" / "table1.md").read_text().splitlines()
     assert md[0] == "| Run | mIoU (%) ours | mIoU (%) paper | mIoU (%) Δ |"
     assert md[2] == "| one seed | 50.0 | 48.0 | +2.0 |"
-    # Seeds 0.50 and 0.52: mean 51.0, sample std sqrt(2 · 1²) = 1.414 → 1.4 (not the file's population std 1.0).
+    # Seeds 0.50 and 0.52: mean 51.0, sample std sqrt(2 · 1²) = 1.414 → 1.4.
     assert md[3] == "| two seeds | 51.0 ± 1.4 | 50.0 | +1.0 |"
     assert md[4] == "| missing | — | 40.0 | — |"
     assert md[5] == "| α = 1 | 50.0 | — | — |"

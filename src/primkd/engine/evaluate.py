@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from primkd.config import EvalConfig
 from primkd.engine.distributed import all_reduce_sum
-from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
+from primkd.engine.metrics import confusion_matrix, metrics_from_confusion, seed_spread
 
 
 class ShardSampler(Sampler):
@@ -230,11 +230,11 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
 
 
 def summarize_seeds(per_seed: dict[int | None, dict], classes: Sequence[str]) -> dict:
-    """Mean and standard deviation (ddof 0; 0 for one seed) over seeds of the scalar metrics, mean per-class IoU."""
+    """Mean and sample standard deviation (:func:`~primkd.engine.metrics.seed_spread`: ddof 1, ``None`` for one seed)
+    over seeds of the scalar metrics, mean per-class IoU."""
     out: dict = {}
     for key in ("miou", "macc", "pacc"):
-        values = np.array([m[key] for m in per_seed.values()], dtype=np.float64)
-        out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
+        out[key], out[f"{key}_std"], _ = seed_spread(m[key] for m in per_seed.values())
     iou = np.array([[np.nan if v is None else v for v in m["iou"]] for m in per_seed.values()], dtype=np.float64)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every seed stay NaN

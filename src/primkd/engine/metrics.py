@@ -7,11 +7,14 @@ non-empty; mean accuracy = nanmean(diag / row); pixel accuracy = trace / total.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # no torch at import: the report stage reads seed_spread and must run without it
+    from torch import Tensor
 
 
 def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -36,8 +39,23 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index
     if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
         raise ValueError(f"predicted class indices must lie in 0..{num_classes - 1}, got "
                          f"{int(pred.min())}..{int(pred.max())}; pass argmax over the K class logits")
-    counts = torch.bincount(label * num_classes + pred, minlength=num_classes * num_classes)  # (K·K,)
+    counts = (label * num_classes + pred).bincount(minlength=num_classes * num_classes)  # (K·K,)
     return counts.reshape(num_classes, num_classes)  # (K, K): rows ground truth, columns prediction
+
+
+def seed_spread(values: Iterable[float | None]) -> tuple[float, float | None, int] | None:
+    """Mean, sample standard deviation (ddof 1) and count of the finite ``values`` (one per seed).
+
+    The one definition of "mean ± std over seeds" that the evaluation JSON, ``primkd compare``, the report's tables and
+    the significance block share, so that one run never shows two spreads. The std is ``None`` for a single value (one
+    seed has no spread, and 0 would read as a measured one); the result is ``None`` when no value is finite.
+    """
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    mean = math.fsum(finite) / len(finite)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
+    return mean, std, len(finite)
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:
@@ -61,7 +79,9 @@ def metrics_from_confusion(conf: Tensor | np.ndarray) -> dict[str, Any]:
         lists with None where undefined (IoU: class neither present nor predicted; accuracy: class absent from the
         ground truth). Undefined classes are excluded from the means.
     """
-    conf = torch.as_tensor(conf).detach().cpu().double().numpy()
+    if hasattr(conf, "detach"):  # a torch tensor, on any device
+        conf = conf.detach().cpu().numpy()
+    conf = np.asarray(conf, dtype=np.float64)
     if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
         raise ValueError(f"confusion matrix must be K×K, got shape {conf.shape}")
     diag, rows, cols = np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)

@@ -4,8 +4,8 @@ Inputs under ``results_dir`` (``results/<preset>``), all optional (whatever is m
 
 - ``eval/<run>.json``: the evaluation of one run (``primkd evaluate``): ``miou``, ``macc``, ``pacc`` in [0, 1], the
   per-class ``iou`` and ``per_seed``, one ``{seed, miou, macc, pacc}`` per trained seed. A student run has one entry
-  per seed of params.yaml ``seeds``, and the tables report mean ± sample standard deviation (ddof 1) over them, not
-  the file's ``miou_std`` (population std); a teacher has one entry with ``seed: null`` and reports its value alone.
+  per seed of params.yaml ``seeds``, and the tables report mean ± sample standard deviation (ddof 1) over them, the
+  definition of the file's ``miou_std`` too; a teacher has one entry with ``seed: null`` and reports its value alone.
   The top level is the last epoch's single-scale evaluation, ``multi_scale_flip`` the multi-scale + flip one and
   ``best_epoch`` both for the best test-split epoch; each table reads the mode the paper used (``eval`` in
   paper.yaml) for the checkpoint ``eval.checkpoint`` names (last by default);

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from primkd.engine.counts import Counts, counts_checkpoint, read_counts
+from primkd.engine.metrics import seed_spread
 from primkd.io import DataError, read_json
 
 
@@ -57,9 +58,9 @@ class Comparison:
     """Run b against run a (e.g. PrimKD against CMX); mIoU as fractions in [0, 1]."""
 
     miou_a: float  # mean over a's seeds
-    std_a: float  # standard deviation over a's seeds (ddof 0, as the evaluate stage reports; 0 for one seed)
+    std_a: float | None  # sample std over a's seeds (engine.metrics.seed_spread: ddof 1; None for one seed)
     miou_b: float
-    std_b: float
+    std_b: float | None
     delta: float  # miou_b − miou_a on all test images
     ci_low: float  # percentile bootstrap interval of delta over test images
     ci_high: float
@@ -107,7 +108,8 @@ def paired_bootstrap(a: Counts, b: Counts, num_boot: int = 10000, confidence: fl
         deltas[start:start + size] = _resampled_miou(b, weights) - _resampled_miou(a, weights)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(deltas, [alpha, 1 - alpha])
-    return Comparison(miou_a=float(ma.mean()), std_a=float(ma.std()), miou_b=float(mb.mean()), std_b=float(mb.std()),
+    return Comparison(miou_a=float(ma.mean()), std_a=seed_spread(ma)[1], miou_b=float(mb.mean()),
+                      std_b=seed_spread(mb)[1],
                       delta=float(mb.mean() - ma.mean()), ci_low=float(low), ci_high=float(high),
                       confidence=confidence, num_images=n, num_boot=num_boot)
 

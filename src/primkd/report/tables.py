@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from primkd.engine.counts import MODES
+from primkd.engine.metrics import seed_spread
 from primkd.io import DataError
 from primkd.report.significance import CONFIDENCE, Comparison
 
@@ -172,12 +172,8 @@ class Stat:
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat | None:
         """Mean ± sample std (ddof 1) of the finite ``values``; None when there is none."""
-        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-        if not finite:
-            return None
-        mean = sum(finite) / len(finite)
-        std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
-        return cls(mean, std, len(finite))
+        spread = seed_spread(values)
+        return None if spread is None else cls(*spread)
 
 
 @dataclass(frozen=True)

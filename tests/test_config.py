@@ -1,6 +1,8 @@
 """params.yaml: schema validation with messages naming the key, preset resolution, experiment overrides."""
 
 import copy
+import hashlib
+import shutil
 from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 
@@ -13,12 +15,15 @@ from primkd.config import (
     KDConfig,
     ModelConfig,
     TrainConfig,
+    effective_params,
     experiment_kd,
     load_params,
     resolve,
     schema_path,
     validate,
 )
+from primkd.io import tree_digest
+from primkd.pretrained import pretrained_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,3 +155,78 @@ def test_folder_and_url_keys_are_required_at_the_top_level(raw):
     assert "data.urls: 'sunrgbd' is a required property" in str(info.value)
     raw["presets"]["smoke"]["data"]["folder"] = {"path": "elsewhere"}
     validate(raw)
+
+
+def _file_digest(path: Path) -> str:
+    """What the checkpoint fingerprint records for a weights file: SHA-256 of "<name>\\0<sha256 of contents>\\n"."""
+    inner = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(f"{path.name}\0{inner}\n".encode()).hexdigest()
+
+
+def test_effective_inputs_hold_the_imagenet_weights_digest(raw, tmp_path, monkeypatch):
+    """inputs.pretrained: the training stages' dependency on the weights file model.pretrained resolves to."""
+    monkeypatch.chdir(tmp_path)  # relative paths are taken from where the stage runs
+    assert effective_params(resolve(raw, "smoke"))["inputs"] == {"pretrained": None, "folder": None}  # from scratch
+    cfg = resolve(raw, "nyuv2_b2")  # imagenet, data/pretrained/mit_b2.pth or .../mit-b2/
+    # not downloaded yet: the parameter step still works (training stops with the download hint)
+    assert effective_params(cfg)["inputs"] == {"pretrained": "missing", "folder": None}
+    weights = tmp_path / "data" / "pretrained" / "mit_b2.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights v1")
+    first = effective_params(cfg)["inputs"]["pretrained"]
+    assert first == _file_digest(weights) == pretrained_digest(weights)
+    weights.write_bytes(b"weights v2")  # replaced by a file of the same size
+    assert effective_params(cfg)["inputs"]["pretrained"] not in (first, None, "missing")
+    weights.write_bytes(b"weights v1")
+    assert effective_params(cfg)["inputs"]["pretrained"] == first
+    # a Hugging Face folder: every file of it (config.json too, as the checkpoint fingerprint)
+    weights.unlink()
+    hf = weights.parent / "mit-b2"
+    hf.mkdir()
+    (hf / "model.safetensors").write_bytes(b"tensors")
+    (hf / "config.json").write_text("{}")
+    folder = effective_params(cfg)["inputs"]["pretrained"]
+    assert folder == pretrained_digest(hf) and folder not in (first, "missing")
+    (hf / "config.json").write_text('{"hidden_sizes": [64]}')
+    assert effective_params(cfg)["inputs"]["pretrained"] != folder
+    # an explicit path, relative to the current directory
+    cfg["model"]["pretrained"] = "mine.pth"
+    assert effective_params(cfg)["inputs"]["pretrained"] == "missing"
+    (tmp_path / "mine.pth").write_bytes(b"weights v1")
+    assert effective_params(cfg)["inputs"]["pretrained"] == _file_digest(tmp_path / "mine.pth")
+
+
+def test_effective_inputs_hold_the_folder_source_digest(raw, tmp_path, monkeypatch):
+    """inputs.folder: prepare's dependency on the tree at data.folder.path (and a per-image intrinsics file)."""
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "nyu"
+    for sub, name in (("RGB", "1.jpg"), ("Depth", "1.png"), ("Label", "1.png")):
+        (src / sub).mkdir(parents=True)
+        (src / sub / name).write_bytes(f"{sub} pixels".encode())
+    (src / "train.txt").write_text("1\n")
+    (src / "test.txt").write_text("1\n")
+    cfg = resolve(raw, "smoke")
+    cfg["data"]["source"] = "folder"
+    cfg["data"]["folder"]["path"] = "nyu"
+    first = effective_params(cfg)["inputs"]
+    assert first["pretrained"] is None and first["folder"] == hashlib.sha256(tree_digest(src).encode()).hexdigest()
+    (src / "RGB" / "1.jpg").write_bytes(b"RGB pixelz")
+    edited = effective_params(cfg)["inputs"]["folder"]
+    assert edited != first["folder"]
+    (src / "RGB" / "1.jpg").write_bytes(b"RGB pixels")
+    assert effective_params(cfg)["inputs"]["folder"] == first["folder"]
+    # the same images elsewhere: the same digest (the path itself is data.folder.path, a key of its own)
+    shutil.copytree(src, tmp_path / "moved")
+    cfg["data"]["folder"]["path"] = str(tmp_path / "moved")
+    assert effective_params(cfg)["inputs"]["folder"] == first["folder"]
+    cameras = tmp_path / "cameras.json"
+    cameras.write_text('{"1": {"fx": 500, "fy": 500, "cx": 320, "cy": 240}}')
+    cfg["data"]["folder"]["intrinsics_file"] = "cameras.json"
+    with_cameras = effective_params(cfg)["inputs"]["folder"]
+    assert with_cameras not in (first["folder"], "missing")
+    cameras.write_text('{"1": {"fx": 501, "fy": 500, "cx": 320, "cy": 240}}')
+    assert effective_params(cfg)["inputs"]["folder"] not in (with_cameras, first["folder"])
+    cfg["data"]["folder"]["path"] = "not_there"  # prepare names it; the parameter step does not fail
+    assert effective_params(cfg)["inputs"]["folder"] == "missing"
+    cfg["data"]["source"] = "synthetic"  # another source: the folder is not read
+    assert effective_params(cfg)["inputs"]["folder"] is None

@@ -1,7 +1,9 @@
 """primkd.io: atomic writes leave either the old or the new content, never a partial file; image reads fail with
 the file named."""
 
+import hashlib
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -91,3 +93,31 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+
+
+def test_tree_digest_follows_names_and_contents_not_location(tmp_path):
+    from primkd.io import path_digest, sha256_file, tree_digest, tree_files
+
+    a = tmp_path / "a"
+    (a / "RGB").mkdir(parents=True)
+    (a / "RGB" / "1.png").write_bytes(b"\x89PNG one")
+    (a / "train.txt").write_text("1\n")
+    first = tree_digest(a)
+    # one SHA-256 over "<relative name>\0<file sha256>\n" per file, sorted by relative name
+    lines = "".join(f"{name}\0{sha256_file(a / name)}\n" for name in ("RGB/1.png", "train.txt"))
+    assert first == hashlib.sha256(lines.encode()).hexdigest()
+    assert tree_digest(shutil.copytree(a, tmp_path / "copy")) == first  # same files elsewhere: same digest
+    (a / "RGB" / "1.png").write_bytes(b"\x89PNG onE")  # one byte, same size
+    assert tree_digest(a) != first
+    (a / "RGB" / "1.png").write_bytes(b"\x89PNG one")
+    assert tree_digest(a) == first
+    (a / "RGB" / "1.png").rename(a / "RGB" / "2.png")  # a renamed image is another dataset
+    assert tree_digest(a) != first
+    # a folder of links (datasets often are) is read through them
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "RGB").symlink_to(tmp_path / "copy" / "RGB", target_is_directory=True)
+    (tmp_path / "linked" / "train.txt").symlink_to(tmp_path / "copy" / "train.txt")
+    assert [p.name for p in tree_files(tmp_path / "linked")] == ["1.png", "train.txt"]
+    assert tree_digest(tmp_path / "linked") == first
+    assert path_digest(a / "train.txt") == hashlib.sha256(f"train.txt\0{sha256_file(a / 'train.txt')}\n".encode()
+                                                          ).hexdigest()

@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Module prefix -> layer; the longest matching prefix decides. Same-layer imports are allowed.
 LAYERS = {
     "primkd": 0, "primkd.io": 0, "primkd.config": 0, "primkd.resources": 0, "primkd.runlog": 0,
+    "primkd.pretrained": 0,
     "primkd.data": 1, "primkd.models": 1,
     "primkd.distill": 2,
     "primkd.engine": 3, "primkd.weights": 3,

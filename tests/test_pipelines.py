@@ -99,6 +99,9 @@ def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint(monkeypatch)
     fingerprint = {k for section in SECTIONS if section in saved and section != "data"
                    for k in stages.leaf_keys(saved[section], f"{section}.")}
     keys = set(stages.param_keys(stages.stage("train_teacher"), effective_params(cfg)))
+    # and the fingerprint's pretrained_sha256 is the stage's inputs.pretrained (the same digest of the same weights)
+    assert "pretrained_sha256" in saved
+    fingerprint |= {"inputs.pretrained"}
     assert keys == fingerprint
     assert "train.num_workers" not in keys and "train.checkpoint_every" not in keys and "train.lr" in keys
     # The evaluation during training (model_best.pt, eval_curve.csv) slides eval.windows over the test images: a

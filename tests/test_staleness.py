@@ -32,7 +32,7 @@ import yaml
 from primkd import stages as ST
 from primkd.config import ConfigError, effective_params, load_params, resolve
 
-from pipeline_utils import BIN, copy_workflow, set_param
+from pipeline_utils import BIN, copy_run, copy_workflow, set_param
 
 PRESET = "smoke"
 # A small grid keeps the runs short: an RGB and a depth teacher, an experiment with kd overrides, two seeds.
@@ -44,6 +44,9 @@ import json, os, sys
 from pathlib import Path
 
 args = sys.argv[1:]
+if os.environ.get("PRIMKD_STUB_LOG"):  # which stages a tool ran, one command line each
+    with open(os.environ["PRIMKD_STUB_LOG"], "a") as f:
+        f.write(" ".join(args) + "\\n")
 if args[0] == "params":
     os.execv(sys.executable, [sys.executable, "-m", "primkd", *args])
 for path, folder in json.loads(Path(os.environ["PRIMKD_STUB_OUTPUTS"]).read_text())[" ".join(args)]:
@@ -119,7 +122,7 @@ def workflow(tmp_path_factory):
     run_tool([str(BIN / "dvc"), "init", "--no-scm", "-q"], dvc_root, tool_env(dvc_root, stub_dir))
     run_tool([str(BIN / "dvc"), "repro", "-q"], dvc_root, tool_env(dvc_root, stub_dir))
     run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], smk_root, tool_env(smk_root, stub_dir))
-    assert dvc_changes(dvc_root) == {} and snakemake_stale(smk_root, decl) == set()
+    assert dvc_changes(dvc_root) == UP_TO_DATE and snakemake_stale(smk_root, decl) == set()
     return {"dvc": dvc_root, "smk": smk_root, "cfg": cfg, "decl": decl}
 
 
@@ -230,8 +233,15 @@ def write_effective(root: Path) -> None:
           "--out", str(root / ST.fill(ST.EFFECTIVE_PARAMS, PRESET, ST.stage("resolve_params")))])
 
 
+ALWAYS = "<always changed>"
+# DVC's status of an up-to-date pipeline: resolve_params is always_changed (it reads the input files whose digests
+# are parameters: primkd.config.input_digests), so DVC always lists it.
+UP_TO_DATE = {"resolve_params": {ALWAYS}}
+
+
 def dvc_changes(root: Path) -> dict[str, set[str]]:
-    """DVC's status as {stage: changed dependencies}: file paths, and parameter keys of the effective file."""
+    """DVC's status as {stage: changed dependencies}: file paths, parameter keys of the effective file, and
+    :data:`ALWAYS` for an always_changed stage."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -240,6 +250,8 @@ def dvc_changes(root: Path) -> dict[str, set[str]]:
     for name, entries in status.items():
         changed = set()
         for entry in entries:
+            if entry == "always changed":
+                changed.add(ALWAYS)
             for path, what in entry.get("changed deps", {}).items() if isinstance(entry, dict) else []:
                 changed |= set(what) if isinstance(what, dict) else {path}
         out[name.rpartition("dvc.yaml:")[2]] = changed  # named relative to the current folder
@@ -274,7 +286,7 @@ def test_every_source_file_reruns_exactly_the_stages_that_run_it(workflow):
         for f, (text, times) in originals.items():
             (root / f).write_text(text)
             os.utime(root / f, ns=(times.st_atime_ns, times.st_mtime_ns))
-    assert dvc_changes(root) == {}
+    assert dvc_changes(root) == UP_TO_DATE
     # Snakemake's dry run lists whole chains, so each file is checked on its own (newer and with other contents:
     # Snakemake compares the checksum it recorded for a small input file, not only its time).
     root = workflow["smk"]
@@ -345,7 +357,7 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
             changes[name] = {NEW} if name in changes else changes.get(name)
         diff = {n: changes.get(n, set()) ^ expected.get(n, set()) for n in {*changes, *expected}}
         assert changes == expected, {n: d for n, d in diff.items() if d}
-    assert dvc_changes(root) == {}
+    assert dvc_changes(root) == UP_TO_DATE
     # Snakemake: every edit that changes no stage's values at once, then the others one by one.
     root = workflow["smk"]
     for batch in [idle, *([k] for k in keys if effect[k])]:
@@ -357,3 +369,87 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
             stale = snakemake_stale(root, decl_after)
         expected = downstream({"resolve_params", *(n for k in batch for n in effect[k])}, decl_after)
         assert stale == expected, batch
+
+
+# --- Input files whose path is a parameter: the ImageNet weights, a folder source ---------------------------------
+
+WEIGHTS, FOLDER = "inputs/mit_tiny.pth", "inputs/nyu"  # relative to the workflow copy, where both tools run
+
+
+def ran_stages(log: Path, decl: dict[str, dict]) -> set[str]:
+    """The instances whose commands the stand-in logged (then empties the log)."""
+    by_args = {d["args"]: name for name, d in decl.items()}
+    lines = log.read_text().splitlines() if log.is_file() else []
+    log.unlink(missing_ok=True)
+    return {by_args[line] for line in lines}
+
+
+@pytest.fixture(scope="module")
+def inputs_workflow(tmp_path_factory):
+    """The workflow of the smoke preset initialised from a weights file and reading a folder source, both at paths
+    given by parameters, run once through DVC and through Snakemake with the stand-in; each test works on copies."""
+    base = tmp_path_factory.mktemp("inputs")
+    roots = {tool: workflow_copy(base / tool) for tool in ("dvc", "smk")}
+    for root in roots.values():
+        set_param(root, ["presets", "smoke", "model", "pretrained"], WEIGHTS)
+        set_param(root, ["presets", "smoke", "data", "source"], "folder")
+        set_param(root, ["presets", "smoke", "data", "folder"], {"path": FOLDER})
+        (root / WEIGHTS).parent.mkdir()
+        (root / WEIGHTS).write_bytes(b"ImageNet weights, release 1")
+        for sub in ("RGB", "Depth", "Label"):
+            (root / FOLDER / sub).mkdir(parents=True)
+            (root / FOLDER / sub / "0001.png").write_bytes(f"{sub} of image 1".encode())
+        (root / FOLDER / "train.txt").write_text("0001\n")
+    cfg = load_params(roots["dvc"] / "params.yaml")
+    decl = declared(cfg)
+    stub_dir = base / "bin"
+    stub_dir.mkdir()
+    (stub_dir / "outputs.json").write_text(json.dumps({d["args"]: d["outs"] for d in decl.values()}))
+    (stub_dir / "primkd").write_text(STUB.format(python=sys.executable))
+    (stub_dir / "primkd").chmod(0o755)
+    env = tool_env(roots["dvc"], stub_dir)
+    run_tool([str(BIN / "dvc"), "init", "--no-scm", "-q"], roots["dvc"], env)
+    run_tool([str(BIN / "dvc"), "repro", "-q"], roots["dvc"], env)
+    run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], roots["smk"], tool_env(roots["smk"], stub_dir))
+    return {**roots, "decl": decl, "stub_dir": stub_dir}
+
+
+def dvc_repro(root: Path, stub_dir: Path, decl: dict[str, dict]) -> set[str]:
+    """Run `dvc repro` with the stand-in; the instances it ran."""
+    log = stub_dir.parent / f"{root.name}.log"
+    run_tool([str(BIN / "dvc"), "repro", "-q"], root, {**tool_env(root, stub_dir), "PRIMKD_STUB_LOG": str(log)})
+    return ran_stages(log, decl)
+
+
+def copies(workflow: dict, dest: Path) -> tuple[Path, Path]:
+    """Copies of both finished runs, so that the edits of one test do not reach another."""
+    return tuple(copy_run(workflow[tool], dest / tool) for tool in ("dvc", "smk"))
+
+
+def test_replaced_imagenet_weights_rerun_the_trainings_and_nothing_before_them(inputs_workflow, tmp_path):
+    decl, stub_dir = inputs_workflow["decl"], inputs_workflow["stub_dir"]
+    trainings = {name for name in decl if name.startswith("train_")}
+    assert len(trainings) == 2 + 2 + len(EXPERIMENTS) * 2  # teachers, CMX and students, two seeds each
+    dvc_root, smk_root = copies(inputs_workflow, tmp_path)
+    # unchanged weights: DVC's repro reads them again (resolve_params always runs) and runs nothing else
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params"}
+    assert snakemake_stale(smk_root, decl) == set()
+    for root in (dvc_root, smk_root):  # another release of the same size, at the same path
+        (root / WEIGHTS).write_bytes(b"ImageNet weights, release 2")
+    # the stand-in writes the same outputs again, so DVC stops after the trainings; Snakemake's dry run goes on to
+    # everything downstream of them (it decides by file times)
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params", *trainings}
+    assert snakemake_stale(smk_root, decl) == downstream({"resolve_params", *trainings}, decl)
+    assert not {"download", "prepare", "hha"} & downstream(trainings, decl)
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params"}  # up to date again
+
+
+def test_an_edited_image_of_a_folder_source_reruns_prepare(inputs_workflow, tmp_path):
+    decl, stub_dir = inputs_workflow["decl"], inputs_workflow["stub_dir"]
+    dvc_root, smk_root = copies(inputs_workflow, tmp_path)
+    for root in (dvc_root, smk_root):
+        image = root / FOLDER / "RGB" / "0001.png"
+        image.write_bytes(image.read_bytes().replace(b"1", b"2"))  # one byte, same size
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params", "prepare"}  # its outputs came out the same
+    assert snakemake_stale(smk_root, decl) == downstream({"resolve_params", "prepare"}, decl)
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params"}

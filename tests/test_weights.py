@@ -26,12 +26,12 @@ from primkd.models import (
     teacher_to_official,
 )
 from primkd.models.io import export_safetensors, load_exported, load_model
+from primkd.pretrained import resolve_pretrained
 from primkd.weights import (
     import_official,
     init_from_imagenet,
     load_official_student,
     load_official_teacher,
-    resolve_pretrained,
 )
 
 TOLERANCE = 1e-4  # max|ours − ref| <= TOLERANCE · max|ref| per tensor (fixtures/README.md)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -255,11 +256,42 @@ def effective_params(cfg: dict) -> dict:
     ``resolve_params`` stage writes to ``results/<preset>/effective_params.yaml`` for DVC to track key by key.
 
     Every preset yields the same keys, so the stages of ``dvc.yaml`` can list exact leaf keys (see
-    :mod:`primkd.stages`)."""
+    :mod:`primkd.stages`). ``inputs`` holds the digests of the files outside the pipeline that stages read
+    (:func:`input_digests`)."""
     out = {section: copy.deepcopy(cfg[section]) for section in SECTIONS}
     out["seeds"] = list(cfg["seeds"])
     out["experiments"] = {}
     for name in cfg["experiments"]:
         kd = experiment_kd(cfg, name).as_dict()
         out["experiments"][name] = {"teacher": kd.pop("teacher_modality"), "kd": kd}
+    out["inputs"] = input_digests(cfg)
     return out
+
+
+def input_digests(cfg: dict) -> dict[str, str | None]:
+    """Contents of the input files whose location a parameter gives, so that neither tool can declare them as file
+    dependencies (dvc.yaml is the same for every preset): stages depend on these values instead.
+
+    - ``pretrained``: :func:`primkd.pretrained.pretrained_input` of ``model.pretrained`` (the ImageNet weights the
+      training stages load; None when training from scratch, ``"missing"`` while the weights are not there).
+    - ``folder``: with ``data.source: folder``, one SHA-256 over :func:`primkd.io.path_digest` (every file's
+      relative name and contents) of ``data.folder.path`` and of ``data.folder.intrinsics_file`` when one is set,
+      which prepare reads; ``"missing"`` for a path that is not there (prepare then stops with its own message);
+      None for the other sources.
+
+    Relative paths are taken from the current directory, as the stage commands do (both tools run them from the
+    repository root). Every file is read, so a replaced file with the old size and time still counts as changed.
+    """
+    from primkd.io import path_digest
+    from primkd.pretrained import MISSING, pretrained_input
+
+    model, data = cfg["model"], cfg["data"]
+    folder = None
+    if data["source"] == "folder":
+        paths = [Path(p) for p in (data["folder"]["path"], data["folder"]["intrinsics_file"]) if p]
+        if paths and all(p.exists() for p in paths):
+            folder = hashlib.sha256("\n".join(path_digest(p) for p in paths).encode()).hexdigest()
+        else:
+            folder = MISSING
+    return {"pretrained": pretrained_input(model["pretrained"], model["backbone"], model["pretrained_dir"]),
+            "folder": folder}

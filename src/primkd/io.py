@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,45 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e}); regenerate it or fix it by hand") from e
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's contents (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
+    """One SHA-256 over the names (relative to ``root``) and contents of ``paths``, in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        name = path.relative_to(root) if root is not None and path.is_relative_to(root) else path.name
+        digest.update(f"{name}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def tree_files(root: str | os.PathLike) -> list[Path]:
+    """Every file under ``root``, symlinked folders followed (a dataset folder is often a tree of links), sorted by
+    relative path so the order does not depend on the file system."""
+    root = Path(root)
+    found = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True) for name in names]
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+
+
+def tree_digest(root: str | os.PathLike) -> str:
+    """:func:`files_digest` of every file under ``root`` (:func:`tree_files`): changes when a file is added, removed,
+    renamed or edited, and is equal for two folders with the same files."""
+    root = Path(root)
+    return files_digest(tree_files(root), root)
+
+
+def path_digest(path: str | os.PathLike) -> str:
+    """:func:`tree_digest` of a folder, :func:`files_digest` of a file (its name and contents)."""
+    path = Path(path)
+    return tree_digest(path) if path.is_dir() else files_digest([path])
 
 
 # Training-state checkpoints (written by primkd.engine.checkpoint) are named here, below every layer, because the stage

@@ -24,6 +24,12 @@ effective file has every key for every preset, so exact leaf keys can be listed,
 ``-S kd.beta=0.1`` keep working, and a key that a preset starts to override is followed automatically. Snakemake
 computes the same effective values in the Snakefile and compares them itself (its ``params`` rerun trigger).
 
+Input files whose location is itself a parameter (the ImageNet weights ``model.pretrained`` resolves to, the tree at
+``data.folder.path``) cannot be file dependencies of a dvc.yaml shared by every preset; the effective parameters
+hold their content digests instead (``inputs``, :func:`primkd.config.input_digests`), on which the training stages
+and ``prepare`` depend like on any key. ``resolve_params`` is ``always_changed`` in dvc.yaml so that every
+``dvc repro`` reads those files again; Snakemake computes them each time it reads the Snakefile.
+
 This module imports nothing beyond the standard library and PyYAML, so the Snakefile and ``primkd --help`` stay
 light. ``python -m primkd.stages --write`` regenerates ``dvc.yaml``; ``--check`` fails when it is out of date.
 """
@@ -84,6 +90,8 @@ class Stage:
         resources: the params.yaml ``resources`` entry of its Snakemake jobs.
         group_by: for a stage looping over ``exp``: a key of each experiment's entry (``teacher``) whose value is the
             template variable of that name; dvc.yaml holds one stage per value (see :func:`dvc_groups`).
+        always_changed: DVC runs it on every ``dvc repro`` (its ``always_changed``): resolve_params, whose output holds
+            the digests of input files that no stage can declare (``inputs``, see :func:`smk_values` for Snakemake).
     """
 
     name: str
@@ -98,6 +106,7 @@ class Stage:
     files: tuple[str, ...] = ()
     resources: str | None = None
     group_by: str = ""
+    always_changed: bool = False
     comment: str = field(default="", compare=False)
 
 
@@ -121,13 +130,18 @@ def _eval_stage(name: str, model: str, run: str, loop: tuple[str, ...], seeds: b
 
 # Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.training_settings): model and
 # train without primkd.config.RESULT_FREE_KEYS, and the eval keys of its evaluation during training, which picks
-# model_best.pt; a student's seed is its stage's `{seed}`, not train.seed.
-TRAIN_PARAMS = ("model", "train", *TRAINING_EVAL_KEYS)
+# model_best.pt; a student's seed is its stage's `{seed}`, not train.seed. inputs.pretrained is the content digest of
+# the ImageNet weights model.pretrained resolves to (the fingerprint's pretrained_sha256): a file whose path depends
+# on the preset, which dvc.yaml cannot list as a dependency.
+TRAIN_PARAMS = ("model", "train", *TRAINING_EVAL_KEYS, "inputs.pretrained")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="resolve_params", entry="primkd.cli.pipeline:cmd_params",
-        comment="The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages).",
+        comment="The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages). "
+                "Always run: its `inputs` are digests of files outside the pipeline (the ImageNet weights, a folder "
+                "source), read anew each time; the stages that depend on them rerun only when a digest changes.",
+        always_changed=True,
         cmd=f"primkd params --params params.yaml --preset {{preset}} --out {EFFECTIVE_PARAMS} --log {{log}}",
         log="results/{preset}/logs/resolve_params.log",
         files=("params.yaml", "workflow/schemas/params.schema.yaml"),
@@ -145,7 +159,8 @@ STAGES: tuple[Stage, ...] = (
         name="prepare", entry="primkd.cli.pipeline:cmd_prepare", resources="prepare",
         cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
         log="results/{preset}/logs/prepare.log",
-        params=("data",), exclude=tuple(f"data.urls.{k}" for k in URL_KEYS),
+        # inputs.folder: the digest of the data.source=folder tree, wherever data.folder.path puts it
+        params=("data", "inputs.folder"), exclude=tuple(f"data.urls.{k}" for k in URL_KEYS),
         deps=(RAW,),
         outs=(Out(DATA, folder=True),)),
     Stage(
@@ -388,6 +403,17 @@ def effective_values(s: Stage, effective: dict, item: dict | None) -> dict:
     return out
 
 
+def smk_values(s: Stage, effective: dict, item: dict | None) -> dict:
+    """A Snakemake rule's ``params`` values: :func:`effective_values`, and for an :attr:`Stage.always_changed` stage
+    (which has no parameter keys: it writes them) the ``inputs`` digests, the part of its output that changes without
+    an edit of its input files. Snakemake has no "always run"; this reruns resolve_params whenever DVC's rerun would
+    write something new, so its file stays current (the other rules read the values at parse time)."""
+    values = effective_values(s, effective, item)
+    if s.always_changed:
+        values["inputs"] = effective["inputs"]
+    return values
+
+
 # --- Code dependencies: the import closure of a stage's CLI function -----------------------------------------
 
 
@@ -531,6 +557,11 @@ DVC_HEADER = """\
 # `dvc exp run -S preset=smoke`, `-S kd.beta=0.1` or `-S presets.smoke.train.lr=0.01` all work. After editing
 # params.yaml, `dvc status` lists resolve_params only; `dvc repro resolve_params && dvc status` shows exactly
 # which stages the edit reaches, and `dvc repro` reruns just those.
+#
+# Input files whose path is a parameter (the ImageNet weights of model.pretrained, the data.folder.path tree) enter
+# as digests: effective_params.yaml `inputs`, on which the training stages and prepare depend. resolve_params is
+# always_changed, so `dvc status` always lists it and every `dvc repro` recomputes the digests; a stage reruns only
+# when one it depends on changed.
 """
 
 
@@ -564,6 +595,8 @@ def dvc_stage(s: Stage, effective: dict, group: tuple[str, list[str]] | None = N
             entries.append({_dvc(out.path, s, value): options} if options else _dvc(out.path, s, value))
         if entries:
             body[section] = entries
+    if s.always_changed:
+        body["always_changed"] = True
     if s.loop:
         loops = {v: DVC_LOOPS[v] for v in s.loop}
         if group:

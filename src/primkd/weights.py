@@ -1,5 +1,6 @@
 """Pretrained weights: ImageNet MiT initialisation and the official CMX / PrimKD checkpoints (reading, saving and
-exporting model files: :mod:`primkd.models.io`).
+exporting model files: :mod:`primkd.models.io`; finding and hashing the ImageNet weights that ``model.pretrained``
+names, without torch: :mod:`primkd.pretrained`).
 
 Where the files come from (no code here downloads them; machines running the pipeline are often offline):
 
@@ -25,12 +26,8 @@ from typing import Any
 from torch import nn
 
 from primkd.distill.losses import OFFICIAL_ALIGNER_PREFIX
-from primkd.io import DataError
 from primkd.models.convert import StateDict
 from primkd.models.io import (
-    HF_MIT_URL,
-    HF_WEIGHT_FILES,
-    SEGFORMER_IMAGENET_URL,
     CheckpointMismatchError,
     load_state_dict_checked,
     read_mit_pretrained,
@@ -48,7 +45,6 @@ from primkd.models.segmentors import (
 
 log = logging.getLogger(__name__)
 
-IMAGENET_VARIANTS = tuple(f"mit_b{i}" for i in range(6))  # variants with released ImageNet weights
 OFFICIAL_INPUTS = {"student": ["rgb", "modal"], "teacher": ["rgb"]}
 OFFICIAL_DROP_PATH = 0.1  # the official mit_b* builders' stochastic depth (matters only when fine-tuning)
 
@@ -94,54 +90,6 @@ def init_from_imagenet(model: SegFormer | CMX, path: str | os.PathLike) -> dict[
     log.info("initialised %s from ImageNet weights %s (%d tensors each); fresh: %s", ", ".join(encoders), path,
              len(weights), ", ".join(fresh))
     return {"pretrained": str(path), "loaded": list(encoders), "fresh": fresh, "tensors": len(weights)}
-
-
-def _download_hint(variant: str, where: Path) -> str:
-    repo = variant.replace("_", "-")
-    return (f"Download {variant}.pth (ImageNet-1K) from the SegFormer release ({SEGFORMER_IMAGENET_URL}) and put it "
-            f"at {where / f'{variant}.pth'}, or download the Hugging Face repo {HF_MIT_URL.format(repo=repo)} "
-            f"(model.safetensors and config.json) into {where / repo}/. Set the pretrained path to `none` to train "
-            "from scratch.")
-
-
-def _hf_folder_has_weights(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).is_file() for name in HF_WEIGHT_FILES)
-
-
-def resolve_pretrained(spec: str, variant: str, search_dir: str | os.PathLike) -> Path | None:
-    """Turn a pretrained-weights setting into a file or folder to load, or ``None`` to start from scratch.
-
-    Args:
-        spec: ``"none"`` (from scratch), ``"imagenet"`` (look in ``search_dir`` for ``<variant>.pth``, then for a
-            Hugging Face folder ``mit-bX/`` holding model.safetensors or pytorch_model.bin) or a path to a weights
-            file or HF folder (relative paths are taken from the current directory).
-        variant: the model's MiT variant (``mit_b0`` … ``mit_b5`` have ImageNet weights).
-        search_dir: folder where ``"imagenet"`` weights are kept (e.g. ``pretrained/``).
-
-    Raises:
-        DataError: the weights are not there (the message gives the download URLs and the place to put the file),
-            or ``"imagenet"`` is asked for a variant that has no released ImageNet weights.
-    """
-    search_dir = Path(search_dir)
-    if spec == "none":
-        return None
-    if spec == "imagenet":
-        if variant not in IMAGENET_VARIANTS:
-            raise DataError(f"no ImageNet weights exist for the MiT variant {variant!r} (only "
-                            f"{', '.join(IMAGENET_VARIANTS)} were released); set the pretrained path to `none` to "
-                            "train it from scratch")
-        file, folder = search_dir / f"{variant}.pth", search_dir / variant.replace("_", "-")
-        if file.is_file():
-            return file
-        if _hf_folder_has_weights(folder):
-            return folder
-        raise DataError(f"ImageNet weights for {variant} not found (looked for {file} and {folder}/). "
-                        + _download_hint(variant, search_dir))
-    path = Path(spec)
-    if path.is_file() or _hf_folder_has_weights(path):
-        return path
-    hint = _download_hint(variant, search_dir) if variant in IMAGENET_VARIANTS else "Check the path."
-    raise DataError(f"pretrained weights {path} not found (or a folder without {' / '.join(HF_WEIGHT_FILES)}). {hint}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

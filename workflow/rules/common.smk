@@ -32,10 +32,11 @@ def stage_output(name):
 
 def stage_params(name):
     """`values`: the effective values of the keys the stage reads, as JSON, so Snakemake reruns a job when (and only
-    when) one of them changes, as DVC does with its params."""
+    when) one of them changes, as DVC does with its params. EFFECTIVE is computed when the Snakefile is read, so its
+    `inputs` digests (ImageNet weights, a folder source) are current on every run."""
     s = ST.stage(name)
     item = lambda w: {v: getattr(w, v) for v in s.loop} if s.loop else None  # noqa: E731
-    return {"values": lambda w: json.dumps(ST.effective_values(s, EFFECTIVE, item(w)), sort_keys=True)}
+    return {"values": lambda w: json.dumps(ST.smk_values(s, EFFECTIVE, item(w)), sort_keys=True)}
 
 
 def stage_log(name):

@@ -10,6 +10,8 @@ rule resolve_params:
         stage_input("resolve_params"),
     output:
         stage_output("resolve_params"),
+    params:
+        **stage_params("resolve_params"),
     log:
         stage_log("resolve_params"),
     conda:

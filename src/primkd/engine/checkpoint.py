@@ -9,11 +9,10 @@ whose fingerprint equals its own.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import torch
 from torch import nn
 
 from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
-from primkd.io import STATE_PREFIX, DataError, atomic_path, list_checkpoints
+from primkd.io import STATE_PREFIX, DataError, atomic_path, files_digest, list_checkpoints, sha256_file
 from primkd.models.io import load_state_dict_checked, read_torch_file
+from primkd.pretrained import pretrained_digest
 
 log = logging.getLogger(__name__)
 
@@ -150,24 +150,6 @@ def restore_checkpoint(blob: dict, stateful: Mapping[str, Any], path: str | os.P
 # --- Fingerprints -----------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's contents (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
-    """One SHA-256 over the names (relative to ``root``) and contents of ``paths``, in the given order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        name = path.relative_to(root) if root is not None and path.is_relative_to(root) else path.name
-        digest.update(f"{name}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
-
-
 def dataset_digest(dataset: Any) -> str:
     """Digest of the files an :class:`~primkd.data.dataset.RGBDDataset` reads: meta.json, the split list and each
     sample's RGB, label and (when used) HHA image."""
@@ -175,15 +157,6 @@ def dataset_digest(dataset: Any) -> str:
     lists = [layout.split_path(s) for s in ("train", "test") if layout.split_path(s).is_file()]
     samples = [p for name in dataset.names for p in dataset.paths(name)]
     return files_digest([layout.meta_path, *lists, *samples])
-
-
-def pretrained_digest(path: str | os.PathLike | None) -> str | None:
-    """Digest of ImageNet weights: a file, or every file of a Hugging Face folder; None when training from scratch."""
-    if path is None:
-        return None
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return files_digest(files, path if path.is_dir() else None)
 
 
 def result_settings(cfg: dict, section: str) -> dict:

@@ -329,7 +329,8 @@ class Trainer:
 
     def _init_pretrained(self, m: ModelConfig) -> str | None:
         """Load ImageNet MiT weights into the encoder(s) when ``model.pretrained`` asks for them."""
-        from primkd.weights import init_from_imagenet, resolve_pretrained
+        from primkd.pretrained import resolve_pretrained
+        from primkd.weights import init_from_imagenet
 
         path = resolve_pretrained(m.pretrained, self.arch["variant"], m.pretrained_dir)
         if path is None:

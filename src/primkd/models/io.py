@@ -8,8 +8,8 @@ and read safetensors folders.
 - **Model files** (``model.pt``): ``{format, arch, inputs, info, state_dict}``; :func:`architecture` gives the
   builder arguments from params, :func:`build_model` the network.
 - **Exports**: ``model.safetensors`` + ``config.json`` (:func:`export_safetensors`); :func:`load_any` reads either form.
-- Where the ImageNet MiT weights come from (:data:`SEGFORMER_IMAGENET_URL`, :data:`HF_MIT_URL`,
-  :data:`HF_WEIGHT_FILES`).
+- Where the ImageNet MiT weights come from: :mod:`primkd.pretrained` (:data:`~primkd.pretrained.HF_WEIGHT_FILES`,
+  the download addresses).
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ from primkd.io import DataError, atomic_dir, atomic_path, read_json, write_json
 from primkd.models.convert import StateDict, strip_prefix
 from primkd.models.mit import MIT_VARIANTS, mit_from_hf, mit_from_segformer
 from primkd.models.segmentors import build_student, build_teacher
+from primkd.pretrained import HF_MIT_URL, HF_WEIGHT_FILES, SEGFORMER_IMAGENET_URL
 
 log = logging.getLogger(__name__)
 
-SEGFORMER_IMAGENET_URL = "https://drive.google.com/drive/folders/1b7bwrInTW4VLEm27YawHOAMSMikga2Ia"
-HF_MIT_URL = "https://huggingface.co/nvidia/{repo}"  # repo = mit-b0 … mit-b5
-HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in the order they are looked for
 MODEL_FORMAT = "primkd-model-v1"
 EXPORT_FORMAT = "primkd-export-v1"
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"

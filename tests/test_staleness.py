@@ -105,12 +105,9 @@ def workflow_copy(dest: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def workflow(tmp_path_factory):
-    """Two copies of the workflow (each tool writes its own bookkeeping into the outputs: Snakemake a timestamp file
-    in each output folder), run through DVC and through Snakemake with the stand-in."""
-    base = tmp_path_factory.mktemp("staleness")
-    dvc_root, smk_root = workflow_copy(base / "dvc"), workflow_copy(base / "smk")
+def run_both(base: Path, dvc_root: Path, smk_root: Path) -> tuple[dict, dict[str, dict], Path]:
+    """Install the stand-in `primkd` in ``base``/bin and run the whole pipeline once through DVC in ``dvc_root`` and
+    through Snakemake in ``smk_root``; the resolved parameters, the declared instances and the stand-in's folder."""
     cfg = load_params(dvc_root / "params.yaml")
     decl = declared(cfg)
     stub_dir = base / "bin"
@@ -122,6 +119,16 @@ def workflow(tmp_path_factory):
     run_tool([str(BIN / "dvc"), "init", "--no-scm", "-q"], dvc_root, tool_env(dvc_root, stub_dir))
     run_tool([str(BIN / "dvc"), "repro", "-q"], dvc_root, tool_env(dvc_root, stub_dir))
     run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], smk_root, tool_env(smk_root, stub_dir))
+    return cfg, decl, stub_dir
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    """Two copies of the workflow (each tool writes its own bookkeeping into the outputs: Snakemake a timestamp file
+    in each output folder), run through DVC and through Snakemake with the stand-in."""
+    base = tmp_path_factory.mktemp("staleness")
+    dvc_root, smk_root = workflow_copy(base / "dvc"), workflow_copy(base / "smk")
+    cfg, decl, _ = run_both(base, dvc_root, smk_root)
     assert dvc_changes(dvc_root) == UP_TO_DATE and snakemake_stale(smk_root, decl) == set()
     return {"dvc": dvc_root, "smk": smk_root, "cfg": cfg, "decl": decl}
 
@@ -400,17 +407,7 @@ def inputs_workflow(tmp_path_factory):
             (root / FOLDER / sub).mkdir(parents=True)
             (root / FOLDER / sub / "0001.png").write_bytes(f"{sub} of image 1".encode())
         (root / FOLDER / "train.txt").write_text("0001\n")
-    cfg = load_params(roots["dvc"] / "params.yaml")
-    decl = declared(cfg)
-    stub_dir = base / "bin"
-    stub_dir.mkdir()
-    (stub_dir / "outputs.json").write_text(json.dumps({d["args"]: d["outs"] for d in decl.values()}))
-    (stub_dir / "primkd").write_text(STUB.format(python=sys.executable))
-    (stub_dir / "primkd").chmod(0o755)
-    env = tool_env(roots["dvc"], stub_dir)
-    run_tool([str(BIN / "dvc"), "init", "--no-scm", "-q"], roots["dvc"], env)
-    run_tool([str(BIN / "dvc"), "repro", "-q"], roots["dvc"], env)
-    run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], roots["smk"], tool_env(roots["smk"], stub_dir))
+    _, decl, stub_dir = run_both(base, roots["dvc"], roots["smk"])
     return {**roots, "decl": decl, "stub_dir": stub_dir}
 
 

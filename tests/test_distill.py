@@ -36,11 +36,15 @@ def kd(fixtures_dir):
 
 
 def official_loss(kd, **kwargs) -> PrimKDLoss:
-    """PrimKDLoss with the fixture's channels, ignore index and aligner weights."""
+    """PrimKDLoss with the fixture's channels, ignore index and aligner weights (with the feature term: without it,
+    the loss has no aligners, so no parameters at all)."""
     cfg = kd["config"]
     module = PrimKDLoss(channels=cfg["channels"], ignore_index=cfg["ignore_index"],
                         temperature=cfg["temperature"], **kwargs)
-    module.aligners.load_state_dict(aligners_from_official(kd["aligner_state_dict"]))
+    if module.use_feat:
+        module.aligners.load_state_dict(aligners_from_official(kd["aligner_state_dict"]))
+    else:
+        assert list(module.parameters()) == []
     return module
 
 

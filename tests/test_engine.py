@@ -9,10 +9,13 @@ import torch
 
 from primkd.config import ConfigError, KDConfig, TrainConfig, load_params
 from primkd.data.dataset import EpochSampler
+from primkd.distill.losses import PrimKDLoss, build_aligners
+from primkd.engine.checkpoint import latest_checkpoint
 from primkd.engine.optim import build_optimizer, build_scheduler, param_groups, warmup_poly_factor
 from primkd.engine.train import (
     Run,
     best_evaluation,
+    build_loss,
     epoch_samples,
     evaluation_due,
     official_stage2_drop_path,
@@ -161,3 +164,51 @@ def test_official_quirks_decoder_biases_and_constant_stage2_drop_path():
     assert rates(net.encoder_rgb) == pytest.approx([0.2 / 7, 0.2 / 7])  # RGB: the stage's first rate
     assert rates(net.encoder_modal) == pytest.approx([0.3 / 7, 0.3 / 7])  # depth: its second
     assert net.encoder_rgb.stages[2].blocks[0].drop_path.drop_prob == pytest.approx(0.4 / 7)  # other stages linear
+
+
+def _trained(folder) -> tuple[dict, list[str], dict]:
+    """model.pt's weights, curves.csv + eval_curve.csv and the last training checkpoint's criterion state."""
+    _, blob = latest_checkpoint(folder / "checkpoints")
+    model, _ = load_model(folder / "model.pt")
+    return (model.state_dict(), [(folder / f).read_text() for f in ("curves.csv", "eval_curve.csv")],
+            blob["states"]["criterion"])
+
+
+@pytest.mark.parametrize("name, kind, inputs, beta", [("teacher_depth", "teacher", ["modal"], None),
+                                                       ("cmx", "student", ["rgb", "modal"], None),
+                                                       ("primkd", "student", ["rgb", "modal"], 0.0)])
+def test_runs_without_the_feature_term_train_no_aligners_and_keep_their_weights(tmp_path, monkeypatch, name, kind,
+                                                                                 inputs, beta):
+    root = make_dataset(tmp_path / "data")
+    cfg = load_params(REPO / "params.yaml", "smoke")
+    cfg["train"].update(epochs=1, batch_size=2, crop=[32, 48])
+    kd, teacher = None, None
+    if beta is not None:  # a distilled student without the feature term (prediction KL only)
+        train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
+        kd = KDConfig(**dict(cfg["kd"], beta=beta), teacher_modality="rgb")
+        teacher = tmp_path / "t" / "model.pt"
+    run = Run(name, kind, inputs, kd=kd, teacher_path=teacher)
+    train(cfg, run, root, root / "hha", tmp_path / "new", progress=False)
+    # The code before: the loss kept the aligners whose initial weights build_loss now draws and drops (the loss's
+    # constructor draws nothing else), so they entered the optimiser and the checkpoints.
+    drawn = []
+    monkeypatch.setattr("primkd.engine.train.build_aligners", lambda *args: drawn.append(build_aligners(*args)))
+
+    def old_build_loss(*args, **kwargs) -> PrimKDLoss:
+        loss = build_loss(*args, **kwargs)
+        loss.aligners = drawn.pop()
+        return loss
+
+    monkeypatch.setattr("primkd.engine.train.build_loss", old_build_loss)
+    train(cfg, run, root, root / "hha", tmp_path / "old", progress=False)
+    (new, new_curves, new_loss), (old, old_curves, old_loss) = _trained(tmp_path / "new"), _trained(tmp_path / "old")
+    # The only change: the untrained aligners are gone from the loss (so from the optimiser and every checkpoint).
+    assert new_loss == {} and sorted({k.split(".")[1] for k in old_loss}) == ["0", "1", "2", "3"]
+    assert new_curves == old_curves and new.keys() == old.keys()
+    assert all(torch.equal(new[k], old[k]) for k in new)
+    # Without drawing the dropped aligners' initial weights the random stream, and so the weights, would differ.
+    monkeypatch.setattr("primkd.engine.train.build_aligners", lambda *args: None)
+    monkeypatch.setattr("primkd.engine.train.build_loss", build_loss)
+    train(cfg, run, root, root / "hha", tmp_path / "undrawn", progress=False)
+    undrawn, _, _ = _trained(tmp_path / "undrawn")
+    assert not all(torch.equal(undrawn[k], old[k]) for k in old)

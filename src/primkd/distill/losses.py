@@ -277,7 +277,8 @@ class PrimKDLoss(nn.Module):
         kl_direction: ``"teacher_student"`` (KL(p_t‖p_s), released setting) or ``"student_teacher"``.
         temperature: KL softmax temperature (the term is scaled by T²).
         use_pred: include the prediction KL term when teacher logits are given.
-        use_feat: include the feature term when teacher features are given.
+        use_feat: include the feature term when teacher features are given; without it no aligners are built, so
+            none enters the optimiser or a checkpoint untrained.
         ignore_index: label value excluded from the cross-entropy (not from the KL, as in the official code).
         sync_selection: all-reduce the detached stage losses across ranks before choosing (per-batch mode).
     """
@@ -295,7 +296,7 @@ class PrimKDLoss(nn.Module):
         self.per_sample, self.kl_direction, self.temperature = per_sample, kl_direction, temperature
         self.use_pred, self.use_feat = use_pred, use_feat
         self.ignore_index, self.sync_selection = ignore_index, sync_selection
-        self.aligners = build_aligners(self.channels, aligner, mask_keep)
+        self.aligners = build_aligners(self.channels, aligner, mask_keep) if use_feat else nn.ModuleList()
 
     def forward(self, student_logits: Tensor, labels: Tensor, student_fused: Sequence[Tensor] | None = None,
                 teacher_logits: Tensor | None = None,

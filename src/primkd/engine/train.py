@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from primkd.config import ConfigError, EvalConfig, KDConfig, ModelConfig, TrainConfig
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, hha_input
-from primkd.distill.losses import PrimKDLoss
+from primkd.distill.losses import PrimKDLoss, build_aligners
 from primkd.engine.checkpoint import (
     fingerprint_differences,
     latest_checkpoint,
@@ -209,10 +209,14 @@ def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLo
 
     With ``sync_selection`` (several ranks) the stage losses are averaged over ranks before the stage is chosen.
     """
-    channels = MIT_VARIANTS[variant]["embed_dims"]
-    if run.kd is None:
+    channels, kd = MIT_VARIANTS[variant]["embed_dims"], run.kd
+    if kd is None or kd.beta == 0:
+        # No feature term, so no aligners in the loss; their initial weights are still drawn (and dropped) so that
+        # the random stream after this point, and with it every trained weight, stays that of the runs that built
+        # them (tests/test_engine.py compares the two).
+        build_aligners(channels, *((kd.aligner, kd.mask_lambda) if kd is not None else ()))
+    if kd is None:
         return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
-    kd = run.kd
     return PrimKDLoss(channels=channels, alpha=kd.alpha, beta=kd.beta, rule=kd.rule, aligner=kd.aligner,
                       mask_keep=kd.mask_lambda, per_sample=kd.per_sample, kl_direction=kd.kl_direction,
                       temperature=kd.temperature, use_pred=kd.alpha > 0, use_feat=kd.beta > 0,

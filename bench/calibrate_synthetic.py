@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from primkd.engine.metrics import seed_spread
+from primkd.engine.results import Evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 STUDENTS = ("cmx", "primkd")
@@ -97,9 +98,10 @@ def run_round(spec: dict, out_root: Path) -> dict:
         model_path = run if student else run / "model.pt"
         _sh(f"primkd evaluate --params {pfile} --model {model_path} --data {data} --hha {hha} --out {run}/eval.json "
             f"--no-progress", out / f"eval_{model}_{seed}.log")
-        ev = json.loads((run / "eval.json").read_text())
-        return f"{model}_s{seed}", {"miou": ev["miou"], "wall_s": json.loads(done.read_text())["train_seconds"],
-                                    "load_end": load, "iou": {k: v for k, v in ev["iou"].items() if v is not None}}
+        ev = Evaluation.read(run / "eval.json").get("last", "single")
+        miou, _, _ = ev.spread("miou")
+        return f"{model}_s{seed}", {"miou": miou, "wall_s": json.loads(done.read_text())["train_seconds"],
+                                    "load_end": load, "iou": {k: v for k, v in ev.iou.items() if v is not None}}
 
     with ThreadPoolExecutor(spec.get("parallel", 2)) as pool:
         for key, res in pool.map(work, jobs):

@@ -11,6 +11,8 @@ from primkd.config import load_params
 from primkd.io import DataError
 from primkd.report.compare import build_summary, compare_table, write_summary
 
+from fake_data import fake_mode, write_evaluation
+
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 # Per-seed mIoU / mAcc / pAcc of each run; a teacher is trained once (seed null).
 RUNS = {
@@ -24,10 +26,8 @@ RUNS = {
 def write_results(root: Path) -> Path:
     (root / "eval").mkdir(parents=True)
     for name, seeds in RUNS.items():
-        per_seed = [{"seed": s, "miou": a, "macc": b, "pacc": c} for s, a, b, c in seeds]
-        evaluation = {"model": name, "miou": sum(e["miou"] for e in per_seed) / len(per_seed), "per_seed": per_seed,
-                      "scales": [1.0], "flip": False}
-        (root / "eval" / f"{name}.json").write_text(json.dumps(evaluation))
+        write_evaluation(root / "eval" / f"{name}.json", {"single": fake_mode({s: (a, b, c) for s, a, b, c in seeds})},
+                         model=name)
     (root / "eval" / "cmx_confusion.csv").write_text("not a run\n")
     return root
 
@@ -43,11 +43,13 @@ def test_summary_holds_seed_counts_means_sample_stds_and_defining_parameters(tmp
     summary = build_summary(write_results(tmp_path / "results"), cfg)
     runs = summary["runs"]
     assert list(runs) == ["teacher_rgb", "cmx", "primkd", "kd_beta_0p1"]
-    assert runs["cmx"]["seeds"] == 2 and runs["cmx"]["miou"] == pytest.approx(0.42)
-    assert runs["cmx"]["miou_std"] == pytest.approx(0.0282843, abs=1e-6)  # sqrt(2 * 0.02² / 1): ddof 1
-    assert runs["primkd"]["macc_std"] == 0.0 and runs["primkd"]["pacc"] == pytest.approx(0.76)
-    assert runs["teacher_rgb"] == {"seeds": 1, "miou": 0.5, "miou_std": None, "macc": 0.6, "macc_std": None,
-                                   "pacc": 0.8, "pacc_std": None, "params": {"role": "teacher", "input": "rgb"}}
+    # In %, the unit in the key, as the tables print them (rounded to 4 decimals).
+    assert runs["cmx"]["seeds"] == 2 and runs["cmx"]["miou_pct"] == 42.0
+    assert runs["cmx"]["miou_pct_std"] == 2.8284  # sqrt(2 * 2² / 1): ddof 1
+    assert runs["primkd"]["macc_pct_std"] == 0.0 and runs["primkd"]["pacc_pct"] == 76.0
+    assert runs["teacher_rgb"] == {"seeds": 1, "miou_pct": 50.0, "miou_pct_std": None, "macc_pct": 60.0,
+                                   "macc_pct_std": None, "pacc_pct": 80.0, "pacc_pct_std": None,
+                                   "params": {"role": "teacher", "input": "rgb"}}
     assert runs["kd_beta_0p1"]["params"] == {"role": "student", "distillation": True, "teacher": "rgb",
                                              "kd.beta": 0.1}
     assert runs["primkd"]["params"] == {"role": "student", "distillation": True, "teacher": "rgb"}

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -166,8 +167,9 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
           str(tmp_path / "t" / "model.pt"), "--data", str(root), "--hha", str(root / "hha"), "--out", str(out),
           "--no-progress"])
     m = read_json(out)
-    assert m["scales"] == [1.0] and m["flip"] is False and m["checkpoint"] == "last"
-    # Per-image counts of the last epoch, both modes: summed over images they give the JSON's mIoU.
+    assert set(m) == {"model", "num_test_images", "last", "best", "per_image"} and m["model"] == "teacher_rgb"
+    assert m["last"]["single"]["scales"] == [1.0] and m["last"]["single"]["flip"] is False
+    # Per-image counts of the last epoch, both modes: summed over images they give the JSON's mIoU (in %).
     import numpy as np
 
     from primkd.data.layout import read_split
@@ -177,19 +179,19 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     assert m["per_image"] == {"file": "eval_per_image.npz", "checkpoint": "last",
                               "modes": ["single", "multi_scale_flip"]}
     counts_file = tmp_path / "eval_per_image.npz"
-    for mode, block in (("single", m), ("multi_scale_flip", m["multi_scale_flip"])):
+    for mode, block in m["last"].items():
         counts = read_counts(counts_file, mode)
         assert counts.seeds == (-1,) and counts.images == tuple(read_split(root, "test"))
         assert len(counts.images) == m["num_test_images"]
-        assert seed_mious(counts)[0] == pytest.approx(block["miou"], abs=1e-12)
+        assert 100 * seed_mious(counts)[0] == pytest.approx(block["miou_pct"], abs=1e-10)
     assert counts_checkpoint(counts_file) == "last"
     assert np.load(counts_file)["single_union"].dtype == np.uint32
-    multi = m["multi_scale_flip"]
+    multi = m["last"]["multi_scale_flip"]
     assert multi["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and multi["flip"] is True
-    assert 0 <= multi["miou"] <= 1 and multi["per_seed"][0]["epoch"] == 2
-    best = m["best_epoch"]
-    assert best["checkpoint"] == "best_test_epoch" and best["per_seed"][0]["epoch"] == summary["best_test_epoch"]
-    assert set(best) >= {"miou", "macc", "pacc", "iou"} and "multi_scale_flip" not in best  # eval.checkpoint: last
+    assert 0 <= multi["miou_pct"] <= 100 and multi["per_seed"][0]["epoch"] == 2
+    best = m["best"]
+    assert best["single"]["per_seed"][0]["epoch"] == summary["best_test_epoch"]
+    assert list(best) == ["single"]  # eval.checkpoint: last
     # With eval.checkpoint: best the best epoch is also tested multi-scale (what the tables then show).
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["presets"]["smoke"]["eval"]["checkpoint"] = "best"
@@ -197,10 +199,90 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--preset", "smoke", "--model",
           str(tmp_path / "t" / "model.pt"), "--data", str(root), "--hha", str(root / "hha"), "--out", str(out),
           "--no-progress"])
-    best = read_json(out)["best_epoch"]
+    best = read_json(out)["best"]
     assert best["multi_scale_flip"]["flip"] is True
     # ... and the per-image counts are the best epoch's, the model the tables then report.
     assert read_json(out)["per_image"]["checkpoint"] == "best" and counts_checkpoint(counts_file) == "best"
-    assert seed_mious(read_counts(counts_file))[0] == pytest.approx(best["miou"], abs=1e-12)
+    assert 100 * seed_mious(read_counts(counts_file))[0] == pytest.approx(best["single"]["miou_pct"], abs=1e-10)
     if summary["best_test_epoch"] == 2:  # the same weights: the same numbers
-        assert best["miou"] == m["miou"] and best["multi_scale_flip"]["miou"] == multi["miou"]
+        assert best["single"]["miou_pct"] == m["last"]["single"]["miou_pct"]
+        assert best["multi_scale_flip"]["miou_pct"] == multi["miou_pct"]
+
+
+def _numbers(tree, prefix: str = "") -> dict:
+    """Every number of a JSON tree by its dotted path (as ``dvc metrics show`` names them)."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def test_evaluation_json_of_hand_made_confusions_in_both_modes_and_back(tmp_path):
+    from primkd.config import EvalConfig
+    from primkd.engine.evaluate import evaluation_report
+    from primkd.engine.metrics import metrics_from_confusion
+    from primkd.engine.results import Evaluation
+    from primkd.io import DataError, read_json
+
+    # Two seeds, classes a and b (rows ground truth). Single scale: seed 0 [[3, 1], [0, 4]]: IoU 3/4, 4/5, accuracy
+    # 3/4, 1, pixels 7/8; seed 1 [[4, 0], [2, 2]]: IoU 4/6, 2/4, accuracy 1, 1/2, pixels 6/8. Multi-scale + flip:
+    # seed 0 all right (100%), seed 1 [[3, 1], [1, 3]]: IoU 3/5 both, accuracy 3/4 both, pixels 6/8.
+    conf = {"single": ([[3, 1], [0, 4]], [[4, 0], [2, 2]]), "multi_scale_flip": ([[4, 0], [0, 4]], [[3, 1], [1, 3]])}
+    last = {seed: ({mode: metrics_from_confusion(np.array(c[seed])) for mode, c in conf.items()}, 10)
+            for seed in (0, 1)}
+    best = {0: ({"single": metrics_from_confusion(np.array([[4, 0], [0, 4]]))}, 7),
+            1: ({"single": metrics_from_confusion(np.array([[3, 1], [1, 3]]))}, 9)}
+    ev = EvalConfig(scales=(0.5, 1.0), flip=True, windows="official", checkpoint="last", batch_size=1)
+    evaluation = Evaluation("primkd", 8, evaluation_report({"last": last, "best": best}, ["a", "b"], ev),
+                            {"file": "primkd_per_image.npz", "checkpoint": "last", "modes": ["single"]})
+    evaluation.write(tmp_path / "primkd.json")
+    raw = read_json(tmp_path / "primkd.json")
+    single, multi = raw["last"]["single"], raw["last"]["multi_scale_flip"]
+    miou = (31 / 40, 7 / 12)  # (3/4 + 4/5) / 2, (4/6 + 2/4) / 2
+    assert single["miou_pct"] == pytest.approx(50 * (miou[0] + miou[1]))
+    assert single["miou_pct_std"] == pytest.approx(100 * abs(miou[0] - miou[1]) / math.sqrt(2))  # ddof 1
+    assert single["macc_pct"] == pytest.approx(81.25) and single["pacc_pct"] == pytest.approx(81.25)
+    assert single["iou_pct"] == {"a": pytest.approx(50 * (3 / 4 + 4 / 6)), "b": pytest.approx(65.0)}
+    assert single["per_seed"] == [{"seed": 0, "epoch": 10, "miou_pct": pytest.approx(77.5), "macc_pct": 87.5,
+                                   "pacc_pct": 87.5},
+                                  {"seed": 1, "epoch": 10, "miou_pct": pytest.approx(700 / 12), "macc_pct": 75.0,
+                                   "pacc_pct": 75.0}]
+    assert (single["scales"], single["flip"], multi["scales"], multi["flip"]) == ([1.0], False, [0.5, 1.0], True)
+    assert multi["miou_pct"] == pytest.approx(80.0) and multi["macc_pct"] == pytest.approx(87.5)
+    assert multi["miou_pct_std"] == pytest.approx(40 / math.sqrt(2)) and multi["iou_pct"]["b"] == pytest.approx(80)
+    assert list(raw["best"]) == ["single"] and raw["best"]["single"]["miou_pct"] == pytest.approx(80.0)
+    assert [e["epoch"] for e in raw["best"]["single"]["per_seed"]] == [7, 9]
+    # Read back: the same results (fractions again), and written again: the same file.
+    back = Evaluation.read(tmp_path / "primkd.json")
+    assert back.model == "primkd" and back.num_test_images == 8 and back.per_image == raw["per_image"]
+    spread = back.get("last", "multi_scale_flip").spread("miou")
+    assert spread == (pytest.approx(0.8), pytest.approx(0.4 / math.sqrt(2)), 2)
+    assert back.get("best", "multi_scale_flip") is None and back.get("best").seeds == [0, 1]
+    assert back.get("last").per_seed[1].miou == pytest.approx(7 / 12) and back.get("last").per_seed[1].epoch == 10
+    again, written = _numbers(back.to_json()), _numbers(raw)
+    floats = {k for k, v in written.items() if isinstance(v, float)}
+    assert {k: again[k] for k in floats} == pytest.approx({k: written[k] for k in floats}, rel=1e-14)
+    assert again.keys() == written.keys() and all(again[k] == v for k, v in written.items() if k not in floats)
+    raw["last"]["single"]["per_seed"][0]["macc_pct"] = "87.5"
+    with pytest.raises(DataError, match=r"x\.json: macc_pct is '87\.5', not a number; re-run its evaluate stage"):
+        Evaluation.from_json(raw, "x.json")
+
+
+def test_dvc_metrics_show_names_the_headline_by_checkpoint_mode_and_unit(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fake_data import fake_mode, write_evaluation
+
+    write_evaluation(tmp_path / "primkd.json", {"single": fake_mode({0: 0.50, 1: 0.52}),
+                                                "multi_scale_flip": fake_mode({0: 0.5}, scales=(0.5, 1.0), flip=True)})
+    (tmp_path / "dvc.yaml").write_text("metrics:\n- primkd.json\n")
+    dvc = [os.path.join(os.path.dirname(sys.executable), "dvc")]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    shown = subprocess.run([*dvc, "metrics", "show"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    header, row = (line.split() for line in shown.stdout.splitlines()[:2])
+    values = dict(zip(header, row))
+    assert values["last.single.miou_pct"] == "51.0" and values["last.single.miou_pct_std"] == "1.41421"
+    assert values["last.multi_scale_flip.miou_pct"] == "50.0" and values["model"] == "x"

@@ -42,9 +42,10 @@ def test_dvc_experiment_shows_its_miou_beside_the_baseline(tmp_path):
     experiment = baseline["experiments"][0]["revs"][0]
 
     def miou(rev):
-        return rev["data"]["metrics"][METRIC]["data"]["miou"]
+        return rev["data"]["metrics"][METRIC]["data"]["last"]["single"]["miou_pct"]
 
-    assert 0 <= miou(baseline) <= 1 and 0 <= miou(experiment) <= 1
+    assert 0 <= miou(baseline) <= 100 and 0 <= miou(experiment) <= 100
     assert experiment["data"]["params"]["params.yaml"]["data"]["kd"]["beta"] == 0.1
     diff = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], root, env))
-    assert diff[METRIC]["miou"]["old"] == miou(baseline) and diff[METRIC]["miou"]["new"] == miou(experiment)
+    headline = diff[METRIC]["last.single.miou_pct"]  # DVC names nested keys by their path
+    assert headline["old"] == miou(baseline) and headline["new"] == miou(experiment)

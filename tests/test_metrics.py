@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from primkd.engine.evaluate import summarize_seeds
+from primkd.engine.evaluate import mode_result
 from primkd.engine.metrics import confusion_matrix, metrics_from_confusion, seed_spread
 
 
@@ -101,10 +101,13 @@ def test_seed_spread_is_the_sample_std_and_has_none_for_one_seed():
 def test_evaluation_json_reports_the_same_spread_as_the_tables():
     # One definition of ± over seeds: the evaluation JSON once wrote the population std (here 0.0163) while compare
     # and REPORT.md printed the sample std (0.02) of the same seeds.
-    per_seed = {s: {"miou": m, "macc": 0.6, "pacc": 0.7, "iou": [m, None]}
+    per_seed = {s: ({"miou": m, "macc": 0.6, "pacc": 0.7, "iou": [m, None]}, 3)
                 for s, m in ((0, 0.50), (1, 0.52), (2, 0.54))}
-    out = summarize_seeds(per_seed, ["a", "b"])
-    assert out["miou"] == pytest.approx(0.52) and out["miou_std"] == pytest.approx(0.02)
-    assert out["macc_std"] == pytest.approx(0.0) and out["iou"] == {"a": pytest.approx(0.52), "b": None}
-    teacher = summarize_seeds({None: {"miou": 0.5, "macc": 0.6, "pacc": 0.7, "iou": [0.5, 0.5]}}, ["a", "b"])
-    assert teacher["miou"] == 0.5 and teacher["miou_std"] is None and teacher["seeds"] == []
+    out = mode_result(per_seed, ["a", "b"], [1.0], False)
+    assert out.spread("miou") == (pytest.approx(0.52), pytest.approx(0.02), 3)
+    assert out.spread("macc")[1] == pytest.approx(0.0) and out.iou == {"a": pytest.approx(0.52), "b": None}
+    assert out.to_json()["miou_pct_std"] == pytest.approx(2.0)
+    teacher = mode_result({None: ({"miou": 0.5, "macc": 0.6, "pacc": 0.7, "iou": [0.5, 0.5]}, 3)}, ["a", "b"], [1.0],
+                          False)
+    assert teacher.spread("miou") == (0.5, None, 1) and teacher.seeds == []
+    assert teacher.to_json()["miou_pct_std"] is None

@@ -22,6 +22,8 @@ from primkd.models.segmentors import build_student, count_parameters
 from primkd.report.run import build_report, collect_runs, count_macs, measure_complexity
 from primkd.report.tables import Stat, latex_escape, load_paper
 
+from fake_data import fake_mode, write_evaluation
+
 REPO = Path(__file__).resolve().parents[1]
 
 PAPER = {
@@ -56,24 +58,12 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj))
 
 
-def evaluation(per_seed: dict) -> dict:
-    """An evaluation JSON of ``primkd evaluate`` from ``{seed: miou}`` (macc 0.6, pacc 0.7, two classes)."""
-    mious = list(per_seed.values())
-    mean = sum(mious) / len(mious)
-    # sample std, as evaluate writes it (None for one seed)
-    std = (sum((m - mean) ** 2 for m in mious) / (len(mious) - 1)) ** 0.5 if len(mious) > 1 else None
-    return {"model": "x", "miou": mean, "miou_std": std, "macc": 0.6, "macc_std": 0.0, "pacc": 0.7, "pacc_std": 0.0,
-            "scales": [1.0], "flip": False, "iou": {"c0": 0.4, "c1": 0.6},
-            "seeds": [s for s in per_seed if s is not None],
-            "per_seed": [{"seed": s, "miou": m, "macc": 0.6, "pacc": 0.7} for s, m in per_seed.items()]}
-
-
 def write_results(root: Path) -> Path:
     """results/<preset>: run a trained once (a teacher), run b with seeds 0 and 1 (a student), and cka.json."""
-    write_json(root / "eval" / "a.json", evaluation({None: 0.50}))
+    write_evaluation(root / "eval" / "a.json", {"single": fake_mode({None: 0.50})})
     write_json(root / "models" / "a" / "train.json", {"backbone": "mit_tiny", "seed": 0, "epochs": 2,
                                                       "train_seconds": 12.0})
-    write_json(root / "eval" / "b.json", evaluation({0: 0.50, 1: 0.52}))
+    write_evaluation(root / "eval" / "b.json", {"single": fake_mode({0: 0.50, 1: 0.52})})
     for seed, seconds in ((0, 10.0), (1, 14.0)):
         write_json(root / "models" / "b" / f"seed{seed}" / "train.json", {"backbone": "mit_tiny", "seed": seed,
                                                                          "epochs": 2, "train_seconds": seconds})
@@ -164,12 +154,16 @@ def test_collect_runs_expands_seeds(tmp_path):
     assert a.num_classes == 2
 
 
-def test_collect_runs_without_per_seed_or_train_json(tmp_path):
-    write_json(tmp_path / "eval" / "imported.json", {"miou": 0.4, "macc": 0.5, "pacc": 0.6})
-    (run,) = collect_runs(tmp_path)["imported"]
-    assert run.seed is None and run.metrics["miou"] == 0.4 and run.train is None and run.num_classes is None
-    write_json(tmp_path / "eval" / "bad.json", {**evaluation({0: 0.5}), "per_seed": [{"seed": "0", "miou": 0.5}]})
-    with pytest.raises(DataError, match=r"bad\.json: per_seed has seed '0'"):
+def test_collect_runs_refuses_an_evaluation_of_another_layout(tmp_path):
+    write_json(tmp_path / "eval" / "old.json", {"miou": 0.4, "macc": 0.5, "pacc": 0.6})  # before the schema
+    with pytest.raises(DataError, match=r"old\.json: not an evaluation of this version \(no `last.single` block"):
+        collect_runs(tmp_path)
+    bad = {"last": {"single": {"scales": [1.0], "flip": False, "per_seed": [{"seed": "0", "miou_pct": 50.0}]}}}
+    write_json(tmp_path / "eval" / "old.json", bad)
+    with pytest.raises(DataError, match=r"old\.json: per_seed has seed '0'"):
+        collect_runs(tmp_path)
+    write_json(tmp_path / "eval" / "old.json", {"last": {"single": {"scales": [1.0], "flip": False}}})
+    with pytest.raises(DataError, match=r"old\.json: incomplete evaluation \(KeyError: 'per_seed'\)"):
         collect_runs(tmp_path)
 
 
@@ -309,13 +303,12 @@ def test_modes_checkpoints_and_settings_of_the_packaged_tables(tmp_path):
     from primkd.report.tables import Row
 
     results = tmp_path / "results" / "smoke"
-    multi = {"miou": 0.30, "macc": 0.4, "pacc": 0.5, "scales": [0.5, 1.0, 1.5], "flip": True,
-             "per_seed": [{"seed": 0, "miou": 0.30, "macc": 0.4, "pacc": 0.5}]}
-    best = {**evaluation({0: 0.45}), "per_seed": [{"seed": 0, "miou": 0.45, "macc": 0.6, "pacc": 0.7, "epoch": 1}],
-            "multi_scale_flip": {**multi, "miou": 0.35, "per_seed": [{"seed": 0, "miou": 0.35}]}}
+    multi = fake_mode({0: 0.30}, 0.4, 0.5, scales=(0.5, 1.0, 1.5), flip=True)
+    best = {"single": fake_mode({0: 0.45}, epochs={0: 1}),
+            "multi_scale_flip": fake_mode({0: 0.35}, scales=(0.5, 1.0, 1.5), flip=True, epochs={0: 1})}
     for run in ("cmx", "primkd", "kd_aligner_single"):
-        write_json(results / "eval" / f"{run}.json", {**evaluation({0: 0.40}), "multi_scale_flip": multi,
-                                                      "best_epoch": best})
+        last = {"single": fake_mode({0: 0.40}), "multi_scale_flip": multi}
+        write_evaluation(results / "eval" / f"{run}.json", last, best)
     cfg = load_params(REPO / "params.yaml", "smoke")
     out = build_report(results, "smoke", results / "report", decoder_embed_dim=16, cfg=cfg)
     t2 = Path(out["tables"]["table2"][0]).read_text().splitlines()
@@ -352,9 +345,9 @@ def test_official_preset_compares_in_its_setting_without_multi_scale_delta(tmp_p
     from primkd.config import load_params
 
     results = tmp_path / "results" / "nyuv2_b4_official"
-    single = evaluation({0: 0.55})  # the released configuration tests single-scale: both blocks are scale 1
-    write_json(results / "eval" / "primkd.json", {**single, "multi_scale_flip": single,
-                                                  "best_epoch": {**single, "multi_scale_flip": single}})
+    single = fake_mode({0: 0.55})  # the released configuration tests single-scale: both blocks are scale 1
+    both = {"single": single, "multi_scale_flip": single}
+    write_evaluation(results / "eval" / "primkd.json", both, both)
     cfg = load_params(REPO / "params.yaml", "nyuv2_b4_official")
     out = build_report(results, "nyuv2_b4_official", results / "report", decoder_embed_dim=16, cfg=cfg)
     t2 = Path(out["tables"]["table2"][0]).read_text()
@@ -379,11 +372,11 @@ def write_counts_run(results: Path, run: str, inter_single, inter_multi=None, un
                               tuple(f"img{n}" for n in range(inter.shape[1])))
     write_counts(results / "eval" / f"{run}_per_image.npz", blocks, checkpoint)
     mious = {mode: [float(s.sum() / (union * s.size)) for s in c.intersection] for mode, c in blocks.items()}
-    single = evaluation(dict(enumerate(mious["single"])))
-    multi = {**evaluation(dict(enumerate(mious["multi_scale_flip"]))), "scales": [0.5, 1.0], "flip": True}
-    write_json(results / "eval" / f"{run}.json", {**single, "multi_scale_flip": multi,
-                                                  "per_image": {"file": f"{run}_per_image.npz",
-                                                                "checkpoint": checkpoint}})
+    write_evaluation(results / "eval" / f"{run}.json",
+                     {"single": fake_mode(dict(enumerate(mious["single"]))),
+                      "multi_scale_flip": fake_mode(dict(enumerate(mious["multi_scale_flip"])), scales=(0.5, 1.0),
+                                                    flip=True)},
+                     per_image={"file": f"{run}_per_image.npz", "checkpoint": checkpoint})
 
 
 def test_significance_blocks_on_constructed_results(tmp_path):
@@ -403,7 +396,8 @@ def test_significance_blocks_on_constructed_results(tmp_path):
     write_counts_run(results, "primkd", base + gain, inter_multi=base + 4)  # multi-scale: Δ −1 on every image
     write_counts_run(results, "kd_teacher_depth", base)
     write_counts_run(results, "kd_pred_only", base - 5)
-    write_json(results / "eval" / "kd_aligner_single.json", evaluation({0: 0.4}))  # evaluated before the counts
+    # evaluated before the counts
+    write_evaluation(results / "eval" / "kd_aligner_single.json", {"single": fake_mode({0: 0.4})})
     cfg = load_params(REPO / "params.yaml", "smoke")
     out = build_report(results, "smoke", results / "report", decoder_embed_dim=16, cfg=cfg)
 
@@ -477,7 +471,7 @@ def test_demo_headline_and_compare_interval_on_constructed_results(tmp_path, cap
     base = np.array([[50 + s] * 40 for s in range(3)])
     write_counts_run(results, "cmx", base)
     write_counts_run(results, "primkd", base + np.tile([0, 20], 20))
-    write_json(results / "eval" / "teacher_rgb.json", evaluation({None: 0.575}))
+    write_evaluation(results / "eval" / "teacher_rgb.json", {"single": fake_mode({None: 0.575})})
     text = headline(results)
     lines = text.splitlines()
     assert lines[1] == "  RGB teacher    57.50 (trained once)"
@@ -487,7 +481,7 @@ def test_demo_headline_and_compare_interval_on_constructed_results(tmp_path, cap
     assert lines[4].startswith("  PrimKD − CMX   +10.00 [") and 10 - 3.7 < low < 10 - 2.5 and 10 + 2.5 < high < 10 + 3.7
     assert lines[4].endswith("over 40 test images pooled over seeds (2000 resamples), significant")
     summary = build_summary(results, load_params(REPO / "params.yaml", "smoke"))
-    assert summary["runs"]["primkd"]["vs_cmx"]["ci_low"] == pytest.approx(low / 100, abs=1e-4)
+    assert summary["runs"]["primkd"]["vs_cmx"]["ci_low_pct"] == pytest.approx(low, abs=1e-2)  # in %, as printed
     assert "vs_cmx" not in summary["runs"]["teacher_rgb"]  # no per-image counts: no interval, the mean Δ only
     rows = {line.split(" | ")[0]: line for line in compare_table(summary).splitlines() if line.startswith("| ")}
     assert rows["| primkd"].endswith(f"| +10.00 [{low:+.2f}, {high:+.2f}] * |")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from primkd.engine.results import MODES
 from primkd.io import DataError, atomic_path
 
 
@@ -45,8 +46,6 @@ class Counts:
     def num_images(self) -> int:
         return self.intersection.shape[1]
 
-
-MODES = ("single", "multi_scale_flip")  # the evaluation modes of primkd.engine.evaluate.evaluation_modes
 NO_SEED = -1  # ``seeds`` entry of a run trained once (a teacher)
 
 

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from primkd.config import EvalConfig
 from primkd.engine.distributed import all_reduce_sum
-from primkd.engine.metrics import confusion_matrix, metrics_from_confusion, seed_spread
+from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
+from primkd.engine.results import ModeResult, SeedResult
 
 
 class ShardSampler(Sampler):
@@ -229,20 +230,17 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, inputs: Seq
     return metrics
 
 
-def summarize_seeds(per_seed: dict[int | None, dict], classes: Sequence[str]) -> dict:
-    """Mean and sample standard deviation (:func:`~primkd.engine.metrics.seed_spread`: ddof 1, ``None`` for one seed)
-    over seeds of the scalar metrics, mean per-class IoU."""
-    out: dict = {}
-    for key in ("miou", "macc", "pacc"):
-        out[key], out[f"{key}_std"], _ = seed_spread(m[key] for m in per_seed.values())
-    iou = np.array([[np.nan if v is None else v for v in m["iou"]] for m in per_seed.values()], dtype=np.float64)
+def mode_result(per_seed: dict[int | None, tuple[dict, int | None]], classes: Sequence[str], scales: Sequence[float],
+                flip: bool) -> ModeResult:
+    """One checkpoint in one mode over seeds from each seed's ``(metrics, epoch)`` (metrics of :func:`evaluate`),
+    with the per-class IoU averaged over the seeds that define it."""
+    seeds = tuple(SeedResult(s, m["miou"], m["macc"], m["pacc"], epoch) for s, (m, epoch) in per_seed.items())
+    iou = np.array([[np.nan if v is None else v for v in m["iou"]] for m, _ in per_seed.values()], dtype=np.float64)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every seed stay NaN
         mean_iou = np.nanmean(iou, axis=0)
-    out["iou"] = {c: None if np.isnan(v) else float(v) for c, v in zip(classes, mean_iou)}
-    out["seeds"] = [s for s in per_seed if s is not None]
-    out["per_seed"] = [{"seed": s, **{k: m[k] for k in ("miou", "macc", "pacc")}} for s, m in per_seed.items()]
-    return out
+    iou_by_class = {c: None if np.isnan(v) else float(v) for c, v in zip(classes, mean_iou)}
+    return ModeResult(tuple(scales), flip, seeds, iou_by_class)
 
 
 def evaluation_modes(ev: EvalConfig) -> dict[str, tuple[list[float], bool]]:
@@ -268,39 +266,21 @@ def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, input
     return out
 
 
-def evaluation_report(results: dict[str, dict], classes: Sequence[str], ev: EvalConfig) -> dict:
-    """The evaluation JSON of one run from :func:`evaluate_modes` results per checkpoint and seed.
+def evaluation_report(results: dict[str, dict], classes: Sequence[str],
+                      ev: EvalConfig) -> dict[str, dict[str, ModeResult]]:
+    """The results of one run by checkpoint and mode (:attr:`primkd.engine.results.Evaluation.results`) from
+    :func:`evaluate_modes` results per checkpoint and seed.
 
     Args:
         results: ``{"last": {seed: (modes, epoch)}, "best": {...}}`` (``best`` only when training kept one); a mode
-            missing from a seed's results is left out of the JSON.
+            missing from a seed's results is left out.
         classes: class names.
         ev: the ``eval`` settings (its scales and flip define the multi-scale mode).
-
-    Returns:
-        The last epoch's single-scale summary at the top level (:func:`summarize_seeds`, with ``scales`` and
-        ``flip``), its multi-scale + flip summary under ``multi_scale_flip``, and the same two for the best
-        test-split epoch under ``best_epoch`` (each seed's ``epoch`` in its ``per_seed`` entry): test-set selection,
-        the official practice, reported beside the honest last-epoch figures.
     """
-    modes = evaluation_modes(ev)
-
-    def block(per_seed: dict) -> dict:
-        out = {}
-        for mode, (scales, flip) in modes.items():
-            if any(mode not in m for m, _ in per_seed.values()):
-                continue
-            summary = {**summarize_seeds({s: m[mode] for s, (m, _) in per_seed.items()}, classes), "scales": scales,
-                       "flip": flip}
-            for entry, (_, epoch) in zip(summary["per_seed"], per_seed.values()):
-                entry["epoch"] = epoch
-            if mode == "single":
-                out.update(summary)
-            else:
-                out[mode] = summary
-        return out
-
-    report = {**block(results["last"]), "checkpoint": "last"}
-    if results.get("best"):
-        report["best_epoch"] = {**block(results["best"]), "checkpoint": "best_test_epoch"}
-    return report
+    out: dict[str, dict[str, ModeResult]] = {}
+    for checkpoint, per_seed in results.items():
+        for mode, (scales, flip) in evaluation_modes(ev).items():
+            if per_seed and all(mode in m for m, _ in per_seed.values()):
+                by_seed = {s: (m[mode], epoch) for s, (m, epoch) in per_seed.items()}
+                out.setdefault(checkpoint, {})[mode] = mode_result(by_seed, classes, scales, flip)
+    return out

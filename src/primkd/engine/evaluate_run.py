@@ -14,9 +14,10 @@ from primkd.config import EvalConfig, TrainConfig
 from primkd.data.dataset import RGBDDataset, hha_input
 from primkd.engine.counts import counts_by_mode, write_counts
 from primkd.engine.evaluate import evaluate_modes, evaluation_report
+from primkd.engine.results import Evaluation
 from primkd.engine.runtime import select_device
 from primkd.engine.seeds import model_files
-from primkd.io import write_json, write_text
+from primkd.io import write_text
 from primkd.models.io import is_export, load_any
 
 log = logging.getLogger("primkd")
@@ -24,7 +25,7 @@ log = logging.getLogger("primkd")
 
 def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | os.PathLike | None, cfg: dict,
                  out: str | os.PathLike, per_image: str | os.PathLike | None = None,
-                 confusion: str | os.PathLike | None = None, progress: bool = True) -> dict:
+                 confusion: str | os.PathLike | None = None, progress: bool = True) -> Evaluation:
     """Evaluate a model on the test split of ``data`` and write the metrics JSON ``out``.
 
     Args:
@@ -32,13 +33,13 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
             ``cfg["seeds"]``, averaged); a ``model_best.pt`` beside a model file is evaluated as the best epoch.
         data, hha: the prepared dataset and its HHA folder (needed by models that read depth).
         cfg: the resolved parameters (``eval``, ``train.device``/``crop``/``bgr``/``num_workers``, ``seeds``).
-        out: metrics JSON to write.
+        out: evaluation JSON to write (:class:`primkd.engine.results.Evaluation`).
         per_image: per-image counts (.npz) of the reported checkpoint (default: ``<out stem>_per_image.npz``).
         confusion: confusion matrix CSV to write (last epoch, single scale, summed over seeds; rows ground truth).
         progress: show progress bars.
 
     Returns:
-        The metrics written.
+        The evaluation written.
     """
     t, ev = TrainConfig.of(cfg), EvalConfig.of(cfg)
     device = select_device(t.device)
@@ -63,18 +64,18 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
                                    progress=progress, modes=wanted, per_image=True)
             results.setdefault(checkpoint, {})[seed] = (modes, net_meta["info"].get("epoch"))
             for mode, m in modes.items():
-                log.info("%s (%s, %s): mIoU %.4f, mean acc %.4f, pixel acc %.4f", file, checkpoint, mode, m["miou"],
-                         m["macc"], m["pacc"])
-    metrics = {"model": name, **evaluation_report(results, dataset.classes, ev), "num_test_images": len(dataset)}
+                log.info("%s (%s, %s): mIoU %.2f%%, mean acc %.2f%%, pixel acc %.2f%%", file, checkpoint, mode,
+                         100 * m["miou"], 100 * m["macc"], 100 * m["pacc"])
     # Per-image counts of the checkpoint the tables report, for the report's paired bootstrap (report.significance).
     counted = "best" if ev.checkpoint == "best" and results.get("best") else "last"
     per_image = Path(per_image or Path(out).with_name(f"{Path(out).stem}_per_image.npz"))
     counts = counts_by_mode({seed: modes for seed, (modes, _) in results[counted].items()})
     write_counts(per_image, counts, counted)
-    metrics["per_image"] = {"file": per_image.name, "checkpoint": counted, "modes": list(counts)}
-    write_json(out, metrics)
+    evaluation = Evaluation(name, len(dataset), evaluation_report(results, dataset.classes, ev),
+                            {"file": per_image.name, "checkpoint": counted, "modes": list(counts)})
+    evaluation.write(out)
     if confusion:  # last epoch, single scale, summed over seeds
         matrix = sum(modes["single"]["confusion"] for modes, _ in results["last"].values())
         frame = pd.DataFrame(matrix.numpy(), index=dataset.classes, columns=dataset.classes)
         write_text(confusion, frame.to_csv(index_label="ground_truth\\prediction"))
-    return metrics
+    return evaluation

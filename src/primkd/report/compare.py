@@ -15,7 +15,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from primkd.io import DataError, read_json, write_json
+from primkd.engine.results import Evaluation
+from primkd.io import DataError, write_json
 from primkd.report.significance import (
     CONFIDENCE,
     Comparison,
@@ -29,21 +30,18 @@ TEACHERS = ("teacher_rgb", "teacher_depth")
 BASELINE = "cmx"
 
 
-def load_evaluations(results_dir: str | os.PathLike) -> dict[str, dict]:
+def load_evaluations(results_dir: str | os.PathLike) -> dict[str, Evaluation]:
     """Every ``eval/<run>.json`` of a preset's results folder, by run name (confusion matrices are CSV, skipped)."""
     folder = Path(results_dir) / "eval"
     if not folder.is_dir():
         raise DataError(f"{folder}: no evaluations found; run the pipeline first (make demo, or dvc repro)")
-    return {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))}
+    return {path.stem: Evaluation.read(path) for path in sorted(folder.glob("*.json"))}
 
 
-def seed_stats(evaluation: Mapping, source: str = "evaluation") -> dict[str, Stat | None]:
-    """Mean ± sample std over the seeds of one evaluation JSON for each metric of :data:`EVAL_KEYS`."""
-    per_seed = evaluation.get("per_seed") or [{k: evaluation.get(k) for k in EVAL_KEYS}]
-    try:
-        return {k: Stat.of([entry.get(k) for entry in per_seed]) for k in EVAL_KEYS}
-    except TypeError as e:
-        raise DataError(f"{source}: per_seed holds a non-numeric metric ({e}); re-run its evaluate stage") from e
+def seed_stats(evaluation: Evaluation) -> dict[str, Stat | None]:
+    """Mean ± sample std over the seeds of the last epoch's single-scale evaluation for each of :data:`EVAL_KEYS`."""
+    block = evaluation.get("last", "single")
+    return {k: Stat.of([getattr(entry, k) for entry in block.per_seed]) for k in EVAL_KEYS}
 
 
 def run_parameters(cfg: Mapping, run: str) -> dict:
@@ -75,8 +73,8 @@ def _order(names: list[str], cfg: Mapping) -> list[str]:
 
 
 def versus_baseline(results_dir: str | os.PathLike, run: str) -> tuple[Comparison | None, str | None]:
-    """``run`` against CMX on the last epoch's single-scale per-image counts (the evaluation JSONs' top level): the
-    paired bootstrap of the report, or None and why not."""
+    """``run`` against CMX on the last epoch's single-scale per-image counts: the paired bootstrap of the report, or
+    None and why not."""
     base, note = load_run_counts(results_dir, BASELINE, "single", "last")
     if base is None:
         return None, note
@@ -84,20 +82,25 @@ def versus_baseline(results_dir: str | os.PathLike, run: str) -> tuple[Compariso
     return (None, note) if own is None else (compare_runs(base, own), None)
 
 
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 4)
+
+
 def build_summary(results_dir: str | os.PathLike, cfg: Mapping) -> dict:
     """The preset's compact record: common parameters and, per evaluated run, seeds, metric means and stds, and
-    (where per-image counts exist) ``vs_cmx``: the mIoU difference to CMX with its bootstrap interval (fractions)."""
+    (where per-image counts exist) ``vs_cmx``: the mIoU difference to CMX with its bootstrap interval; metrics in %
+    (the unit in the key, as in the evaluation JSON), rounded to 4 decimals."""
     evaluations = load_evaluations(results_dir)
     runs = {}
     for name in _order(list(evaluations), cfg):
-        stats = seed_stats(evaluations[name], f"{Path(results_dir) / 'eval' / name}.json")
+        stats = seed_stats(evaluations[name])
         entry: dict = {"seeds": max((s.n for s in stats.values() if s is not None), default=0)}
         for key, stat in stats.items():
-            entry[key] = None if stat is None else round(stat.mean, 6)
-            entry[f"{key}_std"] = None if stat is None or stat.std is None else round(stat.std, 6)
+            entry[f"{key}_pct"] = None if stat is None else _pct(stat.mean)
+            entry[f"{key}_pct_std"] = None if stat is None else _pct(stat.std)
         c, _ = versus_baseline(results_dir, name) if name != BASELINE else (None, None)
         if c is not None:
-            entry["vs_cmx"] = {"delta": round(c.delta, 6), "ci_low": round(c.ci_low, 6), "ci_high": round(c.ci_high, 6),
+            entry["vs_cmx"] = {"delta_pct": _pct(c.delta), "ci_low_pct": _pct(c.ci_low), "ci_high_pct": _pct(c.ci_high),
                                "confidence": c.confidence, "significant": c.significant}
         runs[name] = {**entry, "params": run_parameters(cfg, name)}
     return {"preset": cfg["preset"], "params": common_parameters(cfg), "runs": runs}
@@ -126,17 +129,17 @@ def _describe(params: Mapping) -> str:
 def _percent(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "—"
-    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+    return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
 def compare_table(summary: Mapping) -> str:
     """A Markdown table of the runs of :func:`build_summary`: changed parameters, seeds, metrics in % (mean ± sample
     std over seeds) and the mIoU difference to the CMX baseline."""
-    base = summary["runs"].get(BASELINE, {}).get("miou")
+    base = summary["runs"].get(BASELINE, {}).get("miou_pct")
     p = summary["params"]
     kd = ", ".join(f"{k} {v}" for k, v in p["kd"].items())
-    # The values are the evaluation JSONs' top level: the last epoch, single scale, whatever eval.scales say (the
-    # multi-scale + flip block is the report's Table 2).
+    # The values are the last epoch's single-scale evaluation, whatever eval.scales say (the multi-scale + flip one
+    # is the report's Table 2).
     multi = "" if p["eval_scales"] == [1.0] and not p["eval_flip"] else (
         f" (scales {p['eval_scales']}" + (" + flip" if p["eval_flip"] else "") + ": REPORT.md Table 2)")
     lines = [f"preset {summary['preset']}: {p['backbone']}, {p['epochs']} epochs, batch {p['batch_size']}, "
@@ -145,11 +148,12 @@ def compare_table(summary: Mapping) -> str:
              f"[{100 * CONFIDENCE:g}% interval] |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for name, run in summary["runs"].items():
-        delta = "—" if base is None or run["miou"] is None or name == BASELINE else f"{100 * (run['miou'] - base):+.2f}"
+        miou = run["miou_pct"]
+        delta = "—" if base is None or miou is None or name == BASELINE else f"{miou - base:+.2f}"
         if "vs_cmx" in run and delta != "—":
             v = run["vs_cmx"]
-            delta += f" [{100 * v['ci_low']:+.2f}, {100 * v['ci_high']:+.2f}]" + (" *" if v["significant"] else "")
-        metrics = " | ".join(_percent(run[k], run[f"{k}_std"]) for k in EVAL_KEYS)
+            delta += f" [{v['ci_low_pct']:+.2f}, {v['ci_high_pct']:+.2f}]" + (" *" if v["significant"] else "")
+        metrics = " | ".join(_percent(run[f"{k}_pct"], run[f"{k}_pct_std"]) for k in EVAL_KEYS)
         lines.append(f"| {name} | {_describe(run['params'])} | {run['seeds']} | {metrics} | {delta} |")
     return "\n".join(lines) + "\n"
 
@@ -165,7 +169,7 @@ def headline(results_dir: str | os.PathLike) -> str:
     for run, label in HEADLINE_RUNS.items():
         if run not in evaluations:
             continue
-        stat = seed_stats(evaluations[run], f"{Path(results_dir) / 'eval' / run}.json")["miou"]
+        stat = seed_stats(evaluations[run])["miou"]
         text = "—" if stat is None else f"{100 * stat.mean:.2f}" + (
             f" ± {100 * stat.std:.2f} ({stat.n} seeds)" if stat.std is not None else " (trained once)")
         lines.append(f"  {label:<14} {text}")

@@ -2,13 +2,11 @@
 
 Inputs under ``results_dir`` (``results/<preset>``), all optional (whatever is missing prints as "—" with a note):
 
-- ``eval/<run>.json``: the evaluation of one run (``primkd evaluate``): ``miou``, ``macc``, ``pacc`` in [0, 1], the
-  per-class ``iou`` and ``per_seed``, one ``{seed, miou, macc, pacc}`` per trained seed. A student run has one entry
-  per seed of params.yaml ``seeds``, and the tables report mean ± sample standard deviation (ddof 1) over them, the
-  definition of the file's ``miou_std`` too; a teacher has one entry with ``seed: null`` and reports its value alone.
-  The top level is the last epoch's single-scale evaluation, ``multi_scale_flip`` the multi-scale + flip one and
-  ``best_epoch`` both for the best test-split epoch; each table reads the mode the paper used (``eval`` in
-  paper.yaml) for the checkpoint ``eval.checkpoint`` names (last by default);
+- ``eval/<run>.json``: the evaluation of one run (``primkd evaluate``; the schema of :mod:`primkd.engine.results`):
+  per checkpoint (``last``, ``best``) and mode (``single``, ``multi_scale_flip``) every seed's metrics. A student
+  run has one entry per seed of params.yaml ``seeds``, and the tables report mean ± sample standard deviation (ddof 1)
+  over them; a teacher has one entry with ``seed: null`` and reports its value alone. Each table reads the mode the
+  paper used (``eval`` in paper.yaml) for the checkpoint ``eval.checkpoint`` names (last by default);
 - ``eval/<run>_per_image.npz`` (named by the JSON's ``per_image``): per-image counts of the checkpoint
   ``eval.checkpoint`` selects, both modes; every table with an mIoU column tests each run row against its reference
   row (:func:`primkd.report.tables.reference_row`) by a paired bootstrap over test images pooled over seeds
@@ -31,7 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from primkd.io import DataError, read_json, write_text
+from primkd.engine.results import Evaluation
+from primkd.io import read_json, write_text
 from primkd.report.figures import figure1
 from primkd.report.significance import (
     BOOTSTRAP_RESAMPLES,
@@ -91,37 +90,20 @@ def _read_train(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def evaluation_block(evaluation: Mapping, checkpoint: str = "last", mode: str = "single") -> Mapping | None:
-    """The part of an evaluation JSON for one checkpoint (last, best) and mode (single, multi_scale_flip); None when
-    the file has none (no best-epoch model, or written before both modes were evaluated)."""
-    block = evaluation if checkpoint == "last" else evaluation.get("best_epoch")
-    if block is not None and mode != "single":
-        block = block.get(mode)
-    return block
-
-
-def run_results(results_dir: Path, name: str, evaluation: Mapping, checkpoint: str = "last",
+def run_results(results_dir: Path, name: str, evaluation: Evaluation, checkpoint: str = "last",
                 mode: str = "single") -> list[RunResult]:
-    """The results of run ``name`` from its evaluation JSON (the block of ``checkpoint`` and ``mode``): one per
-    ``per_seed`` entry with a seed, else one; none when the file lacks that block."""
-    evaluation = evaluation_block(evaluation, checkpoint, mode)
-    if evaluation is None:
+    """The results of run ``name`` in ``checkpoint`` and ``mode`` of its evaluation: one per seed (a run trained
+    once has one, seed None); none when the evaluation lacks that block."""
+    block = evaluation.get(checkpoint, mode)
+    if block is None:
         return []
-    num_classes = len(evaluation["iou"]) if evaluation.get("iou") else None
-    seeded = [e for e in evaluation.get("per_seed", []) if e.get("seed") is not None]
-    if not seeded:
-        metrics = {k: evaluation.get(k) for k in EVAL_KEYS}
-        epoch = next((e.get("epoch") for e in evaluation.get("per_seed", [])), None)
-        return [RunResult(name, None, metrics, _read_train(results_dir / "models" / name / "train.json"),
-                          num_classes, evaluation.get("scales"), evaluation.get("flip"), epoch)]
+    num_classes = len(block.iou) or None
     results = []
-    for entry in seeded:
-        if not isinstance(entry["seed"], int):
-            raise DataError(f"{results_dir / 'eval' / name}.json: per_seed has seed {entry['seed']!r}, not an "
-                            f"integer; re-run its evaluate stage")
-        train = _read_train(results_dir / "models" / name / f"seed{entry['seed']}" / "train.json")
-        results.append(RunResult(name, entry["seed"], {k: entry.get(k) for k in EVAL_KEYS}, train, num_classes,
-                                 evaluation.get("scales"), evaluation.get("flip"), entry.get("epoch")))
+    for entry in block.per_seed:
+        folder = results_dir / "models" / name / ("" if entry.seed is None else f"seed{entry.seed}")
+        results.append(RunResult(name, entry.seed, {k: getattr(entry, k) for k in EVAL_KEYS},
+                                 _read_train(folder / "train.json"), num_classes, list(block.scales), block.flip,
+                                 entry.epoch))
     return results
 
 
@@ -130,7 +112,7 @@ def collect_runs(results_dir: str | os.PathLike, checkpoint: str = "last",
     """Every evaluated run under ``results_dir/eval`` by run name, one :class:`RunResult` per seed (or just one), for
     one checkpoint and evaluation mode (runs whose file lacks that block are left out)."""
     results_dir = Path(results_dir)
-    runs = {path.stem: run_results(results_dir, path.stem, read_json(path), checkpoint, mode)
+    runs = {path.stem: run_results(results_dir, path.stem, Evaluation.read(path), checkpoint, mode)
             for path in sorted((results_dir / "eval").glob("*.json"))}
     return {name: group for name, group in runs.items() if group}
 

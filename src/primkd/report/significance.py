@@ -28,7 +28,8 @@ import numpy as np
 
 from primkd.engine.counts import Counts, counts_checkpoint, read_counts
 from primkd.engine.metrics import seed_spread
-from primkd.io import DataError, read_json
+from primkd.engine.results import Evaluation
+from primkd.io import DataError
 
 
 def counts_from_confusion(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +146,7 @@ def counts_path(results_dir: str | os.PathLike, run: str) -> Path:
     folder = Path(results_dir) / "eval"
     evaluation = folder / f"{run}.json"
     if evaluation.is_file():
-        named = (read_json(evaluation).get("per_image") or {}).get("file")
+        named = (Evaluation.read(evaluation).per_image or {}).get("file")
         if named:
             return folder / named
     return folder / f"{run}_per_image.npz"

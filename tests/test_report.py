@@ -203,7 +203,7 @@ def test_measure_complexity_on_the_meta_device():
 def test_packaged_paper_file():
     paper = load_paper()
     assert list(paper.tables) == [f"table{i}" for i in range(1, 9)]
-    assert paper.setting_for("sunrgbd_b4") == "sunrgbd_b4" and paper.setting_for("demo") == "nyuv2_b4"
+    assert paper.match("sunrgbd_b4") == "sunrgbd_b4" and paper.match("demo") is None
     t2 = paper.tables["table2"]
     primkd = next(r for r in t2.rows if r.run == "primkd")
     assert t2.paper_value(primkd, t2.columns[0], "nyuv2_b4") == 57.8

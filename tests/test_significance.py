@@ -7,7 +7,6 @@ from primkd.engine.counts import NO_SEED, Counts, counts_by_mode, counts_checkpo
 from primkd.io import DataError
 from primkd.report.significance import (
     Comparison,
-    counts_from_confusion,
     direction_agreement,
     miou_from_counts,
     paired_bootstrap,
@@ -19,15 +18,6 @@ def _random_counts(rng: np.random.Generator, seeds: int, images: int, classes: i
     union = rng.integers(50, 200, size=(seeds, images, classes))
     inter = (union * rng.uniform(0.2, 0.9, size=union.shape)).astype(np.int64)
     return Counts(inter, union)
-
-
-def test_counts_from_confusion_by_hand():
-    # rows ground truth, columns prediction: class 0 has 3 hits, 1 missed, 2 false alarms
-    conf = np.array([[3, 1], [2, 4]])
-    inter, union = counts_from_confusion(conf)
-    assert inter.tolist() == [3, 4] and union.tolist() == [3 + 1 + 2, 4 + 2 + 1]
-    inter, union = counts_from_confusion(np.stack([conf, conf.T]))  # (2, K, K) -> (2, K) each
-    assert inter.tolist() == [[3, 4], [3, 4]] and union.tolist() == [[6, 7], [6, 7]]  # transposing swaps FP and FN
 
 
 def test_miou_sums_counts_over_images_and_skips_empty_classes():

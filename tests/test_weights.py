@@ -31,7 +31,6 @@ from primkd.weights import (
     import_official,
     init_from_imagenet,
     load_official_student,
-    load_official_teacher,
 )
 
 TOLERANCE = 1e-4  # max|ours − ref| <= TOLERANCE · max|ref| per tensor (fixtures/README.md)
@@ -213,8 +212,10 @@ def test_official_student_reproduces_fixture(cmx_fixture: dict[str, Any], tmp_pa
 def test_official_teacher_reproduces_fixture(teacher_fixture: dict[str, Any], tmp_path: Path) -> None:
     cfg, outputs = teacher_fixture["config"], teacher_fixture["outputs"]
     path = _official_checkpoint(tmp_path / "nyu-rgb.pth", teacher_fixture["state_dict"], wrapped=True)
-    model = load_official_teacher(path, _mit_settings(cfg), cfg["num_classes"],
-                                  decoder_embed_dim=cfg["decoder_embed_dim"])
+    import_official(path, "teacher", _mit_settings(cfg), cfg["num_classes"], tmp_path / "teacher.pt",
+                    decoder_embed_dim=cfg["decoder_embed_dim"])
+    model, meta = load_model(tmp_path / "teacher.pt")
+    assert meta["inputs"] == ["rgb"] and meta["arch"]["decoder_bn_eps"] == 1e-5  # the teacher's official eps
     with torch.no_grad():
         out = model(teacher_fixture["inputs"]["rgb"])
     assert _rel_error(out["logits"], outputs["logits"]) <= TOLERANCE
@@ -226,7 +227,8 @@ def test_official_checkpoint_of_the_wrong_kind(cmx_fixture: dict[str, Any], teac
     cfg = cmx_fixture["config"]
     student = _official_checkpoint(tmp_path / "cmx.pth", cmx_fixture["state_dict"], wrapped=True)
     with pytest.raises(CheckpointMismatchError, match=r"(?s)cmx\.pth.*backbone\.extra_"):
-        load_official_teacher(student, _mit_settings(cfg), cfg["num_classes"], decoder_embed_dim=32)
+        import_official(student, "teacher", _mit_settings(cfg), cfg["num_classes"], tmp_path / "t.pt",
+                        decoder_embed_dim=32)
     teacher = _official_checkpoint(tmp_path / "rgb.pth", teacher_fixture["state_dict"], wrapped=False)
     with pytest.raises(CheckpointMismatchError, match=r"(?s)rgb\.pth.*missing: encoder_modal\."):
         load_official_student(teacher, _mit_settings(cfg), cfg["num_classes"], decoder_embed_dim=32)

@@ -145,17 +145,6 @@ def load_official_student(path: str | os.PathLike, variant: str | Mapping[str, A
                           decoder_embed_dim=decoder_embed_dim, drop_path_rate=drop_path_rate)
 
 
-def load_official_teacher(path: str | os.PathLike, variant: str | Mapping[str, Any], num_classes: int,
-                          decoder_bn_eps: float = 1e-5, decoder_embed_dim: int = 512,
-                          drop_path_rate: float = OFFICIAL_DROP_PATH) -> SegFormer:
-    """Load PrimKD's single-stream RGB teacher (``nyu-rgb.pth``) into a ``SegFormer`` (eval mode).
-
-    Same wrappers and prefixes as :func:`load_official_student`; the teacher's decoder BatchNorm keeps eps 1e-5.
-    """
-    return _load_official(path, "teacher", variant, num_classes, decoder_bn_eps=decoder_bn_eps,
-                          decoder_embed_dim=decoder_embed_dim, drop_path_rate=drop_path_rate)
-
-
 def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[str, Any], num_classes: int,
                     out_path: str | os.PathLike, bgr: bool = True, decoder_bn_eps: float = 1e-5,
                     decoder_embed_dim: int = 512, classes: Sequence[str] | None = None) -> dict:

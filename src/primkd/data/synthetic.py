@@ -58,8 +58,6 @@ SYNTHETIC_CLASS_NAMES = (
     "picture", "whiteboard", "window", "door",
 )
 CLASS_ID = {name: NYU40_CLASSES.index(name) for name in SYNTHETIC_CLASS_NAMES}
-# Classes that share one appearance distribution and differ only in shape / height.
-GEOMETRY_ONLY_GROUPS = (("cabinet", "counter", "table", "box"), ("bed", "sofa"))
 # Classes that are painted on a wall's surface: same depth as the wall, different colour and texture.
 APPEARANCE_ONLY_CLASSES = ("picture", "whiteboard", "window", "door")
 

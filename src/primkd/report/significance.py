@@ -32,13 +32,6 @@ from primkd.engine.results import Evaluation
 from primkd.io import DataError
 
 
-def counts_from_confusion(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intersection and union (…×K each) from confusion matrices (…×K×K, rows ground truth, columns prediction)."""
-    conf = np.asarray(conf, dtype=np.int64)
-    diag = np.diagonal(conf, axis1=-2, axis2=-1)  # (..., K)
-    return diag, conf.sum(axis=-1) + conf.sum(axis=-2) - diag
-
-
 def miou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
     """mIoU from summed counts (…×K): mean IoU over the classes with a non-empty union (NaN if there is none)."""
     inter, union = np.asarray(inter, dtype=np.float64), np.asarray(union, dtype=np.float64)

@@ -87,10 +87,6 @@ class PaperSpec:
     tables: Mapping[str, TableSpec]
     figure1: TableSpec
 
-    def setting_for(self, preset: str) -> str:
-        """The paper setting a preset is compared with: its own name if it is one, else the default."""
-        return preset if preset in self.settings else self.default_setting
-
     def match(self, preset: str, source: str | None = None, variant: str | None = None) -> str | None:
         """The paper setting a preset reproduces: the one of the same name, else the one with its dataset source and
         backbone (params.yaml data.source, model.backbone); None for any other preset (demo, smoke)."""

@@ -92,7 +92,7 @@ def run_round(spec: dict, out_root: Path) -> dict:
         role = role.get(model, f"--role teacher --modality {model}")
         done = run / (f"seed{seed}/train.json" if student else "train.json")
         if not done.exists():
-            _sh(f"primkd train --params {pfile} {role} --data {data} --hha {hha} --out-dir {run} "
+            _sh(f"primkd train --params {pfile} {role} --seed {seed} --data {data} --hha {hha} --out-dir {done.parent} "
                 f"--checkpoint-dir {out}/ckpt_{model}_{seed} --no-progress", out / f"train_{model}_{seed}.log")
         load = _load()
         model_path = run if student else run / "model.pt"

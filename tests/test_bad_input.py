@@ -267,3 +267,28 @@ def test_stages_script_reports_a_bad_params_file_in_one_line(tmp_path, capsys):
         assert err.startswith(f"error: {tmp_path / 'params.yaml'} is invalid; fix these keys:\n")
         assert "lrr" in err
     assert not (tmp_path / "dvc.yaml").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["hha"], "give --data and --out to convert a prepared dataset, or --depth FILE to convert one file"),
+    (["hha", "--depth", "d.png", "--fx", "500"], "converting one depth file needs --out and the intrinsics --fx --fy "
+                                                 "--cx --cy (1-based principal point); missing: fy, cx, cy, out"),
+    (["train", "--role", "student", "--experiment", "primkd", "--data", "d", "--out-dir", "o"],
+     "experiment 'primkd' distils from a teacher: pass --teacher MODEL.pt or --teacher-dir (which holds "
+     "teacher_rgb/model.pt)"),
+    (["infer", "--model", "{model}", "--rgb", "a.png", "--rgb-dir", "d", "--out", "o"],
+     "give either --rgb FILE (one image) or --rgb-dir FOLDER (a folder of images)"),
+    (["infer", "--model", "{model}", "--rgb", "a.png", "--hha", "h.png", "--out", "o.jpg"],
+     "--out must be a .png file when segmenting one image, got o.jpg"),
+])
+def test_bad_command_arguments_exit_2_in_one_line_like_bad_params(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(REPO)  # the commands that read params.yaml find it
+    model = tmp_path / "student.pt"
+    arch = {"kind": "student", "variant": "mit_tiny", "num_classes": 3, "decoder_embed_dim": 16,
+            "drop_path_rate": 0.1, "decoder_bn_eps": 1e-3}
+    save_model(model, build_student("mit_tiny", 3, decoder_embed_dim=16), arch, ["rgb", "modal"], {"run": "cmx"})
+    with pytest.raises(SystemExit) as info:
+        cli.main([a.format(model=model) for a in argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert f"ERROR primkd: {message}\n" in err

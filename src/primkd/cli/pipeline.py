@@ -54,6 +54,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_hha(args: argparse.Namespace) -> None:
+    from primkd.config import ConfigError
     from primkd.data import hha
 
     if args.depth:
@@ -61,14 +62,14 @@ def cmd_hha(args: argparse.Namespace) -> None:
         if not args.out:
             missing.append("out")
         if missing:
-            raise SystemExit(f"converting one depth file needs --out and the intrinsics --fx --fy --cx --cy "
+            raise ConfigError(f"converting one depth file needs --out and the intrinsics --fx --fy --cx --cy "
                              f"(1-based principal point); missing: {', '.join(missing)}")
         intrinsics = {k: getattr(args, k) for k in ("fx", "fy", "cx", "cy")}
         hha.hha_from_file(args.depth, args.out, intrinsics, depth_scale=args.depth_scale)
         log.info("wrote %s", args.out)
         return
     if not (args.data and args.out):
-        raise SystemExit("give --data and --out to convert a prepared dataset, or --depth FILE to convert one file")
+        raise ConfigError("give --data and --out to convert a prepared dataset, or --depth FILE to convert one file")
     from primkd.data.layout import read_meta
     from primkd.data.prepare import link_imported_hha
 
@@ -86,7 +87,7 @@ def cmd_hha(args: argparse.Namespace) -> None:
 
 
 def _run_from_args(args: argparse.Namespace, cfg: dict):
-    from primkd.config import experiment_kd
+    from primkd.config import ConfigError, experiment_kd
     from primkd.engine.train import Run
 
     if args.role == "teacher":
@@ -96,7 +97,7 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
         return Run(name="cmx", kind="student", inputs=["rgb", "modal"])
     kd = experiment_kd(cfg, args.experiment)
     if args.teacher is None and args.teacher_dir is None:
-        raise SystemExit(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
+        raise ConfigError(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
                          f"--teacher-dir (which holds teacher_{kd.teacher_modality}/model.pt)")
     teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd.teacher_modality}" \
         / "model.pt"
@@ -104,30 +105,21 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Teachers train once (train.seed). Students train with ``--seed`` into ``--out-dir`` (one pipeline stage per
-    seed), or without it once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
-    import copy
-
+    """Train one network, with ``--seed`` (default train.seed), into ``--out-dir``; a student's seeds are one
+    pipeline stage each."""
     from primkd.engine.distributed import cleanup
     from primkd.engine.train import train
 
     cfg = load_config(args)
     run = _run_from_args(args, cfg)
-    seeds = [args.seed] if args.seed is not None else [None] if run.kind == "teacher" else cfg["seeds"]
-    for seed in seeds:
-        run_cfg, out_dir = cfg, Path(args.out_dir)
-        ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else None
-        if seed is not None:
-            run_cfg = copy.deepcopy(cfg)
-            run_cfg["train"]["seed"] = seed
-        if seed is not None and args.seed is None:  # all seeds: one output and one checkpoint folder each
-            out_dir = out_dir / f"seed{seed}"
-            ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
-        summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
-                        progress=not args.no_progress, checkpoint_dir=ckpt_dir)
-        if summary:  # rank 0 (the only rank outside torchrun)
-            log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
-                     summary["test_miou_single_scale"], summary["train_seconds"])
+    if args.seed is not None:
+        cfg["train"]["seed"] = args.seed
+    summary = train(cfg, run, Path(args.data), Path(args.hha) if args.hha else None, Path(args.out_dir),
+                    progress=not args.no_progress,
+                    checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
+    if summary:  # rank 0 (the only rank outside torchrun)
+        log.info("%s (seed %d) done: test mIoU %.2f%% (single scale), %.1f s", run.name, cfg["train"]["seed"],
+                 100 * summary["test_miou_single_scale"], summary["train_seconds"])
     cleanup()
 
 
@@ -175,14 +167,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Instead of --teacher: the folder of teacher_rgb/ and teacher_depth/; the experiment's "
                         "`teacher` picks the model.pt.")
     p.add_argument("--seed", type=int,
-                   help="Train with this seed (replacing train.seed), into --out-dir itself; students without it "
-                        "train every entry of `seeds`, each into <out-dir>/seed<k>.")
+                   help="Train with this seed instead of train.seed (the pipeline passes each entry of `seeds` to a "
+                        "student's stage of that seed).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by students and depth teachers).")
     p.add_argument("--checkpoint-dir",
-                   help="Resumable training-state checkpoints (students: seed<k>/ each); rerunning resumes from them.")
-    p.add_argument("--out-dir", required=True,
-                   help="Folder of model.pt, curves.csv, eval_curve.csv, train.json (students: in seed<k>/ each).")
+                   help="Resumable training-state checkpoints (default <out-dir>/checkpoints); rerunning resumes "
+                        "from them.")
+    p.add_argument("--out-dir", required=True, help="Folder of model.pt, curves.csv, eval_curve.csv, train.json.")
 
     p = add_command(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
     p.add_argument("--model", required=True,

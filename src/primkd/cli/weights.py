@@ -18,23 +18,27 @@ INTRINSICS = ("fx", "fy", "cx", "cy")
 
 def _intrinsics(args: argparse.Namespace) -> dict | None:
     """All four ``--fx --fy --cx --cy`` as a dict, or None when none is given; a partial set is an error."""
+    from primkd.config import ConfigError
+
     given = {k: getattr(args, k) for k in INTRINSICS if getattr(args, k) is not None}
     if given and len(given) < len(INTRINSICS):
-        raise SystemExit(f"give all of --fx --fy --cx --cy (1-based principal point) or none; missing: "
+        raise ConfigError(f"give all of --fx --fy --cx --cy (1-based principal point) or none; missing: "
                          f"{', '.join(f'--{k}' for k in INTRINSICS if k not in given)}")
     return given or None
 
 
 def _check_infer_args(args: argparse.Namespace, reads_depth: bool) -> None:
+    from primkd.config import ConfigError
+
     if (args.rgb is None) == (args.rgb_dir is None):
-        raise SystemExit("give either --rgb FILE (one image) or --rgb-dir FOLDER (a folder of images)")
+        raise ConfigError("give either --rgb FILE (one image) or --rgb-dir FOLDER (a folder of images)")
     single = args.rgb is not None
     depth_given = (args.depth or args.hha) if single else (args.depth_dir or args.hha_dir)
     if reads_depth and not depth_given:
         flags = "--depth or --hha" if single else "--depth-dir or --hha-dir"
-        raise SystemExit(f"{args.model} is an RGB-D model: give {flags}")
+        raise ConfigError(f"{args.model} is an RGB-D model: give {flags}")
     if single and Path(args.out).suffix.lower() != ".png":
-        raise SystemExit(f"--out must be a .png file when segmenting one image, got {args.out}")
+        raise ConfigError(f"--out must be a .png file when segmenting one image, got {args.out}")
 
 
 def cmd_infer(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from primkd.io import DataError
 from primkd.models import (
@@ -21,8 +22,10 @@ from primkd.models import (
     build_teacher,
     cmx_from_official,
     cmx_to_official,
+    count_macs,
     count_parameters,
     load_state_dict_checked,
+    measure_complexity,
     mit_config,
     mit_from_hf,
     read_mit_pretrained,
@@ -325,3 +328,23 @@ def test_pointwise_is_a_1x1_convolution(channels_last: bool) -> None:
     weight, bias = torch.randn(4, 6, 1, 1), torch.randn(4)
     torch.testing.assert_close(pointwise(x, weight, bias), F.conv2d(x, weight, bias))
     torch.testing.assert_close(pointwise(x, weight), F.conv2d(x, weight))
+
+
+def test_count_macs_of_a_tiny_conv_net_by_hand():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 8 * 8, 10))
+    # Conv: 4 output channels × 8·8 positions × (3 input channels · 3 · 3) = 6912; linear: 256 · 10 = 2560.
+    assert count_macs(net, torch.zeros(1, 3, 8, 8)) == 6912 + 2560
+    assert count_macs(net, torch.zeros(2, 3, 8, 8)) == 2 * (6912 + 2560)
+
+
+def test_measure_complexity_on_the_meta_device():
+    tiny = measure_complexity("mit_tiny", 3, 32, 48, decoder_embed_dim=16)
+    assert tiny["params"] == count_parameters(build_student("mit_tiny", 3, decoder_embed_dim=16))
+    # On the meta device attention runs the math path (two batched matmuls), as it does on CPU with that backend;
+    # the CPU's fused attention kernel has no FLOP formula and would be missed.
+    x = torch.zeros(1, 3, 32, 48)
+    with sdpa_kernel(SDPBackend.MATH):
+        assert count_macs(build_student("mit_tiny", 3, decoder_embed_dim=16).eval(), x, x) == tiny["macs"]
+    b2 = measure_complexity("mit_b2", 40, 480, 640)
+    assert round(b2["params"] / 1e6, 1) == 66.6  # CMX-B2 in the paper's Table 2

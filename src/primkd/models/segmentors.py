@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -141,6 +142,32 @@ def build_student(variant: str | Mapping[str, Any], num_classes: int, decoder_em
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (BatchNorm running statistics are buffers and not counted)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_macs(model: nn.Module, *inputs: Tensor) -> int:
+    """Multiply-accumulates of one forward pass (torch's FlopCounterMode counts two FLOPs per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def measure_complexity(variant: str, num_classes: int, height: int, width: int,
+                       decoder_embed_dim: int = 512) -> dict[str, int]:
+    """Parameters and multiply-accumulates of the CMX inference network on one ``height×width`` RGB-HHA pair.
+
+    The network is built on the meta device (no memory, no weights), so MiT-B4 at 530×730 takes about a second.
+    There, attention runs its math path (two batched matmuls), which the counter sees; the CPU's fused attention
+    kernel has no FLOP formula in ``FlopCounterMode`` and would be missed.
+
+    Returns:
+        ``{"params": parameter elements, "macs": multiply-accumulates}``.
+    """
+    with torch.device("meta"):
+        model = build_student(variant, num_classes, decoder_embed_dim=decoder_embed_dim).eval()
+        x = torch.empty(1, 3, height, width)  # (B, 3, H, W), RGB and HHA alike
+    return {"params": count_parameters(model), "macs": count_macs(model, x, x)}
 
 
 # --- Names of the official CMX / PrimKD checkpoints ---------------------------------------------------------

@@ -27,7 +27,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from primkd.engine.results import Evaluation
 from primkd.io import read_json, write_text
@@ -62,10 +61,6 @@ from primkd.report.tables import (
     to_markdown,
     to_significance_csv,
 )
-
-if TYPE_CHECKING:  # torch is imported only when a table needs the network's size: the report runs without it
-    import torch
-    from torch import nn
 
 
 @dataclass
@@ -123,37 +118,6 @@ def load_cka(path: str | os.PathLike) -> dict[tuple[str, str, int], float] | Non
     if not path.is_file():
         return None
     return {(r["student"], r["reference"], int(r["stage"])): float(r["cka"]) for r in read_json(path)["rows"]}
-
-
-def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass (torch's FlopCounterMode counts two FLOPs per MAC)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    return counter.get_total_flops() // 2
-
-
-def measure_complexity(variant: str, num_classes: int, height: int, width: int,
-                       decoder_embed_dim: int = 512) -> dict[str, int]:
-    """Parameters and multiply-accumulates of the CMX inference network on one ``height×width`` RGB-HHA pair.
-
-    The network is built on the meta device (no memory, no weights), so MiT-B4 at 530×730 takes about a second.
-    There, attention runs its math path (two batched matmuls), which the counter sees; the CPU's fused attention
-    kernel has no FLOP formula in ``FlopCounterMode`` and would be missed.
-
-    Returns:
-        ``{"params": parameter elements, "macs": multiply-accumulates}``.
-    """
-    import torch
-
-    from primkd.models.segmentors import build_student, count_parameters
-
-    with torch.device("meta"):
-        model = build_student(variant, num_classes, decoder_embed_dim=decoder_embed_dim).eval()
-        x = torch.empty(1, 3, height, width)  # (B, 3, H, W), RGB and HHA alike
-    return {"params": count_parameters(model), "macs": count_macs(model, x, x)}
 
 
 def resolve_run(row: Row, cfg: Mapping | None) -> tuple[str | None, str | None]:
@@ -312,7 +276,9 @@ class _Gatherer:
             return None, (f"`{row.run}`: parameters and FLOPs need its train.json under models/{row.run}/ (backbone) "
                           f"and the per-class IoU of its evaluation (number of classes)")
         key = (result.train["backbone"], result.num_classes, *self.input_size, self.decoder_embed_dim)
-        if key not in self.complexity:
+        if key not in self.complexity:  # torch only now: the report runs without it until a table needs a size
+            from primkd.models.segmentors import measure_complexity
+
             self.complexity[key] = measure_complexity(*key)
         measured = self.complexity[key]
         return Stat.of([measured["params"] / 1e6 if column.key == "params_m" else measured["macs"] / 1e9]), None

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from primkd.engine.counts import MODES
 from primkd.engine.metrics import seed_spread
+from primkd.engine.results import MODES, SCALARS
 from primkd.io import DataError
 from primkd.report.significance import CONFIDENCE, Comparison
 
@@ -28,7 +28,7 @@ PAPER_YAML = Path(__file__).with_name("paper.yaml")
 SOURCES = ("eval", "cka", "complexity")
 EVAL_MODES = MODES  # the blocks of an evaluation JSON (primkd.engine.evaluate.evaluation_modes)
 COMPLEXITY_KEYS = ("params_m", "gflops")
-EVAL_KEYS = ("miou", "macc", "pacc")  # the scalar metrics of an evaluation JSON, overall and per seed
+EVAL_KEYS = SCALARS  # the metrics an eval column can show: each seed's of the evaluation JSON
 MISSING = "—"
 
 

@@ -16,18 +16,18 @@ log = logging.getLogger("primkd")
 
 def cmd_params(args: argparse.Namespace) -> None:
     """Write the effective parameters (preset and experiment overrides applied); the file is left untouched when
-    its contents would not change. When a dvc.yaml sits beside params.yaml (a DVC run, the first stage of every
-    run), its student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
+    its contents would not change. With ``--dvc-yaml`` (dvc.yaml's command: the first stage of every DVC run), that
+    file's student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
     import yaml
 
     from primkd.config import effective_params
     from primkd.io import write_text
-    from primkd.stages import check_dvc_groups
 
     cfg = load_config(args)
-    dvc_yaml = Path(args.params).parent / "dvc.yaml"
-    if dvc_yaml.is_file():
-        check_dvc_groups(dvc_yaml, cfg, args.params)
+    if args.dvc_yaml:
+        from primkd.stages import check_dvc_groups
+
+        check_dvc_groups(args.dvc_yaml, cfg, args.params)
     text = yaml.safe_dump(effective_params(cfg), sort_keys=False, width=120)
     out = Path(args.out)
     if not out.is_file() or out.read_text() != text:
@@ -144,6 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "params", cmd_params,
                   "Write the effective parameters of a preset (its overrides and each experiment's applied).")
     p.add_argument("--out", required=True, help="YAML file to write.")
+    p.add_argument("--dvc-yaml", help="Also check that this dvc.yaml lists the experiments of the parameter file "
+                                      "(DVC runs: its student stages are written out per teacher).")
 
     p = add_command(sub, "download", cmd_download,
                   "Download (or find, placed by hand) the raw files of data.source into data.raw_dir; resumable.")

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from primkd.cli.options import add_command, load_config
+from primkd.cli.options import add_command, load_config, use_threads
 
 log = logging.getLogger("primkd")
 
@@ -48,7 +48,8 @@ def cmd_download(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
-    data = load_config(args)["data"]
+    cfg = load_config(args)
+    data = use_threads(args, cfg).fit(cfg)["data"]
     prepare_dataset(data, args.out, raw_dir=args.raw)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
@@ -72,11 +73,11 @@ def cmd_hha(args: argparse.Namespace) -> None:
     from primkd.data.layout import read_meta
     from primkd.data.prepare import link_imported_hha
 
-    cfg = load_config(args)
+    threads = use_threads(args, load_config(args))
     if read_meta(args.data).get("hha_dir"):
         link_imported_hha(args.data, args.out)
     else:
-        counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
+        counts = hha.convert_dataset(args.data, args.out, workers=threads.workers, force=args.force)
         log.info("HHA in %s: %s", args.out, counts)
     if args.contact_sheet:
         from primkd.data.viz import contact_sheet
@@ -112,6 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from primkd.engine.train import train
 
     cfg = load_config(args)
+    threads = use_threads(args, cfg)
+    cfg = threads.fit(cfg)
     run = _run_from_args(args, cfg)
     seeds = [args.seed] if args.seed is not None else [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
@@ -124,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             out_dir = out_dir / f"seed{seed}"
             ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
         summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
-                        progress=not args.no_progress, checkpoint_dir=ckpt_dir)
+                        progress=not args.no_progress, checkpoint_dir=ckpt_dir, threads=threads)
         if summary:  # rank 0 (the only rank outside torchrun)
             log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
                      summary["test_miou_single_scale"], summary["train_seconds"])
@@ -134,7 +137,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.engine.evaluate_run import evaluate_run
 
-    evaluate_run(args.model, args.data, args.hha, load_config(args), args.out, per_image=args.per_image,
+    cfg = load_config(args)
+    evaluate_run(args.model, args.data, args.hha, use_threads(args, cfg).fit(cfg), args.out, per_image=args.per_image,
                  confusion=args.confusion, progress=not args.no_progress)
 
 

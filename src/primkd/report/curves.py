@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from primkd.engine.seeds import seed_folders
-from primkd.io import DataError, atomic_path
+from primkd.io import DataError, save_figure
 
 LOSS_TERMS = {"loss": "total", "seg": "cross-entropy", "pred": "KL (prediction)", "feat": "feature"}
 
@@ -55,8 +55,7 @@ def _save(fig, path: str | os.PathLike) -> Path:
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)
     return Path(path)
 
 

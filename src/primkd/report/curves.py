@@ -1,6 +1,6 @@
 """Training curves as PNG files (matplotlib, no browser or network needed): one figure per run and an ablation
 overlay, from each run's ``curves.csv`` (loss terms per epoch) and ``eval_curve.csv`` (test mIoU at the evaluated
-epochs). They complement ``dvc plots show``, whose HTML page loads its plotting library from the internet.
+epochs). They complement ``dvc plots show``, whose HTML page needs a browser and the checkout's workflow/plots/.
 
 A student run has one folder per seed (``models/<run>/seed<k>/``): its figure draws each seed of params.yaml ``seeds``,
 and the overlay the mean over those seeds of each run (a folder of a seed no longer listed is ignored, see

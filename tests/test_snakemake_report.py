@@ -9,6 +9,8 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 
 from primkd.report.tables import load_paper
+from primkd.stages.snakemake import rule_output
+from primkd.stages.table import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO / "workflow" / "report"
@@ -76,3 +78,15 @@ def test_captions_show_the_tables_and_metrics_files_themselves(tmp_path):
         text, html = render_html(caption, [str(tmp_path / "primkd_per_image.npz"), str(tmp_path / path)])
         assert shown in html, caption
     assert text.startswith("Evaluation of primkd on the test split:") and "multi-scale + flip" in text.splitlines()[0]
+
+
+def test_every_reported_output_has_a_caption_a_category_and_patterns_for_a_folder():
+    reported = [o for s in STAGES for o in s.outs if o.report is not None]
+    assert {o.report.category for o in reported} == {"Tables", "Figures", "Training", "Per run"}
+    for o in reported:
+        assert (CAPTIONS / o.report.caption).is_file() and bool(o.report.patterns) == o.folder, o.path
+    tables = next(o for o in reported if o.path.endswith("/tables"))
+    assert rule_output(tables) == [
+        "report(", '    directory("results/{preset}/report/tables"),', '    caption="../report/tables.rst",',
+        '    category="Tables",', '    patterns=["{name}.{ext,(md|csv)}"],',
+        '    labels={"table": "{name}", "format": "{ext}"},', "),"]

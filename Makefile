@@ -20,7 +20,7 @@ export UV_SYSTEM_CERTS := 1
 # on any platform. `make lock` regenerates it after a change to pyproject.toml's dependencies.
 LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version 3.11 -o requirements.lock
 
-.PHONY: demo all compare check-params test lint venv venv-test lock snakemake-demo clean-results
+.PHONY: demo all compare exp-show check-params test lint venv venv-test lock snakemake-demo clean-results
 
 # Printed after the demo: where the results are, the teachers', CMX's and PrimKD's test-split mIoU (mean ± std over
 # seeds) and the PrimKD − CMX bootstrap interval (= primkd compare --headline; make compare lists every run).
@@ -76,6 +76,20 @@ check-params: venv
 ## compare: the active preset's evaluated runs side by side: changed parameters, mIoU etc. (mean ± std over seeds)
 compare: venv
 	$(BIN)/primkd compare
+
+# `dvc exp show` lists every parameter and metric the stages declare (over 900 columns on any preset). Kept: the keys
+# of params.yaml that differ between the experiments shown (--only-changed) and CMX's and PrimKD's test mIoU (mean
+# over seeds; summary.json). Dropped: the other columns of the metrics files and the effective parameters (under
+# results/), the stages' code and data dependencies, the experiments' expanded kd keys, the digests of input files
+# (effective parameters' inputs), and summary.json's copies of the parameters and of the other runs. Another column:
+# `dvc exp show --keep REGEX`; every run: `primkd compare`.
+EXP_SHOW_FLAGS := --only-changed \
+	--drop 'results/|src/|data/|workflow/|params\.yaml$$|experiments\.|inputs\.|params\.(?!yaml:)|runs\.' \
+	--keep 'runs\.(cmx|primkd)\.miou$$'
+
+## exp-show: `dvc exp show` cut to what differs: the changed keys of params.yaml, and CMX's and PrimKD's mIoU
+exp-show: venv
+	$(BIN)/dvc exp show --no-pager $(EXP_SHOW_FLAGS)
 
 ## snakemake-demo: the same pipeline through Snakemake
 snakemake-demo: venv

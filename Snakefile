@@ -2,6 +2,7 @@
 # the stage table in src/primkd/stages/table.py, as dvc.yaml is (tests/test_pipelines.py checks both agree).
 #   snakemake --cores all                              # everything for the preset in params.yaml
 #   snakemake --cores all --config preset=nyuv2_b4     # another preset
+#   snakemake --report report.html                     # then: the results as one page (workflow/report/)
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
@@ -11,6 +12,10 @@ configfile: "params.yaml"
 
 
 validate(config, "workflow/schemas/params.schema.yaml")
+
+
+# The introduction of `snakemake --report`; the outputs it shows, their categories and captions are in the stage table.
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

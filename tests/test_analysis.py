@@ -264,6 +264,21 @@ def test_analyze_outputs_do_not_depend_on_the_batch_size(tiny):
         assert [float(r["cka"]) for r in cka] == pytest.approx([float(r["cka"]) for r in cka_1], abs=1e-4)
 
 
+def test_rerunning_the_analysis_changes_no_byte(tiny, tmp_path, monkeypatch):
+    """analyze twice on the same models and images, the clock moved by years in between (SOURCE_DATE_EPOCH is the
+    time matplotlib stamps into a PDF): CKA CSV/JSON, histogram CSV and Figures 3 and 4 (PNG and PDF) are
+    byte-identical."""
+    builds = []
+    for epoch in ("1000000000", "1900000000"):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        analyze({"cmx": tiny["cmx"]}, tiny["rgb"], tiny["depth"], tiny["data"], tiny["hha"], tmp_path / "out",
+                num_qualitative=1, num_bins=8, calibration_images=2, progress=False)
+        builds.append({p.name: p.read_bytes() for p in sorted((tmp_path / "out").iterdir())})
+    assert sorted(builds[0]) == ["cka.csv", "cka.json", "figure3_qualitative.pdf", "figure3_qualitative.png",
+                                 "figure4_histograms.csv", "figure4_histograms.pdf", "figure4_histograms.png"]
+    assert [name for name in builds[0] if builds[0][name] != builds[1][name]] == []
+
+
 def test_classes_present_skips_ignore():
     label = np.array([[0, 255], [2, 2]], np.uint8)
     sample = Sample("x", np.zeros((2, 2, 3), np.uint8), None, label, {"m": np.array([[1, 1], [2, 0]], np.uint8)})

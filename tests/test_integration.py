@@ -1,6 +1,7 @@
 """The whole pipeline on the smoke preset, through DVC and through Snakemake, from an empty results/ folder."""
 
 import json
+import re
 
 import pytest
 
@@ -93,6 +94,27 @@ def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
                                                                         abs=1e-7), name
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     assert "Nothing to be done" in dry
+
+
+def test_snakemake_report_files_every_table_and_figure_under_its_category(snakemake_run, tmp_path):
+    """`snakemake --report` after the run: every table (Markdown and CSV, REPORT.md), figure, training curve and
+    per-run evaluation is on the page under its category, and the captions put the tables themselves on it."""
+    page = tmp_path / "report.html"
+    run(["snakemake", "--report", str(page)], snakemake_run)
+    html = page.read_text()
+    categories = json.loads(re.search(r"^\s*var categories = (\{.*\});$", html, flags=re.M).group(1))
+    listed = {name: sorted(path for paths in sub.values() for path in paths) for name, sub in categories.items()}
+    r = "results/smoke"
+    tables = [f"{r}/report/tables/table{n}.{ext}" for n in range(1, 9) for ext in ("md", "csv")]
+    significance = [f"{r}/report/tables/table{n}_significance.csv" for n in range(1, 8)]  # Table 8 (CKA) has none
+    assert listed == {
+        "Tables": sorted([f"{r}/REPORT.md", *tables, *significance]),
+        "Figures": sorted([f"{r}/report/figure1.png", f"{r}/analysis/figure3_qualitative.png",
+                           f"{r}/analysis/figure4_histograms.png"]),
+        "Training": sorted(f"{r}/report/curves/{name}.png" for name in (*RUNS, "ablation")),
+        "Per run": sorted([f"{r}/summary.json", *(f"{r}/eval/{name}.json" for name in RUNS)])}
+    assert "Table 2, main comparison" in html and "Training curves of kd_teacher_depth:" in html
+    assert "| Method | mIoU (%) ours |" in html  # Table 2's Markdown, included by its caption
 
 
 def test_snakemake_reruns_only_the_distilled_students_when_beta_changes(own_snakemake):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from primkd.io import DataError, atomic_dir, atomic_path, read_image, read_json, write_json, write_png
+from primkd.io import DataError, atomic_dir, atomic_path, read_image, read_json, save_figure, write_json, write_png
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -121,3 +121,23 @@ def test_tree_digest_follows_names_and_contents_not_location(tmp_path):
     assert tree_digest(tmp_path / "linked") == first
     assert path_digest(a / "train.txt") == hashlib.sha256(f"train.txt\0{sha256_file(a / 'train.txt')}\n".encode()
                                                           ).hexdigest()
+
+
+def test_save_figure_writes_the_same_bytes_at_any_time_in_the_format_of_the_name(tmp_path, monkeypatch):
+    """PNG, PDF and SVG of one figure saved twice, the clock (SOURCE_DATE_EPOCH) years apart and a fresh random SVG
+    id salt each time by default: the same bytes; the formats are those of the names; another name is one line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    saved = []
+    for epoch in ("1000000000", "1900000000"):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        save_figure(fig, tmp_path / "f.png", tmp_path / "f.pdf", tmp_path / "f.svg")
+        saved.append({p.name: p.read_bytes() for p in tmp_path.iterdir()})
+    assert saved[0] == saved[1] and sorted(saved[0]) == ["f.pdf", "f.png", "f.svg"]
+    assert saved[0]["f.png"].startswith(b"\x89PNG") and saved[0]["f.pdf"].startswith(b"%PDF")
+    assert b"<svg" in saved[0]["f.svg"] and b"CreationDate" not in saved[0]["f.pdf"]
+    with pytest.raises(DataError, match=r"f\.jpg: a figure is written as PNG, PDF or SVG .* name it \.png"):
+        save_figure(fig, tmp_path / "f.jpg")
+    assert not (tmp_path / "f.jpg").exists()

@@ -213,6 +213,26 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     return sorted(directory.glob(f"{STATE_PREFIX}*.pt")) if directory.is_dir() else []
 
 
+# What matplotlib would stamp into a figure file that is not the figure: the time of writing (PDF, SVG) and a random
+# salt of the SVG element ids. Without them the same figure gives the same bytes, so rebuilding a report from the
+# same results changes no file that DVC or a reviewer compares.
+_FIGURE_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
+
+
+def save_figure(fig: Any, *paths: str | os.PathLike) -> None:
+    """Write a matplotlib figure atomically to each of ``paths``, in the format of its extension (png, pdf, svg),
+    without a creation date: the one place figures are saved."""
+    import matplotlib
+
+    for path in paths:
+        fmt = Path(path).suffix.lstrip(".").lower()
+        if fmt not in _FIGURE_METADATA:
+            raise DataError(f"{path}: a figure is written as PNG, PDF or SVG by its file name; name it .png, .pdf or "
+                            f".svg")
+        with matplotlib.rc_context({"svg.hashsalt": "primkd"}), atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=_FIGURE_METADATA[fmt])
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray, rgb: bool = True) -> None:
     """Write a uint8 or uint16 image as PNG atomically.
 

@@ -41,7 +41,12 @@ rule evaluate_teacher:
     output:
         "results/{preset}/eval/teacher_{modality}_confusion.csv",
         "results/{preset}/eval/teacher_{modality}_per_image.npz",
-        "results/{preset}/eval/teacher_{modality}.json",
+        report(
+            "results/{preset}/eval/teacher_{modality}.json",
+            caption="../report/evaluation.rst",
+            category="Per run",
+            labels={"run": "teacher_{modality}"},
+        ),
     params:
         values=lambda w: effective(
             w,
@@ -107,7 +112,12 @@ rule evaluate_cmx:
     output:
         "results/{preset}/eval/cmx_confusion.csv",
         "results/{preset}/eval/cmx_per_image.npz",
-        "results/{preset}/eval/cmx.json",
+        report(
+            "results/{preset}/eval/cmx.json",
+            caption="../report/evaluation.rst",
+            category="Per run",
+            labels={"run": "cmx"},
+        ),
     params:
         values=lambda w: effective(
             w,
@@ -173,7 +183,12 @@ rule evaluate_student:
     output:
         "results/{preset}/eval/{exp}_confusion.csv",
         "results/{preset}/eval/{exp}_per_image.npz",
-        "results/{preset}/eval/{exp}.json",
+        report(
+            "results/{preset}/eval/{exp}.json",
+            caption="../report/evaluation.rst",
+            category="Per run",
+            labels={"run": "{exp}"},
+        ),
     params:
         values=lambda w: effective(
             w,

@@ -47,7 +47,13 @@ rule analyze:
         "results/{preset}/models/teacher_rgb/model.pt",
         "results/{preset}/models/teacher_depth/model.pt",
     output:
-        directory("results/{preset}/analysis"),
+        report(
+            directory("results/{preset}/analysis"),
+            caption="../report/analysis.rst",
+            category="Figures",
+            patterns=["{name}.png"],
+            labels={"figure": "{name}"},
+        ),
     params:
         values=lambda w: effective(
             w,
@@ -123,9 +129,39 @@ rule report:
         expand("results/{{preset}}/models/cmx/seed{seed}", seed=SEEDS),
         expand("results/{{preset}}/models/{exp}/seed{seed}", exp=EXPERIMENTS, seed=SEEDS),
     output:
-        directory("results/{preset}/report"),
-        "results/{preset}/REPORT.md",
-        "results/{preset}/summary.json",
+        report(
+            directory("results/{preset}/report/tables"),
+            caption="../report/tables.rst",
+            category="Tables",
+            patterns=["{name}.{ext,(md|csv)}"],
+            labels={"table": "{name}", "format": "{ext}"},
+        ),
+        report(
+            "results/{preset}/report/figure1.png",
+            caption="../report/figure1.rst",
+            category="Figures",
+            labels={"figure": "figure1"},
+        ),
+        "results/{preset}/report/figure1.pdf",
+        report(
+            directory("results/{preset}/report/curves"),
+            caption="../report/curves.rst",
+            category="Training",
+            patterns=["{run}.png"],
+            labels={"run": "{run}"},
+        ),
+        report(
+            "results/{preset}/REPORT.md",
+            caption="../report/report_md.rst",
+            category="Tables",
+            labels={"table": "REPORT.md: every table, with notes", "format": "md"},
+        ),
+        report(
+            "results/{preset}/summary.json",
+            caption="../report/summary.rst",
+            category="Per run",
+            labels={"run": "all runs (summary.json)"},
+        ),
     params:
         values=lambda w: effective(
             w,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from primkd.io import atomic_path
+from primkd.io import save_figure
 
 
 def bin_counts(values: Tensor, edges: Tensor) -> Tensor:
@@ -182,6 +182,4 @@ def plot_histograms(result: Mapping, labels: Mapping[str, str], png: str, pdf: s
     axes[0].set_ylabel("density", fontsize=8)
     axes[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt)
+    save_figure(fig, png, pdf)

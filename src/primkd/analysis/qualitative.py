@@ -17,7 +17,7 @@ from primkd.analysis.features import LoadedModel, forward_features
 from primkd.data.dataset import RGBDDataset
 from primkd.data.layout import IGNORE_INDEX
 from primkd.data.viz import label_palette
-from primkd.io import atomic_path
+from primkd.io import save_figure
 
 
 @dataclass
@@ -97,6 +97,4 @@ def qualitative_figure(samples: Sequence[Sample], class_names: Sequence[str], pn
                ncol=ncol, fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.04, right=0.99, top=1 - 0.3 / fig.get_figheight(),
                         bottom=legend_height / fig.get_figheight(), wspace=0.03, hspace=0.03)
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt)
+    save_figure(fig, png, pdf)

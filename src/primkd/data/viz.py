@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from primkd.data.layout import IGNORE_INDEX, NYU40_CLASSES, Layout, depth_scale, read_meta, read_split
-from primkd.io import atomic_path, read_image
+from primkd.io import read_image, save_figure
 
 
 def label_palette() -> np.ndarray:
@@ -65,5 +65,4 @@ def contact_sheet(data_root: str | os.PathLike, out_png: str | os.PathLike, num:
     fig.legend(handles=[Patch(color=palette[c] / 255, label=NYU40_CLASSES[c]) for c in shown], loc="lower center",
                ncol=min(8, len(shown)), fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.04, right=0.99, top=0.96, bottom=0.9 / fig.get_figheight(), wspace=0.03, hspace=0.03)
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, out_png)

@@ -1,6 +1,6 @@
 """Training curves as PNG files (matplotlib, no browser or network needed): one figure per run and an ablation
 overlay, from each run's ``curves.csv`` (loss terms per epoch) and ``eval_curve.csv`` (test mIoU at the evaluated
-epochs). They complement ``dvc plots show``, whose HTML page loads its plotting library from the internet.
+epochs). They complement ``dvc plots show``, whose HTML page needs a browser and the checkout's workflow/plots/.
 
 A student run has one folder per seed (``models/<run>/seed<k>/``): its figure draws each seed of params.yaml ``seeds``,
 and the overlay the mean over those seeds of each run (a folder of a seed no longer listed is ignored, see
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from primkd.engine.seeds import seed_folders
-from primkd.io import DataError, atomic_path
+from primkd.io import DataError, save_figure
 
 LOSS_TERMS = {"loss": "total", "seg": "cross-entropy", "pred": "KL (prediction)", "feat": "feature"}
 
@@ -55,8 +55,7 @@ def _save(fig, path: str | os.PathLike) -> Path:
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)
     return Path(path)
 
 

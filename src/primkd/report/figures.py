@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from primkd.io import atomic_path
+from primkd.io import save_figure
 from primkd.report.tables import FilledTable
 
 
@@ -47,6 +47,4 @@ def figure1(table: FilledTable, png: str | os.PathLike, pdf: str | os.PathLike, 
     ax.set_title(table.spec.title + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt)
+    save_figure(fig, png, pdf)

@@ -17,7 +17,7 @@ import textwrap
 
 from primkd.stages.closure import code_closure
 from primkd.stages.dvc import wrap
-from primkd.stages.table import LOOPS, STAGES, Stage, param_keys, substitute
+from primkd.stages.table import LOOPS, STAGES, Out, Stage, param_keys, substitute
 
 # Rule file -> its stages, in the table's order.
 RULE_FILES = {"data": ("resolve_params", "download", "prepare", "hha"),
@@ -106,11 +106,26 @@ def rule_shell(s: Stage) -> list[str]:
     return [_q(line + (" " if i < len(lines) - 1 else "")) for i, line in enumerate(lines)]
 
 
+def rule_output(o: Out) -> list[str]:
+    """An output's lines: its path (``directory()`` for a folder), in ``report()`` when the Snakemake report shows it
+    (captions are workflow/report/ files, named relative to the rule files)."""
+    path = f"directory({_q(o.path)})" if o.folder else _q(o.path)
+    if o.report is None:
+        return [f"{path},"]
+    r = o.report
+    args = [path, f"caption={_q(f'../report/{r.caption}')}", f"category={_q(r.category)}"]
+    if r.patterns:
+        args.append(f"patterns=[{', '.join(map(_q, r.patterns))}]")
+    if r.labels:
+        args.append(f"labels={{{', '.join(f'{_q(k)}: {_q(v)}' for k, v in r.labels)}}}")
+    return ["report(", *(f"    {a}," for a in args), "),"]
+
+
 def render_rule(s: Stage, effective: dict) -> str:
     keys = [*param_keys(s, effective), *(["inputs"] if s.always_changed else [])]
     out = [f"# {line}" for line in wrap(s.comment)] if s.comment else []
     out += [f"rule {s.name}:", "    input:", *(f"        {line}," for line in rule_inputs(s)), "    output:"]
-    out += [f"        {f'directory({_q(o.path)})' if o.folder else _q(o.path)}," for o in s.outs]
+    out += [f"        {line}" for o in s.outs for line in rule_output(o)]
     # the values of the keys it reads: Snakemake reruns a job when one of them changes
     out += ["    params:", "        values=lambda w: effective(", "            w,", "            ["]
     out += [f"                {_q(k)}," for k in keys]

@@ -44,15 +44,35 @@ LOOPS = {"modality": Loop(lambda cfg: list(MODALITIES), list(MODALITIES), "MODAL
 
 
 @dataclass(frozen=True)
+class Report:
+    """How ``snakemake --report`` shows an output (Snakemake's ``report()`` flag; DVC has no counterpart).
+
+    Attributes:
+        caption: its caption, a file of workflow/report/ (reStructuredText, rendered through Jinja).
+        category: the page's group: Tables, Figures, Training or Per run.
+        labels: (column, value) pairs of the page's list; values may name the path's wildcards and those of
+            ``patterns``.
+        patterns: for a folder, the files shown (Snakemake's ``glob_wildcards`` patterns, relative to the folder).
+    """
+
+    caption: str
+    category: str
+    labels: tuple[tuple[str, str], ...] = ()
+    patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Out:
     """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache; ``folder`` marks a
-    directory (Snakemake's ``directory()``); ``plot`` holds DVC's x/y for a plot."""
+    directory (Snakemake's ``directory()``); ``plot`` holds DVC's x/y for a plot; ``report`` files it in the Snakemake
+    report."""
 
     path: str
     kind: str = "out"
     cache: bool = True
     folder: bool = False
     plot: dict | None = None
+    report: Report | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,8 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
         deps=(DATA, HHA, model, *((best,) if best else ())),
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
               Out(f"results/{{preset}}/eval/{run}_per_image.npz", cache=False),
-              Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
+              Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False,
+                  report=Report("evaluation.rst", "Per run", labels=(("run", run),)))))
 
 
 # Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.training_settings): model and
@@ -220,7 +241,9 @@ STAGES: tuple[Stage, ...] = (
         params=("train.device", "train.bgr", "seeds"),  # seeds: a student's lowest seed is the one analysed
         deps=(DATA, HHA, f"{MODELS}/cmx", f"{MODELS}/primkd", f"{MODELS}/teacher_rgb/model.pt",
               f"{MODELS}/teacher_depth/model.pt"),
-        outs=(Out("results/{preset}/analysis", folder=True),)),
+        outs=(Out("results/{preset}/analysis", folder=True,
+                  report=Report("analysis.rst", "Figures", labels=(("figure", "{name}"),),
+                                patterns=("{name}.png",))),)),
     Stage(
         name="report", entry="primkd.cli.report:cmd_report",
         comment="Tables 1-8 beside the paper's numbers, Figure 1, REPORT.md: every evaluated run and the analysis.",
@@ -237,9 +260,20 @@ STAGES: tuple[Stage, ...] = (
         # models/: the training curves (curves.csv, eval_curve.csv of every run and seed of `seeds`) drawn in
         # report/curves.
         deps=("results/{preset}/eval", "results/{preset}/analysis", MODELS),
-        outs=(Out("results/{preset}/report", cache=False, folder=True),
-              Out("results/{preset}/REPORT.md", cache=False),
-              Out("results/{preset}/summary.json", kind="metric", cache=False))),
+        # The folders and files of report/ one by one, so that the Snakemake report files each under its category.
+        outs=(Out("results/{preset}/report/tables", cache=False, folder=True,
+                  report=Report("tables.rst", "Tables", labels=(("table", "{name}"), ("format", "{ext}")),
+                                patterns=("{name}.{ext,(md|csv)}",))),
+              Out("results/{preset}/report/figure1.png", cache=False,
+                  report=Report("figure1.rst", "Figures", labels=(("figure", "figure1"),))),
+              Out("results/{preset}/report/figure1.pdf", cache=False),
+              Out("results/{preset}/report/curves", cache=False, folder=True,
+                  report=Report("curves.rst", "Training", labels=(("run", "{run}"),), patterns=("{run}.png",))),
+              Out("results/{preset}/REPORT.md", cache=False,
+                  report=Report("report_md.rst", "Tables", labels=(("table", "REPORT.md: every table, with notes"),
+                                                                   ("format", "md")))),
+              Out("results/{preset}/summary.json", kind="metric", cache=False,
+                  report=Report("summary.rst", "Per run", labels=(("run", "all runs (summary.json)"),))))),
 )
 
 

@@ -1,7 +1,8 @@
 """MiT, the SegFormer Mix Transformer encoder (Xie et al., NeurIPS 2021), variants B0–B5.
 
-Read top to bottom: stochastic depth and the truncated-normal initialiser, overlapping patch embedding, efficient self-attention with spatial reduction, Mix-FFN, block,
-stage, the encoder, SegFormer's weight initialisation, then the variant registry and the builder.
+Read top to bottom: stochastic depth and the truncated-normal initialiser, overlapping patch embedding, efficient
+self-attention with spatial reduction, Mix-FFN, block, stage, the encoder, SegFormer's weight initialisation, then the
+variant registry and the builder.
 
 Tokens are the feature map flattened row-major (H then W): ``B×C×H×W <-> B×(H·W)×C``. Each stage maps
 ``B×C_in×H×W -> B×C×H'×W'`` (patch embedding, blocks, stage LayerNorm), so the dual-stream CMX student can run two

@@ -58,9 +58,11 @@ $(CUDA_ONLY): requirements.lock | $(UV)
 	remove it (rm -rf $(VENV)) and rerun"; exit 2; }
 	grep "sys_platform == 'linux'" requirements.lock | cut -d= -f1 > $@
 
-# The lock holds the test tools too, so one install serves demo and test.
+# The lock holds the test tools too, so one install serves demo and test. --compile-bytecode writes the .pyc files
+# now: uv installs none, so every stage process would compile torch's sources (seconds of CPU) wherever Python may not
+# write them itself (PYTHONDONTWRITEBYTECODE, a read-only venv), and the first time everywhere (docs/BENCHMARKS.md).
 $(VENV)/.installed: pyproject.toml requirements.lock $(TORCH_DEPS) | $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python $(TORCH_FLAGS) -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python $(TORCH_FLAGS) -r requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 

@@ -2,6 +2,7 @@
 seeded trainings and the tiny parity fixtures are unchanged), and the network stages no longer import timm or
 torchvision, whose import cost every training stage seconds (docs/BENCHMARKS.md)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -78,3 +79,22 @@ def test_network_stages_import_neither_timm_nor_torchvision():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout) == ["torch"]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not (REPO / ".venv/bin/primkd").is_file(), reason="needs the checkout's .venv (make venv)")
+def test_stage_startup_bench_alternates_and_stops_at_the_first_training_line(tmp_path):
+    """bench/stage_startup.py in its shortest form, this checkout against itself."""
+    spec = importlib.util.spec_from_file_location("bench_stage_startup", REPO / "bench" / "stage_startup.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(bench.parse_args(["--baseline", str(REPO), "--rounds", "2", "--data", str(tmp_path / "data"),
+                                          "--out", str(tmp_path / "startup.json")]))
+    for name in ("baseline", "candidate"):
+        for kind in ("help", "stage"):
+            runs = report["runs"][name][kind]
+            assert len(runs) == 2 and all(r["wall_s"] > 0 and r["cpu_s"] > 0 for r in runs), (name, kind)
+        medians = report["medians"][name]
+        # the stage imports torch and builds the network before its first line; `--help` imports neither
+        assert medians["stage"]["median_cpu_s"] > 3 * medians["help"]["median_cpu_s"]
+    assert json.loads((tmp_path / "startup.json").read_text())["medians"] == report["medians"]

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,20 @@ def test_a_workspace_experiment_reruns_what_it_reaches_and_main_comes_back_clean
     run(["dvc", "checkout"], root)
     assert set(json.loads(run(["dvc", "status", "--json"], root).stdout)) <= {"resolve_params"}
     assert git(root, "status", "--porcelain").stdout == ""
+
+
+def test_the_report_is_the_same_file_when_its_inputs_are(tmp_path, monkeypatch):
+    """A rerun of the report stage on the same results writes the same bytes (figure1.pdf had its creation date in
+    it), so dvc.lock does not change and a pulled clone's outputs stay valid."""
+    from primkd.cli import main
+
+    (tmp_path / "results").mkdir()
+    digests = []
+    for epoch in ("1700000000", "1800000000"):  # matplotlib dates its PDFs by SOURCE_DATE_EPOCH when it is set
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        out = tmp_path / f"report{epoch}"
+        main(["report", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--results",
+              str(tmp_path / "results"), "--out-dir", str(out), "--report", str(out / "REPORT.md")])
+        digests.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert Path("figure1.pdf") in digests[0]
+    assert digests[0] == digests[1]

@@ -1,9 +1,14 @@
-"""The README's `primkd` commands run as written: each is parsed by the CLI's own argument parser (placeholders such
-as ``...``, ``NAME`` or ``<preset>`` stand for values, ``a|b`` for a choice, ``[...]`` for an optional part)."""
+"""The README's `primkd` commands run as written: each is parsed by the CLI's own argument parser (placeholders
+such as ``...``, ``NAME`` or ``<preset>`` stand for values, ``a|b`` for a choice, ``[...]`` for an optional part);
+`primkd --version` prints the installed version."""
 
 import argparse
+import itertools
 import re
 import shlex
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -45,15 +50,26 @@ def test_readme_command_parses(command, capsys):
     args = words(command)
     if args[0].startswith("<"):  # `primkd <stage> --help`: any command
         return
-    assert args[0] in subcommands(parser), f"README: `{command}`: primkd has no command {args[0]!r}"
-    if len(args) == 1:  # a command named, not run
-        return
-    if args[-1] == "...":  # abbreviated (`primkd evaluate --model model.pt ...`): the options given must exist
-        known = subcommands(parser)[args[0]]._option_string_actions
+    if not args[0].startswith("-"):
+        assert args[0] in subcommands(parser), f"README: `{command}`: primkd has no command {args[0]!r}"
+        if len(args) == 1:  # a command named, not run
+            return
+    known = subcommands(parser)[args[0]]._option_string_actions if args[0] in subcommands(parser) else {}
+    # `...` is a value after an option that takes one (`--data ...`), else it elides options
+    # (`primkd evaluate --model model.pt ...`): then the options given must exist
+    if any(w == "..." and not (prev in known and known[prev].nargs != 0) for prev, w in itertools.pairwise(args)):
         unknown = [w for w in args[1:] if w.startswith("--") and w.split("=")[0] not in known]
         assert not unknown, f"README: `{command}`: {args[0]} has no option {', '.join(unknown)}"
         return
     try:
         parser.parse_args(args)
-    except SystemExit:
-        pytest.fail(f"README: `{command}` does not parse: {capsys.readouterr().err.strip().splitlines()[-1]}")
+    except SystemExit as e:  # 0: --help or --version, which print and exit
+        if e.code:
+            pytest.fail(f"README: `{command}` does not parse: {capsys.readouterr().err.strip().splitlines()[-1]}")
+
+
+def test_version_is_the_installed_packages():
+    proc = subprocess.run([sys.executable, "-m", "primkd", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"primkd {version('primkd')}\n"
+    assert "`primkd --version`" in README.read_text()

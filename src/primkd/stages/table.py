@@ -45,8 +45,10 @@ LOOPS = {"modality": Loop(lambda cfg: list(MODALITIES), list(MODALITIES), "MODAL
 
 @dataclass(frozen=True)
 class Out:
-    """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache; ``folder`` marks a
-    directory (Snakemake's ``directory()``); ``plot`` holds DVC's x/y for a plot."""
+    """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache, for a small file that
+    git tracks instead (.gitignore lets it through; every output travels in one of the two, so a pulled clone and a
+    queued experiment, which DVC's run cache restores, have it); ``folder`` marks a directory (Snakemake's
+    ``directory()``); ``plot`` holds DVC's x/y for a plot."""
 
     path: str
     kind: str = "out"
@@ -112,8 +114,8 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
         params=("eval", "train.device", "train.crop", "train.bgr", *(("seeds",) if over_seeds else ())),
         deps=(DATA, HHA, model, *((best,) if best else ())),
-        outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
-              Out(f"results/{{preset}}/eval/{run}_per_image.npz", cache=False),
+        outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv"),
+              Out(f"results/{{preset}}/eval/{run}_per_image.npz"),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False)))
 
 
@@ -139,12 +141,12 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="download", entry="primkd.cli.pipeline:cmd_download", resources="prepare",
         comment="Raw files of a real dataset (an empty folder for the synthetic and folder sources): downloaded "
-                "into data.raw_dir (resumable, checksummed) and linked here, out of the DVC cache so a multi-GB "
-                "archive is not stored twice.",
+                "into data.raw_dir (resumable, checksummed) and linked here. Cached like every output that is not "
+                "committed, so that a pulled clone has it (`dvc push` carries the archives).",
         cmd=f"primkd download --params params.yaml --preset {{preset}} --out {RAW} --log {{log}}",
         log="results/{preset}/logs/download.log",
         params=("data.source", "data.urls"),
-        outs=(Out(RAW, cache=False, folder=True),)),
+        outs=(Out(RAW, folder=True),)),
     Stage(
         name="prepare", entry="primkd.cli.pipeline:cmd_prepare", resources="prepare",
         cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
@@ -159,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
              f"--contact-sheet results/{{preset}}/contact_sheet.png --log {{log}}"),
         log="results/{preset}/logs/hha.log",
         deps=(DATA,),
-        outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png", cache=False))),
+        outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png"))),
     Stage(
         name="train_teacher", entry="primkd.cli.pipeline:cmd_train", loop=("modality",), resources="train",
         comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
@@ -237,7 +239,7 @@ STAGES: tuple[Stage, ...] = (
         # models/: the training curves (curves.csv, eval_curve.csv of every run and seed of `seeds`) drawn in
         # report/curves.
         deps=("results/{preset}/eval", "results/{preset}/analysis", MODELS),
-        outs=(Out("results/{preset}/report", cache=False, folder=True),
+        outs=(Out("results/{preset}/report", folder=True),
               Out("results/{preset}/REPORT.md", cache=False),
               Out("results/{preset}/summary.json", kind="metric", cache=False))),
 )

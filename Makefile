@@ -42,9 +42,9 @@ $(UV):
 # CUDA build; the packages it adds are exactly those the lock pins for Linux only (nvidia-*, cuda-*, triton), so they
 # are left out, and uv's --torch-backend takes torch from PyTorch's CPU wheel index, which must be reachable
 # (download.pytorch.org; PyPI has no CPU wheel of torch for Linux x86_64). The default installs the lock as it is,
-# which runs on the CPU too.
-TORCH ?= lock
+# which runs on the CPU too. A venv made with TORCH=cpu stays on that route (its list of left-out packages says so).
 CUDA_ONLY := $(VENV)/cuda-only.txt
+TORCH ?= $(if $(wildcard $(CUDA_ONLY)),cpu,lock)
 ifeq ($(TORCH),cpu)
 TORCH_FLAGS := --torch-backend cpu --excludes $(CUDA_ONLY)
 TORCH_DEPS := $(CUDA_ONLY)

@@ -107,6 +107,11 @@ def test_cpu_route_leaves_out_exactly_the_packages_of_torchs_cuda_build(tmp_path
 
     assert left_out == {name for name in via if re.match(r"(nvidia|cuda)-|triton$", name)}  # CUDA's, all of them
     assert all(only_through_torch(name) for name in left_out)  # needed by nothing else
+    # a venv made with TORCH=cpu stays on the CPU route when a later `make` (after `make lock`) reinstalls it
+    (tmp_path / "pyproject.toml").touch()
+    plan = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "UV=/bin/true", "VENV=v", "v/.installed"],
+                          cwd=tmp_path, check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "--torch-backend cpu --excludes v/cuda-only.txt -r requirements.lock" in plan
 
 
 @pytest.mark.integration

@@ -37,9 +37,32 @@ $(UV):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
 
-# The lock holds the test tools too, so one install serves demo and test.
-$(VENV)/.installed: pyproject.toml requirements.lock | $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+# TORCH=cpu (`make demo TORCH=cpu` on a fresh clone): the same lock with the CPU build of torch and torchvision, for
+# machines without a GPU (a venv of about 1.6 GB instead of 6.1 GB, docs/BENCHMARKS.md). On Linux PyPI's torch is the
+# CUDA build; the packages it adds are exactly those the lock pins for Linux only (nvidia-*, cuda-*, triton), so they
+# are left out, and uv's --torch-backend takes torch from PyTorch's CPU wheel index, which must be reachable
+# (download.pytorch.org; PyPI has no CPU wheel of torch for Linux x86_64). The default installs the lock as it is,
+# which runs on the CPU too. A venv made with TORCH=cpu stays on that route (its list of left-out packages says so).
+CUDA_ONLY := $(VENV)/cuda-only.txt
+TORCH ?= $(if $(wildcard $(CUDA_ONLY)),cpu,lock)
+ifeq ($(TORCH),cpu)
+TORCH_FLAGS := --torch-backend cpu --excludes $(CUDA_ONLY)
+TORCH_DEPS := $(CUDA_ONLY)
+else ifneq ($(TORCH),lock)
+$(error TORCH=$(TORCH): use TORCH=cpu (CPU build of torch) or leave it unset (the lock as it is))
+endif
+
+# uv would keep the CUDA build already installed (it satisfies the lock's pins), so the CPU route needs a new venv.
+$(CUDA_ONLY): requirements.lock | $(UV)
+	@test ! -e $(VENV)/.installed || test -e $@ || { echo "TORCH=cpu: $(VENV) was installed from the lock as it is; \
+	remove it (rm -rf $(VENV)) and rerun"; exit 2; }
+	grep "sys_platform == 'linux'" requirements.lock | cut -d= -f1 > $@
+
+# The lock holds the test tools too, so one install serves demo and test. --compile-bytecode writes the .pyc files
+# now: uv installs none, so every stage process would compile torch's sources (seconds of CPU) wherever Python may not
+# write them itself (PYTHONDONTWRITEBYTECODE, a read-only venv), and the first time everywhere (docs/BENCHMARKS.md).
+$(VENV)/.installed: pyproject.toml requirements.lock $(TORCH_DEPS) | $(UV)
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python $(TORCH_FLAGS) -r requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -85,7 +108,7 @@ compare: venv
 # `dvc exp show --keep REGEX`; every run: `primkd compare`.
 EXP_SHOW_FLAGS := --only-changed \
 	--drop 'results/|src/|data/|workflow/|params\.yaml$$|experiments\.|inputs\.|params\.(?!yaml:)|runs\.' \
-	--keep 'runs\.(cmx|primkd)\.miou$$'
+	--keep 'runs\.(cmx|primkd)\.miou_pct$$'
 
 ## exp-show: `dvc exp show` cut to what differs: the changed keys of params.yaml, and CMX's and PrimKD's mIoU
 exp-show: venv

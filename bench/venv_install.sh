@@ -24,7 +24,8 @@ case $tool in
     uv)
         # uv itself comes from PyPI into the new venv, as the Makefile installs it.
         PIP_CACHE_DIR=$cache/pip "$venv/bin/pip" install --quiet "uv==${UV_VERSION:-0.13.9}"
-        UV_CACHE_DIR=$cache/uv "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" -r "$repo/requirements.lock"
+        UV_CACHE_DIR=$cache/uv "$venv/bin/uv" pip install --quiet --compile-bytecode --python "$venv/bin/python" \
+            -r "$repo/requirements.lock"
         UV_CACHE_DIR=$cache/uv "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps -e "$repo" ;;
     *) echo "usage: $0 pip|uv|pip-unlocked CACHE_DIR [VENV_DIR]" >&2; exit 2 ;;
 esac

@@ -17,13 +17,13 @@ COLUMNS = {
     "typ": ["baseline", "baseline", "branch_commit"], "Created": ["", "2026-12-07T23:03", "2026-12-07T23:11"],
     "parent": ["", "", ""], "State": ["-", "-", "-"], "Executor": ["-", "-", "-"],
     # metrics: the evaluations, the teachers' train.json, summary.json
-    "results/smoke/eval/primkd.json:miou": ["0.1", "0.2", "0.3"],
-    "results/smoke/eval/primkd.json:iou.wall": ["0.1", "0.2", "0.3"],
+    "results/smoke/eval/primkd.json:last.single.miou_pct": ["0.1", "0.2", "0.3"],
+    "results/smoke/eval/primkd.json:last.single.iou_pct.wall": ["0.1", "0.2", "0.3"],
     "results/smoke/models/teacher_rgb/train.json:train_seconds": ["10", "11", "12"],
     "results/smoke/summary.json:preset": ["smoke", "smoke", "smoke"],
-    "runs.cmx.miou": ["0.4", "0.4", "0.4"], "runs.primkd.miou": ["0.1", "0.2", "0.3"],
-    "runs.primkd.macc": ["0.1", "0.2", "0.3"], "runs.primkd.vs_cmx.delta": ["-0.3", "-0.2", "-0.1"],
-    "runs.kd_beta_1.miou": ["0.5", "0.6", "0.7"], "params.kd.beta": ["2.0", "0.05", "0.5"],
+    "runs.cmx.miou_pct": ["40", "40", "40"], "runs.primkd.miou_pct": ["10", "20", "30"],
+    "runs.primkd.macc_pct": ["10", "20", "30"], "runs.primkd.vs_cmx.delta_pct": ["-30", "-20", "-10"],
+    "runs.kd_beta_1.miou_pct": ["50", "60", "70"], "params.kd.beta": ["2.0", "0.05", "0.5"],
     # params: the effective parameters (with the experiments' expanded kd keys and the input digests), params.yaml
     "results/smoke/effective_params.yaml:kd.beta": ["2.0", "0.05", "0.5"],
     "experiments.primkd.kd.beta": ["2.0", "0.05", "0.5"], "inputs.pretrained": ["ab", "cd", "ef"],
@@ -53,5 +53,5 @@ def test_exp_show_keeps_the_changed_user_parameters_and_the_headline_miou():
         td.append(list(row))
     show_experiments(td, {"metrics": [], "params": [], "deps": []}, keep=keep, drop=drop, pager=False, csv=True,
                      only_changed=True)  # prints the table and leaves td with the columns shown
-    assert td.keys() == ["Experiment", "rev", "typ", "Created", "runs.cmx.miou", "runs.primkd.miou",
+    assert td.keys() == ["Experiment", "rev", "typ", "Created", "runs.cmx.miou_pct", "runs.primkd.miou_pct",
                       "params.yaml:kd.beta", "params.yaml:experiments.kd_new.teacher", "train.num_workers"]

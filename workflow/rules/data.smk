@@ -50,7 +50,8 @@ rule resolve_params:
 
 
 # Raw files of a real dataset (an empty folder for the synthetic and folder sources): downloaded into data.raw_dir
-# (resumable, checksummed) and linked here, out of the DVC cache so a multi-GB archive is not stored twice.
+# (resumable, checksummed) and linked here. Cached like every output that is not committed, so that a pulled clone
+# has it (`dvc push` carries the archives).
 rule download:
     input:
         "src/primkd/__init__.py",

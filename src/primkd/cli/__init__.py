@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 
+from primkd import __version__
 from primkd.runlog import run_header, setup_logging
 
 log = logging.getLogger("primkd")
@@ -33,6 +34,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``command`` (the commands of its module), or of every command when it names none of them
     (``primkd --help``, a typo: argparse lists them all)."""
     parser = argparse.ArgumentParser(prog="primkd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
     for module in modules:

@@ -1,7 +1,8 @@
 """MiT, the SegFormer Mix Transformer encoder (Xie et al., NeurIPS 2021), variants B0–B5.
 
-Read top to bottom: overlapping patch embedding, efficient self-attention with spatial reduction, Mix-FFN, block,
-stage, the encoder, SegFormer's weight initialisation, then the variant registry and the builder.
+Read top to bottom: stochastic depth and the truncated-normal initialiser, overlapping patch embedding, efficient
+self-attention with spatial reduction, Mix-FFN, block, stage, the encoder, SegFormer's weight initialisation, then the
+variant registry and the builder.
 
 Tokens are the feature map flattened row-major (H then W): ``B×C×H×W <-> B×(H·W)×C``. Each stage maps
 ``B×C_in×H×W -> B×C×H'×W'`` (patch embedding, blocks, stage LayerNorm), so the dual-stream CMX student can run two
@@ -19,10 +20,53 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
 from primkd.models.convert import NameTable, StateDict, convert_names
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a sample's residual branch with probability ``drop_prob`` and scale the
+    kept ones by ``1 / (1 − drop_prob)``; the identity in evaluation.
+
+    Defined here rather than taken from timm, whose import pulls in torchvision and torch._dynamo (seconds of every
+    training stage's start-up, docs/BENCHMARKS.md); it draws the same Bernoulli numbers as ``timm.layers.DropPath``
+    (tests/test_startup.py), so seeded trainings are unchanged.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # one draw per sample
+        if keep > 0.0:
+            mask.div_(keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
+@torch.no_grad()
+def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Tensor:
+    """Fill ``tensor`` in place from N(mean, std²) truncated to ``[a, b]`` (absolute bounds, not in units of std).
+
+    Inverse-CDF sampling: uniform numbers between the bounds' CDF values, mapped through erfinv. This is timm's
+    ``trunc_normal_``, draw for draw (tests/test_startup.py), which SegFormer's initialisation and the parity fixtures
+    used; ``torch.nn.init.trunc_normal_`` now rejection-samples instead, so it would give other weights.
+    """
+    def cdf(x: float) -> float:
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    lo, hi = cdf((a - mean) / std), cdf((b - mean) / std)
+    tensor.uniform_(2 * lo - 1, 2 * hi - 1)  # erfinv's domain (-1, 1)
+    tensor.erfinv_()
+    tensor.mul_(std * math.sqrt(2.0)).add_(mean)
+    return tensor.clamp_(min=a, max=b)
 
 
 class OverlapPatchEmbed(nn.Module):

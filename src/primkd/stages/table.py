@@ -63,9 +63,10 @@ class Report:
 
 @dataclass(frozen=True)
 class Out:
-    """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache; ``folder`` marks a
-    directory (Snakemake's ``directory()``); ``plot`` holds DVC's x/y for a plot; ``report`` files it in the Snakemake
-    report."""
+    """An output: ``kind`` out | metric | plot; ``cache: false`` keeps it out of the DVC cache, for a small file that
+    git tracks instead (.gitignore lets it through; every output travels in one of the two, so a pulled clone and a
+    queued experiment, which DVC's run cache restores, have it); ``folder`` marks a directory (Snakemake's
+    ``directory()``); ``plot`` holds DVC's x/y for a plot; ``report`` files it in the Snakemake report."""
 
     path: str
     kind: str = "out"
@@ -132,8 +133,8 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
         params=("eval", "train.device", "train.crop", "train.bgr", *(("seeds",) if over_seeds else ())),
         deps=(DATA, HHA, model, *((best,) if best else ())),
-        outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv", cache=False),
-              Out(f"results/{{preset}}/eval/{run}_per_image.npz", cache=False),
+        outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv"),
+              Out(f"results/{{preset}}/eval/{run}_per_image.npz"),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False,
                   report=Report("evaluation.rst", "Per run", labels=(("run", run),)))))
 
@@ -160,12 +161,12 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="download", entry="primkd.cli.pipeline:cmd_download", resources="prepare",
         comment="Raw files of a real dataset (an empty folder for the synthetic and folder sources): downloaded "
-                "into data.raw_dir (resumable, checksummed) and linked here, out of the DVC cache so a multi-GB "
-                "archive is not stored twice.",
+                "into data.raw_dir (resumable, checksummed) and linked here. Cached like every output that is not "
+                "committed, so that a pulled clone has it (`dvc push` carries the archives).",
         cmd=f"primkd download --params params.yaml --preset {{preset}} --out {RAW} --log {{log}}",
         log="results/{preset}/logs/download.log",
         params=("data.source", "data.urls"),
-        outs=(Out(RAW, cache=False, folder=True),)),
+        outs=(Out(RAW, folder=True),)),
     Stage(
         name="prepare", entry="primkd.cli.pipeline:cmd_prepare", resources="prepare",
         cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
@@ -180,7 +181,7 @@ STAGES: tuple[Stage, ...] = (
              f"--contact-sheet results/{{preset}}/contact_sheet.png --log {{log}}"),
         log="results/{preset}/logs/hha.log",
         deps=(DATA,),
-        outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png", cache=False))),
+        outs=(Out(HHA, folder=True), Out("results/{preset}/contact_sheet.png"))),
     Stage(
         name="train_teacher", entry="primkd.cli.pipeline:cmd_train", loop=("modality",), resources="train",
         comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
@@ -261,13 +262,13 @@ STAGES: tuple[Stage, ...] = (
         # report/curves.
         deps=("results/{preset}/eval", "results/{preset}/analysis", MODELS),
         # The folders and files of report/ one by one, so that the Snakemake report files each under its category.
-        outs=(Out("results/{preset}/report/tables", cache=False, folder=True,
+        outs=(Out("results/{preset}/report/tables", folder=True,
                   report=Report("tables.rst", "Tables", labels=(("table", "{name}"), ("format", "{ext}")),
                                 patterns=("{name}.{ext,(md|csv)}",))),
-              Out("results/{preset}/report/figure1.png", cache=False,
+              Out("results/{preset}/report/figure1.png",
                   report=Report("figure1.rst", "Figures", labels=(("figure", "figure1"),))),
-              Out("results/{preset}/report/figure1.pdf", cache=False),
-              Out("results/{preset}/report/curves", cache=False, folder=True,
+              Out("results/{preset}/report/figure1.pdf"),
+              Out("results/{preset}/report/curves", folder=True,
                   report=Report("curves.rst", "Training", labels=(("run", "{run}"),), patterns=("{run}.png",))),
               Out("results/{preset}/REPORT.md", cache=False,
                   report=Report("report_md.rst", "Tables", labels=(("table", "REPORT.md: every table, with notes"),

@@ -229,6 +229,73 @@ def test_checkpoint_of_other_settings_is_never_resumed(env, tmp_path, monkeypatc
     assert "the finished checkpoint" in caplog.text and "(train.lr: 0.002 → 0.001)" in caplog.text
 
 
+def stale_folders(checkpoints: Path) -> list[Path]:
+    return sorted(checkpoints.parent.glob(f"{checkpoints.name}.stale-*"))
+
+
+def test_checkpoint_of_other_code_is_never_resumed_and_is_kept_aside(env, tmp_path, monkeypatch, caplog):
+    """A code edit in the training closure (simulated: the digest of engine/optim.py) makes an unfinished and a
+    finished checkpoint unusable: the run trains from scratch, bit-equal to a fresh run of the new code, and the old
+    checkpoints (best.pt included) are moved aside with the reason."""
+    optim = "src/primkd/engine/optim.py"
+    old, new = (T.Run("teacher_rgb", "teacher", ["rgb"], code={optim: digest * 64, "src/primkd/io.py": "0" * 64})
+                for digest in "ab")
+    reference = tmp_path / "reference"
+    T.train(env["teacher_cfg"], new, env["data"], None, reference, progress=False)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        crash_at(m, "train_step", 3)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            T.train(env["teacher_cfg"], old, env["data"], None, out, progress=False)
+    checkpoints = out / "checkpoints"
+    unfinished = [p.read_bytes() for p in list_checkpoints(checkpoints)]
+    assert unfinished and not (checkpoints / T.BEST_FILE).exists()
+    with caplog.at_level(logging.WARNING):
+        assert T.train(env["teacher_cfg"], new, env["data"], None, out, progress=False)["resumed_at_iterations"] == []
+    assert_same_run(out, reference)
+    assert (f"teacher_rgb: training from scratch: the unfinished checkpoint {checkpoints / 'step-000000002.pt'} was "
+            f"computed from other inputs or settings (code.{optim}: aaaaaaaaaaaa… → bbbbbbbbbbbb…)") in caplog.text
+    [aside] = stale_folders(checkpoints)
+    assert f"moved its files to {aside}" in caplog.text
+    assert [p.read_bytes() for p in list_checkpoints(aside)] == unfinished
+    reason = (aside / "REASON.txt").read_text()
+    assert "unfinished" in reason and f"code.{optim}: aaaaaaaaaaaa… → bbbbbbbbbbbb…" in reason
+    # A finished run is not reused by other code either, and is kept aside with its best.pt.
+    finished = {p.name: p.read_bytes() for p in [*list_checkpoints(checkpoints), checkpoints / T.BEST_FILE]}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert T.train(env["teacher_cfg"], old, env["data"], None, out, progress=False)["resumed_at_iterations"] == []
+    assert "the finished checkpoint" in caplog.text and f"code.{optim}: bbbbbbbbbbbb… → aaaaaaaaaaaa…" in caplog.text
+    second = [p for p in stale_folders(checkpoints) if p != aside]
+    assert len(second) == 1
+    assert {name: (second[0] / name).read_bytes() for name in finished} == finished
+
+
+def test_the_train_command_fingerprints_the_code_closure_of_training(tmp_path, monkeypatch, capsys):
+    """`primkd train` records the SHA-256 of every file of the training stage's code closure (the files DVC and
+    Snakemake list); an edited file is named when the checkpoint is set aside."""
+    from primkd import cli, stages
+    from primkd.cli import pipeline
+    from primkd.io import sha256_file
+
+    data = make_dataset(tmp_path / "data", n_train=4, n_test=1)
+    argv = ["train", "--role", "teacher", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--data",
+            str(data), "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress"]
+    cli.main(argv)
+    code = read_checkpoint(list_checkpoints(tmp_path / "ckpt")[-1])["fingerprint"]["code"]
+    closure = stages.code_closure("primkd.cli.pipeline:cmd_train")
+    assert sorted(code) == sorted(closure) and "src/primkd/engine/optim.py" in code
+    assert all(code[p] == sha256_file(REPO / p) for p in closure)
+    edited = dict(code, **{"src/primkd/engine/optim.py": "f" * 64})
+    monkeypatch.setattr(pipeline, "training_code", lambda: edited)
+    capsys.readouterr()
+    cli.main(argv)
+    err = capsys.readouterr().err
+    assert "training from scratch: the finished checkpoint" in err
+    assert f"(code.src/primkd/engine/optim.py: {code['src/primkd/engine/optim.py'][:12]}… → ffffffffffff…)" in err
+    assert len(stale_folders(tmp_path / "ckpt")) == 1
+
+
 def test_checkpoint_of_other_data_is_never_resumed(env, tmp_path, caplog):
     """The fingerprint covers the contents of the images, not only their names: after the data changed, even a
     finished checkpoint is not reused."""

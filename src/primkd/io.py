@@ -181,6 +181,11 @@ def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+def file_digests(paths: Iterable[str], root: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of each file named in ``paths`` (relative to ``root``), keyed by that name."""
+    return {str(name): sha256_file(Path(root) / name) for name in paths}
+
+
 def tree_files(root: str | os.PathLike) -> list[Path]:
     """Every file under ``root``, symlinked folders followed (a dataset folder is often a tree of links), sorted by
     relative path so the order does not depend on the file system."""

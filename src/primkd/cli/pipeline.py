@@ -6,6 +6,7 @@ DVC (dvc.yaml) and Snakemake (workflow/rules/*.smk) run exactly these command st
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from pathlib import Path
 
@@ -103,6 +104,23 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
 
 
+TRAIN_ENTRY = "primkd.cli.pipeline:cmd_train"
+
+
+def training_code() -> dict[str, str]:
+    """SHA-256 of each file of the training stages' code closure (the code dependencies DVC and Snakemake list),
+    by repository path: the checkpoint fingerprint's ``code``.
+
+    ``primkd.stages`` is imported by name, not with an import statement, so that the stage table does not join the
+    closure itself: it chooses which files to digest and computes nothing of a result, and an edit of it must not
+    retrain every network.
+    """
+    from primkd.io import file_digests
+
+    stages = importlib.import_module("primkd.stages")
+    return file_digests(stages.code_closure(TRAIN_ENTRY), stages.REPO_ROOT)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Teachers train once (train.seed). Students train with ``--seed`` into ``--out-dir`` (one pipeline stage per
     seed), or without it once per entry of `seeds`, into ``<out-dir>/seed<k>``."""
@@ -113,6 +131,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args)
     run = _run_from_args(args, cfg)
+    run.code = training_code()
     seeds = [args.seed] if args.seed is not None else [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
         run_cfg, out_dir = cfg, Path(args.out_dir)

@@ -46,6 +46,7 @@ from primkd.engine.checkpoint import (
     fingerprint_differences,
     latest_checkpoint,
     list_checkpoints,
+    move_aside,
     remove_partial_checkpoints,
     restore_checkpoint,
     run_fingerprint,
@@ -91,6 +92,8 @@ class Run:
         inputs: batch keys fed to the network: ``["rgb"]``, ``["modal"]`` (depth/HHA teacher) or both.
         kd: distillation settings (:func:`primkd.config.experiment_kd`) or None for plain cross-entropy.
         teacher_path: model file of the frozen teacher, required with ``kd``.
+        code: SHA-256 of each source file the training command may run, by repository path (``primkd train`` fills
+            it from the stage's code closure); part of the checkpoint fingerprint, so other code never resumes a run.
     """
 
     name: str
@@ -99,6 +102,7 @@ class Run:
     kd: KDConfig | None = None
     teacher_path: Path | None = None
     info: dict = field(default_factory=dict)
+    code: dict = field(default_factory=dict)
 
     @property
     def reads_hha(self) -> bool:
@@ -348,20 +352,24 @@ class Trainer:
         return torch.compile(objective) if self.precision.compile else objective
 
     def _resume(self) -> Progress:
-        """Progress restored from the newest matching checkpoint (states and RNGs loaded), or a fresh one."""
+        """Progress restored from the newest matching checkpoint (states and RNGs loaded), or a fresh one; the files
+        of a run that cannot be resumed are moved aside (:func:`move_aside`), never deleted."""
         remove_partial_checkpoints(self.checkpoint_dir)
         found = latest_checkpoint(self.checkpoint_dir)
+        best = self.checkpoint_dir / BEST_FILE
         if found is None:
-            (self.checkpoint_dir / BEST_FILE).unlink(missing_ok=True)  # a best model of an earlier, removed run
+            if best.exists():  # the best model of an earlier run whose checkpoints are gone
+                aside = move_aside(self.checkpoint_dir, [best], f"{BEST_FILE} without a training checkpoint")
+                log.warning("%s: %s has no training checkpoint beside it; moved it to %s", self.run.name, best, aside)
             return Progress()
         path, blob = found
         changed = fingerprint_differences(blob["fingerprint"], self.fingerprint)
         if changed:  # finished or not: its weights were computed from other inputs
             state = "finished" if blob["complete"] else "unfinished"
-            log.warning("%s: training from scratch: the %s checkpoint %s was computed from other inputs or settings "
-                        "(%s); removing its checkpoints", self.run.name, state, path, "; ".join(changed[:8]))
-            for old in [*list_checkpoints(self.checkpoint_dir), self.checkpoint_dir / BEST_FILE]:
-                old.unlink(missing_ok=True)
+            why = f"the {state} checkpoint {path} was computed from other inputs or settings ({'; '.join(changed[:8])})"
+            aside = move_aside(self.checkpoint_dir, [*list_checkpoints(self.checkpoint_dir), best],
+                               f"{why}.\nAll differences:\n" + "\n".join(changed))
+            log.warning("%s: training from scratch: %s; moved its files to %s", self.run.name, why, aside)
             return Progress()
         state = Progress(**restore_checkpoint(blob, self.stateful, path))
         state.resumed_at.append(state.iteration)

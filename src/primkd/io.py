@@ -101,15 +101,27 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+OUTPUT_MARKER = ".primkd-output"  # in every folder atomic_dir writes: the files it holds, one per line
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an old ``path`` is removed)."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an old ``path`` is removed).
+
+    The folder is the command's own: it records the files it wrote in :data:`OUTPUT_MARKER`, and a ``path`` that
+    holds anything else (a folder the command did not write, files added to one it did, the current folder) is
+    refused before any work, so an ``--out`` never deletes what the command did not write. Files and folders get
+    the user's umask (writers such as safetensors create their files private).
+    """
     path = Path(path)
+    _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private; give it the usual permissions
+        written = _files_below(tmp)
+        (tmp / OUTPUT_MARKER).write_text("".join(f"{name}\n" for name in written))
+        _share(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -120,6 +132,49 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _files_below(folder: Path) -> list[str]:
+    """Relative paths of the files and links under ``folder`` (links to folders not followed), sorted."""
+    found = []
+    for top, dirs, names in os.walk(folder):
+        found += [Path(top, n) for n in names] + [Path(top, d) for d in dirs if Path(top, d).is_symlink()]
+    return sorted(p.relative_to(folder).as_posix() for p in found)
+
+
+def _check_replaceable(path: Path) -> None:
+    """Raise :class:`DataError` unless replacing ``path`` as a whole loses nothing the command did not write."""
+    fix = "give the output a new or empty folder, or move those files away"
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise DataError(f"{path}: is the current folder or one that holds it, and an output folder is replaced as a "
+                        f"whole; give the output a folder of its own, e.g. {path / 'out'}")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"{path}: exists and is not a folder; {fix.replace('those files', 'it')}")
+    present = _files_below(path) if path.is_dir() else []
+    if not present:
+        return
+    marker = path / OUTPUT_MARKER
+    written = set(marker.read_text().splitlines()) if marker.is_file() else None
+    foreign = [name for name in present if name != OUTPUT_MARKER and (written is None or name not in written)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        whose = "is not a folder primkd wrote" if written is None else "holds files primkd did not write"
+        raise DataError(f"{path}: {whose} ({shown}), and an output folder is replaced as a whole; {fix}")
+
+
+def _share(folder: Path) -> None:
+    """Give ``folder`` and everything in it the permissions the user's umask asks for."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for top, dirs, names in os.walk(folder):
+        for d in dirs:
+            if not Path(top, d).is_symlink():
+                os.chmod(Path(top, d), 0o777 & ~mask)
+        for n in names:
+            file = Path(top, n)
+            if not file.is_symlink() and file.stat().st_nlink == 1:  # a hard link's mode is its other name's too
+                os.chmod(file, 0o666 & ~mask)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -82,8 +82,8 @@ def test_atomic_dir_never_deletes_what_it_did_not_write(tmp_path, monkeypatch):
 
 def test_written_files_get_the_users_umask(tmp_path):
     """mkstemp/mkdtemp and writers such as safetensors make files private: outputs get the umask's permissions."""
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     old = os.umask(0o022)
     try:

@@ -102,7 +102,8 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "export", cmd_export, "Export a model file as model.safetensors + config.json.",
                     params=False)
     p.add_argument("--model", required=True, help="Model file written by `primkd train` or `primkd import-official`.")
-    p.add_argument("--out", required=True, help="Output folder (replaced as a whole; a folder holding files it did not write is refused).")
+    p.add_argument("--out", required=True,
+                   help="Output folder (replaced as a whole; a folder holding files it did not write is refused).")
 
     p = add_command(subparsers, "import-official", cmd_import_official,
                     "Convert an official CMX / PrimKD checkpoint into a primkd model file.", params=False)

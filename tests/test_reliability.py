@@ -387,6 +387,26 @@ def test_checkpoint_restores_states_and_every_rng_and_survives_a_corrupt_newest_
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(2), expected[1])  # noqa: NPY002
 
 
+def test_the_same_weights_give_the_same_bytes(env, tmp_path):
+    """Model files, best models and training checkpoints: two saves of the same contents have the same SHA-256
+    (torch names the zip entries after the file written, which was a random temporary name)."""
+    from primkd.io import sha256_file
+
+    arch = architecture(ModelConfig.of(env["teacher_cfg"]), "teacher", 3)
+    torch.manual_seed(0)
+    net = build_model(arch)
+    for name in ("a.pt", "b.pt"):
+        save_model(tmp_path / name, net, arch, ["rgb"], {"run": "teacher_rgb"})
+    assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")
+    for folder in ("c1", "c2"):
+        torch.manual_seed(3)
+        save_checkpoint(tmp_path / folder, 5, {"net": net}, {"it": 5}, {"a": 1}, complete=True, keep=1)
+    assert sha256_file(tmp_path / "c1" / "step-000000005.pt") == sha256_file(tmp_path / "c2" / "step-000000005.pt")
+    for out in ("x", "y"):
+        T._write_best_model(tmp_path / "a.pt", tmp_path / out / "model_best.pt", {}, {"run": "teacher_rgb"})
+    assert sha256_file(tmp_path / "x" / "model_best.pt") == sha256_file(tmp_path / "y" / "model_best.pt")
+
+
 def test_model_file_of_another_architecture_is_rejected_by_name(env, tmp_path):
     arch = architecture(ModelConfig.of(env["teacher_cfg"]), "teacher", 3)
     other = build_model(dict(arch, num_classes=5))

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
-from primkd.io import STATE_PREFIX, DataError, atomic_path, files_digest, list_checkpoints, sha256_file
-from primkd.models.io import load_state_dict_checked, read_torch_file
+from primkd.io import STATE_PREFIX, DataError, files_digest, list_checkpoints, sha256_file
+from primkd.models.io import load_state_dict_checked, read_torch_file, save_torch_file
 from primkd.pretrained import pretrained_digest
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ def save_checkpoint(directory: str | os.PathLike, iteration: int, stateful: Mapp
     blob = {"format": STATE_FORMAT, "iteration": iteration, "complete": complete, "fingerprint": fingerprint,
             "progress": progress, "rng": rng_state(), "states": states}
     path = directory / f"{STATE_PREFIX}{iteration:09d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    save_torch_file(path, blob)
     for old in list_checkpoints(directory)[: -max(keep, 1)]:
         old.unlink(missing_ok=True)
     return path

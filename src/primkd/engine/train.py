@@ -72,9 +72,9 @@ from primkd.engine.runtime import (
     select_device,
     stop_on_signal,
 )
-from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
+from primkd.io import DataError, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
-from primkd.models.io import architecture, build_model, load_model, save_model
+from primkd.models.io import architecture, build_model, load_model, save_model, save_torch_file
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -577,5 +577,4 @@ def _write_best_model(source: Path, dest: Path, best: dict, info: dict) -> None:
         log.warning("%s holds epoch %s, the resumed curve's best is epoch %s; keeping the file's weights and epoch",
                     source, blob["info"].get("epoch"), best.get("epoch"))
     blob["info"] = {**info, **blob["info"], "checkpoint": "best_test_epoch"}
-    with atomic_path(dest) as tmp:
-        torch.save(blob, tmp)
+    save_torch_file(dest, blob)

@@ -175,8 +175,15 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: dict, inputs: li
     """
     model = getattr(model, "module", model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state}, tmp)
+    save_torch_file(path, {"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state})
+
+
+def save_torch_file(path: str | os.PathLike, blob: dict) -> None:
+    """``torch.save`` to ``path`` atomically, the same bytes for the same contents: torch names the entries of its
+    zip archive after the file it writes (here a random temporary name), but ``archive/`` when given an open file,
+    so the file's digest, which DVC, Snakemake and the fingerprints follow, changes only with the weights."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(blob, f)
 
 
 def read_torch_file(path: Path, fmt: str, what: str, fix: str) -> dict:

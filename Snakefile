@@ -8,6 +8,7 @@ min_version("8.0")
 
 
 configfile: "params.yaml"
+from primkd.config import numbers_as_read; numbers_as_read(config)  # 6e-05 (as DVC writes it) a number: primkd #25
 
 
 validate(config, "workflow/schemas/params.schema.yaml")

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -111,17 +112,55 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
     return cfg
 
 
-def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = None) -> dict:
-    """Read, validate and resolve a parameter file (see :func:`resolve`)."""
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 and DVC do.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: ``6e-05`` (as DVC writes
+    ``-S ...lr=6e-5`` into params.yaml), ``1e5`` or ``1.0e5`` would come back as strings and fail the schema.
+    """
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A parameter file's contents (:class:`ParamsLoader`); raises :class:`ConfigError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameter file not found; run from the repository root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=ParamsLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
+
+
+def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = None) -> dict:
+    """Read, validate and resolve a parameter file (see :func:`resolve`)."""
+    raw = read_yaml(path)
     validate(raw, source=str(path), schema_file=schema_path(path))
     return resolve(raw, preset)
+
+
+def numbers_as_read(config: dict, path: str | os.PathLike = "params.yaml") -> None:
+    """Give Snakemake's ``config`` (read from ``path`` by PyYAML's YAML 1.1 rules) the numbers :func:`read_yaml`
+    reads: each string value that this module reads as a number from the same place of ``path`` becomes that
+    number, in place; values given with ``--config`` are left alone."""
+    _renumber(config, read_yaml(path))
+
+
+def _renumber(theirs: Any, ours: Any) -> None:
+    keys = theirs.keys() if isinstance(theirs, dict) else range(len(theirs))
+    for key in keys:
+        mine = (ours.get(key) if isinstance(ours, dict) else
+                ours[key] if isinstance(ours, list) and key < len(ours) else None)
+        value = theirs[key]
+        if isinstance(value, dict | list):
+            _renumber(value, mine)
+        elif isinstance(value, str) and isinstance(mine, float):
+            theirs[key] = mine
 
 
 def section_config(cls: type, values: dict, section: str) -> Any:

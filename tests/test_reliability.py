@@ -314,6 +314,44 @@ def test_checkpoint_of_other_data_is_never_resumed(env, tmp_path, caplog):
     assert "training from scratch: the finished checkpoint" in caplog.text and "data.train_sha256" in caplog.text
 
 
+def test_a_corrupt_best_model_of_a_finished_run_is_rebuilt_from_its_final_weights(env, tmp_path, caplog):
+    """The teacher's best evaluation is its last epoch: a rerun after best.pt was corrupted rebuilds it (the same
+    bytes) from the final checkpoint instead of crashing, and keeps the corrupt file aside."""
+    out = tmp_path / "teacher"
+    teacher_run(env, out)
+    best = out / "checkpoints" / T.BEST_FILE
+    original = best.read_bytes()
+    best.write_bytes(b"\x00garbage")
+    with caplog.at_level(logging.WARNING):
+        again = teacher_run(env, out)
+    assert again["resumed_at_iterations"] == [again["iterations"]] and best.read_bytes() == original
+    assert f"{best} is unreadable (cannot read the best model" in caplog.text
+    assert "rebuilt it from the final weights" in caplog.text
+    [aside] = stale_folders(out / "checkpoints")
+    assert (aside / T.BEST_FILE).read_bytes() == b"\x00garbage"
+    assert_same_run(out, env["tmp"] / "teacher")
+
+
+def test_a_missing_best_model_of_an_earlier_epoch_retrains_and_keeps_the_checkpoints(env, tmp_path, monkeypatch,
+                                                                                     caplog):
+    """The best evaluation so far is epoch 1 and the run stopped in epoch 2: without best.pt its weights are in no
+    checkpoint, so the run trains from scratch (bit-equal to an uninterrupted one), its checkpoints kept aside."""
+    with monkeypatch.context() as m:
+        crash_at(m, "train_step", 5)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            student(env, tmp_path)
+    best = tmp_path / "ckpt" / T.BEST_FILE
+    best.unlink()
+    kept = [p.name for p in list_checkpoints(tmp_path / "ckpt")]
+    with caplog.at_level(logging.WARNING):
+        assert student(env, tmp_path)["resumed_at_iterations"] == []
+    assert (f"training from scratch: {best} is missing, and the weights of the best evaluation (epoch 1) are in no "
+            f"checkpoint") in caplog.text
+    [aside] = stale_folders(tmp_path / "ckpt")
+    assert [p.name for p in list_checkpoints(aside)] == kept
+    assert_same_run(tmp_path, env["ref"])
+
+
 def poison(monkeypatch, name: str) -> None:
     """Make sample ``name`` come out of the dataset with NaN pixels."""
     original = RGBDDataset.__getitem__

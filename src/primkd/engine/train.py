@@ -74,7 +74,15 @@ from primkd.engine.runtime import (
 )
 from primkd.io import DataError, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
-from primkd.models.io import architecture, build_model, load_model, save_model, save_torch_file
+from primkd.models.io import (
+    MODEL_FORMAT,
+    architecture,
+    build_model,
+    load_model,
+    read_torch_file,
+    save_model,
+    save_torch_file,
+)
 from primkd.models.mit import MIT_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -371,12 +379,38 @@ class Trainer:
                                f"{why}.\nAll differences:\n" + "\n".join(changed))
             log.warning("%s: training from scratch: %s; moved its files to %s", self.run.name, why, aside)
             return Progress()
+        problem, best_epoch = self._best_problem(best, blob), blob["progress"]["best"].get("epoch")
+        last_is_best = blob["complete"] and best_epoch == self.epochs
+        if problem and not last_is_best:  # the best evaluation's weights are in no checkpoint: only retraining helps
+            why = f"{best} {problem}, and the weights of the best evaluation (epoch {best_epoch}) are in no checkpoint"
+            aside = move_aside(self.checkpoint_dir, [*list_checkpoints(self.checkpoint_dir), best], why)
+            log.warning("%s: training from scratch: %s; moved its files to %s", self.run.name, why, aside)
+            return Progress()
         state = Progress(**restore_checkpoint(blob, self.stateful, path))
         state.resumed_at.append(state.iteration)
         self.last_checkpoint = path
         log.info("%s: resuming at epoch %d, iteration %d (batch %d of the epoch) from %s", self.run.name,
                  state.epoch + 1, state.iteration, state.position, path)
+        if problem:  # finished, and its best evaluation is the last epoch: the final weights are the best ones
+            if best.exists():
+                move_aside(self.checkpoint_dir, [best], f"{best} {problem}")
+            save_model(best, self.model, self.arch, self.run.inputs, dict(state.best))
+            log.warning("%s: %s; rebuilt it from the final weights (the best evaluation is the last epoch's)",
+                        self.run.name, f"{best} {problem}")
         return state
+
+    @staticmethod
+    def _best_problem(best: Path, blob: dict) -> str | None:
+        """What is wrong with the best model file of a checkpoint that has a best evaluation, or None."""
+        if not blob["progress"]["best"]:
+            return None
+        if not best.is_file():
+            return "is missing"
+        try:
+            read_torch_file(best, MODEL_FORMAT, "best model", "")
+        except DataError as e:  # "<path>: cannot read the best model (<torch's words>); delete it and "
+            return f"is unreadable ({str(e).split(': ', 1)[-1].split('; delete it')[0].splitlines()[0][:200]})"
+        return None
 
     def save(self, complete: bool = False) -> Path:
         """Write a checkpoint of the current state (rank 0; the others wait), refusing non-finite weights."""
@@ -572,7 +606,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
 
 def _write_best_model(source: Path, dest: Path, best: dict, info: dict) -> None:
     """Copy the best-evaluation weights to ``dest`` with the run's metadata and the epoch they come from."""
-    blob = torch.load(source, map_location="cpu", weights_only=True)
+    blob = read_torch_file(source, MODEL_FORMAT, "best model", "move the run's checkpoint folder aside and train again")
     if blob["info"].get("epoch") != best.get("epoch"):  # a crash between a new best and the next checkpoint
         log.warning("%s holds epoch %s, the resumed curve's best is epoch %s; keeping the file's weights and epoch",
                     source, blob["info"].get("epoch"), best.get("epoch"))

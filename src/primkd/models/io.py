@@ -214,8 +214,18 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         raise DataError(f"{path}: cannot build the architecture {blob.get('arch')} ({e}); {fix}") from e
     load_state_dict_checked(model, blob["state_dict"], f"{path}: weights",
                             f"The architecture is {blob['arch']}; {fix}.")
+    check_finite(blob["state_dict"], path, fix)
     model.to(device).eval()
     return model, {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def check_finite(sd: Mapping[str, Tensor], path: Path, fix: str) -> None:
+    """Raise :class:`DataError` when a floating-point tensor of ``sd`` holds NaN or inf: such a network predicts
+    nothing (an inference would colour every pixel as class 0, a teacher would make the student's loss NaN)."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise DataError(f"{path}: the weights hold NaN or inf values ({bad[0]}{more}); the file is broken: {fix}")
 
 
 # --- Exports ---------------------------------------------------------------------------------------------------
@@ -259,8 +269,9 @@ def load_exported(out_dir: str | os.PathLike, device: torch.device | str = "cpu"
     weights = out_dir / EXPORT_WEIGHTS
     if not weights.is_file():
         raise DataError(f"{weights}: file not found; re-run `primkd export`")
-    model = build_model(config["arch"])
-    load_state_dict_checked(model, load_file(weights), str(weights))
+    model, state = build_model(config["arch"]), load_file(weights)
+    load_state_dict_checked(model, state, str(weights))
+    check_finite(state, weights, "re-run `primkd export` from a good model file")
     model.to(device).eval()
     info = {**config.get("info", {}), "bgr": bool(config["bgr"]), "classes": config.get("classes")}
     return model, {"format": config["format"], "arch": config["arch"], "inputs": config["inputs"], "info": info}

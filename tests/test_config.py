@@ -143,6 +143,28 @@ def test_a_learning_rate_as_dvc_writes_it_is_read_as_a_number_by_both_tools(tmp_
     validate(config, schema_file=schema_path(path))
 
 
+def test_yaml_aliases_are_refused_in_one_line(tmp_path):
+    """Nested aliases (an "alias bomb") would make check-params walk billions of nodes."""
+    path = tmp_path / "params.yaml"
+    path.write_text("a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(info.value) == (f"{path}, line 2: the alias *a repeats another node; a parameter file allows no YAML "
+                               f"aliases: write the values out")
+
+
+@pytest.mark.parametrize(("key", "value"), [(["train", "epochs"], 10**12), (["train", "batch_size"], 10**6),
+                                            (["train", "seed"], 2**32), (["seeds"], [0, 2**40]),
+                                            (["train", "crop"], [480, 10**6]), (["kd", "temperature"], 1e9)])
+def test_absurd_values_are_refused_by_the_schema_naming_the_key(raw, key, value):
+    node = raw
+    for part in key[:-1]:
+        node = node[part]
+    node[key[-1]] = value
+    with pytest.raises(ConfigError, match=rf"  {'.'.join(key)}(\.1)?: .* is greater than the maximum of"):
+        validate(raw)
+
+
 TYPED = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "kd": KDConfig}
 
 

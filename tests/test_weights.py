@@ -326,3 +326,12 @@ def test_export_out_never_deletes_what_it_did_not_write(tmp_path: Path, monkeypa
     finally:
         os.umask(old)
     assert (tmp_path / "export" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_import_official_refuses_an_absurd_number_of_classes(tmp_path: Path, capsys) -> None:
+    from primkd import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["import-official", "--checkpoint", str(tmp_path / "x.pth"), "--kind", "student", "--variant",
+                  "mit_b2", "--num-classes", "1000000000", "--out", str(tmp_path / "m.pt")])
+    assert str(info.value) == "--num-classes 1000000000: a model predicts 1 to 255 classes (NYU 40, SUN-RGBD 37)"

@@ -113,11 +113,25 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
 
 
 class ParamsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader reading numbers as YAML 1.2 and DVC do.
+    """PyYAML's safe loader reading numbers as YAML 1.2 and DVC do, and refusing aliases.
 
     PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: ``6e-05`` (as DVC writes
     ``-S ...lr=6e-5`` into params.yaml), ``1e5`` or ``1.0e5`` would come back as strings and fail the schema.
+    An alias (``*name``) repeats a node without copying it, so a few lines of nested aliases make a document that
+    validation walks for hours (an "alias bomb"); a parameter file has no need of them.
     """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, anchor: str, mark):
+        super().__init__(anchor)
+        self.anchor, self.mark = anchor, mark
 
 
 ParamsLoader.add_implicit_resolver(
@@ -133,6 +147,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(f"{path}: parameter file not found; run from the repository root or pass --params")
     try:
         return yaml.load(path.read_text(), Loader=ParamsLoader)  # a SafeLoader: no Python objects
+    except _AliasRefused as e:
+        raise ConfigError(f"{path}, line {e.mark.line + 1}: the alias *{e.anchor} repeats another node; a parameter "
+                          f"file allows no YAML aliases: write the values out") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
 

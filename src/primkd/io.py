@@ -262,6 +262,101 @@ def path_digest(path: str | os.PathLike) -> str:
     return tree_digest(path) if path.is_dir() else files_digest([path])
 
 
+# --- Content records of pipeline outputs -------------------------------------------------------------------------
+# Snakemake decides by modification times, and a folder output's time is that of its .snakemake_timestamp: an
+# in-place edit of a prepared, HHA or label image, or a teacher model.pt replaced by an older file, goes unseen.
+# OutputRecords keeps each output's files (size, times, SHA-256) as the pipeline wrote them, hashes only files whose
+# size or times changed since (the status-change time too, which no one can set back), and names the outputs whose
+# contents differ, so that their jobs rerun, as in DVC.
+
+_NOT_CONTENT = {".snakemake_timestamp"}  # Snakemake's own marker in folder outputs
+
+
+class OutputRecords:
+    """What a pipeline wrote, kept in a JSON file: for each output path its files (relative name → [size, mtime_ns,
+    ctime_ns, sha256]) and a *token*, a job parameter that changes when the output was changed by someone else.
+
+    :meth:`changed` (when the workflow is read) names the outputs whose contents differ from the record, gives each
+    a new token (so the job that writes it reruns: Snakemake reruns a job whose parameters changed) and records
+    outputs it has not seen; :meth:`record_rewritten` (after the run) records the outputs the run rewrote and keeps
+    their new tokens. An output the run left alone keeps its record, so a change is reported until its job reran.
+    """
+
+    def __init__(self, store: str | os.PathLike):
+        self.store = Path(store)
+        saved = {}
+        if self.store.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                saved = json.loads(self.store.read_text())
+        self.files: dict[str, dict[str, list]] = saved.get("files", {})
+        self.tokens: dict[str, str] = saved.get("tokens", {})
+        self.pending: dict[str, str] = {}  # tokens of the outputs found changed, kept once their job rewrote them
+        self.seen: dict[str, dict[str, list]] = {}  # stats when changed() looked, to find what the run rewrote
+
+    @staticmethod
+    def _files(path: Path) -> list[Path]:
+        files = tree_files(path) if path.is_dir() else [path] if path.is_file() else []
+        return [p for p in files if p.name not in _NOT_CONTENT]
+
+    def _stats(self, output: str) -> dict[str, list]:
+        root, stats = Path(output), {}
+        for p in self._files(root):
+            st, name = p.stat(), p.relative_to(root).as_posix() if p != root else p.name
+            stats[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        return stats
+
+    @staticmethod
+    def _digest(output: str, name: str) -> str:
+        root = Path(output)
+        return sha256_file(root if root.is_file() else root / name)
+
+    def changed(self, outputs: Iterable[str]) -> dict[str, str]:
+        """Outputs (that exist) whose files differ in content from the record, each with the first difference."""
+        found = {}
+        for output in dict.fromkeys(map(str, outputs)):
+            stats = self.seen[output] = self._stats(output)
+            record = self.files.get(output)
+            if not stats or record is None:
+                if stats:
+                    self._record(output, stats)
+                continue
+            for name in sorted(set(stats) | set(record)):
+                if name not in stats or name not in record:
+                    found[output] = f"{name} {'removed' if name not in stats else 'added'}"
+                    break
+                if stats[name] != record[name][:3]:
+                    digest = self._digest(output, name)
+                    if digest != record[name][3]:
+                        found[output] = f"{name} edited"
+                        break
+                    record[name] = [*stats[name], digest]  # touched, same bytes: no need to hash it again
+        for output, why in found.items():
+            log.warning("%s: %s since the pipeline wrote it; its job and everything after it rerun", output, why)
+            self.pending[output] = hashlib.sha256(f"{self.tokens.get(output, '')}{why}".encode()).hexdigest()[:16]
+        self._save()
+        return found
+
+    def token(self, outputs: Iterable[str]) -> str:
+        """The parameter of the job that writes ``outputs``: it changes when one of them was changed by others."""
+        return ",".join(self.pending.get(o) or self.tokens.get(o, "") for o in map(str, outputs))
+
+    def record_rewritten(self) -> None:
+        """Record the outputs whose files changed since :meth:`changed` looked (the run rewrote them)."""
+        for output, before in self.seen.items():
+            stats = self._stats(output)
+            if stats and stats != before:
+                self._record(output, stats)
+                if output in self.pending:
+                    self.tokens[output] = self.pending.pop(output)
+        self._save()
+
+    def _record(self, output: str, stats: dict[str, list]) -> None:
+        self.files[output] = {name: [*stat, self._digest(output, name)] for name, stat in stats.items()}
+
+    def _save(self) -> None:
+        write_text(self.store, json.dumps({"files": self.files, "tokens": self.tokens}, sort_keys=True))
+
+
 # Training-state checkpoints (written by primkd.engine.checkpoint) are named here, below every layer, because the stage
 # log (primkd.runlog) names the checkpoint a run resumes from without importing the engine.
 STATE_PREFIX = "step-"

@@ -13,6 +13,14 @@ EFFECTIVE = effective_params(CFG)
 EXPERIMENTS = list(CFG["experiments"])
 MAIN_MODELS = ["teacher_rgb", "cmx", "primkd"]
 
+# primkd #25 hook, content not time: an output edited in place (an image in a folder output) or replaced by an older
+# file (a teacher model.pt) gets a new `outputs` parameter in stage_params, so its job and everything after it rerun.
+from primkd.io import OutputRecords; RECORDS = OutputRecords(".snakemake/primkd-outputs.json")  # noqa
+if workflow.is_main_process:
+    RECORDS.changed(ST.fill(o.path, PRESET, s, i) for s in ST.STAGES for i in ST.loop_items(s, CFG) for o in s.outs)
+    workflow.onsuccess(lambda log: RECORDS.record_rewritten())
+    workflow.onerror(lambda log: RECORDS.record_rewritten())
+
 
 wildcard_constraints:
     preset=PRESET,
@@ -36,7 +44,9 @@ def stage_params(name):
     `inputs` digests (ImageNet weights, a folder source) are current on every run."""
     s = ST.stage(name)
     item = lambda w: {v: getattr(w, v) for v in s.loop} if s.loop else None  # noqa: E731
-    return {"values": lambda w: json.dumps(ST.smk_values(s, EFFECTIVE, item(w)), sort_keys=True)}
+    # `outputs` (primkd #25 hook): RECORDS.token, new when an output of the job was changed by someone else
+    return {"values": lambda w: json.dumps(ST.smk_values(s, EFFECTIVE, item(w)), sort_keys=True),
+            "outputs": lambda w: RECORDS.token(p.format(**dict(w.items())) for p, _ in ST.smk_outputs(s, PRESET))}
 
 
 def stage_log(name):

@@ -229,6 +229,41 @@ def test_checkpoint_of_other_settings_is_never_resumed(env, tmp_path, monkeypatc
     assert "the finished checkpoint" in caplog.text and "(train.lr: 0.002 → 0.001)" in caplog.text
 
 
+def test_ctrl_c_saves_a_checkpoint_exits_130_in_one_line_and_resumes_exactly(env, tmp_path, monkeypatch, caplog):
+    original, calls = T.train_step, [0]
+
+    def step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during iteration 3
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
+        m.setattr(T, "train_step", step)
+        with pytest.raises(SystemExit) as info:
+            student(env, tmp_path)
+    assert info.value.code == 130 and not (tmp_path / "model.pt").exists()
+    assert (f"primkd: stopped by SIGINT at iteration 3; saved {tmp_path / 'ckpt' / 'step-000000003.pt'}; run the "
+            f"same command again to resume") in caplog.text
+    assert signal.getsignal(signal.SIGINT) is not None and student(env, tmp_path)["resumed_at_iterations"] == [3]
+    assert_same_run(tmp_path, env["ref"])
+
+
+def test_a_second_trainer_on_the_same_checkpoint_folder_is_refused(env, tmp_path):
+    """A trainer orphaned by a killed `dvc repro` holds the lock; a new one stops in one line naming it."""
+    from primkd.engine.runtime import checkpoint_lock
+
+    folder = tmp_path / "checkpoints"
+    with checkpoint_lock(folder, "teacher_rgb"):
+        with pytest.raises(DataError) as info:
+            teacher_run(env, tmp_path)
+    assert str(info.value) == (f"{folder}: run 'teacher_rgb' is being trained by process {os.getpid()}, which holds "
+                               f"{folder / '.lock'}; wait for it to finish, or stop it (kill {os.getpid()}) and run "
+                               f"again")
+    assert list_checkpoints(folder) == []
+    assert teacher_run(env, tmp_path)["resumed_at_iterations"] == []  # the lock went with its holder
+
+
 def stale_folders(checkpoints: Path) -> list[Path]:
     return sorted(checkpoints.parent.glob(f"{checkpoints.name}.stale-*"))
 

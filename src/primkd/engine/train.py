@@ -6,10 +6,13 @@ Reliability (a run may be preempted, killed or fed bad data at any point):
   order, curves so far) is written atomically every ``train.checkpoint_every`` iterations, on SIGTERM and at the end;
   the newest ``train.keep_checkpoints`` are kept. Started again, a run continues from its newest checkpoint and, on
   the CPU with a fixed seed, ends with exactly the weights and metrics of an uninterrupted run.
-- **SIGTERM** (what SLURM sends before preempting a job) makes the loop save a checkpoint at the next iteration
-  boundary and exit with status 128 + 15 (:class:`TrainingInterrupted`); DataLoader workers ignore it so that the
-  batch in flight completes. A SIGTERM during the last iteration or the final evaluation lets the run finish.
+- **SIGTERM** (what SLURM sends before preempting a job) and SIGINT (Ctrl-C) make the loop save a checkpoint at the
+  next iteration boundary and exit with status 128 + 15 or 128 + 2 (:class:`TrainingInterrupted`); DataLoader workers
+  ignore both so that the batch in flight completes; a second Ctrl-C stops at once. A signal during the last
+  iteration or the final evaluation lets the run finish.
 - **Determinism**: ``train.deterministic`` selects deterministic kernels (bit-identical runs on the CPU).
+- **One trainer per run**: the checkpoint folder is locked (:func:`~primkd.engine.runtime.checkpoint_lock`), so a
+  trainer orphaned by a killed orchestrator cannot train beside a new one.
 - **Non-finite losses** stop the run with an error naming the iteration, the loss terms and the images, leaving the
   last good checkpoint in place, unless ``train.max_bad_batches`` allows skipping that many bad batches.
 
@@ -66,8 +69,9 @@ from primkd.engine.precision import Precision
 from primkd.engine.runtime import (
     StopRequest,
     TrainingInterrupted,
+    checkpoint_lock,
     deterministic_algorithms,
-    ignore_sigterm,
+    ignore_stop_signals,
     seed_everything,
     select_device,
     stop_on_signal,
@@ -158,7 +162,7 @@ def build_loaders(t: TrainConfig, test_batch_size: int, run: Run, data_root: Pat
     test_set = RGBDDataset(data_root, "test", hha, bgr=t.bgr)
     workers = t.num_workers
     common = {"num_workers": workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0,
-              "worker_init_fn": ignore_sigterm if workers > 0 else None}
+              "worker_init_fn": ignore_stop_signals if workers > 0 else None}
     train_loader = DataLoader(train_set, batch_size=micro_batch or t.batch_size, drop_last=True,
                               sampler=EpochSampler(len(train_set), t.seed, rank=dist.rank,
                                                    world_size=dist.world_size, total=epoch_samples(t, len(train_set))),
@@ -566,14 +570,16 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
         The summary written to ``train.json``.
 
     Raises:
-        TrainingInterrupted: SIGTERM arrived; a checkpoint was saved (a ``SystemExit`` with status 143).
+        TrainingInterrupted: SIGTERM or SIGINT arrived; a checkpoint was saved (a ``SystemExit`` with status 143 or
+            130).
         FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
         DataError: bad input files, or HHA needed (:attr:`Run.reads_hha`) but ``hha_root`` None.
         ConfigError: settings that cannot run (``train.device``, ``train.batch_size``, ``train.micro_batch``).
     """
     t, out_dir = TrainConfig.of(cfg), Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
-    with deterministic_algorithms(t.deterministic), stop_on_signal(signal.SIGTERM) as stop:
+    with deterministic_algorithms(t.deterministic), stop_on_signal(signal.SIGTERM, signal.SIGINT) as stop, \
+            checkpoint_lock(checkpoint_dir, run.name):
         trainer = Trainer(cfg, t, run, Path(data_root), hha_root, checkpoint_dir, progress)
         if not trainer.dist.is_main:  # one log per run: rank 0's
             logging.getLogger("primkd").setLevel(logging.WARNING)

@@ -205,14 +205,15 @@ def training_settings(cfg: dict) -> dict:
     return {"model": result_settings(cfg, "model"), "train": result_settings(cfg, "train"), "eval": evaluation}
 
 
-def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None) -> dict:
+def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None,
+                    code: Mapping[str, str] | None = None) -> dict:
     """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
 
     Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
     settings training reads (:func:`training_settings`), the ImageNet weights' contents, the contents of every
-    file the training and test sets read (prepared images, labels, HHA, meta.json, split lists), and the code
-    (``run.code``: the SHA-256 of each file of the training stage's code closure, by path, so that a difference
-    names the edited file).
+    file the training and test sets read (prepared images, labels, HHA, meta.json, split lists), and ``code``: the
+    SHA-256 of each file of the training stage's code closure by path (:attr:`~primkd.engine.train.Run.code`), so
+    that a difference names the edited file.
     """
     teacher = sha256_file(run.teacher_path) if run.teacher_path is not None else None
     kd = run.kd.as_dict() if run.kd is not None else None
@@ -223,4 +224,4 @@ def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: A
             "pretrained_sha256": pretrained_digest(pretrained),
             "data": {"classes": list(train_set.classes), "train_sha256": dataset_digest(train_set),
                      "test_sha256": dataset_digest(test_set)},
-            "code": dict(run.code)}
+            "code": dict(code or {})}

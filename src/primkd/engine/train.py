@@ -338,7 +338,7 @@ class Trainer:
             self.stateful["scaler"] = self.scaler
         # 5. Continue from this run's newest checkpoint, if any.
         self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset, self.test_loader.dataset,
-                                           self.pretrained)
+                                           self.pretrained, run.code)
         self.last_checkpoint: Path | None = None
         self.state = self._resume()
         self.started = time.perf_counter()

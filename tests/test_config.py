@@ -2,6 +2,7 @@
 
 import copy
 import hashlib
+import os
 import shutil
 from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
@@ -314,3 +315,29 @@ def test_dvc_exp_run_with_a_small_learning_rate_trains(tmp_path, monkeypatch):
     assert (root / "results" / "smoke" / "models" / "teacher_rgb" / "model.pt").is_file()
     _, blob = latest_checkpoint(root / "results" / "smoke" / "checkpoints" / "teacher_rgb")
     assert blob["complete"] and blob["fingerprint"]["train"]["lr"] == 6e-05
+
+
+def test_a_top_level_edit_that_the_preset_shadows_is_warned_about_once(tmp_path, capsys):
+    """`dvc exp run -S train.epochs=3` under a preset that sets train.epochs changes nothing: `primkd params` and
+    `primkd check-params` say so, naming the key to use instead; a key the preset does not set is not warned about."""
+    import subprocess
+
+    from primkd import cli
+
+    path = _with_lines(tmp_path, {})
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for cmd in (["git", "init", "-q"], ["git", "add", "params.yaml"], ["git", "commit", "-qm", "params"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    smoke = yaml.safe_load(path.read_text())["presets"]["smoke"]
+    text = path.read_text().replace("\n  epochs: ", "\n  epochs: 3  # was ", 1)
+    path.write_text(text.replace("\n  weight_decay: ", "\n  weight_decay: 0.02  # was ", 1))  # not in the preset
+    assert load_params(path, "smoke")["train"]["epochs"] == smoke["train"]["epochs"]
+    warning = (f"WARNING primkd: {path}: train.epochs was changed to 3, but preset smoke sets it to "
+               f"{smoke['train']['epochs']}, which wins; change presets.smoke.train.epochs instead (e.g. dvc exp run "
+               f"-S presets.smoke.train.epochs=...)")
+    for argv in (["params", "--out", str(tmp_path / "effective.yaml")], ["check-params"]):
+        capsys.readouterr()
+        cli.main([*argv, "--params", str(path), "--preset", "smoke"])
+        err = capsys.readouterr().err
+        assert err.count("was changed to") == 1 and warning in err, err

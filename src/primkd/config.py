@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import re
+import subprocess
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,47 @@ def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = No
     raw = read_yaml(path)
     validate(raw, source=str(path), schema_file=schema_path(path))
     return resolve(raw, preset)
+
+
+def shadowed_edits(path: str | os.PathLike, preset: str | None = None) -> list[str]:
+    """Warnings for the top-level keys of ``path`` changed since its last git commit (as ``dvc exp run -S
+    train.epochs=3`` or an edit changes them) that the active preset also sets: its value wins, so the change does
+    nothing. Empty outside a git repository or for a file git does not know."""
+    path = Path(path)
+    try:
+        shown = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.parent.resolve(), capture_output=True,
+                               text=True, timeout=30)
+        committed = yaml.load(shown.stdout, Loader=ParamsLoader) if shown.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, yaml.YAMLError):
+        committed = None
+    if not isinstance(committed, dict):
+        return []
+    raw = read_yaml(path)
+    name = preset or raw["preset"]
+    preset_values = raw["presets"].get(name, {})
+    out = []
+    for section in (*SECTIONS, "resources"):
+        for key in _leaves(preset_values.get(section, {})):
+            now, before = _at(raw.get(section), key), _at(committed.get(section), key)
+            if now != before:
+                dotted = ".".join((section, *key))
+                out.append(f"{path}: {dotted} was changed to {now!r}, but preset {name} sets it to "
+                           f"{_at(preset_values[section], key)!r}, which wins; change presets.{name}.{dotted} instead "
+                           f"(e.g. dvc exp run -S presets.{name}.{dotted}=...)")
+    return out
+
+
+def _leaves(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    return [leaf for k, v in tree.items()
+            for leaf in (_leaves(v, (*prefix, k)) if isinstance(v, dict) and v else [(*prefix, k)])]
+
+
+def _at(tree: Any, key: tuple[str, ...]) -> Any:
+    for part in key:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
 
 
 def numbers_as_read(config: dict, path: str | os.PathLike = "params.yaml") -> None:

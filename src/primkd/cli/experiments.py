@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from primkd.cli.options import add_command, load_config
+
+log = logging.getLogger("primkd")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -41,7 +44,11 @@ def cmd_check_params(args: argparse.Namespace) -> None:
     report `presets.<name>.data` missing); print the preset's resolved values with --show."""
     import yaml
 
+    from primkd.config import shadowed_edits
+
     cfg = load_config(args)
+    for warning in shadowed_edits(args.params, cfg["preset"]):
+        log.warning("%s", warning)
     if args.show:
         sys.stdout.write(yaml.safe_dump({k: v for k, v in cfg.items() if k != "runtime"}, sort_keys=False))
     else:

@@ -21,11 +21,13 @@ def cmd_params(args: argparse.Namespace) -> None:
     run), its student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
     import yaml
 
-    from primkd.config import effective_params
+    from primkd.config import effective_params, shadowed_edits
     from primkd.io import write_text
     from primkd.stages import check_dvc_groups
 
     cfg = load_config(args)
+    for warning in shadowed_edits(args.params, cfg["preset"]):
+        log.warning("%s", warning)
     dvc_yaml = Path(args.params).parent / "dvc.yaml"
     if dvc_yaml.is_file():
         check_dvc_groups(dvc_yaml, cfg, args.params)

@@ -27,6 +27,9 @@ def test_header_names_command_and_the_checkpoints_a_training_run_resumes_from(tm
         (ckpt / f"seed{seed}").mkdir(parents=True, exist_ok=True)
         for step in steps:
             (ckpt / f"seed{seed}" / f"step-{step:09d}.pt").write_bytes(b"")
+    aside = ckpt / "seed0.stale-20261207T000000Z"  # a run the engine set aside: not resumed from
+    aside.mkdir()
+    (aside / "step-000000099.pt").write_bytes(b"")
     first, *rest = run_header(["train", "--out-dir", "a b"], ckpt).splitlines()
     assert first.startswith("===== ") and first.endswith("primkd train --out-dir 'a b'")
     assert [line.strip() for line in rest] == [f"resumes from {ckpt}/seed0/step-000000012.pt",

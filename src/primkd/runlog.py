@@ -27,7 +27,9 @@ def run_header(argv: list[str], checkpoint_dir: str | os.PathLike | None = None)
         from primkd.io import list_checkpoints  # here: primkd.io loads OpenCV, which `primkd --help` should not
 
         root = Path(checkpoint_dir)
-        folders = [root, *sorted(p for p in root.glob("seed*") if p.is_dir())] if root.is_dir() else []
+        # seed<k>/ only: a run set aside by the engine (seed0.stale-<time>/) is no checkpoint a run resumes from
+        seeds = sorted(p for p in root.glob("seed*") if p.is_dir() and p.name[4:].isdigit()) if root.is_dir() else []
+        folders = [root, *seeds] if root.is_dir() else []
         newest = [found[-1] for found in map(list_checkpoints, folders) if found]
         lines += [f"      resumes from {path}" for path in newest] or [
             f"      starts afresh (no checkpoint in {root})"]

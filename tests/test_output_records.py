@@ -36,6 +36,7 @@ def test_records_name_content_changes_whatever_the_file_times(tmp_path):
     token = records.token(outputs)
     assert token.endswith(",,") and len(token) == 18  # a new parameter for the job writing the folder
     assert records.token([str(model)]) == ""
+    assert OutputRecords(store).token(outputs) == token  # a job process of a cluster run reads it without looking
     assert OutputRecords(store).changed(outputs) == {str(folder): "a.png edited"}  # until its job has rerun
     (folder / "b.png").write_bytes(b"new")
     assert OutputRecords(store).changed(outputs) == {str(folder): "a.png edited"}

@@ -290,7 +290,9 @@ class OutputRecords:
                 saved = json.loads(self.store.read_text())
         self.files: dict[str, dict[str, list]] = saved.get("files", {})
         self.tokens: dict[str, str] = saved.get("tokens", {})
-        self.pending: dict[str, str] = {}  # tokens of the outputs found changed, kept once their job rewrote them
+        # tokens of the outputs found changed, kept once their job rewrote them; saved, so that the job processes of
+        # a cluster run, which read the workflow again without looking, give their jobs the same parameter
+        self.pending: dict[str, str] = saved.get("pending", {})
         self.seen: dict[str, dict[str, list]] = {}  # stats when changed() looked, to find what the run rewrote
 
     @staticmethod
@@ -312,7 +314,7 @@ class OutputRecords:
 
     def changed(self, outputs: Iterable[str]) -> dict[str, str]:
         """Outputs (that exist) whose files differ in content from the record, each with the first difference."""
-        found = {}
+        found, self.pending = {}, {}
         for output in dict.fromkeys(map(str, outputs)):
             stats = self.seen[output] = self._stats(output)
             record = self.files.get(output)
@@ -354,7 +356,8 @@ class OutputRecords:
         self.files[output] = {name: [*stat, self._digest(output, name)] for name, stat in stats.items()}
 
     def _save(self) -> None:
-        write_text(self.store, json.dumps({"files": self.files, "tokens": self.tokens}, sort_keys=True))
+        write_text(self.store, json.dumps({"files": self.files, "tokens": self.tokens, "pending": self.pending},
+                                          sort_keys=True))
 
 
 # Training-state checkpoints (written by primkd.engine.checkpoint) are named here, below every layer, because the stage

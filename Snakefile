@@ -9,6 +9,10 @@ min_version("8.0")
 
 
 configfile: "params.yaml"
+# Snakemake reads params.yaml with YAML 1.1 rules, which make 6e-05 (as `dvc exp run -S` writes it) a string.
+from primkd.config import numbers_as_read
+
+numbers_as_read(config)
 
 
 validate(config, "workflow/schemas/params.schema.yaml")

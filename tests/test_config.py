@@ -2,6 +2,7 @@
 
 import copy
 import hashlib
+import os
 import shutil
 from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
@@ -18,6 +19,8 @@ from primkd.config import (
     effective_params,
     experiment_kd,
     load_params,
+    numbers_as_read,
+    read_yaml,
     resolve,
     schema_path,
     validate,
@@ -104,6 +107,63 @@ def test_load_params_reports_missing_and_malformed_files(tmp_path):
     bad.write_text("preset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def _with_lines(tmp_path: Path, replacements: dict[str, str]) -> Path:
+    """The repository's params.yaml with lines replaced textually (comments and number forms kept, as DVC does)."""
+    text = (REPO / "params.yaml").read_text()
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    shutil.copytree(REPO / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
+    return path
+
+
+@pytest.mark.parametrize(("text", "number"), [("6e-05", 6e-05), ("1e5", 1e5), ("1.0e5", 1e5), (".5", 0.5),
+                                              ("-2E+1", -20.0), ("8e-5", 8e-05), ("1.5e-3", 1.5e-3)])
+def test_numbers_in_every_yaml_form_are_numbers(tmp_path, text, number):
+    """DVC writes `-S presets.smoke.train.lr=6e-5` as `lr: 6e-05`, which PyYAML's YAML 1.1 rules read as a string."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"lr: {text}\nname: '6e-05'\nn: 3\n")
+    assert read_yaml(path) == {"lr": number, "name": "6e-05", "n": 3}
+    assert type(read_yaml(path)["lr"]) is float
+
+
+def test_a_learning_rate_as_dvc_writes_it_is_read_as_a_number_by_both_tools(tmp_path):
+    path = _with_lines(tmp_path, {"train: {epochs: 2, batch_size: 4, lr: 1.0e-3,": "train: {epochs: 2, batch_size: 4, "
+                                                                                  "lr: 6e-05,"})
+    assert load_params(path, "smoke")["train"]["lr"] == 6e-05
+    # Snakemake reads the same file with PyYAML's FullLoader (through yte): the hook gives it the numbers back.
+    config = yaml.load(path.read_text(), Loader=yaml.FullLoader)
+    assert config["presets"]["smoke"]["train"]["lr"] == "6e-05"
+    config["preset"] = "smoke"  # as --config preset=smoke would have set it
+    numbers_as_read(config, path)
+    assert config["presets"]["smoke"]["train"]["lr"] == 6e-05 and config["preset"] == "smoke"
+    validate(config, schema_file=schema_path(path))
+
+
+def test_yaml_aliases_are_refused_in_one_line(tmp_path):
+    """Nested aliases (an "alias bomb") would make check-params walk billions of nodes."""
+    path = tmp_path / "params.yaml"
+    path.write_text("a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(info.value) == (f"{path}, line 2: the alias *a repeats another node; a parameter file allows no YAML "
+                               f"aliases: write the values out")
+
+
+@pytest.mark.parametrize(("key", "value"), [(["train", "epochs"], 10**12), (["train", "batch_size"], 10**6),
+                                            (["train", "seed"], 2**32), (["seeds"], [0, 2**40]),
+                                            (["train", "crop"], [480, 10**6]), (["kd", "temperature"], 1e9)])
+def test_absurd_values_are_refused_by_the_schema_naming_the_key(raw, key, value):
+    node = raw
+    for part in key[:-1]:
+        node = node[part]
+    node[key[-1]] = value
+    with pytest.raises(ConfigError, match=rf"  {'.'.join(key)}(\.1)?: .* is greater than the maximum of"):
+        validate(raw)
 
 
 TYPED = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "kd": KDConfig}
@@ -230,3 +290,54 @@ def test_effective_inputs_hold_the_folder_source_digest(raw, tmp_path, monkeypat
     assert effective_params(cfg)["inputs"]["folder"] == "missing"
     cfg["data"]["source"] = "synthetic"  # another source: the folder is not read
     assert effective_params(cfg)["inputs"]["folder"] is None
+
+
+@pytest.mark.integration
+def test_dvc_exp_run_with_a_small_learning_rate_trains(tmp_path, monkeypatch):
+    """`dvc exp run -S presets.smoke.train.lr=6e-5` writes `lr: 6e-05` into params.yaml; every stage reads it as the
+    number it is, and the RGB teacher trains with it."""
+    from primkd.engine.checkpoint import latest_checkpoint
+
+    from pipeline_utils import copy_workflow, run
+
+    root = copy_workflow(tmp_path / "repo", preset="smoke")
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@t"}.items():
+        monkeypatch.setenv(key, value)
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "smoke"], root)
+    run(["dvc", "exp", "run", "-S", "presets.smoke.train.lr=6e-5", "train_teacher@rgb"], root)
+    assert "lr: 6e-05" in (root / "params.yaml").read_text()  # the form DVC writes
+    effective = read_yaml(root / "results" / "smoke" / "effective_params.yaml")
+    assert effective["train"]["lr"] == 6e-05
+    assert (root / "results" / "smoke" / "models" / "teacher_rgb" / "model.pt").is_file()
+    _, blob = latest_checkpoint(root / "results" / "smoke" / "checkpoints" / "teacher_rgb")
+    assert blob["complete"] and blob["fingerprint"]["train"]["lr"] == 6e-05
+
+
+def test_a_top_level_edit_that_the_preset_shadows_is_warned_about_once(tmp_path, capsys):
+    """`dvc exp run -S train.epochs=3` under a preset that sets train.epochs changes nothing: `primkd params` and
+    `primkd check-params` say so, naming the key to use instead; a key the preset does not set is not warned about."""
+    import subprocess
+
+    from primkd import cli
+
+    path = _with_lines(tmp_path, {})
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for cmd in (["git", "init", "-q"], ["git", "add", "params.yaml"], ["git", "commit", "-qm", "params"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    smoke = yaml.safe_load(path.read_text())["presets"]["smoke"]
+    text = path.read_text().replace("\n  epochs: ", "\n  epochs: 3  # was ", 1)
+    path.write_text(text.replace("\n  weight_decay: ", "\n  weight_decay: 0.02  # was ", 1))  # not in the preset
+    assert load_params(path, "smoke")["train"]["epochs"] == smoke["train"]["epochs"]
+    warning = (f"WARNING primkd: {path}: train.epochs was changed to 3, but preset smoke sets it to "
+               f"{smoke['train']['epochs']}, which wins; change presets.smoke.train.epochs instead (e.g. dvc exp run "
+               f"-S presets.smoke.train.epochs=...)")
+    for argv in (["params", "--out", str(tmp_path / "effective.yaml")], ["check-params"]):
+        capsys.readouterr()
+        cli.main([*argv, "--params", str(path), "--preset", "smoke"])
+        err = capsys.readouterr().err
+        assert err.count("was changed to") == 1 and warning in err, err

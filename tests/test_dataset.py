@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from primkd.data.check import check_dataset
 from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, augment, normalize
-from primkd.data.layout import IGNORE_INDEX
+from primkd.data.layout import IGNORE_INDEX, write_split
 from primkd.io import DataError, write_png
 
 from fake_data import make_dataset
@@ -100,3 +101,26 @@ def test_dataset_rejects_labels_outside_the_classes(tmp_path):
     ds = RGBDDataset(root, "train", root / "hha")
     with pytest.raises(DataError, match=r"tr0\.png: label values \[7\] are outside 0\.\.2"):
         ds[0]
+
+
+def test_repeated_split_entries_and_shared_images_are_refused_naming_file_and_names(tmp_path):
+    """A repeated name would weigh twice in training or in the test mIoU, a shared one scores training images:
+    loading either split refuses them in one line (check-data lists them with the other problems)."""
+    root = make_dataset(tmp_path / "data", n_train=3, n_test=2)
+    write_split(root, "train", ["tr0", "tr1", "tr0", "tr2"])
+    message = f"{root}/train.txt: names listed more than once: ['tr0']; keep one line per image"
+    for split in ("train", "test"):
+        with pytest.raises(DataError) as info:
+            RGBDDataset(root, split)
+        assert str(info.value) == message
+    assert message in check_dataset(root, progress=False)
+    write_split(root, "train", ["tr0", "tr1", "tr2", "te1"])
+    shared = (f"{root}: 1 images are in both train.txt and test.txt (e.g. ['te1']); the test split must be disjoint "
+              f"from the training split: remove them from one of the lists")
+    for split in ("train", "test"):
+        with pytest.raises(DataError) as info:
+            RGBDDataset(root, split)
+        assert str(info.value) == shared
+    assert shared in check_dataset(root, progress=False)
+    write_split(root, "train", ["tr0", "tr1", "tr2"])
+    assert RGBDDataset(root, "train").names == ["tr0", "tr1", "tr2"]

@@ -14,7 +14,7 @@ import pytest
 
 from primkd.config import load_params
 from primkd.data.download import CHECKSUMS_FILE, DEFAULT_SOURCES, fetch
-from primkd.io import DataError
+from primkd.io import OUTPUT_MARKER, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
@@ -225,7 +225,8 @@ def test_download_stage_links_the_raw_files_of_the_source(httpd, tmp_path, fixtu
         assert path.read_bytes() == bodies[key] and path.stat().st_ino == files[key].stat().st_ino
     assert files["nyuv2_labeled"] == tmp_path / "raw" / "nyuv2" / "nyu_depth_v2_labeled.mat"
     link_raw_files(fetch_sources(dict(data, source="synthetic")), tmp_path / "synthetic")
-    assert list((tmp_path / "synthetic").iterdir()) == []
+    assert (tmp_path / "synthetic" / OUTPUT_MARKER).read_text() == ""
+    assert [p.name for p in (tmp_path / "synthetic").iterdir()] == [OUTPUT_MARKER]
     missing = r"nyu_depth_v2_labeled\.mat: not found \(and 2 more raw files\); run the download stage"
     with pytest.raises(DataError, match=missing):
         raw_files(data, tmp_path / "synthetic")

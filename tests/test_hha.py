@@ -333,3 +333,28 @@ def test_convert_dataset_errors_name_the_depth_file(fixtures_dir, tmp_path):
     with pytest.raises(DataError, match=r"Depth/b\.png.*not found"):
         convert_dataset(tmp_path / "data", tmp_path / "hha")
 
+
+
+@pytest.mark.parametrize(("flags", "problem"), [
+    ({"fx": "-30"}, "the focal length fx = -30 is not positive"),
+    ({"fy": "0"}, "the focal length fy = 0 is not positive"),
+    ({"fx": "nan"}, "fx = nan is not a number"),
+    ({"fy": "inf"}, "fy = inf is not a number"),
+    ({"cx": "5000"}, "the principal point cx = 5000 lies outside the image"),
+    ({"cy": "0"}, "the principal point cy = 0 lies outside the image"),
+])
+def test_hha_depth_command_names_bad_intrinsics(tmp_path, capsys, flags, problem):
+    """`primkd hha --depth` blamed a focal length of 0, NaN or inf on "too few valid depth pixels" and accepted a
+    negative one or a principal point far outside the image."""
+    from primkd import cli
+
+    write_png(tmp_path / "d.png", np.full((24, 32), 1500, np.uint16))
+    given = {"fx": "50", "fy": "50", "cx": "16.5", "cy": "12.5", **flags}
+    with pytest.raises(SystemExit) as info:
+        cli.main(["hha", "--depth", str(tmp_path / "d.png"), "--out", str(tmp_path / "hha.png"),
+                  *[arg for k, v in given.items() for arg in (f"--{k}", v)]])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert (f"ERROR primkd: {tmp_path / 'd.png'}: {problem} for its 24×32 depth map; pass the camera's --fx --fy "
+            f"(focal lengths, > 0) and --cx --cy (principal point, 1-based, inside the image) in pixels\n") in err
+    assert not (tmp_path / "hha.png").exists()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from primkd import cli
 from primkd.cli.weights import register
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha
@@ -178,3 +179,30 @@ def test_cli_infer_pair_and_folder_from_export(student_file: Path, tmp_path: Pat
     with pytest.raises(SystemExit, match="missing: --cy"):
         _cli(["infer", "--model", str(student_file), "--rgb", str(tmp_path / "rgb" / "scene4.png"), "--depth",
               str(tmp_path / "depth" / "scene4.png"), "--fx=1", "--fy=1", "--cx=1", "--out", str(tmp_path / "x.png")])
+
+
+def test_images_whose_outputs_would_collide_are_refused_before_any_work(student: tuple, tmp_path: Path) -> None:
+    model, meta = student
+    _write_pairs(tmp_path, [1])
+    (tmp_path / "rgb" / "scene1.jpg").write_bytes((tmp_path / "rgb" / "scene1.png").read_bytes())
+    with pytest.raises(DataError) as info:
+        infer_folder(model, meta, tmp_path / "rgb", tmp_path / "out", depth_dir=tmp_path / "depth", progress=False)
+    assert str(info.value) == (f"{tmp_path / 'rgb'}: scene1.jpg and scene1.png would both be written as scene1.png; "
+                               f"rename one of them (each image's file name without extension names its outputs)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_with_nan_are_refused_naming_the_file(student_file: Path, tmp_path: Path) -> None:
+    """A model file (or export) holding NaN predicts nothing: infer, evaluate and a student's teacher refuse it."""
+    blob = torch.load(student_file, weights_only=True)
+    name = next(k for k, v in blob["state_dict"].items() if v.is_floating_point())
+    blob["state_dict"][name] = torch.full_like(blob["state_dict"][name], float("nan"))
+    broken = tmp_path / "nan.pt"
+    torch.save(blob, broken)
+    with pytest.raises(DataError) as info:
+        load_model(broken)
+    assert str(info.value) == (f"{broken}: the weights hold NaN or inf values ({name}); the file is broken: re-run "
+                               f"the training stage that produces it")
+    with pytest.raises(SystemExit, match=r"^2$"):
+        cli.main(["infer", "--model", str(broken), "--rgb", str(tmp_path / "x.png"), "--hha", str(tmp_path / "x.png"),
+                  "--out", str(tmp_path / "out.png")])

@@ -4,12 +4,23 @@ the file named."""
 import hashlib
 import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from primkd.io import DataError, atomic_dir, atomic_path, read_image, read_json, save_figure, write_json, write_png
+from primkd.io import (
+    OUTPUT_MARKER,
+    DataError,
+    atomic_dir,
+    atomic_path,
+    read_image,
+    read_json,
+    save_figure,
+    write_json,
+    write_png,
+)
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -34,7 +45,67 @@ def test_atomic_dir_replaces_the_folder_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"] and [p.name for p in target.iterdir()] == ["a"]
     with atomic_dir(target) as tmp:
         (tmp / "b").write_text("complete")
-    assert [p.name for p in tmp_path.iterdir()] == ["prepared"] and [p.name for p in target.iterdir()] == ["b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "b"]
+    with atomic_dir(target) as tmp:  # its own folder: replaced
+        (tmp / "c").mkdir()
+        (tmp / "c" / "d").write_text("again")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "c"]
+    assert (target / OUTPUT_MARKER).read_text() == "c/d\n"
+
+
+def test_atomic_dir_never_deletes_what_it_did_not_write(tmp_path, monkeypatch):
+    """A folder with foreign files, files added to an output folder, the current folder, a file: refused in one line
+    naming them, before anything is written, and everything is left as it was."""
+    target = tmp_path / "out"
+    (target / "sub").mkdir(parents=True)
+    (target / "precious.txt").write_text("mine")
+    (target / "sub" / "thesis.tex").write_text("mine too")
+
+    def write():
+        with atomic_dir(target) as tmp:
+            (tmp / "model.bin").write_text("new")
+
+    with pytest.raises(DataError) as info:
+        write()
+    assert str(info.value) == (f"{target}: is not a folder primkd wrote (precious.txt, sub/thesis.tex), and an output "
+                               f"folder is replaced as a whole; give the output a new or empty folder, or move those "
+                               f"files away")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "out", "out/precious.txt", "out/sub", "out/sub/thesis.tex"]
+    shutil.rmtree(target)
+    write()
+    (target / "notes.txt").write_text("added by hand")
+    with pytest.raises(DataError, match=r"out: holds files primkd did not write \(notes\.txt\)"):
+        write()
+    assert (target / "notes.txt").read_text() == "added by hand"
+    monkeypatch.chdir(target)
+    for here in (Path("."), Path(".."), target):
+        with pytest.raises(DataError, match=r": is the current folder or one that holds it, .*e\.g\. "):
+            with atomic_dir(here):
+                raise AssertionError("never reached")
+    with pytest.raises(DataError, match=r"notes\.txt: exists and is not a folder; give the output a new or empty "
+                                        r"folder, or move it away"):
+        with atomic_dir(target / "notes.txt"):
+            raise AssertionError("never reached")
+
+
+def test_written_files_get_the_users_umask(tmp_path):
+    """mkstemp/mkdtemp and writers such as safetensors make files private: outputs get the umask's permissions."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "export") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+            (tmp / "sub").mkdir(mode=0o700)
+        write_json(tmp_path / "x.json", {})
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in tmp_path.rglob("*")}
+    assert modes == {"export": "0o755", "export/model.safetensors": "0o644", "export/sub": "0o755",
+                     f"export/{OUTPUT_MARKER}": "0o644", "x.json": "0o644"}
 
 
 def png_bytes(image: np.ndarray) -> bytes:

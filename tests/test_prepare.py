@@ -83,3 +83,21 @@ def test_folder_source_needs_a_path(tmp_path):
                                "data.folder.path to the folder to import (RGB/, Depth/ or HHA/, Label/, train.txt, "
                                "test.txt)")
     assert not (tmp_path / "prepared").exists()
+
+
+def test_prepare_out_never_deletes_what_it_did_not_write(tmp_path):
+    """`prepare --out` into a folder holding other files is refused before any work and leaves them; a folder it
+    wrote itself is replaced."""
+    data = _data_section(tmp_path, source="synthetic")
+    data["synthetic"].update(num_train=2, num_test=1, height=24, width=32)
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(DataError, match=rf"^{out}: is not a folder primkd wrote \(notes\.md\), and an output folder "
+                                        r"is replaced as a whole; give the output a new or empty folder"):
+        prepare_dataset(data, out)
+    assert [p.name for p in out.iterdir()] == ["notes.md"] and [p.name for p in tmp_path.iterdir()] == ["prepared"]
+    (out / "notes.md").unlink()
+    prepare_dataset(data, out)
+    prepare_dataset(data, out)
+    assert len(read_split(out, "train")) == 2 and (out / "meta.json").is_file()

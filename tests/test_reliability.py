@@ -229,6 +229,108 @@ def test_checkpoint_of_other_settings_is_never_resumed(env, tmp_path, monkeypatc
     assert "the finished checkpoint" in caplog.text and "(train.lr: 0.002 → 0.001)" in caplog.text
 
 
+def test_ctrl_c_saves_a_checkpoint_exits_130_in_one_line_and_resumes_exactly(env, tmp_path, monkeypatch, caplog):
+    original, calls = T.train_step, [0]
+
+    def step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during iteration 3
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
+        m.setattr(T, "train_step", step)
+        with pytest.raises(SystemExit) as info:
+            student(env, tmp_path)
+    assert info.value.code == 130 and not (tmp_path / "model.pt").exists()
+    assert (f"primkd: stopped by SIGINT at iteration 3; saved {tmp_path / 'ckpt' / 'step-000000003.pt'}; run the "
+            f"same command again to resume") in caplog.text
+    assert signal.getsignal(signal.SIGINT) is not None and student(env, tmp_path)["resumed_at_iterations"] == [3]
+    assert_same_run(tmp_path, env["ref"])
+
+
+def test_a_second_trainer_on_the_same_checkpoint_folder_is_refused(env, tmp_path):
+    """A trainer orphaned by a killed `dvc repro` holds the lock; a new one stops in one line naming it."""
+    from primkd.engine.runtime import checkpoint_lock
+
+    folder = tmp_path / "checkpoints"
+    with checkpoint_lock(folder, "teacher_rgb"):
+        with pytest.raises(DataError) as info:
+            teacher_run(env, tmp_path)
+    assert str(info.value) == (f"{folder}: run 'teacher_rgb' is being trained by process {os.getpid()}, which holds "
+                               f"{folder / '.lock'}; wait for it to finish, or stop it (kill {os.getpid()}) and run "
+                               f"again")
+    assert list_checkpoints(folder) == []
+    assert teacher_run(env, tmp_path)["resumed_at_iterations"] == []  # the lock went with its holder
+
+
+def stale_folders(checkpoints: Path) -> list[Path]:
+    return sorted(checkpoints.parent.glob(f"{checkpoints.name}.stale-*"))
+
+
+def test_checkpoint_of_other_code_is_never_resumed_and_is_kept_aside(env, tmp_path, monkeypatch, caplog):
+    """A code edit in the training closure (simulated: the digest of engine/optim.py) makes an unfinished and a
+    finished checkpoint unusable: the run trains from scratch, bit-equal to a fresh run of the new code, and the old
+    checkpoints (best.pt included) are moved aside with the reason."""
+    optim = "src/primkd/engine/optim.py"
+    old, new = (T.Run("teacher_rgb", "teacher", ["rgb"], code={optim: digest * 64, "src/primkd/io.py": "0" * 64})
+                for digest in "ab")
+    reference = tmp_path / "reference"
+    T.train(env["teacher_cfg"], new, env["data"], None, reference, progress=False)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        crash_at(m, "train_step", 3)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            T.train(env["teacher_cfg"], old, env["data"], None, out, progress=False)
+    checkpoints = out / "checkpoints"
+    unfinished = [p.read_bytes() for p in list_checkpoints(checkpoints)]
+    assert unfinished and not (checkpoints / T.BEST_FILE).exists()
+    with caplog.at_level(logging.WARNING):
+        assert T.train(env["teacher_cfg"], new, env["data"], None, out, progress=False)["resumed_at_iterations"] == []
+    assert_same_run(out, reference)
+    assert (f"teacher_rgb: training from scratch: the unfinished checkpoint {checkpoints / 'step-000000002.pt'} was "
+            f"computed from other inputs or settings (code.{optim}: aaaaaaaaaaaa… → bbbbbbbbbbbb…)") in caplog.text
+    [aside] = stale_folders(checkpoints)
+    assert f"moved its files to {aside}" in caplog.text
+    assert [p.read_bytes() for p in list_checkpoints(aside)] == unfinished
+    reason = (aside / "REASON.txt").read_text()
+    assert "unfinished" in reason and f"code.{optim}: aaaaaaaaaaaa… → bbbbbbbbbbbb…" in reason
+    # A finished run is not reused by other code either, and is kept aside with its best.pt.
+    finished = {p.name: p.read_bytes() for p in [*list_checkpoints(checkpoints), checkpoints / T.BEST_FILE]}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert T.train(env["teacher_cfg"], old, env["data"], None, out, progress=False)["resumed_at_iterations"] == []
+    assert "the finished checkpoint" in caplog.text and f"code.{optim}: bbbbbbbbbbbb… → aaaaaaaaaaaa…" in caplog.text
+    second = [p for p in stale_folders(checkpoints) if p != aside]
+    assert len(second) == 1
+    assert {name: (second[0] / name).read_bytes() for name in finished} == finished
+
+
+def test_the_train_command_fingerprints_the_code_closure_of_training(tmp_path, monkeypatch, capsys):
+    """`primkd train` records the SHA-256 of every file of the training stage's code closure (the files DVC and
+    Snakemake list); an edited file is named when the checkpoint is set aside."""
+    from primkd import cli, stages
+    from primkd.cli import pipeline
+    from primkd.io import sha256_file
+
+    data = make_dataset(tmp_path / "data", n_train=4, n_test=1)
+    argv = ["train", "--role", "teacher", "--params", str(REPO / "params.yaml"), "--preset", "smoke", "--data",
+            str(data), "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress"]
+    cli.main(argv)
+    code = read_checkpoint(list_checkpoints(tmp_path / "ckpt")[-1])["fingerprint"]["code"]
+    closure = stages.code_closure("primkd.cli.pipeline:cmd_train")
+    assert sorted(code) == sorted(closure) and "src/primkd/engine/optim.py" in code
+    assert all(code[p] == sha256_file(REPO / p) for p in closure)
+    edited = dict(code, **{"src/primkd/engine/optim.py": "f" * 64})
+    monkeypatch.setattr(pipeline, "training_code", lambda: edited)
+    capsys.readouterr()
+    cli.main(argv)
+    err = capsys.readouterr().err
+    assert "training from scratch: the finished checkpoint" in err
+    assert f"(code.src/primkd/engine/optim.py: {code['src/primkd/engine/optim.py'][:12]}… → ffffffffffff…)" in err
+    assert len(stale_folders(tmp_path / "ckpt")) == 1
+
+
 def test_checkpoint_of_other_data_is_never_resumed(env, tmp_path, caplog):
     """The fingerprint covers the contents of the images, not only their names: after the data changed, even a
     finished checkpoint is not reused."""
@@ -245,6 +347,44 @@ def test_checkpoint_of_other_data_is_never_resumed(env, tmp_path, caplog):
         third = T.train(env["teacher_cfg"], run, data, None, tmp_path / "out", progress=False)
     assert third["resumed_at_iterations"] == []
     assert "training from scratch: the finished checkpoint" in caplog.text and "data.train_sha256" in caplog.text
+
+
+def test_a_corrupt_best_model_of_a_finished_run_is_rebuilt_from_its_final_weights(env, tmp_path, caplog):
+    """The teacher's best evaluation is its last epoch: a rerun after best.pt was corrupted rebuilds it (the same
+    bytes) from the final checkpoint instead of crashing, and keeps the corrupt file aside."""
+    out = tmp_path / "teacher"
+    teacher_run(env, out)
+    best = out / "checkpoints" / T.BEST_FILE
+    original = best.read_bytes()
+    best.write_bytes(b"\x00garbage")
+    with caplog.at_level(logging.WARNING):
+        again = teacher_run(env, out)
+    assert again["resumed_at_iterations"] == [again["iterations"]] and best.read_bytes() == original
+    assert f"{best} is unreadable (cannot read the best model" in caplog.text
+    assert "rebuilt it from the final weights" in caplog.text
+    [aside] = stale_folders(out / "checkpoints")
+    assert (aside / T.BEST_FILE).read_bytes() == b"\x00garbage"
+    assert_same_run(out, env["tmp"] / "teacher")
+
+
+def test_a_missing_best_model_of_an_earlier_epoch_retrains_and_keeps_the_checkpoints(env, tmp_path, monkeypatch,
+                                                                                     caplog):
+    """The best evaluation so far is epoch 1 and the run stopped in epoch 2: without best.pt its weights are in no
+    checkpoint, so the run trains from scratch (bit-equal to an uninterrupted one), its checkpoints kept aside."""
+    with monkeypatch.context() as m:
+        crash_at(m, "train_step", 5)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            student(env, tmp_path)
+    best = tmp_path / "ckpt" / T.BEST_FILE
+    best.unlink()
+    kept = [p.name for p in list_checkpoints(tmp_path / "ckpt")]
+    with caplog.at_level(logging.WARNING):
+        assert student(env, tmp_path)["resumed_at_iterations"] == []
+    assert (f"training from scratch: {best} is missing, and the weights of the best evaluation (epoch 1) are in no "
+            f"checkpoint") in caplog.text
+    [aside] = stale_folders(tmp_path / "ckpt")
+    assert [p.name for p in list_checkpoints(aside)] == kept
+    assert_same_run(tmp_path, env["ref"])
 
 
 def poison(monkeypatch, name: str) -> None:
@@ -318,6 +458,26 @@ def test_checkpoint_restores_states_and_every_rng_and_survives_a_corrupt_newest_
     assert torch.equal(fresh.weight, net.weight) and fresh_opt.state_dict()["state"][0]["step"] == 1
     # Generators are back where they were when step 2 was saved, which is where they were for step 3 too.
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(2), expected[1])  # noqa: NPY002
+
+
+def test_the_same_weights_give_the_same_bytes(env, tmp_path):
+    """Model files, best models and training checkpoints: two saves of the same contents have the same SHA-256
+    (torch names the zip entries after the file written, which was a random temporary name)."""
+    from primkd.io import sha256_file
+
+    arch = architecture(ModelConfig.of(env["teacher_cfg"]), "teacher", 3)
+    torch.manual_seed(0)
+    net = build_model(arch)
+    for name in ("a.pt", "b.pt"):
+        save_model(tmp_path / name, net, arch, ["rgb"], {"run": "teacher_rgb"})
+    assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")
+    for folder in ("c1", "c2"):
+        torch.manual_seed(3)
+        save_checkpoint(tmp_path / folder, 5, {"net": net}, {"it": 5}, {"a": 1}, complete=True, keep=1)
+    assert sha256_file(tmp_path / "c1" / "step-000000005.pt") == sha256_file(tmp_path / "c2" / "step-000000005.pt")
+    for out in ("x", "y"):
+        T._write_best_model(tmp_path / "a.pt", tmp_path / out / "model_best.pt", {}, {"run": "teacher_rgb"})
+    assert sha256_file(tmp_path / "x" / "model_best.pt") == sha256_file(tmp_path / "y" / "model_best.pt")
 
 
 def test_model_file_of_another_architecture_is_rejected_by_name(env, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +255,8 @@ def test_import_and_export_round_trip(cmx_fixture: dict[str, Any], tmp_path: Pat
     assert _rel_error(logits, cmx_fixture["outputs"]["logits_decoder_bn_eps_1e-5"]) <= TOLERANCE
 
     export_safetensors(tmp_path / "model.pt", tmp_path / "export")
-    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [".primkd-output", "config.json",
+                                                                        "model.safetensors"]
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert (config["inputs"], config["bgr"], config["classes"]) == (["rgb", "modal"], True, classes)
     exported, exported_meta = load_exported(tmp_path / "export")
@@ -294,3 +296,44 @@ def test_cli_import_official_and_export(tmp_path: Path) -> None:
         _cli(["import-official", "--checkpoint", str(tmp_path / "s.pth"), "--kind", "student", "--variant",
               "mit_nano", "--num-classes", "3", "--decoder-embed-dim", "16", "--out", str(tmp_path / "s.pt")])
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_export_out_never_deletes_what_it_did_not_write(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`primkd export --out DIR` into a folder holding other files refuses in one line and leaves them; `--out .`
+    likewise; its own earlier export is replaced, readable under the user's umask."""
+    from primkd import cli
+    from primkd.models.io import save_model
+
+    model = tmp_path / "model.pt"
+    arch = {"kind": "teacher", "variant": "mit_tiny", "num_classes": 3, "decoder_embed_dim": 16,
+            "drop_path_rate": 0.0, "decoder_bn_eps": 1e-3}
+    save_model(model, build_teacher("mit_tiny", 3, decoder_embed_dim=16), arch, ["rgb"], {"run": "teacher_rgb"})
+    out = tmp_path / "thesis"
+    (out / "sub").mkdir(parents=True)
+    (out / "precious.txt").write_text("mine")
+    (out / "sub" / "thesis.tex").write_text("mine too")
+    monkeypatch.chdir(tmp_path)
+    for target, message in [(out, f"{out}: is not a folder primkd wrote (precious.txt, sub/thesis.tex)"),
+                            (Path("."), ".: is the current folder or one that holds it")]:
+        with pytest.raises(SystemExit) as info:
+            cli.main(["export", "--model", str(model), "--out", str(target)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "Traceback" not in err and f"ERROR primkd: {message}" in err
+    assert (out / "precious.txt").read_text() == "mine" and (out / "sub" / "thesis.tex").read_text() == "mine too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "thesis"]
+    old = os.umask(0o022)
+    try:
+        for _ in range(2):  # the second export replaces the first: its own folder
+            cli.main(["export", "--model", str(model), "--out", str(tmp_path / "export")])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "export" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_import_official_refuses_an_absurd_number_of_classes(tmp_path: Path, capsys) -> None:
+    from primkd import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["import-official", "--checkpoint", str(tmp_path / "x.pth"), "--kind", "student", "--variant",
+                  "mit_b2", "--num-classes", "1000000000", "--out", str(tmp_path / "m.pt")])
+    assert str(info.value) == "--num-classes 1000000000: a model predicts 1 to 255 classes (NYU 40, SUN-RGBD 37)"

@@ -11,6 +11,8 @@ import functools
 import hashlib
 import math
 import os
+import re
+import subprocess
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -111,17 +113,113 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
     return cfg
 
 
-def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = None) -> dict:
-    """Read, validate and resolve a parameter file (see :func:`resolve`)."""
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 and DVC do, and refusing aliases.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: ``6e-05`` (as DVC writes
+    ``-S ...lr=6e-5`` into params.yaml), ``1e5`` or ``1.0e5`` would come back as strings and fail the schema.
+    An alias (``*name``) repeats a node without copying it, so a few lines of nested aliases make a document that
+    validation walks for hours (an "alias bomb"); a parameter file has no need of them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, anchor: str, mark):
+        super().__init__(anchor)
+        self.anchor, self.mark = anchor, mark
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A parameter file's contents (:class:`ParamsLoader`); raises :class:`ConfigError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameter file not found; run from the repository root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=ParamsLoader)  # a SafeLoader: no Python objects
+    except _AliasRefused as e:
+        raise ConfigError(f"{path}, line {e.mark.line + 1}: the alias *{e.anchor} repeats another node; a parameter "
+                          f"file allows no YAML aliases: write the values out") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
+
+
+def load_params(path: str | os.PathLike = "params.yaml", preset: str | None = None) -> dict:
+    """Read, validate and resolve a parameter file (see :func:`resolve`)."""
+    raw = read_yaml(path)
     validate(raw, source=str(path), schema_file=schema_path(path))
     return resolve(raw, preset)
+
+
+def shadowed_edits(path: str | os.PathLike, preset: str | None = None) -> list[str]:
+    """Warnings for the top-level keys of ``path`` changed since its last git commit (as ``dvc exp run -S
+    train.epochs=3`` or an edit changes them) that the active preset also sets: its value wins, so the change does
+    nothing. Empty outside a git repository or for a file git does not know."""
+    path = Path(path)
+    try:
+        shown = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.parent.resolve(), capture_output=True,
+                               text=True, timeout=30)
+        committed = yaml.load(shown.stdout, Loader=ParamsLoader) if shown.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, yaml.YAMLError):
+        committed = None
+    if not isinstance(committed, dict):
+        return []
+    raw = read_yaml(path)
+    name = preset or raw["preset"]
+    preset_values = raw["presets"].get(name, {})
+    out = []
+    for section in (*SECTIONS, "resources"):
+        for key in _leaves(preset_values.get(section, {})):
+            now, before = _at(raw.get(section), key), _at(committed.get(section), key)
+            if now != before:
+                dotted = ".".join((section, *key))
+                out.append(f"{path}: {dotted} was changed to {now!r}, but preset {name} sets it to "
+                           f"{_at(preset_values[section], key)!r}, which wins; change presets.{name}.{dotted} instead "
+                           f"(e.g. dvc exp run -S presets.{name}.{dotted}=...)")
+    return out
+
+
+def _leaves(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    return [leaf for k, v in tree.items()
+            for leaf in (_leaves(v, (*prefix, k)) if isinstance(v, dict) and v else [(*prefix, k)])]
+
+
+def _at(tree: Any, key: tuple[str, ...]) -> Any:
+    for part in key:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def numbers_as_read(config: dict, path: str | os.PathLike = "params.yaml") -> None:
+    """Give Snakemake's ``config`` (read from ``path`` by PyYAML's YAML 1.1 rules) the numbers :func:`read_yaml`
+    reads: each string value that this module reads as a number from the same place of ``path`` becomes that
+    number, in place; values given with ``--config`` are left alone."""
+    _renumber(config, read_yaml(path))
+
+
+def _renumber(theirs: Any, ours: Any) -> None:
+    keys = theirs.keys() if isinstance(theirs, dict) else range(len(theirs))
+    for key in keys:
+        mine = (ours.get(key) if isinstance(ours, dict) else
+                ours[key] if isinstance(ours, list) and key < len(ours) else None)
+        value = theirs[key]
+        if isinstance(value, dict | list):
+            _renumber(value, mine)
+        elif isinstance(value, str) and isinstance(mine, float):
+            theirs[key] = mine
 
 
 def section_config(cls: type, values: dict, section: str) -> Any:

@@ -163,9 +163,17 @@ def infer_folder(model: nn.Module, meta: dict, rgb_dir: str | os.PathLike, out_d
         The image names processed, sorted.
     """
     rgb_dir, out_dir = Path(rgb_dir), Path(out_dir)
-    names = sorted(p.stem for p in rgb_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if rgb_dir.is_dir() else []
-    if not names:
+    files = sorted(p for p in rgb_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if rgb_dir.is_dir() else []
+    if not files:
         raise DataError(f"{rgb_dir}: no RGB images ({', '.join(IMAGE_SUFFIXES)}) found")
+    by_stem: dict[str, list[str]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path.name)
+    clash = next((found for found in by_stem.values() if len(found) > 1), None)
+    if clash:
+        raise DataError(f"{rgb_dir}: {' and '.join(clash)} would both be written as {Path(clash[0]).stem}.png; "
+                        f"rename one of them (each image's file name without extension names its outputs)")
+    names = sorted(by_stem)
     reads_depth = "modal" in meta["inputs"]
     if reads_depth and depth_dir is None and hha_dir is None:
         raise DataError(f"the model reads {meta['inputs']}: give a depth folder or an HHA folder")

@@ -101,15 +101,27 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+OUTPUT_MARKER = ".primkd-output"  # in every folder atomic_dir writes: the files it holds, one per line
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an old ``path`` is removed)."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an old ``path`` is removed).
+
+    The folder is the command's own: it records the files it wrote in :data:`OUTPUT_MARKER`, and a ``path`` that
+    holds anything else (a folder the command did not write, files added to one it did, the current folder) is
+    refused before any work, so an ``--out`` never deletes what the command did not write. Files and folders get
+    the user's umask (writers such as safetensors create their files private).
+    """
     path = Path(path)
+    _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private; give it the usual permissions
+        written = _files_below(tmp)
+        (tmp / OUTPUT_MARKER).write_text("".join(f"{name}\n" for name in written))
+        _share(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -120,6 +132,49 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _files_below(folder: Path) -> list[str]:
+    """Relative paths of the files and links under ``folder`` (links to folders not followed), sorted."""
+    found = []
+    for top, dirs, names in os.walk(folder):
+        found += [Path(top, n) for n in names] + [Path(top, d) for d in dirs if Path(top, d).is_symlink()]
+    return sorted(p.relative_to(folder).as_posix() for p in found)
+
+
+def _check_replaceable(path: Path) -> None:
+    """Raise :class:`DataError` unless replacing ``path`` as a whole loses nothing the command did not write."""
+    fix = "give the output a new or empty folder, or move those files away"
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise DataError(f"{path}: is the current folder or one that holds it, and an output folder is replaced as a "
+                        f"whole; give the output a folder of its own, e.g. {path / 'out'}")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"{path}: exists and is not a folder; {fix.replace('those files', 'it')}")
+    present = _files_below(path) if path.is_dir() else []
+    if not present:
+        return
+    marker = path / OUTPUT_MARKER
+    written = set(marker.read_text().splitlines()) if marker.is_file() else None
+    foreign = [name for name in present if name != OUTPUT_MARKER and (written is None or name not in written)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        whose = "is not a folder primkd wrote" if written is None else "holds files primkd did not write"
+        raise DataError(f"{path}: {whose} ({shown}), and an output folder is replaced as a whole; {fix}")
+
+
+def _share(folder: Path) -> None:
+    """Give ``folder`` and everything in it the permissions the user's umask asks for."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for top, dirs, names in os.walk(folder):
+        for d in dirs:
+            if not Path(top, d).is_symlink():
+                os.chmod(Path(top, d), 0o777 & ~mask)
+        for n in names:
+            file = Path(top, n)
+            if not file.is_symlink() and file.stat().st_nlink == 1:  # a hard link's mode is its other name's too
+                os.chmod(file, 0o666 & ~mask)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -181,6 +236,11 @@ def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+def file_digests(paths: Iterable[str], root: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of each file named in ``paths`` (relative to ``root``), keyed by that name."""
+    return {str(name): sha256_file(Path(root) / name) for name in paths}
+
+
 def tree_files(root: str | os.PathLike) -> list[Path]:
     """Every file under ``root``, symlinked folders followed (a dataset folder is often a tree of links), sorted by
     relative path so the order does not depend on the file system."""
@@ -200,6 +260,104 @@ def path_digest(path: str | os.PathLike) -> str:
     """:func:`tree_digest` of a folder, :func:`files_digest` of a file (its name and contents)."""
     path = Path(path)
     return tree_digest(path) if path.is_dir() else files_digest([path])
+
+
+# --- Content records of pipeline outputs -------------------------------------------------------------------------
+# Snakemake decides by modification times, and a folder output's time is that of its .snakemake_timestamp: an
+# in-place edit of a prepared, HHA or label image, or a teacher model.pt replaced by an older file, goes unseen.
+# OutputRecords keeps each output's files (size, times, SHA-256) as the pipeline wrote them, hashes only files whose
+# size or times changed since (the status-change time too, which no one can set back), and names the outputs whose
+# contents differ, so that their jobs rerun, as in DVC.
+
+_NOT_CONTENT = {".snakemake_timestamp"}  # Snakemake's own marker in folder outputs
+
+
+class OutputRecords:
+    """What a pipeline wrote, kept in a JSON file: for each output path its files (relative name → [size, mtime_ns,
+    ctime_ns, sha256]) and a *token*, a job parameter that changes when the output was changed by someone else.
+
+    :meth:`changed` (when the workflow is read) names the outputs whose contents differ from the record, gives each
+    a new token (so the job that writes it reruns: Snakemake reruns a job whose parameters changed) and records
+    outputs it has not seen; :meth:`record_rewritten` (after the run) records the outputs the run rewrote and keeps
+    their new tokens. An output the run left alone keeps its record, so a change is reported until its job reran.
+    """
+
+    def __init__(self, store: str | os.PathLike):
+        self.store = Path(store)
+        saved = {}
+        if self.store.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                saved = json.loads(self.store.read_text())
+        self.files: dict[str, dict[str, list]] = saved.get("files", {})
+        self.tokens: dict[str, str] = saved.get("tokens", {})
+        # tokens of the outputs found changed, kept once their job rewrote them; saved, so that the job processes of
+        # a cluster run, which read the workflow again without looking, give their jobs the same parameter
+        self.pending: dict[str, str] = saved.get("pending", {})
+        self.seen: dict[str, dict[str, list]] = {}  # stats when changed() looked, to find what the run rewrote
+
+    @staticmethod
+    def _files(path: Path) -> list[Path]:
+        files = tree_files(path) if path.is_dir() else [path] if path.is_file() else []
+        return [p for p in files if p.name not in _NOT_CONTENT]
+
+    def _stats(self, output: str) -> dict[str, list]:
+        root, stats = Path(output), {}
+        for p in self._files(root):
+            st, name = p.stat(), p.relative_to(root).as_posix() if p != root else p.name
+            stats[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        return stats
+
+    @staticmethod
+    def _digest(output: str, name: str) -> str:
+        root = Path(output)
+        return sha256_file(root if root.is_file() else root / name)
+
+    def changed(self, outputs: Iterable[str]) -> dict[str, str]:
+        """Outputs (that exist) whose files differ in content from the record, each with the first difference."""
+        found, self.pending = {}, {}
+        for output in dict.fromkeys(map(str, outputs)):
+            stats = self.seen[output] = self._stats(output)
+            record = self.files.get(output)
+            if not stats or record is None:
+                if stats:
+                    self._record(output, stats)
+                continue
+            for name in sorted(set(stats) | set(record)):
+                if name not in stats or name not in record:
+                    found[output] = f"{name} {'removed' if name not in stats else 'added'}"
+                    break
+                if stats[name] != record[name][:3]:
+                    digest = self._digest(output, name)
+                    if digest != record[name][3]:
+                        found[output] = f"{name} edited"
+                        break
+                    record[name] = [*stats[name], digest]  # touched, same bytes: no need to hash it again
+        for output, why in found.items():
+            log.warning("%s: %s since the pipeline wrote it; its job and everything after it rerun", output, why)
+            self.pending[output] = hashlib.sha256(f"{self.tokens.get(output, '')}{why}".encode()).hexdigest()[:16]
+        self._save()
+        return found
+
+    def token(self, outputs: Iterable[str]) -> str:
+        """The parameter of the job that writes ``outputs``: it changes when one of them was changed by others."""
+        return ",".join(self.pending.get(o) or self.tokens.get(o, "") for o in map(str, outputs))
+
+    def record_rewritten(self) -> None:
+        """Record the outputs whose files changed since :meth:`changed` looked (the run rewrote them)."""
+        for output, before in self.seen.items():
+            stats = self._stats(output)
+            if stats and stats != before:
+                self._record(output, stats)
+                if output in self.pending:
+                    self.tokens[output] = self.pending.pop(output)
+        self._save()
+
+    def _record(self, output: str, stats: dict[str, list]) -> None:
+        self.files[output] = {name: [*stat, self._digest(output, name)] for name, stat in stats.items()}
+
+    def _save(self) -> None:
+        write_text(self.store, json.dumps({"files": self.files, "tokens": self.tokens, "pending": self.pending},
+                                          sort_keys=True))
 
 
 # Training-state checkpoints (written by primkd.engine.checkpoint) are named here, below every layer, because the stage

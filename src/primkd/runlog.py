@@ -6,6 +6,7 @@ resume, every earlier run of prepare and hha.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -26,7 +27,9 @@ def run_header(argv: list[str], checkpoint_dir: str | os.PathLike | None = None)
         from primkd.io import list_checkpoints  # here: primkd.io loads OpenCV, which `primkd --help` should not
 
         root = Path(checkpoint_dir)
-        folders = [root, *sorted(p for p in root.glob("seed*") if p.is_dir())] if root.is_dir() else []
+        # seed<k>/ only: a run set aside by the engine (seed0.stale-<time>/) is no checkpoint a run resumes from
+        seeds = sorted(p for p in root.glob("seed*") if p.is_dir() and p.name[4:].isdigit()) if root.is_dir() else []
+        folders = [root, *seeds] if root.is_dir() else []
         newest = [found[-1] for found in map(list_checkpoints, folders) if found]
         lines += [f"      resumes from {path}" for path in newest] or [
             f"      starts afresh (no checkpoint in {root})"]
@@ -34,12 +37,35 @@ def run_header(argv: list[str], checkpoint_dir: str | os.PathLike | None = None)
 
 
 def setup_logging(log_path: str | os.PathLike | None, header: str | None = None) -> None:
-    """Log to stderr and, when given, append to ``log_path`` (its folder is created) after writing ``header``."""
+    """Log to stderr and, when given, append to ``log_path`` (its folder is created) after writing ``header``.
+
+    A log that cannot be opened (a full disk, a read-only folder) stops the command in one line before it starts;
+    one that fills up during the run says so once and the run goes on, logging to stderr only.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        if header:
-            with open(log_path, "a") as f:
-                f.write(header)
-        handlers.append(logging.FileHandler(log_path, mode="a"))
+        try:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            if header:
+                with open(log_path, "a") as f:
+                    f.write(header)
+            handlers.append(_LogFile(log_path))
+        except OSError as e:
+            sys.stderr.write(f"ERROR primkd: {log_path}: cannot write the log ({e.strerror or e}); free space on its "
+                             f"disk or pass another --log\n")
+            raise SystemExit(2) from e
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+
+
+class _LogFile(logging.FileHandler):
+    """The log file: the first failed write is reported in one line and the file is given up (logging's default
+    prints a traceback for every line)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"WARNING primkd: {self.baseFilename}: cannot write the log any more "
+                         f"({getattr(error, 'strerror', None) or error}); the rest of this run is logged to stderr "
+                         f"only\n")
+        logging.getLogger().removeHandler(self)
+        with contextlib.suppress(OSError):
+            self.close()

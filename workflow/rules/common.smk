@@ -1,10 +1,12 @@
 # What the generated rules (data.smk, train.smk, evaluate.smk, report.smk) read: the effective parameters of the
 # active preset, resolved by the same code the stage commands use, the lists their wildcards run over, and the two
-# helpers of their `params` and `resources`.
+# helpers of their `params` (effective, outputs_token) and `resources`.
 import json
 import re
 
 from primkd.config import effective_params, resolve
+from primkd import stages as ST
+from primkd.io import OutputRecords
 from primkd.stages import MODALITIES, value_at
 
 CFG = resolve(config)
@@ -13,6 +15,14 @@ EFFECTIVE = effective_params(CFG)
 EXPERIMENTS = list(CFG["experiments"])
 SEEDS = list(CFG["seeds"])
 MAIN_MODELS = ["teacher_rgb", "cmx", "primkd"]
+
+# Content, not time: an output edited in place (an image in a folder output) or replaced by an older file (a teacher
+# model.pt) gets a new `outputs` parameter (outputs_token), so its job and everything after it rerun, as in DVC.
+RECORDS = OutputRecords(".snakemake/primkd-outputs.json")
+if workflow.is_main_process:
+    RECORDS.changed(ST.fill(o.path, PRESET, s, i) for s in ST.STAGES for i in ST.loop_items(s, CFG) for o in s.outs)
+    workflow.onsuccess(lambda log: RECORDS.record_rewritten())
+    workflow.onerror(lambda log: RECORDS.record_rewritten())
 
 
 wildcard_constraints:
@@ -28,6 +38,13 @@ def effective(wildcards, keys):
     is read, so its `inputs` digests (ImageNet weights, a folder source) are current on every run."""
     item = dict(wildcards.items())
     return json.dumps({k: value_at(EFFECTIVE, k.format(**item)) for k in keys}, sort_keys=True)
+
+
+def outputs_token(wildcards, paths):
+    """A job's `outputs` parameter: a token that changes when one of its outputs was changed by someone else since
+    the pipeline wrote it (primkd.io.OutputRecords), so Snakemake reruns the job as DVC restores a modified output."""
+    item = dict(wildcards.items())
+    return RECORDS.token(p.format(**item) for p in paths)
 
 
 def job_resources(stage):

@@ -40,6 +40,12 @@ rule resolve_params:
                 "inputs",
             ],
         ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/effective_params.yaml",
+            ],
+        ),
     log:
         "results/{preset}/logs/resolve_params.log",
     conda:
@@ -78,6 +84,12 @@ rule download:
                 "data.urls.nyuv2_class_mapping",
                 "data.urls.sunrgbd",
                 "data.urls.sunrgbd_toolbox",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "data/{preset}/raw",
             ],
         ),
     log:
@@ -138,6 +150,12 @@ rule prepare:
                 "inputs.folder",
             ],
         ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "data/{preset}/prepared",
+            ],
+        ),
     log:
         "results/{preset}/logs/prepare.log",
     threads: CFG["resources"]["prepare"]["cpus_per_task"]
@@ -175,6 +193,13 @@ rule hha:
         values=lambda w: effective(
             w,
             [
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "data/{preset}/hha",
+                "results/{preset}/contact_sheet.png",
             ],
         ),
     log:

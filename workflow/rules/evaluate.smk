@@ -60,6 +60,14 @@ rule evaluate_teacher:
                 "train.bgr",
             ],
         ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/eval/teacher_{modality}_confusion.csv",
+                "results/{preset}/eval/teacher_{modality}_per_image.npz",
+                "results/{preset}/eval/teacher_{modality}.json",
+            ],
+        ),
     log:
         "results/{preset}/logs/evaluate_teacher_{modality}.log",
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
@@ -132,6 +140,14 @@ rule evaluate_cmx:
                 "seeds",
             ],
         ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/eval/cmx_confusion.csv",
+                "results/{preset}/eval/cmx_per_image.npz",
+                "results/{preset}/eval/cmx.json",
+            ],
+        ),
     log:
         "results/{preset}/logs/evaluate_cmx.log",
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
@@ -201,6 +217,14 @@ rule evaluate_student:
                 "train.crop",
                 "train.bgr",
                 "seeds",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/eval/{exp}_confusion.csv",
+                "results/{preset}/eval/{exp}_per_image.npz",
+                "results/{preset}/eval/{exp}.json",
             ],
         ),
     log:

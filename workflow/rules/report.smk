@@ -63,6 +63,12 @@ rule analyze:
                 "seeds",
             ],
         ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/analysis",
+            ],
+        ),
     log:
         "results/{preset}/logs/analyze.log",
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
@@ -184,6 +190,17 @@ rule report:
                 "eval.checkpoint",
                 "eval.scales",
                 "eval.flip",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/report/tables",
+                "results/{preset}/report/figure1.png",
+                "results/{preset}/report/figure1.pdf",
+                "results/{preset}/report/curves",
+                "results/{preset}/REPORT.md",
+                "results/{preset}/summary.json",
             ],
         ),
     log:

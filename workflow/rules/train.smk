@@ -90,6 +90,16 @@ rule train_teacher:
                 "inputs.pretrained",
             ],
         ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/models/teacher_{modality}/model.pt",
+                "results/{preset}/models/teacher_{modality}/model_best.pt",
+                "results/{preset}/models/teacher_{modality}/train.json",
+                "results/{preset}/models/teacher_{modality}/curves.csv",
+                "results/{preset}/models/teacher_{modality}/eval_curve.csv",
+            ],
+        ),
     log:
         "results/{preset}/logs/train_teacher_{modality}.log",
     threads: CFG["resources"]["train"]["cpus_per_task"]
@@ -184,6 +194,12 @@ rule train_cmx:
                 "train.cudnn_benchmark",
                 "eval.windows",
                 "inputs.pretrained",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/models/cmx/seed{seed}",
             ],
         ),
     log:
@@ -293,6 +309,12 @@ rule train_student:
                 "experiments.{exp}.kd.per_sample",
                 "experiments.{exp}.kd.kl_direction",
                 "experiments.{exp}.kd.temperature",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/models/{exp}/seed{seed}",
             ],
         ),
     log:

@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from primkd.cli.options import add_command, load_config
+
+log = logging.getLogger("primkd")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -45,7 +48,11 @@ def cmd_check_params(args: argparse.Namespace) -> None:
 
     import yaml
 
+    from primkd.config import shadowed_edits
+
     cfg = load_config(args)
+    for warning in shadowed_edits(args.params, cfg["preset"]):
+        log.warning("%s", warning)
     dvc_yaml = Path(args.params).parent / "dvc.yaml"
     if dvc_yaml.is_file():
         from primkd.stages import check_dvc_yaml

@@ -6,6 +6,7 @@ DVC (dvc.yaml) and Snakemake (workflow/rules/*.smk) run exactly these command st
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from pathlib import Path
 
@@ -20,10 +21,12 @@ def cmd_params(args: argparse.Namespace) -> None:
     file's student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
     import yaml
 
-    from primkd.config import effective_params
+    from primkd.config import effective_params, shadowed_edits
     from primkd.io import write_text
 
     cfg = load_config(args)
+    for warning in shadowed_edits(args.params, cfg["preset"]):
+        log.warning("%s", warning)
     if args.dvc_yaml:
         from primkd.stages import check_dvc_groups
 
@@ -105,6 +108,23 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
 
 
+TRAIN_ENTRY = "primkd.cli.pipeline:cmd_train"
+
+
+def training_code() -> dict[str, str]:
+    """SHA-256 of each file of the training stages' code closure (the code dependencies DVC and Snakemake list),
+    by repository path: the checkpoint fingerprint's ``code``.
+
+    ``primkd.stages`` is imported by name, not with an import statement, so that the stage table does not join the
+    closure itself: it chooses which files to digest and computes nothing of a result, and an edit of it must not
+    retrain every network.
+    """
+    from primkd.io import file_digests
+
+    stages = importlib.import_module("primkd.stages")
+    return file_digests(stages.code_closure(TRAIN_ENTRY), stages.REPO_ROOT)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train one network, with ``--seed`` (default train.seed), into ``--out-dir``; a student's seeds are one
     pipeline stage each."""
@@ -115,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     threads = use_threads(args, cfg)
     cfg = threads.fit(cfg)
     run = _run_from_args(args, cfg)
+    run.code = training_code()
     if args.seed is not None:
         cfg["train"]["seed"] = args.seed
     summary = train(cfg, run, Path(args.data), Path(args.hha) if args.hha else None, Path(args.out_dir),

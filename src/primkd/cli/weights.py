@@ -75,6 +75,8 @@ def cmd_import_official(args: argparse.Namespace) -> None:
     from primkd.data.layout import read_meta
     from primkd.weights import import_official
 
+    if not 1 <= args.num_classes <= 255:  # labels are 8-bit PNGs with 255 = ignore
+        raise SystemExit(f"--num-classes {args.num_classes}: a model predicts 1 to 255 classes (NYU 40, SUN-RGBD 37)")
     classes = read_meta(args.classes_from)["classes"] if args.classes_from else None
     import_official(args.checkpoint, args.kind, args.variant, args.num_classes, args.out, bgr=args.bgr,
                     decoder_bn_eps=args.decoder_bn_eps, decoder_embed_dim=args.decoder_embed_dim, classes=classes)
@@ -106,7 +108,8 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "export", cmd_export, "Export a model file as model.safetensors + config.json.",
                     params=False)
     p.add_argument("--model", required=True, help="Model file written by `primkd train` or `primkd import-official`.")
-    p.add_argument("--out", required=True, help="Output folder (replaced as a whole).")
+    p.add_argument("--out", required=True,
+                   help="Output folder (replaced as a whole; a folder holding files it did not write is refused).")
 
     p = add_command(subparsers, "import-official", cmd_import_official,
                     "Convert an official CMX / PrimKD checkpoint into a primkd model file.", params=False)

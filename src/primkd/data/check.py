@@ -10,14 +10,22 @@ missing.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from primkd.data.layout import IGNORE_INDEX, SPLITS, Layout, invalid_labels, read_meta, read_split
+from primkd.data.layout import (
+    IGNORE_INDEX,
+    SPLITS,
+    Layout,
+    invalid_labels,
+    read_meta,
+    read_split,
+    repeated_names,
+    shared_names,
+)
 from primkd.io import DataError, read_image
 
 INTRINSICS = ("fx", "fy", "cx", "cy")
@@ -56,20 +64,14 @@ def check_splits(layout: Layout) -> tuple[dict[str, list[str]], list[str]]:
     splits, problems = {}, []
     for split in SPLITS:
         try:
-            names = read_split(layout.root, split)
+            names = read_split(layout.root, split, repeats=True)
         except DataError as e:
             problems.append(str(e))
             continue
-        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-        if repeated:
-            problems.append(f"{layout.split_path(split)}: names listed more than once: {repeated[:10]}; keep one "
-                            f"line per image")
+        problems += filter(None, [repeated_names(layout.split_path(split), names)])
         splits[split] = list(dict.fromkeys(names))
     if len(splits) == len(SPLITS):
-        both = sorted(set(splits["train"]) & set(splits["test"]))
-        if both:
-            problems.append(f"{layout.root}: {len(both)} images are in both train.txt and test.txt (e.g. {both[:5]}); "
-                            f"the test split must be disjoint from the training split")
+        problems += filter(None, [shared_names(layout.root, splits["train"], splits["test"])])
     return splits, problems
 
 

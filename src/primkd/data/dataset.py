@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from primkd.data.layout import IGNORE_INDEX, Layout, invalid_labels, read_meta, read_split
+from primkd.data.layout import IGNORE_INDEX, Layout, check_disjoint, invalid_labels, read_meta, read_split
 from primkd.io import DataError, read_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -126,6 +126,7 @@ class RGBDDataset(Dataset):
                  augmentation: Augment | None = None, seed: int = 0, bgr: bool = False):
         self.layout = Layout(Path(data_root))
         self.names = read_split(data_root, split)
+        check_disjoint(data_root)
         self.meta = read_meta(data_root)
         self.classes = list(self.meta["classes"])
         self.hha_root = Path(hha_root) if hha_root is not None else None

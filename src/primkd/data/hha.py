@@ -515,10 +515,32 @@ def hha_from_file(depth_path: str | os.PathLike, out_path: str | os.PathLike, in
         missing_path: optional mask PNG (non-zero = missing); default: missing where depth == 0.
     """
     depth = read_depth(depth_path, depth_scale)
+    problem = intrinsics_problem(intrinsics, *depth.shape)
+    if problem:
+        raise DataError(f"{depth_path}: {problem} for its {depth.shape[0]}×{depth.shape[1]} depth map; pass the "
+                        f"camera's --fx --fy (focal lengths, > 0) and --cx --cy (principal point, 1-based, inside the "
+                        f"image) in pixels")
     missing = read_missing(missing_path) if missing_path is not None else None
     if missing is not None and missing.shape != depth.shape:
         raise DataError(f"{missing_path}: mask shape {missing.shape} differs from {depth_path} {depth.shape}")
     write_png(out_path, compute_hha(depth, intrinsics, missing, source=str(depth_path)), rgb=True)
+
+
+def intrinsics_problem(intrinsics: dict, height: int, width: int) -> str | None:
+    """What is wrong with camera intrinsics for a ``height``×``width`` image (non-finite values, a focal length that
+    is not positive, a principal point outside the image), or None."""
+    values = {k: float(intrinsics[k]) for k in ("fx", "fy", "cx", "cy")}
+    bad = [k for k, v in values.items() if not np.isfinite(v)]
+    if bad:
+        return f"{', '.join(f'{k} = {values[k]}' for k in bad)} is not a number"
+    bad = [k for k in ("fx", "fy") if values[k] <= 0]
+    if bad:
+        return f"the focal length {', '.join(f'{k} = {values[k]:g}' for k in bad)} is not positive"
+    size = {"cx": width, "cy": height}
+    bad = [k for k, n in size.items() if not 0.5 <= values[k] <= n + 0.5]
+    if bad:
+        return f"the principal point {', '.join(f'{k} = {values[k]:g}' for k in bad)} lies outside the image"
+    return None
 
 
 def _is_up_to_date(out_path: Path, inputs: Iterable[Path]) -> bool:

@@ -20,6 +20,7 @@ because the HHA stage is a pipeline stage of its own and DVC does not allow one 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +84,15 @@ class Layout:
         return self.root / "Missing" / f"{name}.png"
 
 
-def read_split(root: str | os.PathLike, split: str) -> list[str]:
+def read_split(root: str | os.PathLike, split: str, repeats: bool = False) -> list[str]:
     """Names listed in ``<root>/<split>.txt``.
 
+    Args:
+        repeats: accept names listed more than once (``check-data`` reports them with the other problems).
+
     Raises:
-        DataError: the list is missing or empty, or a line is not a bare image name (see :func:`check_name`).
+        DataError: the list is missing or empty, a line is not a bare image name (see :func:`is_plain_name`), or a
+            name is listed more than once.
     """
     path = Layout(Path(root)).split_path(split)
     if not path.is_file():
@@ -102,7 +107,36 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
         raise DataError(f"{path}, line {number}: {name!r} is not an image name{more}; a split list names images of "
                         f"its own dataset by their bare file name without extension (no folders, '..' or absolute "
                         f"paths), e.g. 'img_0001' for RGB/img_0001.png")
-    return [name for _, name in lines]
+    names = [name for _, name in lines]
+    problem = None if repeats else repeated_names(path, names)
+    if problem:
+        raise DataError(problem)
+    return names
+
+
+def repeated_names(path: Path, names: list[str]) -> str | None:
+    """The problem of a split list that names an image more than once (it would weigh twice in training or in the
+    test mIoU), or None."""
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    return (f"{path}: names listed more than once: {repeated[:10]}{' …' if len(repeated) > 10 else ''}; keep one "
+            f"line per image" if repeated else None)
+
+
+def shared_names(root: Path, train: list[str], test: list[str]) -> str | None:
+    """The problem of a training and a test split that share images (the test mIoU would score training images), or
+    None."""
+    both = sorted(set(train) & set(test))
+    return (f"{root}: {len(both)} images are in both train.txt and test.txt (e.g. {both[:5]}); the test split must "
+            f"be disjoint from the training split: remove them from one of the lists" if both else None)
+
+
+def check_disjoint(root: str | os.PathLike) -> None:
+    """Raise :class:`DataError` when the dataset's split lists (those that exist) share images."""
+    layout = Layout(Path(root))
+    if all(layout.split_path(s).is_file() for s in SPLITS):
+        problem = shared_names(layout.root, read_split(root, "train"), read_split(root, "test"))
+        if problem:
+            raise DataError(problem)
 
 
 def is_plain_name(name: str) -> bool:

@@ -3,12 +3,14 @@
 A **training-state checkpoint** (``<dir>/step-<iteration>.pt``) holds everything a run needs to continue exactly
 where it stopped: the network, the loss module (aligners), the optimiser, the scheduler, every random number
 generator, the loop's progress and a *fingerprint* of everything the run's numbers depend on
-(:func:`run_fingerprint`: the settings and the contents of its input files). A run only resumes from a checkpoint
-whose fingerprint equals its own.
+(:func:`run_fingerprint`: the settings, the contents of its input files and of its code). A run only resumes from a
+checkpoint whose fingerprint equals its own; the checkpoints of another fingerprint are moved aside
+(:func:`move_aside`), never deleted.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import random
@@ -21,8 +23,8 @@ import torch
 from torch import nn
 
 from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
-from primkd.io import STATE_PREFIX, DataError, atomic_path, files_digest, list_checkpoints, sha256_file
-from primkd.models.io import load_state_dict_checked, read_torch_file
+from primkd.io import STATE_PREFIX, DataError, files_digest, list_checkpoints, sha256_file
+from primkd.models.io import load_state_dict_checked, read_torch_file, save_torch_file
 from primkd.pretrained import pretrained_digest
 
 log = logging.getLogger(__name__)
@@ -80,8 +82,7 @@ def save_checkpoint(directory: str | os.PathLike, iteration: int, stateful: Mapp
     blob = {"format": STATE_FORMAT, "iteration": iteration, "complete": complete, "fingerprint": fingerprint,
             "progress": progress, "rng": rng_state(), "states": states}
     path = directory / f"{STATE_PREFIX}{iteration:09d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    save_torch_file(path, blob)
     for old in list_checkpoints(directory)[: -max(keep, 1)]:
         old.unlink(missing_ok=True)
     return path
@@ -107,15 +108,24 @@ def latest_checkpoint(directory: str | os.PathLike) -> tuple[Path, dict] | None:
 
 
 def fingerprint_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested fingerprints, as ``"key: saved → current"``."""
+    """Dotted keys whose values differ between two nested fingerprints, as ``"key: saved → current"`` (digests
+    shortened to 12 characters, a whole section that one side lacks by its number of entries)."""
     out = []
     for key in sorted(set(saved) | set(current), key=str):
         a, b, name = saved.get(key), current.get(key), f"{prefix}{key}"
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += fingerprint_differences(a, b, f"{name}.")
         elif _plain(a) != _plain(b):
-            out.append(f"{name}: {a!r} → {b!r}")
+            out.append(f"{name}: {_short(a)} → {_short(b)}")
     return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return f"{value[:12]}…"
+    if isinstance(value, Mapping):
+        return f"{{{len(value)} entries}}"
+    return repr(value)
 
 
 def _plain(value: Any) -> Any:
@@ -125,6 +135,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def move_aside(directory: str | os.PathLike, files: list[Path], reason: str) -> Path:
+    """Move ``files`` (a run's checkpoints and best model) out of the run's checkpoint folder into a new folder
+    beside it, ``<directory>.stale-<UTC time>``, with ``REASON.txt``; returns that folder.
+
+    A run whose checkpoints cannot be resumed (other settings, data or code) trains from scratch; its old progress
+    may be what a researcher wants back (a mistaken ``dvc exp run -S``), so it is kept, not deleted.
+    """
+    directory = Path(directory)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = directory.with_name(f"{directory.name}.stale-{stamp}")
+    for n in range(2, 1000):
+        if not aside.exists():
+            break
+        aside = directory.with_name(f"{directory.name}.stale-{stamp}-{n}")
+    aside.mkdir(parents=True)
+    for path in files:
+        if path.exists():
+            os.replace(path, aside / path.name)
+    (aside / "REASON.txt").write_text(f"Moved aside from {directory} at {stamp}: {reason}\n"
+                                      f"Delete this folder once its checkpoints are not needed.\n")
+    return aside
 
 
 def restore_checkpoint(blob: dict, stateful: Mapping[str, Any], path: str | os.PathLike) -> dict:
@@ -172,12 +205,15 @@ def training_settings(cfg: dict) -> dict:
     return {"model": result_settings(cfg, "model"), "train": result_settings(cfg, "train"), "eval": evaluation}
 
 
-def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None) -> dict:
+def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None,
+                    code: Mapping[str, str] | None = None) -> dict:
     """Everything a run's numbers depend on; a checkpoint resumes only a run with an equal fingerprint.
 
     Covers the run (name, kind, inputs, distillation settings, the teacher file's SHA-256), the architecture, the
-    settings training reads (:func:`training_settings`), the ImageNet weights' contents, and the contents of every
-    file the training and test sets read (prepared images, labels, HHA, meta.json, split lists).
+    settings training reads (:func:`training_settings`), the ImageNet weights' contents, the contents of every
+    file the training and test sets read (prepared images, labels, HHA, meta.json, split lists), and ``code``: the
+    SHA-256 of each file of the training stage's code closure by path (:attr:`~primkd.engine.train.Run.code`), so
+    that a difference names the edited file.
     """
     teacher = sha256_file(run.teacher_path) if run.teacher_path is not None else None
     kd = run.kd.as_dict() if run.kd is not None else None
@@ -187,4 +223,5 @@ def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: A
             **training_settings(cfg),
             "pretrained_sha256": pretrained_digest(pretrained),
             "data": {"classes": list(train_set.classes), "train_sha256": dataset_digest(train_set),
-                     "test_sha256": dataset_digest(test_set)}}
+                     "test_sha256": dataset_digest(test_set)},
+            "code": dict(code or {})}

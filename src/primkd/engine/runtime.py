@@ -12,10 +12,12 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
 from primkd.config import ConfigError
+from primkd.io import DataError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,9 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_on_signal(signum: int = signal.SIGTERM) -> Iterator[StopRequest]:
-    """Turn ``signum`` into a :class:`StopRequest` flag for the duration of the block (main thread only)."""
+def stop_on_signal(*signums: int) -> Iterator[StopRequest]:
+    """Turn each of ``signums`` (default SIGTERM) into a :class:`StopRequest` flag for the duration of the block (main
+    thread only). A second Ctrl-C (SIGINT) stops at once, as Ctrl-C usually does."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -74,19 +77,61 @@ def stop_on_signal(signum: int = signal.SIGTERM) -> Iterator[StopRequest]:
 
     def handler(received: int, frame) -> None:
         request.signum = received
-        log.warning("received %s: stopping at the next iteration boundary", signal.Signals(received).name)
+        again = " (Ctrl-C again to stop at once)" if received == signal.SIGINT else ""
+        log.warning("received %s: stopping at the next iteration boundary%s", signal.Signals(received).name, again)
+        if received == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = signal.signal(signum, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signums or (signal.SIGTERM,)}
     try:
         yield request
     finally:
-        signal.signal(signum, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
-def ignore_sigterm(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGTERM (SLURM signals every process of the job) so that the
-    main process can finish its batch and save a checkpoint; they exit when the main process closes the loader."""
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM (SLURM signals every process of the job) and SIGINT
+    (Ctrl-C reaches the whole process group) so that the main process can finish its batch and save a checkpoint;
+    they exit when the main process closes the loader."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+LOCK_FILE = ".lock"  # in a run's checkpoint folder: held by the process training the run
+
+
+@contextlib.contextmanager
+def checkpoint_lock(directory: Path, run: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<directory>/.lock`` (which records the holder's process id) for the block.
+
+    A trainer orphaned by a killed orchestrator keeps training and checkpointing; a second one on the same folder
+    would interleave its checkpoints with the first's. Only rank 0 locks (every rank of a torchrun job shares the
+    folder, and only rank 0 writes it). The lock goes with the process, however it ends.
+
+    Raises:
+        DataError: another process holds the lock (the message names it).
+    """
+    import fcntl
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DataError(f"{directory}: run {run!r} is being trained by process {holder}, which holds {path}; "
+                            f"wait for it to finish, or stop it (kill {holder}) and run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -6,10 +6,13 @@ Reliability (a run may be preempted, killed or fed bad data at any point):
   order, curves so far) is written atomically every ``train.checkpoint_every`` iterations, on SIGTERM and at the end;
   the newest ``train.keep_checkpoints`` are kept. Started again, a run continues from its newest checkpoint and, on
   the CPU with a fixed seed, ends with exactly the weights and metrics of an uninterrupted run.
-- **SIGTERM** (what SLURM sends before preempting a job) makes the loop save a checkpoint at the next iteration
-  boundary and exit with status 128 + 15 (:class:`TrainingInterrupted`); DataLoader workers ignore it so that the
-  batch in flight completes. A SIGTERM during the last iteration or the final evaluation lets the run finish.
+- **SIGTERM** (what SLURM sends before preempting a job) and SIGINT (Ctrl-C) make the loop save a checkpoint at the
+  next iteration boundary and exit with status 128 + 15 or 128 + 2 (:class:`TrainingInterrupted`); DataLoader workers
+  ignore both so that the batch in flight completes; a second Ctrl-C stops at once. A signal during the last
+  iteration or the final evaluation lets the run finish.
 - **Determinism**: ``train.deterministic`` selects deterministic kernels (bit-identical runs on the CPU).
+- **One trainer per run**: the checkpoint folder is locked (:func:`~primkd.engine.runtime.checkpoint_lock`), so a
+  trainer orphaned by a killed orchestrator cannot train beside a new one.
 - **Non-finite losses** stop the run with an error naming the iteration, the loss terms and the images, leaving the
   last good checkpoint in place, unless ``train.max_bad_batches`` allows skipping that many bad batches.
 
@@ -46,6 +49,7 @@ from primkd.engine.checkpoint import (
     fingerprint_differences,
     latest_checkpoint,
     list_checkpoints,
+    move_aside,
     remove_partial_checkpoints,
     restore_checkpoint,
     run_fingerprint,
@@ -65,15 +69,24 @@ from primkd.engine.precision import Precision
 from primkd.engine.runtime import (
     StopRequest,
     TrainingInterrupted,
+    checkpoint_lock,
     deterministic_algorithms,
-    ignore_sigterm,
+    ignore_stop_signals,
     seed_everything,
     select_device,
     stop_on_signal,
 )
-from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
+from primkd.io import DataError, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
-from primkd.models.io import architecture, build_model, load_model, save_model
+from primkd.models.io import (
+    MODEL_FORMAT,
+    architecture,
+    build_model,
+    load_model,
+    read_torch_file,
+    save_model,
+    save_torch_file,
+)
 from primkd.models.mit import MIT_VARIANTS
 from primkd.resources import ThreadPlan
 
@@ -92,6 +105,8 @@ class Run:
         inputs: batch keys fed to the network: ``["rgb"]``, ``["modal"]`` (depth/HHA teacher) or both.
         kd: distillation settings (:func:`primkd.config.experiment_kd`) or None for plain cross-entropy.
         teacher_path: model file of the frozen teacher, required with ``kd``.
+        code: SHA-256 of each source file the training command may run, by repository path (``primkd train`` fills
+            it from the stage's code closure); part of the checkpoint fingerprint, so other code never resumes a run.
     """
 
     name: str
@@ -100,6 +115,7 @@ class Run:
     kd: KDConfig | None = None
     teacher_path: Path | None = None
     info: dict = field(default_factory=dict)
+    code: dict = field(default_factory=dict)
 
     @property
     def reads_hha(self) -> bool:
@@ -147,7 +163,7 @@ def build_loaders(t: TrainConfig, test_batch_size: int, run: Run, data_root: Pat
     test_set = RGBDDataset(data_root, "test", hha, bgr=t.bgr)
     workers = t.num_workers
     common = {"num_workers": workers, "pin_memory": torch.cuda.is_available(), "persistent_workers": workers > 0,
-              "worker_init_fn": ignore_sigterm if workers > 0 else None}
+              "worker_init_fn": ignore_stop_signals if workers > 0 else None}
     train_loader = DataLoader(train_set, batch_size=micro_batch or t.batch_size, drop_last=True,
                               sampler=EpochSampler(len(train_set), t.seed, rank=dist.rank,
                                                    world_size=dist.world_size, total=epoch_samples(t, len(train_set))),
@@ -327,7 +343,7 @@ class Trainer:
             self.stateful["scaler"] = self.scaler
         # 5. Continue from this run's newest checkpoint, if any.
         self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset, self.test_loader.dataset,
-                                           self.pretrained)
+                                           self.pretrained, run.code)
         self.last_checkpoint: Path | None = None
         self.state = self._resume()
         self.started = time.perf_counter()
@@ -353,27 +369,57 @@ class Trainer:
         return torch.compile(objective) if self.precision.compile else objective
 
     def _resume(self) -> Progress:
-        """Progress restored from the newest matching checkpoint (states and RNGs loaded), or a fresh one."""
+        """Progress restored from the newest matching checkpoint (states and RNGs loaded), or a fresh one; the files
+        of a run that cannot be resumed are moved aside (:func:`move_aside`), never deleted."""
         remove_partial_checkpoints(self.checkpoint_dir)
         found = latest_checkpoint(self.checkpoint_dir)
+        best = self.checkpoint_dir / BEST_FILE
         if found is None:
-            (self.checkpoint_dir / BEST_FILE).unlink(missing_ok=True)  # a best model of an earlier, removed run
+            if best.exists():  # the best model of an earlier run whose checkpoints are gone
+                aside = move_aside(self.checkpoint_dir, [best], f"{BEST_FILE} without a training checkpoint")
+                log.warning("%s: %s has no training checkpoint beside it; moved it to %s", self.run.name, best, aside)
             return Progress()
         path, blob = found
         changed = fingerprint_differences(blob["fingerprint"], self.fingerprint)
         if changed:  # finished or not: its weights were computed from other inputs
             state = "finished" if blob["complete"] else "unfinished"
-            log.warning("%s: training from scratch: the %s checkpoint %s was computed from other inputs or settings "
-                        "(%s); removing its checkpoints", self.run.name, state, path, "; ".join(changed[:8]))
-            for old in [*list_checkpoints(self.checkpoint_dir), self.checkpoint_dir / BEST_FILE]:
-                old.unlink(missing_ok=True)
+            why = f"the {state} checkpoint {path} was computed from other inputs or settings ({'; '.join(changed[:8])})"
+            aside = move_aside(self.checkpoint_dir, [*list_checkpoints(self.checkpoint_dir), best],
+                               f"{why}.\nAll differences:\n" + "\n".join(changed))
+            log.warning("%s: training from scratch: %s; moved its files to %s", self.run.name, why, aside)
+            return Progress()
+        problem, best_epoch = self._best_problem(best, blob), blob["progress"]["best"].get("epoch")
+        last_is_best = blob["complete"] and best_epoch == self.epochs
+        if problem and not last_is_best:  # the best evaluation's weights are in no checkpoint: only retraining helps
+            why = f"{best} {problem}, and the weights of the best evaluation (epoch {best_epoch}) are in no checkpoint"
+            aside = move_aside(self.checkpoint_dir, [*list_checkpoints(self.checkpoint_dir), best], why)
+            log.warning("%s: training from scratch: %s; moved its files to %s", self.run.name, why, aside)
             return Progress()
         state = Progress(**restore_checkpoint(blob, self.stateful, path))
         state.resumed_at.append(state.iteration)
         self.last_checkpoint = path
         log.info("%s: resuming at epoch %d, iteration %d (batch %d of the epoch) from %s", self.run.name,
                  state.epoch + 1, state.iteration, state.position, path)
+        if problem:  # finished, and its best evaluation is the last epoch: the final weights are the best ones
+            if best.exists():
+                move_aside(self.checkpoint_dir, [best], f"{best} {problem}")
+            save_model(best, self.model, self.arch, self.run.inputs, dict(state.best))
+            log.warning("%s: %s; rebuilt it from the final weights (the best evaluation is the last epoch's)",
+                        self.run.name, f"{best} {problem}")
         return state
+
+    @staticmethod
+    def _best_problem(best: Path, blob: dict) -> str | None:
+        """What is wrong with the best model file of a checkpoint that has a best evaluation, or None."""
+        if not blob["progress"]["best"]:
+            return None
+        if not best.is_file():
+            return "is missing"
+        try:
+            read_torch_file(best, MODEL_FORMAT, "best model", "")
+        except DataError as e:  # "<path>: cannot read the best model (<torch's words>); delete it and "
+            return f"is unreadable ({str(e).split(': ', 1)[-1].split('; delete it')[0].splitlines()[0][:200]})"
+        return None
 
     def save(self, complete: bool = False) -> Path:
         """Write a checkpoint of the current state (rank 0; the others wait), refusing non-finite weights."""
@@ -530,14 +576,16 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
         The summary written to ``train.json``.
 
     Raises:
-        TrainingInterrupted: SIGTERM arrived; a checkpoint was saved (a ``SystemExit`` with status 143).
+        TrainingInterrupted: SIGTERM or SIGINT arrived; a checkpoint was saved (a ``SystemExit`` with status 143 or
+            130).
         FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
         DataError: bad input files, or HHA needed (:attr:`Run.reads_hha`) but ``hha_root`` None.
         ConfigError: settings that cannot run (``train.device``, ``train.batch_size``, ``train.micro_batch``).
     """
     t, out_dir = TrainConfig.of(cfg), Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
-    with deterministic_algorithms(t.deterministic), stop_on_signal(signal.SIGTERM) as stop:
+    with deterministic_algorithms(t.deterministic), stop_on_signal(signal.SIGTERM, signal.SIGINT) as stop, \
+            checkpoint_lock(checkpoint_dir, run.name):
         trainer = Trainer(cfg, t, run, Path(data_root), hha_root, checkpoint_dir, progress)
         if not trainer.dist.is_main:  # one log per run: rank 0's
             logging.getLogger("primkd").setLevel(logging.WARNING)
@@ -570,10 +618,9 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
 
 def _write_best_model(source: Path, dest: Path, best: dict, info: dict) -> None:
     """Copy the best-evaluation weights to ``dest`` with the run's metadata and the epoch they come from."""
-    blob = torch.load(source, map_location="cpu", weights_only=True)
+    blob = read_torch_file(source, MODEL_FORMAT, "best model", "move the run's checkpoint folder aside and train again")
     if blob["info"].get("epoch") != best.get("epoch"):  # a crash between a new best and the next checkpoint
         log.warning("%s holds epoch %s, the resumed curve's best is epoch %s; keeping the file's weights and epoch",
                     source, blob["info"].get("epoch"), best.get("epoch"))
     blob["info"] = {**info, **blob["info"], "checkpoint": "best_test_epoch"}
-    with atomic_path(dest) as tmp:
-        torch.save(blob, tmp)
+    save_torch_file(dest, blob)

@@ -175,8 +175,15 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: dict, inputs: li
     """
     model = getattr(model, "module", model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state}, tmp)
+    save_torch_file(path, {"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state})
+
+
+def save_torch_file(path: str | os.PathLike, blob: dict) -> None:
+    """``torch.save`` to ``path`` atomically, the same bytes for the same contents: torch names the entries of its
+    zip archive after the file it writes (here a random temporary name), but ``archive/`` when given an open file,
+    so the file's digest, which DVC, Snakemake and the fingerprints follow, changes only with the weights."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(blob, f)
 
 
 def read_torch_file(path: Path, fmt: str, what: str, fix: str) -> dict:
@@ -207,8 +214,18 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         raise DataError(f"{path}: cannot build the architecture {blob.get('arch')} ({e}); {fix}") from e
     load_state_dict_checked(model, blob["state_dict"], f"{path}: weights",
                             f"The architecture is {blob['arch']}; {fix}.")
+    check_finite(blob["state_dict"], path, fix)
     model.to(device).eval()
     return model, {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def check_finite(sd: Mapping[str, Tensor], path: Path, fix: str) -> None:
+    """Raise :class:`DataError` when a floating-point tensor of ``sd`` holds NaN or inf: such a network predicts
+    nothing (an inference would colour every pixel as class 0, a teacher would make the student's loss NaN)."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise DataError(f"{path}: the weights hold NaN or inf values ({bad[0]}{more}); the file is broken: {fix}")
 
 
 # --- Exports ---------------------------------------------------------------------------------------------------
@@ -252,8 +269,9 @@ def load_exported(out_dir: str | os.PathLike, device: torch.device | str = "cpu"
     weights = out_dir / EXPORT_WEIGHTS
     if not weights.is_file():
         raise DataError(f"{weights}: file not found; re-run `primkd export`")
-    model = build_model(config["arch"])
-    load_state_dict_checked(model, load_file(weights), str(weights))
+    model, state = build_model(config["arch"]), load_file(weights)
+    load_state_dict_checked(model, state, str(weights))
+    check_finite(state, weights, "re-run `primkd export` from a good model file")
     model.to(device).eval()
     info = {**config.get("info", {}), "bgr": bool(config["bgr"]), "classes": config.get("classes")}
     return model, {"format": config["format"], "arch": config["arch"], "inputs": config["inputs"], "info": info}

@@ -129,6 +129,10 @@ def render_rule(s: Stage, effective: dict) -> str:
     # the values of the keys it reads: Snakemake reruns a job when one of them changes
     out += ["    params:", "        values=lambda w: effective(", "            w,", "            ["]
     out += [f"                {_q(k)}," for k in keys]
+    out += ["            ],", "        ),"]
+    # a token that changes when an output was edited outside the pipeline (content, not time: common.smk)
+    out += ["        outputs=lambda w: outputs_token(", "            w,", "            ["]
+    out += [f"                {_q(o.path)}," for o in s.outs]
     out += ["            ],", "        ),", "    log:", f"        {_q(s.log)},"]
     if s.resources and s.name not in LOCAL_RULES:
         out += [f"    threads: CFG[\"resources\"][{_q(s.resources)}][\"cpus_per_task\"]", "    resources:",

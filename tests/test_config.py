@@ -128,6 +128,10 @@ def test_typed_settings_are_the_resolved_values_of_every_preset(raw):
                                                           cfg["eval"]["checkpoint"])
     official = resolve(raw, "nyuv2_b4_official")
     assert TrainConfig.of(official).first_step_full_lr and ModelConfig.of(official).drop_path_stage2 == "constant"
+    for name in raw["presets"]:  # the released recipe: fp32, per-image CE, per-image fusion BatchNorm; else the paper's
+        t = TrainConfig.of(resolve(raw, name))
+        released = ("none", "per_image", "per_image") if name.endswith("_official") else ("auto", "per_pixel", "batch")
+        assert (t.amp, t.ce_reduction, t.fusion_bn) == released, name
     with pytest.raises(FrozenInstanceError):
         TrainConfig.of(official).lr = 1.0
 

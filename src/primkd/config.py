@@ -195,6 +195,8 @@ class TrainConfig:
     channels_last: bool  # NHWC tensors on CUDA
     compile: bool  # torch.compile the network (CUDA only)
     cudnn_benchmark: bool  # cuDNN autotuning on CUDA (off when deterministic)
+    fusion_bn: str  # the student's FFM BatchNorms in training: batch | per_image (each image its own statistics)
+    ce_reduction: str  # cross-entropy weighting: per_pixel (batch mean) | per_image (mean of the images' means)
 
     @classmethod
     def of(cls, cfg: dict) -> TrainConfig:

@@ -18,7 +18,8 @@ Scale (:mod:`primkd.engine.precision`, :mod:`primkd.engine.distributed`):
 - **One GPU**: bf16 autocast (or fp16 with loss scaling), channels-last tensors, optional ``torch.compile``, cuDNN
   autotuning, pinned memory and non-blocking copies; the frozen teacher runs in eval mode without autograd.
 - **Several GPUs** (``torchrun --nproc_per_node=N -m primkd train ...``): DistributedDataParallel over the student and
-  the PrimKD aligners, SyncBatchNorm in the student, each rank a shard of the shared data order, gradient
+  the PrimKD aligners, SyncBatchNorm in the student (not in its fusion modules with ``train.fusion_bn: per_image``,
+  whose statistics are each image's own), each rank a shard of the shared data order, gradient
   accumulation so that ranks × ``train.micro_batch`` × steps = ``train.batch_size`` whatever N is, the feature-loss
   stage chosen from losses averaged over ranks (every rank picks the same stage, as one process with the whole batch
   would), the test set sharded and its confusion matrices summed; rank 0 alone logs, checkpoints and writes outputs.
@@ -73,6 +74,7 @@ from primkd.engine.runtime import (
 )
 from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
+from primkd.models.fusion import per_image_batchnorm
 from primkd.models.io import architecture, build_model, load_model, save_model
 from primkd.models.mit import MIT_VARIANTS
 
@@ -204,19 +206,20 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     return teacher, meta["inputs"]
 
 
-def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLoss:
+def build_loss(run: Run, variant: str, sync_selection: bool = False, ce_reduction: str = "per_pixel") -> PrimKDLoss:
     """PrimKD loss for a distilled student, plain cross-entropy (no teacher terms) otherwise.
 
-    With ``sync_selection`` (several ranks) the stage losses are averaged over ranks before the stage is chosen.
+    With ``sync_selection`` (several ranks) the stage losses are averaged over ranks before the stage is chosen;
+    ``ce_reduction`` is ``train.ce_reduction``.
     """
     channels = MIT_VARIANTS[variant]["embed_dims"]
     if run.kd is None:
-        return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
+        return PrimKDLoss(channels=channels, use_pred=False, use_feat=False, ce_reduction=ce_reduction)
     kd = run.kd
     return PrimKDLoss(channels=channels, alpha=kd.alpha, beta=kd.beta, rule=kd.rule, aligner=kd.aligner,
                       mask_keep=kd.mask_lambda, per_sample=kd.per_sample, kl_direction=kd.kl_direction,
                       temperature=kd.temperature, use_pred=kd.alpha > 0, use_feat=kd.beta > 0,
-                      sync_selection=sync_selection)
+                      sync_selection=sync_selection, ce_reduction=ce_reduction)
 
 
 class Objective(nn.Module):
@@ -303,10 +306,13 @@ class Trainer:
         if m.drop_path_stage2 == "constant":
             official_stage2_drop_path(self.model, m.drop_path_rate)
         self.pretrained = self._init_pretrained(m)
+        if t.fusion_bn == "per_image" and run.kind == "student":
+            per_image_batchnorm(self.model.ffms)  # left out of the synchronisation below
         if self.dist.enabled and run.kind == "student":
             self.model = convert_sync_batchnorm(self.model, self.device)
         self.model = self.precision.prepare(self.model.to(self.device))
-        self.criterion = build_loss(run, self.arch["variant"], sync_selection=self.dist.enabled).to(self.device)
+        self.criterion = build_loss(run, self.arch["variant"], sync_selection=self.dist.enabled,
+                                    ce_reduction=t.ce_reduction).to(self.device)
         self.objective = self._wrap(Objective(self.model, self.criterion))
         self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device) if run.kd is not None
                                              else (None, []))

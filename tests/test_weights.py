@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from released_files import save_released
 from torch import Tensor, nn
 
 from primkd.cli.weights import register
@@ -292,3 +293,26 @@ def test_cli_import_official_and_export(tmp_path: Path) -> None:
         _cli(["import-official", "--checkpoint", str(tmp_path / "s.pth"), "--kind", "student", "--variant",
               "mit_nano", "--num-classes", "3", "--decoder-embed-dim", "16", "--out", str(tmp_path / "s.pt")])
     assert not (tmp_path / "s.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_cli_imports_the_released_file_formats(tmp_path: Path, kind: str) -> None:
+    """PrimKD's nyu-rgb.pth and CMX's NYU model as their engines save them (official names, AdamW state, epoch):
+    `primkd import-official` with its defaults records BGR input and reproduces the network."""
+    torch.manual_seed(3)
+    build = build_teacher if kind == "teacher" else build_student
+    model = build("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5)  # the official evaluation's eps
+    with torch.no_grad():  # running statistics that eval-mode BatchNorm must read from the file
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    path = save_released(tmp_path / ("nyu-rgb.pth" if kind == "teacher" else "NYU-MiT-B2.pth"), model.eval())
+    _cli(["import-official", "--checkpoint", str(path), "--kind", kind, "--variant", "mit_tiny", "--num-classes", "3",
+          "--decoder-embed-dim", "16", "--out", str(tmp_path / "model.pt")])
+    imported, meta = load_model(tmp_path / "model.pt")
+    assert meta["info"]["bgr"] is True and meta["info"]["source"] == str(path)
+    assert meta["inputs"] == (["rgb"] if kind == "teacher" else ["rgb", "modal"])
+    inputs = [torch.randn(2, 3, 64, 64) for _ in meta["inputs"]]
+    with torch.no_grad():
+        assert torch.equal(imported(*inputs)["logits"], model(*inputs)["logits"])

@@ -298,7 +298,8 @@ def test_cli_import_official_and_export(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_cli_imports_the_released_file_formats(tmp_path: Path, kind: str) -> None:
     """PrimKD's nyu-rgb.pth and CMX's NYU model as their engines save them (official names, AdamW state, epoch):
-    `primkd import-official` with its defaults records BGR input and reproduces the network."""
+    `primkd import-official` with its defaults reads kind, variant, classes and decoder width from the file, records
+    BGR input and reproduces the network."""
     torch.manual_seed(3)
     build = build_teacher if kind == "teacher" else build_student
     model = build("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5)  # the official evaluation's eps
@@ -308,11 +309,24 @@ def test_cli_imports_the_released_file_formats(tmp_path: Path, kind: str) -> Non
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2.0)
     path = save_released(tmp_path / ("nyu-rgb.pth" if kind == "teacher" else "NYU-MiT-B2.pth"), model.eval())
-    _cli(["import-official", "--checkpoint", str(path), "--kind", kind, "--variant", "mit_tiny", "--num-classes", "3",
-          "--decoder-embed-dim", "16", "--out", str(tmp_path / "model.pt")])
+    _cli(["import-official", "--checkpoint", str(path), "--out", str(tmp_path / "model.pt")])
     imported, meta = load_model(tmp_path / "model.pt")
     assert meta["info"]["bgr"] is True and meta["info"]["source"] == str(path)
+    assert (meta["arch"]["kind"], meta["arch"]["variant"], meta["arch"]["num_classes"],
+            meta["arch"]["decoder_embed_dim"]) == (kind, "mit_tiny", 3, 16)
     assert meta["inputs"] == (["rgb"] if kind == "teacher" else ["rgb", "modal"])
     inputs = [torch.randn(2, 3, 64, 64) for _ in meta["inputs"]]
     with torch.no_grad():
         assert torch.equal(imported(*inputs)["logits"], model(*inputs)["logits"])
+
+
+def test_an_encoder_of_no_known_variant_or_a_foreign_file_is_named(tmp_path: Path) -> None:
+    sd = teacher_to_official(build_teacher("mit_tiny", 3, decoder_embed_dim=16).state_dict())
+    torch.save({"model": {k: v for k, v in sd.items() if not k.startswith("backbone.block4.")}}, tmp_path / "cut.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"cut\.pth: an encoder of stage widths \[16, 32, 64, 96\] "
+                                                      r"and depths \[2, 1, 1, 0\]"):
+        _cli(["import-official", "--checkpoint", str(tmp_path / "cut.pth"), "--out", str(tmp_path / "m.pt")])
+    torch.save({"model": {"conv.weight": torch.ones(1)}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"other\.pth: not an official CMX / PrimKD checkpoint"):
+        _cli(["import-official", "--checkpoint", str(tmp_path / "other.pth"), "--out", str(tmp_path / "m.pt")])
+    assert not (tmp_path / "m.pt").exists()

@@ -34,6 +34,7 @@ from primkd.models.io import (
     read_state_dict,
     save_model,
 )
+from primkd.models.mit import MIT_VARIANTS
 from primkd.models.segmentors import (
     CMX,
     SegFormer,
@@ -156,9 +157,37 @@ def load_official_teacher(path: str | os.PathLike, variant: str | Mapping[str, A
                           decoder_embed_dim=decoder_embed_dim, drop_path_rate=drop_path_rate)
 
 
-def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[str, Any], num_classes: int,
-                    out_path: str | os.PathLike, bgr: bool = True, decoder_bn_eps: float = 1e-5,
-                    decoder_embed_dim: int = 512, classes: Sequence[str] | None = None) -> dict:
+def official_architecture(path: str | os.PathLike) -> dict[str, Any]:
+    """What an official CMX / PrimKD checkpoint holds, read from its tensors' names and shapes.
+
+    Returns:
+        ``kind`` (``"student"`` when it has the second branch ``backbone.extra_*``, else ``"teacher"``), ``variant``
+        (the ``MIT_VARIANTS`` entry of its stage widths and depths), ``num_classes`` and ``decoder_embed_dim``.
+
+    Raises:
+        DataError: unreadable file. CheckpointMismatchError: not an official MiT + MLP-decoder checkpoint.
+    """
+    sd = read_state_dict(path)
+    dims = [sd[f"backbone.patch_embed{s}.proj.weight"].shape[0] for s in range(1, 5)
+            if f"backbone.patch_embed{s}.proj.weight" in sd]
+    depths = [len({k.split(".")[2] for k in sd if k.startswith(f"backbone.block{s}.")}) for s in range(1, 5)]
+    heads = [sd.get(f"decode_head.linear_{n}.weight") for n in ("fuse.0", "pred")]
+    if len(dims) < 4 or any(h is None for h in heads):
+        raise CheckpointMismatchError(f"{path}: not an official CMX / PrimKD checkpoint (no backbone.patch_embed1-4 "
+                                      f"or decode_head.linear_fuse / linear_pred); pass the .pth of their releases")
+    variant = next((name for name, v in MIT_VARIANTS.items()
+                    if list(v["embed_dims"]) == dims and list(v["depths"]) == depths), None)
+    if variant is None:
+        raise CheckpointMismatchError(f"{path}: an encoder of stage widths {dims} and depths {depths}, none of the "
+                                      f"MiT variants {sorted(MIT_VARIANTS)}")
+    kind = "student" if any(k.startswith("backbone.extra_") for k in sd) else "teacher"
+    return {"kind": kind, "variant": variant, "num_classes": heads[1].shape[0], "decoder_embed_dim": heads[0].shape[0]}
+
+
+def import_official(path: str | os.PathLike, kind: str | None, variant: str | Mapping[str, Any] | None,
+                    num_classes: int | None, out_path: str | os.PathLike, bgr: bool = True,
+                    decoder_bn_eps: float = 1e-5, decoder_embed_dim: int | None = None,
+                    classes: Sequence[str] | None = None) -> dict:
     """Convert an official checkpoint into a project model file (:mod:`primkd.models.io` format), atomically.
 
     Args:
@@ -173,9 +202,18 @@ def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[s
         decoder_embed_dim: decoder width.
         classes: class names to store with the model (optional; inference colours labels by index anyway).
 
+    ``kind``, ``variant``, ``num_classes`` and ``decoder_embed_dim`` given as None are read from the checkpoint
+    (:func:`official_architecture`); given ones must fit it (a mismatch names what differs).
+
     Returns:
         The metadata written (``arch``, ``inputs``, ``info``); ``info["bgr"]`` holds the channel order.
     """
+    if None in (kind, variant, num_classes, decoder_embed_dim):
+        found = official_architecture(path)
+        kind = kind or found["kind"]
+        variant = variant or found["variant"]
+        num_classes = num_classes or found["num_classes"]
+        decoder_embed_dim = decoder_embed_dim or found["decoder_embed_dim"]
     if kind not in OFFICIAL_INPUTS:
         raise ValueError(f"kind must be one of {sorted(OFFICIAL_INPUTS)}, got {kind!r}")
     model = _load_official(path, kind, variant, num_classes, decoder_bn_eps=decoder_bn_eps,

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-from released_files import save_released
 from torch import Tensor, nn
 
 from primkd.cli.weights import register
@@ -33,7 +32,10 @@ from primkd.weights import (
     init_from_imagenet,
     load_official_student,
     load_official_teacher,
+    read_teacher,
 )
+
+from fake_data import save_released
 
 TOLERANCE = 1e-4  # max|ours − ref| <= TOLERANCE · max|ref| per tensor (fixtures/README.md)
 ALIGNERS = {f"decode_head.align_loss{k}.{p}": torch.ones(2) for k in range(1, 5) for p in ("weight", "bias")}
@@ -330,3 +332,23 @@ def test_an_encoder_of_no_known_variant_or_a_foreign_file_is_named(tmp_path: Pat
     with pytest.raises(CheckpointMismatchError, match=r"other\.pth: not an official CMX / PrimKD checkpoint"):
         _cli(["import-official", "--checkpoint", str(tmp_path / "other.pth"), "--out", str(tmp_path / "m.pt")])
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_teacher_file_is_a_model_file_or_the_released_checkpoint(tmp_path: Path) -> None:
+    """kd.teachers may name a model file or an official single-stream checkpoint; a CMX checkpoint is refused."""
+    torch.manual_seed(4)
+    teacher = build_teacher("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5).eval()
+    released = save_released(tmp_path / "nyu-rgb.pth", teacher)
+    import_official(released, None, None, None, tmp_path / "teacher.pt")
+    x = torch.randn(1, 3, 64, 64)
+    for path in (released, tmp_path / "teacher.pt"):
+        model, meta = read_teacher(path)
+        assert meta["inputs"] == ["rgb"] and meta["info"]["bgr"] is True and meta["arch"]["kind"] == "teacher"
+        with torch.no_grad():
+            assert torch.equal(model(x)["logits"], teacher(x)["logits"])
+    cmx = save_released(tmp_path / "cmx.pth", build_student("mit_tiny", 3, decoder_embed_dim=16))
+    with pytest.raises(DataError, match=r"cmx\.pth: an RGB-D \(CMX\) checkpoint, not a single-stream teacher"):
+        read_teacher(cmx)
+    with pytest.raises(DataError, match=r"absent\.pth: teacher file not found; place it there or set its "
+                                        r"kd\.teachers entry to train"):
+        read_teacher(tmp_path / "absent.pth")

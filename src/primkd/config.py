@@ -31,6 +31,8 @@ RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "tr
 # it. The training stages depend on them and a checkpoint's fingerprint holds them (engine.checkpoint). Of the other
 # eval keys training reads only eval.batch_size, which changes no score (RESULT_FREE_KEYS).
 TRAINING_EVAL_KEYS = ("eval.windows",)
+# `kd.teachers` value of a modality whose teacher the pipeline trains (any other value names a teacher file).
+TRAINED_TEACHER = "train"
 
 
 class ConfigError(ValueError):
@@ -235,7 +237,14 @@ class KDConfig:
     per_sample: bool  # choose the stage per sample (else once per global mini-batch, synchronised over ranks)
     kl_direction: str  # teacher_student = KL(p_t || p_s) | student_teacher
     temperature: float  # softmax temperature of the KL term
+    teachers: dict[str, str]  # where each modality's teacher comes from: train | a teacher file (kd.teachers)
     teacher_modality: str  # the experiment's teacher: rgb | depth
+
+    @property
+    def teacher_file(self) -> str | None:
+        """The file the experiment distils from instead of the trained teacher of its modality (None: trained)."""
+        source = self.teachers[self.teacher_modality]
+        return None if source == TRAINED_TEACHER else source
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for run metadata and checkpoint fingerprints."""
@@ -264,8 +273,11 @@ def effective_params(cfg: dict) -> dict:
     out["seeds"] = list(cfg["seeds"])
     out["experiments"] = {}
     for name in cfg["experiments"]:
-        kd = experiment_kd(cfg, name).as_dict()
-        out["experiments"][name] = {"teacher": kd.pop("teacher_modality"), "kd": kd}
+        settings = experiment_kd(cfg, name)
+        kd = settings.as_dict()
+        teacher = kd.pop("teacher_modality")
+        kd["teachers"] = {teacher: kd["teachers"][teacher]}  # the other modality's teacher is not this student's
+        out["experiments"][name] = {"teacher": teacher, "kd": kd, "teacher_file": teacher_input(settings.teacher_file)}
     out["inputs"] = input_digests(cfg)
     return out
 
@@ -274,6 +286,9 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
     """Contents of the input files whose location a parameter gives, so that neither tool can declare them as file
     dependencies (dvc.yaml is the same for every preset): stages depend on these values instead.
 
+    - ``teachers``: per modality, :func:`teacher_input` of ``kd.teachers`` (the file the teacher stage imports
+      instead of training); each experiment's own teacher file is digested beside it (``experiments.<name>
+      .teacher_file`` of the effective parameters).
     - ``pretrained``: :func:`primkd.pretrained.pretrained_input` of ``model.pretrained`` (the ImageNet weights the
       training stages load; None when training from scratch, ``"missing"`` while the weights are not there).
     - ``folder``: with ``data.source: folder``, one SHA-256 over :func:`primkd.io.path_digest` (every file's
@@ -296,4 +311,17 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
         else:
             folder = MISSING
     return {"pretrained": pretrained_input(model["pretrained"], model["backbone"], model["pretrained_dir"]),
-            "folder": folder}
+            "folder": folder,
+            "teachers": {m: teacher_input(None if source == TRAINED_TEACHER else source)
+                         for m, source in cfg["kd"]["teachers"].items()}}
+
+
+def teacher_input(path: str | None) -> str | None:
+    """The SHA-256 of a teacher file (``kd.teachers``): None for a trained teacher, ``"missing"`` while the file is
+    not there (placing it changes the value)."""
+    from primkd.io import sha256_file
+    from primkd.pretrained import MISSING
+
+    if path is None:
+        return None
+    return sha256_file(path) if Path(path).is_file() else MISSING

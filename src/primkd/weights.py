@@ -23,12 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from primkd.distill.losses import OFFICIAL_ALIGNER_PREFIX
+from primkd.io import DataError
 from primkd.models.convert import StateDict
 from primkd.models.io import (
+    MODEL_FORMAT,
     CheckpointMismatchError,
+    load_model,
     load_state_dict_checked,
     read_mit_pretrained,
     read_state_dict,
@@ -184,29 +188,15 @@ def official_architecture(path: str | os.PathLike) -> dict[str, Any]:
     return {"kind": kind, "variant": variant, "num_classes": heads[1].shape[0], "decoder_embed_dim": heads[0].shape[0]}
 
 
-def import_official(path: str | os.PathLike, kind: str | None, variant: str | Mapping[str, Any] | None,
-                    num_classes: int | None, out_path: str | os.PathLike, bgr: bool = True,
-                    decoder_bn_eps: float = 1e-5, decoder_embed_dim: int | None = None,
-                    classes: Sequence[str] | None = None) -> dict:
-    """Convert an official checkpoint into a project model file (:mod:`primkd.models.io` format), atomically.
-
-    Args:
-        path: the official checkpoint.
-        kind: ``"student"`` (CMX / PrimKD student, inputs ``["rgb", "modal"]``) or ``"teacher"`` (PrimKD RGB
-            teacher, inputs ``["rgb"]``).
-        variant: MiT variant name (``mit_b2``, ``mit_b4``) or settings mapping.
-        num_classes: classes of the checkpoint.
-        out_path: model file to write (``.pt``).
-        bgr: record that the model expects BGR input (true for every official checkpoint).
-        decoder_bn_eps: decoder BatchNorm eps (1e-5 as in the official evaluation; see :func:`load_official_student`).
-        decoder_embed_dim: decoder width.
-        classes: class names to store with the model (optional; inference colours labels by index anyway).
+def official_model(path: str | os.PathLike, kind: str | None = None, variant: str | Mapping[str, Any] | None = None,
+                   num_classes: int | None = None, bgr: bool = True, decoder_bn_eps: float = 1e-5,
+                   decoder_embed_dim: int | None = None) -> tuple[nn.Module, dict]:
+    """An official checkpoint as a network (eval mode) and the metadata of a model file (``arch``, ``inputs``,
+    ``info``; ``info["bgr"]`` holds the channel order).
 
     ``kind``, ``variant``, ``num_classes`` and ``decoder_embed_dim`` given as None are read from the checkpoint
-    (:func:`official_architecture`); given ones must fit it (a mismatch names what differs).
-
-    Returns:
-        The metadata written (``arch``, ``inputs``, ``info``); ``info["bgr"]`` holds the channel order.
+    (:func:`official_architecture`); given ones must fit it (a mismatch names what differs). See
+    :func:`import_official` for the arguments.
     """
     if None in (kind, variant, num_classes, decoder_embed_dim):
         found = official_architecture(path)
@@ -222,10 +212,66 @@ def import_official(path: str | os.PathLike, kind: str | None, variant: str | Ma
             "num_classes": num_classes, "decoder_embed_dim": decoder_embed_dim,
             "drop_path_rate": OFFICIAL_DROP_PATH, "decoder_bn_eps": decoder_bn_eps}
     info: dict[str, Any] = {"run": f"official_{kind}", "source": str(path), "bgr": bool(bgr)}
+    return model, {"arch": arch, "inputs": OFFICIAL_INPUTS[kind], "info": info}
+
+
+def import_official(path: str | os.PathLike, kind: str | None, variant: str | Mapping[str, Any] | None,
+                    num_classes: int | None, out_path: str | os.PathLike, bgr: bool = True,
+                    decoder_bn_eps: float = 1e-5, decoder_embed_dim: int | None = None,
+                    classes: Sequence[str] | None = None) -> dict:
+    """Convert an official checkpoint into a project model file (:mod:`primkd.models.io` format), atomically.
+
+    Args:
+        path: the official checkpoint.
+        kind: ``"student"`` (CMX / PrimKD student, inputs ``["rgb", "modal"]``) or ``"teacher"`` (PrimKD RGB
+            teacher, inputs ``["rgb"]``); None: read from the checkpoint, as the next three.
+        variant: MiT variant name (``mit_b2``, ``mit_b4``) or settings mapping.
+        num_classes: classes of the checkpoint.
+        out_path: model file to write (``.pt``).
+        bgr: record that the model expects BGR input (true for every official checkpoint).
+        decoder_bn_eps: decoder BatchNorm eps (1e-5 as in the official evaluation; see :func:`load_official_student`).
+        decoder_embed_dim: decoder width.
+        classes: class names to store with the model (optional; inference colours labels by index anyway).
+
+    Returns:
+        The metadata written (``arch``, ``inputs``, ``info``).
+    """
+    model, meta = official_model(path, kind, variant, num_classes, bgr, decoder_bn_eps, decoder_embed_dim)
+    arch, info = meta["arch"], meta["info"]
     if classes is not None:
-        if len(classes) != num_classes:
-            raise ValueError(f"{len(classes)} class names given for a {num_classes}-class checkpoint")
+        if len(classes) != arch["num_classes"]:
+            raise ValueError(f"{len(classes)} class names given for a {arch['num_classes']}-class checkpoint")
         info["classes"] = list(classes)
-    save_model(out_path, model, arch, OFFICIAL_INPUTS[kind], info)
-    log.info("wrote %s (%s %s, %d classes, bgr=%s)", out_path, kind, arch["variant"], num_classes, bgr)
-    return {"arch": arch, "inputs": OFFICIAL_INPUTS[kind], "info": info}
+    save_model(out_path, model, arch, meta["inputs"], info)
+    log.info("wrote %s (%s %s, %d classes, bgr=%s)", out_path, arch["kind"], arch["variant"], arch["num_classes"], bgr)
+    return meta
+
+
+def _is_model_file(path: Path) -> bool:
+    """Whether ``path`` is a readable model file of this package (an official checkpoint is not)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises several types for foreign or truncated files
+        return False
+    return isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT
+
+
+def read_teacher(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """A teacher file as ``kd.teachers`` names it: a model file (``primkd train`` / ``primkd import-official``) or an
+    official single-stream checkpoint (PrimKD's ``nyu-rgb.pth``: official names, BGR input), converted on the fly.
+
+    Returns:
+        The network (eval mode, on ``device``) and its model-file metadata (``arch``, ``inputs``, ``info``).
+
+    Raises:
+        DataError: missing or unreadable file, or an official checkpoint of a two-stream (CMX) network.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: teacher file not found; place it there or set its kd.teachers entry to train")
+    if _is_model_file(path):
+        return load_model(path, device)
+    if official_architecture(path)["kind"] != "teacher":
+        raise DataError(f"{path}: an RGB-D (CMX) checkpoint, not a single-stream teacher; kd.teachers names a teacher")
+    model, meta = official_model(path, kind="teacher")
+    return model.to(device), meta

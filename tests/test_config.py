@@ -189,6 +189,7 @@ def test_the_official_presets_name_the_released_teacher_and_its_digest_is_an_inp
     released.write_bytes(b"teacher v1")
     sha = hashlib.sha256(b"teacher v1").hexdigest()
     assert effective_params(cfg)["inputs"]["teachers"]["rgb"] == sha
+    assert effective_params(cfg)["inputs"]["released"]["teacher_rgb"] == sha  # eval.released names it too
     assert effective_params(cfg)["experiments"]["primkd"]["teacher_file"] == sha
     cfg["experiments"]["mine"] = {"teacher": "rgb", "kd": {"teachers": {"rgb": "mine.pt"}}}
     (tmp_path / "mine.pt").write_bytes(b"mine")
@@ -200,12 +201,13 @@ def test_the_official_presets_name_the_released_teacher_and_its_digest_is_an_inp
 def test_effective_inputs_hold_the_imagenet_weights_digest(raw, tmp_path, monkeypatch):
     """inputs.pretrained: the training stages' dependency on the weights file model.pretrained resolves to."""
     monkeypatch.chdir(tmp_path)  # relative paths are taken from where the stage runs
-    trained = {"rgb": None, "depth": None}
+    trained, released = {"rgb": None, "depth": None}, {"teacher_rgb": "missing", "cmx": "missing"}
     assert effective_params(resolve(raw, "smoke"))["inputs"] == {"pretrained": None, "folder": None,
-                                                                 "teachers": trained}  # from scratch
+                                                                 "teachers": trained, "released": released}
     cfg = resolve(raw, "nyuv2_b2")  # imagenet, data/pretrained/mit_b2.pth or .../mit-b2/
     # not downloaded yet: the parameter step still works (training stops with the download hint)
-    assert effective_params(cfg)["inputs"] == {"pretrained": "missing", "folder": None, "teachers": trained}
+    assert effective_params(cfg)["inputs"] == {"pretrained": "missing", "folder": None, "teachers": trained,
+                                               "released": released}
     weights = tmp_path / "data" / "pretrained" / "mit_b2.pth"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"weights v1")

@@ -215,6 +215,7 @@ class EvalConfig:
     windows: str  # sliding-window arithmetic above the crop size: official | corrected
     checkpoint: str  # which epoch the tables report: last | best (test-split selection)
     batch_size: int  # test images per forward pass
+    released: dict[str, str]  # published checkpoint files scored by the evaluate_released stage, by name
 
     @classmethod
     def of(cls, cfg: dict) -> EvalConfig:
@@ -277,7 +278,7 @@ def effective_params(cfg: dict) -> dict:
         kd = settings.as_dict()
         teacher = kd.pop("teacher_modality")
         kd["teachers"] = {teacher: kd["teachers"][teacher]}  # the other modality's teacher is not this student's
-        out["experiments"][name] = {"teacher": teacher, "kd": kd, "teacher_file": teacher_input(settings.teacher_file)}
+        out["experiments"][name] = {"teacher": teacher, "kd": kd, "teacher_file": file_input(settings.teacher_file)}
     out["inputs"] = input_digests(cfg)
     return out
 
@@ -286,6 +287,7 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
     """Contents of the input files whose location a parameter gives, so that neither tool can declare them as file
     dependencies (dvc.yaml is the same for every preset): stages depend on these values instead.
 
+    - ``released``: per entry of ``eval.released``, :func:`file_input` (the evaluate_released stage's inputs).
     - ``teachers``: per modality, :func:`teacher_input` of ``kd.teachers`` (the file the teacher stage imports
       instead of training); each experiment's own teacher file is digested beside it (``experiments.<name>
       .teacher_file`` of the effective parameters).
@@ -312,13 +314,14 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
             folder = MISSING
     return {"pretrained": pretrained_input(model["pretrained"], model["backbone"], model["pretrained_dir"]),
             "folder": folder,
-            "teachers": {m: teacher_input(None if source == TRAINED_TEACHER else source)
-                         for m, source in cfg["kd"]["teachers"].items()}}
+            "teachers": {m: file_input(None if source == TRAINED_TEACHER else source)
+                         for m, source in cfg["kd"]["teachers"].items()},
+            "released": {name: file_input(path) for name, path in cfg["eval"]["released"].items()}}
 
 
-def teacher_input(path: str | None) -> str | None:
-    """The SHA-256 of a teacher file (``kd.teachers``): None for a trained teacher, ``"missing"`` while the file is
-    not there (placing it changes the value)."""
+def file_input(path: str | None) -> str | None:
+    """The SHA-256 of an input file (a teacher file of ``kd.teachers``, a checkpoint of ``eval.released``): None when
+    there is none (a trained teacher), ``"missing"`` while the file is not there (placing it changes the value)."""
     from primkd.io import sha256_file
     from primkd.pretrained import MISSING
 

@@ -7,6 +7,7 @@ from torch import nn
 from primkd.config import load_params
 from primkd.engine.evaluate_run import evaluate_run
 from primkd.engine.released import evaluate_released
+from primkd.io import read_json
 from primkd.models import build_student, build_teacher
 from primkd.models.io import save_model
 
@@ -32,7 +33,7 @@ def test_released_files_are_imported_and_scored_as_their_networks(tmp_path):
     cfg["train"]["crop"] = [32, 48]
     nets = _networks()
     cfg["eval"]["released"] = {name: str(save_released(tmp_path / f"{name}.pth", net)) for name, net in nets.items()}
-    results = evaluate_released(cfg, data, data / "hha", tmp_path / "released.json", progress=False)
+    results = evaluate_released(cfg, data, data / "hha", tmp_path, progress=False)
     for name, net in nets.items():
         entry = results[name]
         assert entry["status"] == "evaluated" and entry["arch"]["variant"] == "mit_tiny"
@@ -55,7 +56,7 @@ def test_a_missing_or_unfitting_file_gets_one_line(tmp_path, caplog):
     cfg = load_params(REPO / "params.yaml", "smoke")
     cfg["eval"]["released"] = {"teacher_rgb": str(save_released(tmp_path / "t.pth", _networks()["teacher_rgb"])),
                                "cmx": str(tmp_path / "absent.pth")}
-    results = evaluate_released(cfg, data, data / "hha", tmp_path / "released.json", progress=False)
+    results = evaluate_released(cfg, data, data / "hha", tmp_path, progress=False)
     assert results["cmx"] == {"status": "missing", "note": (
         f"CMX's released NYU Depth V2 model (MiT-B2): {tmp_path / 'absent.pth'} not found; download it from "
         f"https://drive.google.com/file/d/1hlyglGnEB0pnWXfHPtBtCGGlKMDh2K--/view and save it as "
@@ -63,3 +64,4 @@ def test_a_missing_or_unfitting_file_gets_one_line(tmp_path, caplog):
     assert results["teacher_rgb"]["status"] == "skipped"
     assert "predicts 3 classes, the prepared dataset has 4" in results["teacher_rgb"]["note"]
     assert results["cmx"]["note"] in caplog.text and "\n" not in results["cmx"]["note"]
+    assert read_json(tmp_path / "released_cmx.json") == results["cmx"]

@@ -33,22 +33,29 @@ RELEASED = {
 }
 
 
-def evaluate_released(cfg: dict, data: str | os.PathLike, hha: str | os.PathLike | None, out: str | os.PathLike,
-                      progress: bool = True) -> dict:
-    """Score every checkpoint of ``eval.released`` that is there and write ``out``.
+def released_name(entry: str) -> str:
+    """The run name of an ``eval.released`` entry in the results and the report (``eval/<run>.json``)."""
+    return f"released_{entry}"
+
+
+def evaluate_released(cfg: dict, data: str | os.PathLike, hha: str | os.PathLike | None,
+                      out_dir: str | os.PathLike, progress: bool = True) -> dict[str, dict]:
+    """Score every checkpoint of ``eval.released`` that is there; write ``out_dir/released_<entry>.json`` for each.
 
     Args:
         cfg: the resolved parameters (``eval``, ``train.device``/``crop``/``num_workers``).
         data, hha: the prepared dataset and its HHA folder (the CMX model reads HHA).
-        out: JSON to write: per entry ``status`` ``evaluated`` (with ``file``, ``sha256``, ``description``,
-            ``arch`` and the evaluation JSON's metrics) or ``missing`` / ``skipped`` (with ``note``, one line).
+        out_dir: where the JSONs go (``results/<preset>/eval``). Each holds ``status``: ``evaluated``, with the
+            evaluation JSON of ``primkd evaluate`` (no per-image counts) and ``file``, ``sha256``, ``description``,
+            ``arch``; or ``missing`` / ``skipped`` with ``note``, one line saying what to do.
 
     Returns:
-        What was written.
+        What was written, by entry.
     """
-    results = {name: _evaluate_one(name, Path(path), cfg, data, hha, progress)
-               for name, path in cfg["eval"]["released"].items()}
-    write_json(out, results)
+    results = {}
+    for entry, path in cfg["eval"]["released"].items():
+        results[entry] = _evaluate_one(entry, Path(path), cfg, data, hha, progress)
+        write_json(Path(out_dir) / f"{released_name(entry)}.json", results[entry])
     return results
 
 

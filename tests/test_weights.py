@@ -4,6 +4,7 @@ reference fixtures, import/export round trips and the messages for missing or mi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -29,6 +30,7 @@ from primkd.models.io import export_safetensors, load_exported, load_model
 from primkd.pretrained import resolve_pretrained
 from primkd.weights import (
     import_official,
+    import_teacher,
     init_from_imagenet,
     load_official_student,
     load_official_teacher,
@@ -352,3 +354,20 @@ def test_a_teacher_file_is_a_model_file_or_the_released_checkpoint(tmp_path: Pat
     with pytest.raises(DataError, match=r"absent\.pth: teacher file not found; place it there or set its "
                                         r"kd\.teachers entry to train"):
         read_teacher(tmp_path / "absent.pth")
+
+
+def test_import_teacher_records_the_file_and_checks_the_classes(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    teacher = build_teacher("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5).eval()
+    released = save_released(tmp_path / "nyu-rgb.pth", teacher)
+    import_teacher(released, tmp_path / "model.pt", ["a", "b", "c"], {"run": "teacher_rgb"})
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta["info"]["run"] == "teacher_rgb" and meta["info"]["source"] == str(released)
+    assert meta["info"]["sha256"] == hashlib.sha256(released.read_bytes()).hexdigest()
+    assert meta["info"]["bgr"] is True and meta["info"]["classes"] == ["a", "b", "c"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["logits"], teacher(x)["logits"])
+    with pytest.raises(DataError, match=r"nyu-rgb\.pth: the teacher predicts 3 classes, the prepared dataset has 2"):
+        import_teacher(released, tmp_path / "other.pt", ["a", "b"], {})
+    assert not (tmp_path / "other.pt").exists()

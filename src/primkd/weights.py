@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from primkd.distill.losses import OFFICIAL_ALIGNER_PREFIX
-from primkd.io import DataError
+from primkd.io import DataError, sha256_file
 from primkd.models.convert import StateDict
 from primkd.models.io import (
     MODEL_FORMAT,
@@ -275,3 +275,23 @@ def read_teacher(path: str | os.PathLike, device: torch.device | str = "cpu") ->
         raise DataError(f"{path}: an RGB-D (CMX) checkpoint, not a single-stream teacher; kd.teachers names a teacher")
     model, meta = official_model(path, kind="teacher")
     return model.to(device), meta
+
+
+def import_teacher(path: str | os.PathLike, out_path: str | os.PathLike, classes: Sequence[str],
+                   info: Mapping[str, Any]) -> dict:
+    """Write the teacher file ``path`` (see :func:`read_teacher`) as the model file ``out_path``, for a dataset of
+    ``classes``, with ``info`` added to its metadata (``source``: the file, ``sha256``: its contents' digest).
+
+    Raises:
+        DataError: the file is not a teacher, or predicts another number of classes than the dataset has.
+    """
+    model, meta = read_teacher(path)
+    if meta["arch"]["kind"] != "teacher":
+        raise DataError(f"{path}: a {meta['arch']['kind']} model, not a teacher; kd.teachers names a teacher file")
+    if meta["arch"]["num_classes"] != len(classes):
+        raise DataError(f"{path}: the teacher predicts {meta['arch']['num_classes']} classes, the prepared dataset has "
+                        f"{len(classes)}; name a teacher of this dataset in kd.teachers, or train (kd.teachers: train)")
+    meta["info"] = {**meta["info"], "classes": list(classes), **info, "source": str(path), "sha256": sha256_file(path)}
+    save_model(out_path, model, meta["arch"], meta["inputs"], meta["info"])
+    log.info("teacher %s from %s (%s, %s)", out_path, path, meta["arch"]["variant"], meta["info"]["sha256"][:12])
+    return meta

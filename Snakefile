@@ -1,5 +1,5 @@
-# The PrimKD pipeline for Snakemake: the rules take their commands, inputs, outputs and parameters from the stage
-# table in src/primkd/stages.py, which dvc.yaml is generated from (tests/test_pipelines.py checks both agree).
+# The PrimKD pipeline for Snakemake. The rules in workflow/rules/{data,train,evaluate,report}.smk are generated from
+# the stage table in src/primkd/stages/table.py, as dvc.yaml is (tests/test_pipelines.py checks both agree).
 #   snakemake --cores all                              # everything for the preset in params.yaml
 #   snakemake --cores all --config preset=nyuv2_b4     # another preset
 from snakemake.utils import min_version, validate
@@ -24,7 +24,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         f"results/{PRESET}/REPORT.md",
-        ST.fill(ST.EFFECTIVE_PARAMS, PRESET, ST.stage("resolve_params")),
+        f"results/{PRESET}/effective_params.yaml",
 
 
 # The main comparison only (`snakemake --cores all main`): RGB teacher, CMX baseline, PrimKD.

@@ -1,10 +1,11 @@
 """The package's import graph (module-level and function-level imports, read with ``ast``) has no cycle, and no
 module imports one of a higher layer (docs/architecture.md)."""
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from primkd.stages.closure import parse_module
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -34,20 +35,10 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path, modules: set[str]) -> set[str]:
-    """The package modules ``path`` imports anywhere in its body (``from a.b import c`` counts ``a.b.c`` when that is
-    a module, else ``a.b``)."""
+    """The package modules ``path`` imports anywhere in its body, as the code-dependency finder reads them
+    (:func:`primkd.stages.closure.parse_module`)."""
     name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+    found = parse_module(path, name, lambda m: m in modules).imported_modules(lambda m: m in modules)
     return {m for m in found if m in modules and m != name}
 
 

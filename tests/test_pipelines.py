@@ -1,5 +1,5 @@
-"""dvc.yaml and the Snakemake rules declare the same stages: same commands, inputs and outputs, all from the stage
-table of primkd.stages, which dvc.yaml is generated from."""
+"""dvc.yaml and the Snakemake rules declare the same stages: same commands, inputs and outputs, all generated from
+the stage table of primkd.stages."""
 
 import pytest
 import yaml
@@ -16,6 +16,11 @@ def test_dvc_and_snakemake_declare_the_same_stages(tmp_path, preset):
     run(["dvc", "init", "--no-scm", "-q"], root)
     smk = snakemake_jobs(root)
     dvc = expand_dir_deps(dvc_stages(root), smk)
+    # resolve_params checks dvc.yaml's experiments in DVC runs only (--dvc-yaml dvc.yaml)
+    flags = {s.dvc_flags for s in stages.STAGES if s.dvc_flags}
+    assert flags == {"--dvc-yaml dvc.yaml"}
+    dvc = {" ".join(cmd.replace(f, "") for f in flags).strip(): s for cmd, s in dvc.items()}
+    dvc = {" ".join(cmd.split()): s for cmd, s in dvc.items()}
     only_dvc, only_smk = set(dvc) - set(smk), set(smk) - set(dvc)
     assert not only_dvc and not only_smk, f"commands only in DVC: {only_dvc}\nonly in Snakemake: {only_smk}"
     for cmd in dvc:
@@ -30,10 +35,30 @@ def dvc_out_stage(stages_by_cmd: dict[str, dict], fragment: str) -> set[str]:
     return outs
 
 
-def test_dvc_yaml_is_generated_from_the_stage_table():
-    assert (REPO / "dvc.yaml").read_text() == stages.render_dvc(REPO / "params.yaml"), (
-        "dvc.yaml is out of date with src/primkd/stages.py (or params.yaml's keys, or the package's imports): "
-        "run `python -m primkd.stages --write`")
+def test_dvc_yaml_and_the_snakemake_rules_are_generated_from_the_stage_table():
+    files = stages.generated_files(REPO)
+    assert {str(p.relative_to(REPO)) for p in files} == {"dvc.yaml", *(f"workflow/rules/{n}.smk" for n in
+                                                                       ("data", "train", "evaluate", "report"))}
+    for path, text in files.items():
+        assert path.read_text() == text, (
+            f"{path} is out of date with src/primkd/stages/table.py (or params.yaml's keys, or the package's "
+            f"imports): run `python -m primkd.stages --write`")
+    rules = "".join(text for path, text in files.items() if path.suffix == ".smk")
+    assert sorted(line.split()[1].rstrip(":") for line in rules.splitlines() if line.startswith("rule ")) == sorted(
+        s.name for s in stages.STAGES)
+
+
+def test_the_stages_script_works_on_the_repository_of_the_current_folder(tmp_path, monkeypatch, capsys):
+    params = _student_groups_changed(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"dvc\.yaml, workflow/rules/data\.smk, .* out of date"):
+        stages.main(["--check"])
+    before = (REPO / "dvc.yaml").read_text()
+    stages.main(["--write"])
+    assert (REPO / "dvc.yaml").read_text() == before
+    assert "- kd_new" in (tmp_path / "dvc.yaml").read_text() and (tmp_path / "workflow/rules/train.smk").is_file()
+    stages.main(["--check"])
+    stages.check_dvc_groups(tmp_path / "dvc.yaml", load_params(params), params)
 
 
 def test_every_preset_has_every_parameter_key_a_stage_lists():
@@ -62,6 +87,56 @@ def test_code_dependencies_are_the_import_closure_of_the_command():
     assert src + "engine/train.py" not in evaluate  # the device helper lives in engine/runtime.py
     assert not any("analysis/" in f or "report/" in f for f in train | evaluate)
     assert src + "analysis/cka.py" in stages.code_closure("primkd.cli.report:cmd_analyze")
+    # each command's own CLI module only: `primkd infer` (cli/weights.py) is not part of a training
+    others = {src + f"cli/{m}.py" for m in ("weights", "report", "check", "experiments")}
+    assert not others & (train | evaluate | prepare)
+    assert src + "infer.py" not in train | evaluate
+    # download fetches raw files; the scene generator runs in prepare (its lazy import in prepare_dataset)
+    download = set(stages.code_closure("primkd.cli.pipeline:cmd_download"))
+    assert src + "data/prepare.py" in download and src + "data/synthetic.py" not in download
+
+
+def test_every_stage_command_runs_its_entry_through_the_dispatcher():
+    """The closure of a stage starts at its entry and the module COMMANDS names: both must be what `primkd` runs."""
+    import importlib
+
+    from primkd import cli
+
+    for s in stages.STAGES:
+        argv = stages.fill(s.cmd, "demo", s, stages.loop_items(s, load_params(REPO / "params.yaml"))[0]).split()[1:]
+        module, _, function = s.entry.partition(":")
+        assert f"primkd.cli.{cli.COMMANDS[argv[0]]}" == module, s.name
+        args = cli.build_parser(argv[0]).parse_args(argv)
+        assert args.func is getattr(importlib.import_module(module), function), s.name
+    assert set(cli.COMMANDS) == set(cli.build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_a_function_level_import_counts_only_where_the_function_is_reachable(tmp_path, monkeypatch):
+    from primkd.stages import closure
+
+    pkg = tmp_path / "primkd"
+    (pkg / "cli").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli" / "__init__.py").write_text("def main():\n    build()\n\n\ndef build():\n    import importlib\n")
+    (pkg / "cli" / "run.py").write_text(
+        "from primkd.lib import used\n\n\ndef register(sub):\n    sub.add(cmd_a)\n    sub.add(cmd_b)\n\n\n"
+        "def cmd_a(args):\n    used()\n\n\ndef cmd_b(args):\n    from primkd import other\n")
+    (pkg / "lib.py").write_text("def used():\n    return helper\n\n\ndef helper():\n    from primkd import deep\n\n\n"
+                                "def unused():\n    from primkd import never\n")
+    for name in ("other", "deep", "never"):
+        (pkg / f"{name}.py").write_text("")
+    monkeypatch.setattr(closure, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(closure, "REPO_ROOT", tmp_path)
+    closure._parse.cache_clear()
+    closure.code_closure.cache_clear()
+    try:
+        found = closure.code_closure("primkd.cli.run:cmd_a")
+    finally:
+        closure._parse.cache_clear()
+        closure.code_closure.cache_clear()
+    # a function handed on as a value (helper) counts; cmd_b (registered, not called) and unused do not
+    assert found == tuple(f"primkd/{f}" for f in ("__init__.py", "cli/__init__.py", "cli/run.py", "deep.py",
+                                                    "lib.py"))
 
 
 def test_data_stages_depend_on_no_model_or_training_code():
@@ -184,7 +259,8 @@ def test_resolve_params_fails_in_one_line_when_dvc_yaml_groups_differ_from_param
     assert str(info.value) == message
     out = tmp_path / "effective.yaml"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["params", "--params", str(params), "--preset", "smoke", "--out", str(out)])
+        cli.main(["params", "--params", str(params), "--preset", "smoke", "--out", str(out),
+                  "--dvc-yaml", str(tmp_path / "dvc.yaml")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err and f"ERROR primkd: {message}\n" in err
     assert not out.exists()
@@ -199,12 +275,40 @@ def test_resolve_params_fails_in_one_line_when_dvc_yaml_groups_differ_from_param
         stages.check_dvc_groups(tmp_path / "dvc.yaml", load_params(params), params)
 
 
-def test_resolve_params_does_not_need_a_dvc_yaml(tmp_path):
-    """Snakemake runs (or a params.yaml elsewhere) have no dvc.yaml beside params.yaml: nothing to check."""
+def test_resolve_params_checks_dvc_yaml_only_for_dvc(tmp_path):
+    """Snakemake runs the command without --dvc-yaml: a dvc.yaml beside params.yaml that lists other experiments
+    (a Snakemake user added one) does not stop it."""
     from primkd import cli
 
     params = _student_groups_changed(tmp_path)
-    (tmp_path / "dvc.yaml").unlink()
     out = tmp_path / "effective.yaml"
     cli.main(["params", "--params", str(params), "--preset", "smoke", "--out", str(out)])
     assert yaml.safe_load(out.read_text())["experiments"]["kd_stage1"]["teacher"] == "depth"
+    (tmp_path / "dvc.yaml").unlink()
+    cli.main(["params", "--params", str(params), "--preset", "smoke", "--out", str(out)])
+
+
+def test_check_params_checks_dvc_yaml_when_there_is_one(tmp_path, capsys):
+    from primkd import cli
+
+    params = _student_groups_changed(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["check-params", "--params", str(params)])
+    assert info.value.code == 2 and "train_student lacks kd_new (teacher rgb)" in capsys.readouterr().err
+    stages.main(["--write", "--root", str(tmp_path)])
+    capsys.readouterr()
+    cli.main(["check-params", "--params", str(params)])
+    assert capsys.readouterr().out == f"{params}: valid; preset demo\n"
+    # the groups match, but a stage's keys do not (a key added to params.yaml)
+    raw = yaml.safe_load(params.read_text())
+    raw["train"]["lr"] = 0.5  # a value: dvc.yaml lists keys, not values
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cli.main(["check-params", "--params", str(params)])
+    text = (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text(text.replace("      - train.lr\n", "", 1))
+    with pytest.raises(SystemExit):
+        cli.main(["check-params", "--params", str(params)])
+    assert "dvc.yaml is out of date with the stage table" in capsys.readouterr().err
+    (tmp_path / "dvc.yaml").unlink()
+    cli.main(["check-params", "--params", str(params)])
+    assert capsys.readouterr().out == f"{params}: valid; preset demo\n"

@@ -1,5 +1,6 @@
 """Threads and workers from a stage's resources, under the stage command and under DVC."""
 
+import copy
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import torch
 
 from primkd import resources
 from primkd.config import load_params
-from primkd.resources import apply_resources, cores_given, plan_threads
+from primkd.resources import apply_threads, cores_given, plan_threads, thread_plan
 
 from pipeline_utils import copy_workflow, set_param
 
@@ -49,14 +50,20 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_apply_resources_sets_torch_threads_and_caps_workers(monkeypatch, restore_threads):
+def test_the_plan_is_resolved_without_side_effects_then_applied(monkeypatch, restore_threads):
     monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     cfg = load_params(REPO_PARAMS, "smoke")
     cfg["resources"]["train"]["cpus_per_task"], cfg["train"]["num_workers"] = 3, 4
-    plan = apply_resources(cfg, "train", environ={})
+    before = copy.deepcopy(cfg)
+    torch.set_num_threads(2)
+    plan = thread_plan(cfg, "train", environ={})
     assert (plan.cores_given, plan.cores, plan.torch_threads, plan.workers) == (4, 3, 1, 2)
+    assert cfg == before and torch.get_num_threads() == 2  # resolving changes nothing
+    fitted = plan.fit(cfg)
+    assert fitted["train"]["num_workers"] == 2 and cfg == before  # a copy with the workers the cores allow
+    assert {**fitted, "train": cfg["train"]} == cfg and "runtime" not in fitted
+    apply_threads(plan, environ={})
     assert torch.get_num_threads() == 1
-    assert cfg["train"]["num_workers"] == 2 and cfg["runtime"]["torch_threads"] == 1
 
 
 def test_pool_stages_pass_their_thread_share_to_the_pool(monkeypatch, restore_threads):
@@ -64,9 +71,27 @@ def test_pool_stages_pass_their_thread_share_to_the_pool(monkeypatch, restore_th
     cfg = load_params(REPO_PARAMS, "smoke")
     cfg["resources"]["hha"]["cpus_per_task"], cfg["hha"]["workers"] = 8, 2
     environ = {}
-    apply_resources(cfg, "hha", environ=environ)
-    assert cfg["hha"]["workers"] == 2 and environ["OMP_NUM_THREADS"] == "4"
-    assert apply_resources(cfg, "report", environ=environ) is None
+    plan = thread_plan(cfg, "hha", environ=environ)
+    assert plan.workers == 2 and environ == {}
+    apply_threads(plan, environ=environ)
+    assert environ["OMP_NUM_THREADS"] == "4"
+
+
+def test_the_loaded_config_is_the_validated_params(monkeypatch, restore_threads, tmp_path):
+    """A stage command's config is load_params' (its workers not capped, no `runtime` entry, torch untouched); the
+    plan is applied and handed on by the command."""
+    from argparse import Namespace
+
+    from primkd.cli.options import load_config
+
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0})
+    shutil.copy(REPO_PARAMS, tmp_path / "params.yaml")
+    set_param(tmp_path, ["presets", "smoke", "train", "num_workers"], 3)  # more than the one core allows
+    threads = torch.get_num_threads()
+    args = Namespace(params=tmp_path / "params.yaml", preset="smoke", stage="train")
+    cfg = load_config(args)
+    assert cfg == load_params(tmp_path / "params.yaml", "smoke") and cfg["train"]["num_workers"] == 3
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.integration

@@ -66,6 +66,7 @@ def declared(cfg: dict) -> dict[str, dict]:
     out = {}
     for s, item, name in instances(cfg):
         out[name] = {"args": " ".join(ST.fill(s.cmd, PRESET, s, item).split()[1:]),
+                     "dvc_args": " ".join(ST.fill(f"{s.cmd} {s.dvc_flags}", PRESET, s, item).split()[1:]),
                      "deps": {*ST.code_closure(s.entry), *s.files, *(ST.fill(d, PRESET, s, item) for d in s.deps)},
                      "outs": [(ST.fill(o.path, PRESET, s, item), o.folder) for o in s.outs]}
     return out
@@ -237,7 +238,8 @@ def write_effective(root: Path) -> None:
     from primkd.cli import main
 
     main(["params", "--params", str(root / "params.yaml"), "--preset", PRESET,
-          "--out", str(root / ST.fill(ST.EFFECTIVE_PARAMS, PRESET, ST.stage("resolve_params")))])
+          "--out", str(root / ST.fill(ST.EFFECTIVE_PARAMS, PRESET, ST.stage("resolve_params"))),
+          "--dvc-yaml", str(root / "dvc.yaml")])
 
 
 ALWAYS = "<always changed>"
@@ -276,11 +278,20 @@ def test_every_source_file_reruns_exactly_the_stages_that_run_it(workflow):
     files = source_files()
     assert len(files) > 40 and "src/primkd/report/paper.yaml" in files
     expected = {f: {name for name, d in decl.items() if f in d["deps"]} for f in files}
-    # run by no stage: `python -m primkd`, check-data, infer; the table (stages.py) by resolve_params only, which
-    # checks that dvc.yaml's student stages match params.yaml's experiments
-    assert {f for f in files if not expected[f]} == {f"src/primkd/{f}" for f in ("__main__.py", "data/check.py",
-                                                                                "infer.py")}
-    assert {n for n, d in decl.items() if "src/primkd/stages.py" in d["deps"]} == {"resolve_params"}
+    # run by no stage: `python -m primkd` and `python -m primkd.stages`, the commands that are no stage (check-data,
+    # infer, export, import-official, compare, check-params); the table by resolve_params only, which checks that
+    # dvc.yaml's student stages match params.yaml's experiments
+    assert {f for f in files if not expected[f]} == {f"src/primkd/{f}" for f in (
+        "__main__.py", "stages/__main__.py", "data/check.py", "infer.py", "cli/weights.py", "cli/check.py",
+        "cli/experiments.py")}
+    assert {n for f in files if f.startswith("src/primkd/stages/") for n in expected[f]} == {"resolve_params"}
+    # each stage depends on its own command's module: editing infer/export/import-official (cli/weights.py,
+    # infer.py) or another command's module reruns no training or evaluation
+    for f in ("cli/weights.py", "infer.py", "cli/report.py", "cli/check.py", "cli/experiments.py"):
+        assert not {n for n in expected[f"src/primkd/{f}"] if n.startswith(("train_", "evaluate_"))}, f
+    # the scene generator (a lazy import of prepare_dataset) is prepare's, not download's, whatever the source
+    assert expected["src/primkd/data/synthetic.py"] == {"prepare"}
+    assert "download" in expected["src/primkd/data/prepare.py"]
     originals = {f: ((root / f).read_text(), (root / f).stat()) for f in files}
     try:
         # DVC names every changed dependency of each stage, so one status after editing all files attributes them.
@@ -385,7 +396,7 @@ WEIGHTS, FOLDER = "inputs/mit_tiny.pth", "inputs/nyu"  # relative to the workflo
 
 def ran_stages(log: Path, decl: dict[str, dict]) -> set[str]:
     """The instances whose commands the stand-in logged (then empties the log)."""
-    by_args = {d["args"]: name for name, d in decl.items()}
+    by_args = {d[key]: name for name, d in decl.items() for key in ("args", "dvc_args")}
     lines = log.read_text().splitlines() if log.is_file() else []
     log.unlink(missing_ok=True)
     return {by_args[line] for line in lines}

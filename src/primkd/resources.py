@@ -7,9 +7,12 @@ prepare and hha stages), never using more cores than the process was given: its 
 DVC sets neither, so without this a DVC stage ran torch's default pool (one thread per core of the machine) beside
 its DataLoader workers, many times slower than the same stage under Snakemake on a machine shared by several jobs.
 
-Every stage command calls :func:`apply_resources` (through ``primkd.cli.options.load_config``), the data stages
-included, so this module sits at the bottom layer and imports no other primkd module: were it in ``engine/``, the
-data stages' code dependencies (dvc.yaml) would include the engine, and editing it would rerun data preparation.
+Each stage command with a ``resources`` entry resolves its plan (:func:`thread_plan`, no side effect), applies it
+(:func:`apply_threads`: torch's threads, a pool's ``OMP_NUM_THREADS``) and hands the worker count on explicitly
+(:meth:`ThreadPlan.fit`, a copy of the parameters; training records the plan in train.json), through
+``primkd.cli.options.use_threads``. The data stages do so too, so this module sits at the bottom layer and imports
+no other primkd module: were it in ``engine/``, the data stages' code dependencies (dvc.yaml) would include the
+engine, and editing it would rerun data preparation.
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ class ThreadPlan:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def fit(self, cfg: dict) -> dict:
+        """A copy of the parameters ``cfg`` whose worker count (``train.num_workers``, ``data.workers`` or
+        ``hha.workers``) is :attr:`workers`, what the cores allow; ``cfg`` is left as it is."""
+        (section, key), _ = STAGE_WORKERS[self.stage]
+        return {**cfg, section: {**cfg[section], key: self.workers}}
+
 
 def cores_given(environ: dict | None = None) -> int:
     """Cores this process may use: its CPU affinity, capped by ``OMP_NUM_THREADS`` when that is a positive integer."""
@@ -89,20 +98,21 @@ def plan_threads(stage: str, cpus_per_task: int, requested_workers: int, given: 
                       torch_threads=threads, workers=workers, requested_workers=requested_workers)
 
 
-def apply_resources(cfg: dict, stage: str | None, environ: dict | None = None) -> ThreadPlan | None:
-    """Fit stage ``stage`` to its resources: set torch's threads, cap its worker count in ``cfg`` (in place) and
-    record the plan as ``cfg["runtime"]``. Stages without a ``resources`` entry (report, infer) are left alone.
-
-    Pool processes (prepare, hha) inherit ``OMP_NUM_THREADS`` = their thread share through the environment.
-    """
-    if stage not in STAGE_RESOURCES:
-        return None
+def thread_plan(cfg: dict, stage: str, environ: dict | None = None) -> ThreadPlan:
+    """The thread plan of stage ``stage`` (a key of :data:`STAGE_RESOURCES`) for the parameters ``cfg`` in this
+    process's environment (its CPU affinity, ``OMP_NUM_THREADS``, ``LOCAL_WORLD_SIZE`` of a torchrun job)."""
     environ = os.environ if environ is None else environ
-    (section, key), kind = STAGE_WORKERS[stage]
+    (section, key), _ = STAGE_WORKERS[stage]
     local_ranks = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun: the ranks on this node share the cores
-    plan = plan_threads(stage, cfg["resources"][STAGE_RESOURCES[stage]]["cpus_per_task"], cfg[section][key],
+    return plan_threads(stage, cfg["resources"][STAGE_RESOURCES[stage]]["cpus_per_task"], cfg[section][key],
                         cores_given(environ), local_ranks)
-    cfg[section][key] = plan.workers
+
+
+def apply_threads(plan: ThreadPlan, environ: dict | None = None) -> None:
+    """Give this process the plan's torch threads; pool processes (prepare, hha) inherit ``OMP_NUM_THREADS`` = their
+    thread share through the environment."""
+    environ = os.environ if environ is None else environ
+    _, kind = STAGE_WORKERS[plan.stage]
     if kind == "pool":
         environ["OMP_NUM_THREADS"] = str(plan.torch_threads)
     # The pool stages never import torch themselves; importing it only to set a thread count costs seconds.
@@ -110,8 +120,6 @@ def apply_resources(cfg: dict, stage: str | None, environ: dict | None = None) -
         import torch
 
         torch.set_num_threads(plan.torch_threads)
-    cfg["runtime"] = plan.as_dict()
     log.info("%s: %d torch thread(s), %d worker(s) on %d core(s) (resources.%s.cpus_per_task %d, %d cores given)",
-             stage, plan.torch_threads, plan.workers, plan.cores, STAGE_RESOURCES[stage], plan.cpus_per_task,
-             plan.cores_given)
-    return plan
+             plan.stage, plan.torch_threads, plan.workers, plan.cores, STAGE_RESOURCES[plan.stage],
+             plan.cpus_per_task, plan.cores_given)

@@ -1,50 +1,33 @@
-# Effective parameters of the active preset, resolved by the same code the stage commands use, and the stage table
-# (src/primkd/stages.py) that dvc.yaml is generated from: every rule takes its command, inputs, outputs, log and
-# parameter values from it, so the two tools cannot drift apart.
+# What the generated rules (data.smk, train.smk, evaluate.smk, report.smk) read: the effective parameters of the
+# active preset, resolved by the same code the stage commands use, the lists their wildcards run over, and the two
+# helpers of their `params` and `resources`.
 import json
 import re
 
-from primkd import stages as ST
 from primkd.config import effective_params, resolve
+from primkd.stages import MODALITIES, value_at
 
 CFG = resolve(config)
 PRESET = CFG["preset"]
 EFFECTIVE = effective_params(CFG)
 EXPERIMENTS = list(CFG["experiments"])
+SEEDS = list(CFG["seeds"])
 MAIN_MODELS = ["teacher_rgb", "cmx", "primkd"]
 
 
 wildcard_constraints:
     preset=PRESET,
-    modality="|".join(ST.MODALITIES),
+    modality="|".join(MODALITIES),
     exp="|".join(map(re.escape, EXPERIMENTS)),
-    seed="|".join(map(str, CFG["seeds"])),
+    seed="|".join(map(str, SEEDS)),
 
 
-def stage_input(name):
-    """Code files, other files and the stage's inputs (see primkd.stages.smk_inputs)."""
-    return ST.smk_inputs(ST.stage(name), PRESET, CFG)
-
-
-def stage_output(name):
-    return [directory(path) if folder else path for path, folder in ST.smk_outputs(ST.stage(name), PRESET)]
-
-
-def stage_params(name):
-    """`values`: the effective values of the keys the stage reads, as JSON, so Snakemake reruns a job when (and only
-    when) one of them changes, as DVC does with its params. EFFECTIVE is computed when the Snakefile is read, so its
-    `inputs` digests (ImageNet weights, a folder source) are current on every run."""
-    s = ST.stage(name)
-    item = lambda w: {v: getattr(w, v) for v in s.loop} if s.loop else None  # noqa: E731
-    return {"values": lambda w: json.dumps(ST.smk_values(s, EFFECTIVE, item(w)), sort_keys=True)}
-
-
-def stage_log(name):
-    return ST.smk_log(ST.stage(name), PRESET)
-
-
-def stage_shell(name):
-    return ST.smk_shell(ST.stage(name), PRESET)
+def effective(wildcards, keys):
+    """The effective values of the keys a job reads (`{exp}`: its experiment), as JSON, so that Snakemake reruns a job
+    when (and only when) one of them changes, as DVC does with its params. EFFECTIVE is computed when the Snakefile
+    is read, so its `inputs` digests (ImageNet weights, a folder source) are current on every run."""
+    item = dict(wildcards.items())
+    return json.dumps({k: value_at(EFFECTIVE, k.format(**item)) for k in keys}, sort_keys=True)
 
 
 def job_resources(stage):

@@ -1,53 +1,199 @@
+# GENERATED from the stage table (src/primkd/stages/table.py) by `python -m primkd.stages --write`, as dvc.yaml is:
+# edit the table, not this file (tests/test_pipelines.py fails when the two differ). The lists (EXPERIMENTS, SEEDS,
+# MODALITIES), CFG, effective() and job_resources() come from common.smk.
+
+
 rule evaluate_teacher:
     input:
-        stage_input("evaluate_teacher"),
+        "src/primkd/__init__.py",
+        "src/primkd/cli/__init__.py",
+        "src/primkd/cli/options.py",
+        "src/primkd/cli/pipeline.py",
+        "src/primkd/config.py",
+        "src/primkd/data/__init__.py",
+        "src/primkd/data/dataset.py",
+        "src/primkd/data/layout.py",
+        "src/primkd/engine/__init__.py",
+        "src/primkd/engine/counts.py",
+        "src/primkd/engine/distributed.py",
+        "src/primkd/engine/evaluate.py",
+        "src/primkd/engine/evaluate_run.py",
+        "src/primkd/engine/metrics.py",
+        "src/primkd/engine/runtime.py",
+        "src/primkd/engine/seeds.py",
+        "src/primkd/io.py",
+        "src/primkd/models/__init__.py",
+        "src/primkd/models/convert.py",
+        "src/primkd/models/decoder.py",
+        "src/primkd/models/fusion.py",
+        "src/primkd/models/io.py",
+        "src/primkd/models/mit.py",
+        "src/primkd/models/ops.py",
+        "src/primkd/models/segmentors.py",
+        "src/primkd/pretrained.py",
+        "src/primkd/resources.py",
+        "src/primkd/runlog.py",
+        "data/{preset}/prepared",
+        "data/{preset}/hha",
+        "results/{preset}/models/teacher_{modality}/model.pt",
+        "results/{preset}/models/teacher_{modality}/model_best.pt",
     output:
-        stage_output("evaluate_teacher"),
+        "results/{preset}/eval/teacher_{modality}_confusion.csv",
+        "results/{preset}/eval/teacher_{modality}_per_image.npz",
+        "results/{preset}/eval/teacher_{modality}.json",
     params:
-        **stage_params("evaluate_teacher"),
+        values=lambda w: effective(
+            w,
+            [
+                "eval.scales",
+                "eval.flip",
+                "eval.windows",
+                "eval.checkpoint",
+                "train.device",
+                "train.crop",
+                "train.bgr",
+            ],
+        ),
     log:
-        stage_log("evaluate_teacher"),
+        "results/{preset}/logs/evaluate_teacher_{modality}.log",
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
     resources:
         **job_resources("evaluate"),
     conda:
         "../../environment.yml"
     shell:
-        stage_shell("evaluate_teacher")
+        "primkd evaluate --params params.yaml --preset {wildcards.preset} --model "
+        "results/{wildcards.preset}/models/teacher_{wildcards.modality}/model.pt --data "
+        "data/{wildcards.preset}/prepared --hha data/{wildcards.preset}/hha --out "
+        "results/{wildcards.preset}/eval/teacher_{wildcards.modality}.json --confusion "
+        "results/{wildcards.preset}/eval/teacher_{wildcards.modality}_confusion.csv --log {log}"
 
 
-# The CMX baseline and every experiment: metrics averaged over the seed<k>/ models of the run.
 rule evaluate_cmx:
     input:
-        stage_input("evaluate_cmx"),
+        "src/primkd/__init__.py",
+        "src/primkd/cli/__init__.py",
+        "src/primkd/cli/options.py",
+        "src/primkd/cli/pipeline.py",
+        "src/primkd/config.py",
+        "src/primkd/data/__init__.py",
+        "src/primkd/data/dataset.py",
+        "src/primkd/data/layout.py",
+        "src/primkd/engine/__init__.py",
+        "src/primkd/engine/counts.py",
+        "src/primkd/engine/distributed.py",
+        "src/primkd/engine/evaluate.py",
+        "src/primkd/engine/evaluate_run.py",
+        "src/primkd/engine/metrics.py",
+        "src/primkd/engine/runtime.py",
+        "src/primkd/engine/seeds.py",
+        "src/primkd/io.py",
+        "src/primkd/models/__init__.py",
+        "src/primkd/models/convert.py",
+        "src/primkd/models/decoder.py",
+        "src/primkd/models/fusion.py",
+        "src/primkd/models/io.py",
+        "src/primkd/models/mit.py",
+        "src/primkd/models/ops.py",
+        "src/primkd/models/segmentors.py",
+        "src/primkd/pretrained.py",
+        "src/primkd/resources.py",
+        "src/primkd/runlog.py",
+        "data/{preset}/prepared",
+        "data/{preset}/hha",
+        expand("results/{{preset}}/models/cmx/seed{seed}", seed=SEEDS),
     output:
-        stage_output("evaluate_cmx"),
+        "results/{preset}/eval/cmx_confusion.csv",
+        "results/{preset}/eval/cmx_per_image.npz",
+        "results/{preset}/eval/cmx.json",
     params:
-        **stage_params("evaluate_cmx"),
+        values=lambda w: effective(
+            w,
+            [
+                "eval.scales",
+                "eval.flip",
+                "eval.windows",
+                "eval.checkpoint",
+                "train.device",
+                "train.crop",
+                "train.bgr",
+                "seeds",
+            ],
+        ),
     log:
-        stage_log("evaluate_cmx"),
+        "results/{preset}/logs/evaluate_cmx.log",
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
     resources:
         **job_resources("evaluate"),
     conda:
         "../../environment.yml"
     shell:
-        stage_shell("evaluate_cmx")
+        "primkd evaluate --params params.yaml --preset {wildcards.preset} --model "
+        "results/{wildcards.preset}/models/cmx --data data/{wildcards.preset}/prepared --hha "
+        "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/cmx.json --confusion "
+        "results/{wildcards.preset}/eval/cmx_confusion.csv --log {log}"
 
 
 rule evaluate_student:
     input:
-        stage_input("evaluate_student"),
+        "src/primkd/__init__.py",
+        "src/primkd/cli/__init__.py",
+        "src/primkd/cli/options.py",
+        "src/primkd/cli/pipeline.py",
+        "src/primkd/config.py",
+        "src/primkd/data/__init__.py",
+        "src/primkd/data/dataset.py",
+        "src/primkd/data/layout.py",
+        "src/primkd/engine/__init__.py",
+        "src/primkd/engine/counts.py",
+        "src/primkd/engine/distributed.py",
+        "src/primkd/engine/evaluate.py",
+        "src/primkd/engine/evaluate_run.py",
+        "src/primkd/engine/metrics.py",
+        "src/primkd/engine/runtime.py",
+        "src/primkd/engine/seeds.py",
+        "src/primkd/io.py",
+        "src/primkd/models/__init__.py",
+        "src/primkd/models/convert.py",
+        "src/primkd/models/decoder.py",
+        "src/primkd/models/fusion.py",
+        "src/primkd/models/io.py",
+        "src/primkd/models/mit.py",
+        "src/primkd/models/ops.py",
+        "src/primkd/models/segmentors.py",
+        "src/primkd/pretrained.py",
+        "src/primkd/resources.py",
+        "src/primkd/runlog.py",
+        "data/{preset}/prepared",
+        "data/{preset}/hha",
+        expand("results/{{preset}}/models/{{exp}}/seed{seed}", seed=SEEDS),
     output:
-        stage_output("evaluate_student"),
+        "results/{preset}/eval/{exp}_confusion.csv",
+        "results/{preset}/eval/{exp}_per_image.npz",
+        "results/{preset}/eval/{exp}.json",
     params:
-        **stage_params("evaluate_student"),
+        values=lambda w: effective(
+            w,
+            [
+                "eval.scales",
+                "eval.flip",
+                "eval.windows",
+                "eval.checkpoint",
+                "train.device",
+                "train.crop",
+                "train.bgr",
+                "seeds",
+            ],
+        ),
     log:
-        stage_log("evaluate_student"),
+        "results/{preset}/logs/evaluate_{exp}.log",
     threads: CFG["resources"]["evaluate"]["cpus_per_task"]
     resources:
         **job_resources("evaluate"),
     conda:
         "../../environment.yml"
     shell:
-        stage_shell("evaluate_student")
+        "primkd evaluate --params params.yaml --preset {wildcards.preset} --model "
+        "results/{wildcards.preset}/models/{wildcards.exp} --data data/{wildcards.preset}/prepared --hha "
+        "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/{wildcards.exp}.json --confusion "
+        "results/{wildcards.preset}/eval/{wildcards.exp}_confusion.csv --log {log}"

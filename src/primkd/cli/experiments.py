@@ -38,12 +38,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_check_params(args: argparse.Namespace) -> None:
     """Validate the file and the preset (an unknown preset stops here with the valid names, where DVC would only
-    report `presets.<name>.data` missing); print the preset's resolved values with --show."""
+    report `presets.<name>.data` missing), and a dvc.yaml beside it: it lists the file's experiments and is what the
+    stage table generates (`make demo` would otherwise stop at DVC's first stage, or run a stale graph); print the
+    preset's resolved values with --show."""
+    from pathlib import Path
+
     import yaml
 
     cfg = load_config(args)
+    dvc_yaml = Path(args.params).parent / "dvc.yaml"
+    if dvc_yaml.is_file():
+        from primkd.stages import check_dvc_yaml
+
+        check_dvc_yaml(dvc_yaml, args.params)
     if args.show:
-        sys.stdout.write(yaml.safe_dump({k: v for k, v in cfg.items() if k != "runtime"}, sort_keys=False))
+        sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
     else:
         print(f"{args.params}: valid; preset {cfg['preset']}")
 
@@ -62,5 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "ablation.png (the students overlaid).")
 
     p = add_command(sub, "check-params", cmd_check_params,
-                  "Check params.yaml against its schema and the preset name (make demo and make all run this first).")
+                  "Check params.yaml against its schema and the preset name, and a dvc.yaml beside it against the "
+                  "stage table (make demo and make all run this first).")
     p.add_argument("--show", action="store_true", help="Print the preset's resolved parameters.")

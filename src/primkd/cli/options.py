@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from primkd.resources import ThreadPlan
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], None],
@@ -24,10 +28,18 @@ def add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argp
 
 
 def load_config(args: argparse.Namespace) -> dict:
-    """The resolved parameters named by a command's ``--params`` and ``--preset``."""
+    """The validated parameters named by a command's ``--params`` and ``--preset``
+    (:func:`primkd.config.load_params`), as they are."""
     from primkd.config import load_params
-    from primkd.resources import apply_resources
 
-    cfg = load_params(args.params, args.preset)
-    apply_resources(cfg, getattr(args, "stage", None))  # torch threads and workers from resources.<stage>.cpus_per_task
-    return cfg
+    return load_params(args.params, args.preset)
+
+
+def use_threads(args: argparse.Namespace, cfg: dict) -> ThreadPlan:
+    """The thread plan of the command's stage (``resources.<stage>.cpus_per_task``: :mod:`primkd.resources`),
+    applied to this process; the command hands its worker count on (:meth:`~primkd.resources.ThreadPlan.fit`)."""
+    from primkd.resources import apply_threads, thread_plan
+
+    plan = thread_plan(cfg, args.stage)
+    apply_threads(plan)
+    return plan

@@ -9,25 +9,25 @@ import argparse
 import logging
 from pathlib import Path
 
-from primkd.cli.options import add_command, load_config
+from primkd.cli.options import add_command, load_config, use_threads
 
 log = logging.getLogger("primkd")
 
 
 def cmd_params(args: argparse.Namespace) -> None:
     """Write the effective parameters (preset and experiment overrides applied); the file is left untouched when
-    its contents would not change. When a dvc.yaml sits beside params.yaml (a DVC run, the first stage of every
-    run), its student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
+    its contents would not change. With ``--dvc-yaml`` (dvc.yaml's command: the first stage of every DVC run), that
+    file's student stages must match params.yaml's experiments: it lists them, grouped by teacher."""
     import yaml
 
     from primkd.config import effective_params
     from primkd.io import write_text
-    from primkd.stages import check_dvc_groups
 
     cfg = load_config(args)
-    dvc_yaml = Path(args.params).parent / "dvc.yaml"
-    if dvc_yaml.is_file():
-        check_dvc_groups(dvc_yaml, cfg, args.params)
+    if args.dvc_yaml:
+        from primkd.stages import check_dvc_groups
+
+        check_dvc_groups(args.dvc_yaml, cfg, args.params)
     text = yaml.safe_dump(effective_params(cfg), sort_keys=False, width=120)
     out = Path(args.out)
     if not out.is_file() or out.read_text() != text:
@@ -48,7 +48,8 @@ def cmd_download(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
-    data = load_config(args)["data"]
+    cfg = load_config(args)
+    data = use_threads(args, cfg).fit(cfg)["data"]
     prepare_dataset(data, args.out, raw_dir=args.raw)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
@@ -72,11 +73,11 @@ def cmd_hha(args: argparse.Namespace) -> None:
     from primkd.data.layout import read_meta
     from primkd.data.prepare import link_imported_hha
 
-    cfg = load_config(args)
+    threads = use_threads(args, load_config(args))
     if read_meta(args.data).get("hha_dir"):
         link_imported_hha(args.data, args.out)
     else:
-        counts = hha.convert_dataset(args.data, args.out, workers=cfg["hha"]["workers"], force=args.force)
+        counts = hha.convert_dataset(args.data, args.out, workers=threads.workers, force=args.force)
         log.info("HHA in %s: %s", args.out, counts)
     if args.contact_sheet:
         from primkd.data.viz import contact_sheet
@@ -112,6 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from primkd.engine.train import train
 
     cfg = load_config(args)
+    threads = use_threads(args, cfg)
+    cfg = threads.fit(cfg)
     run = _run_from_args(args, cfg)
     seeds = [args.seed] if args.seed is not None else [None] if run.kind == "teacher" else cfg["seeds"]
     for seed in seeds:
@@ -124,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             out_dir = out_dir / f"seed{seed}"
             ckpt_dir = ckpt_dir / f"seed{seed}" if ckpt_dir else None
         summary = train(run_cfg, run, Path(args.data), Path(args.hha) if args.hha else None, out_dir,
-                        progress=not args.no_progress, checkpoint_dir=ckpt_dir)
+                        progress=not args.no_progress, checkpoint_dir=ckpt_dir, threads=threads)
         if summary:  # rank 0 (the only rank outside torchrun)
             log.info("%s (seed %d) done: test mIoU %.4f (single scale), %.1f s", run.name, run_cfg["train"]["seed"],
                      summary["test_miou_single_scale"], summary["train_seconds"])
@@ -134,7 +137,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.engine.evaluate_run import evaluate_run
 
-    evaluate_run(args.model, args.data, args.hha, load_config(args), args.out, per_image=args.per_image,
+    cfg = load_config(args)
+    evaluate_run(args.model, args.data, args.hha, use_threads(args, cfg).fit(cfg), args.out, per_image=args.per_image,
                  confusion=args.confusion, progress=not args.no_progress)
 
 
@@ -144,6 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "params", cmd_params,
                   "Write the effective parameters of a preset (its overrides and each experiment's applied).")
     p.add_argument("--out", required=True, help="YAML file to write.")
+    p.add_argument("--dvc-yaml", help="Also check that this dvc.yaml lists the experiments of the parameter file "
+                                      "(DVC runs: its student stages are written out per teacher).")
 
     p = add_command(sub, "download", cmd_download,
                   "Download (or find, placed by hand) the raw files of data.source into data.raw_dir; resumable.")

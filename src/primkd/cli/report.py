@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from primkd.cli.options import add_command, load_config
+from primkd.cli.options import add_command, load_config, use_threads
 
 log = logging.getLogger("primkd")
 
@@ -29,6 +29,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     from primkd.engine.runtime import select_device
 
     cfg = load_config(args)
+    threads = use_threads(args, cfg)
     t, ev = TrainConfig.of(cfg), EvalConfig.of(cfg)
     students = dict(args.student)
     if len(students) != len(args.student):
@@ -39,7 +40,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
                      max_images=args.max_images, batch_size=args.batch_size or ev.batch_size,
                      num_qualitative=args.qualitative_images, num_bins=args.bins,
                      calibration_images=args.calibration_images, device=select_device(t.device),
-                     num_workers=t.num_workers, bgr=t.bgr, progress=not args.no_progress, seeds=cfg["seeds"])
+                     num_workers=threads.workers, bgr=t.bgr, progress=not args.no_progress, seeds=cfg["seeds"])
     for row in result["cka"]:
         log.info("CKA %s vs %s, stage %d: %.4f", row["student"], row["reference"], row["stage"], row["cka"])
     log.info("analysis written to %s", args.out_dir)

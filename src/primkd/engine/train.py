@@ -77,6 +77,7 @@ from primkd.models.decoder import reset_conv_biases
 from primkd.models.fusion import per_image_batchnorm
 from primkd.models.io import architecture, build_model, load_model, save_model
 from primkd.models.mit import MIT_VARIANTS
+from primkd.resources import ThreadPlan
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +511,7 @@ class Trainer:
 
 
 def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: Path, progress: bool = True,
-          checkpoint_dir: Path | None = None) -> dict:
+          checkpoint_dir: Path | None = None, threads: ThreadPlan | None = None) -> dict:
     """Train one network and write ``model.pt``, ``curves.csv``, ``eval_curve.csv`` and ``train.json``.
 
     Started again after an interruption, the run continues from its newest checkpoint in ``checkpoint_dir``. The
@@ -525,6 +526,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
         progress: show progress bars.
         checkpoint_dir: training-state checkpoints of this run (default ``<out_dir>/checkpoints``); must survive
             the orchestrator's clean-up of declared outputs.
+        threads: the stage's thread plan, recorded in ``train.json`` (``cfg`` holds the worker count it allows).
 
     Returns:
         The summary written to ``train.json``.
@@ -559,7 +561,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
                "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
-               "threads": cfg.get("runtime"),
+               "threads": threads.as_dict() if threads is not None else None,
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
                "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
     write_json(out_dir / "train.json", summary)

@@ -182,8 +182,9 @@ def test_the_official_presets_name_the_released_teacher_and_its_digest_is_an_inp
     effective = effective_params(cfg)
     assert effective["inputs"]["teachers"] == {"rgb": "missing", "depth": None}
     assert effective["experiments"]["primkd"]["teacher_file"] == "missing"
-    assert effective["experiments"]["primkd"]["kd"]["teachers"] == {"rgb": "data/released/nyu-rgb.pth"}
-    assert effective["experiments"]["kd_teacher_depth"]["kd"]["teachers"] == {"depth": "train"}
+    assert effective["experiments"]["primkd"]["teacher_source"] == "data/released/nyu-rgb.pth"
+    assert effective["experiments"]["kd_teacher_depth"]["teacher_source"] == "train"
+    assert "teachers" not in effective["experiments"]["primkd"]["kd"]  # every experiment has the same keys
     released = tmp_path / "data" / "released" / "nyu-rgb.pth"
     released.parent.mkdir(parents=True)
     released.write_bytes(b"teacher v1")

@@ -33,6 +33,9 @@ RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "tr
 TRAINING_EVAL_KEYS = ("eval.windows",)
 # `kd.teachers` value of a modality whose teacher the pipeline trains (any other value names a teacher file).
 TRAINED_TEACHER = "train"
+# The entries of `eval.released` (the published checkpoints the evaluate_released stage scores), in params.yaml's
+# order; each writes results/<preset>/eval/released_<entry>.json.
+RELEASED_ENTRIES = ("teacher_rgb", "cmx")
 
 
 class ConfigError(ValueError):
@@ -277,8 +280,9 @@ def effective_params(cfg: dict) -> dict:
         settings = experiment_kd(cfg, name)
         kd = settings.as_dict()
         teacher = kd.pop("teacher_modality")
-        kd["teachers"] = {teacher: kd["teachers"][teacher]}  # the other modality's teacher is not this student's
-        out["experiments"][name] = {"teacher": teacher, "kd": kd, "teacher_file": file_input(settings.teacher_file)}
+        source = kd.pop("teachers")[teacher]  # the other modality's teacher is not this student's
+        out["experiments"][name] = {"teacher": teacher, "kd": kd, "teacher_source": source,
+                                    "teacher_file": file_input(settings.teacher_file)}
     out["inputs"] = input_digests(cfg)
     return out
 
@@ -289,8 +293,8 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
 
     - ``released``: per entry of ``eval.released``, :func:`file_input` (the evaluate_released stage's inputs).
     - ``teachers``: per modality, :func:`teacher_input` of ``kd.teachers`` (the file the teacher stage imports
-      instead of training); each experiment's own teacher file is digested beside it (``experiments.<name>
-      .teacher_file`` of the effective parameters).
+      instead of training); each experiment's teacher source and file digest are beside it (``experiments.<name>
+      .teacher_source`` and ``.teacher_file`` of the effective parameters).
     - ``pretrained``: :func:`primkd.pretrained.pretrained_input` of ``model.pretrained`` (the ImageNet weights the
       training stages load; None when training from scratch, ``"missing"`` while the weights are not there).
     - ``folder``: with ``data.source: folder``, one SHA-256 over :func:`primkd.io.path_digest` (every file's

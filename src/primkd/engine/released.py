@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+from primkd.config import RELEASED_ENTRIES
 from primkd.data.layout import read_meta
 from primkd.engine.evaluate_run import evaluate_run
-from primkd.io import sha256_file, write_json
-from primkd.weights import import_official, official_architecture
+from primkd.io import DataError, atomic_path, sha256_file, write_json, write_text
+from primkd.weights import import_official, import_teacher, official_architecture
 
 log = logging.getLogger("primkd")
 
-# eval.released entry -> (what it is, where it is published)
-RELEASED = {
-    "teacher_rgb": ("PrimKD's released RGB teacher (MiT-B4, NYU Depth V2)",
-                    "https://drive.google.com/file/d/1sIt0GWczeMTjfYI55jFeihj8ZDpTMY0G/view"),
-    "cmx": ("CMX's released NYU Depth V2 model (MiT-B2)",
-            "https://drive.google.com/file/d/1hlyglGnEB0pnWXfHPtBtCGGlKMDh2K--/view"),
-}
+# eval.released entry (primkd.config.RELEASED_ENTRIES) -> (what it is, where it is published)
+RELEASED = dict(zip(RELEASED_ENTRIES, (
+    ("PrimKD's released RGB teacher (MiT-B4, NYU Depth V2)",
+     "https://drive.google.com/file/d/1sIt0GWczeMTjfYI55jFeihj8ZDpTMY0G/view"),
+    ("CMX's released NYU Depth V2 model (MiT-B2)",
+     "https://drive.google.com/file/d/1hlyglGnEB0pnWXfHPtBtCGGlKMDh2K--/view"),
+), strict=True))
 
 
 def released_name(entry: str) -> str:
@@ -83,3 +85,32 @@ def _evaluate_one(name: str, path: Path, cfg: dict, data: str | os.PathLike, hha
 def _not_scored(status: str, note: str) -> dict:
     log.warning("%s", note)
     return {"status": status, "note": note}
+
+
+def teacher_from_file(path: str | os.PathLike, modality: str, data: str | os.PathLike,
+                      out_dir: str | os.PathLike) -> dict:
+    """The train_teacher stage with ``kd.teachers.<modality>`` naming a file that is there: import it (a model file
+    or an official checkpoint, :func:`primkd.weights.import_teacher`) instead of training, into the outputs training
+    writes: ``model.pt`` and ``model_best.pt`` (the same weights: the file is the only checkpoint), ``train.json``
+    (``teacher_source``: the file and its SHA-256; no epoch was trained) and the curves without rows.
+
+    Raises:
+        DataError: the file is not a teacher of ``modality`` for this dataset's classes.
+    """
+    out_dir, name = Path(out_dir), f"teacher_{modality}"
+    meta = import_teacher(path, out_dir / "model.pt", read_meta(data)["classes"], {"run": name, "modality": modality})
+    wanted = ["rgb"] if modality == "rgb" else ["modal"]
+    if meta["inputs"] != wanted:
+        (out_dir / "model.pt").unlink()
+        raise DataError(f"{path}: a teacher of inputs {meta['inputs']}, but kd.teachers.{modality} names it for the "
+                        f"{modality} teacher; name it under the modality it reads")
+    with atomic_path(out_dir / "model_best.pt") as tmp:
+        shutil.copyfile(out_dir / "model.pt", tmp)
+    write_text(out_dir / "curves.csv", "epoch,loss\n")  # no training: the curves have no rows
+    write_text(out_dir / "eval_curve.csv", "epoch,miou\n")
+    source = f"the file {path} (sha256 {meta['info']['sha256']}), imported, not trained"
+    summary = {"run": name, "kind": "teacher", "inputs": meta["inputs"], "backbone": meta["arch"]["variant"],
+               "epochs": 0, "iterations": 0, "train_seconds": 0.0, "teacher_source": source}
+    write_json(out_dir / "train.json", summary)
+    log.info("%s: %s", name, source)
+    return summary

@@ -75,7 +75,7 @@ from primkd.engine.runtime import (
 from primkd.io import DataError, atomic_path, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
 from primkd.models.fusion import per_image_batchnorm
-from primkd.models.io import architecture, build_model, load_model, save_model
+from primkd.models.io import architecture, build_model, save_model
 from primkd.models.mit import MIT_VARIANTS
 from primkd.resources import ThreadPlan
 
@@ -179,15 +179,17 @@ def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
                 block.drop_path.drop_prob = rate
 
 
-def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module, list[str]]:
+def load_teacher(run: Run, arch: dict, device: torch.device, bgr: bool = False) -> tuple[nn.Module, list[str]]:
     """The frozen teacher (eval mode, no gradients), checked against the student; returns it with its batch keys.
 
     Raises:
         DataError: the file is not a teacher, reads another modality than the experiment's ``teacher``, predicts
             another number of classes, or (with feature distillation) has other stage widths than the student.
     """
+    from primkd.weights import read_teacher
+
     path = run.teacher_path
-    teacher, meta = load_model(path, device)
+    teacher, meta = read_teacher(path, device)  # a model file, or an official checkpoint named by kd.teachers
     t_arch, fix = meta["arch"], "pass the model.pt of `primkd train --role teacher` trained with the same params"
     if t_arch["kind"] != "teacher":
         raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
@@ -203,6 +205,10 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     if run.kd.beta > 0 and tuple(widths[0]) != tuple(widths[1]):
         raise DataError(f"{path}: the teacher's backbone {t_arch['variant']} has stage widths {widths[0]}, the "
                         f"student's {arch['variant']} has {widths[1]}; feature distillation needs equal widths: {fix}")
+    if bool(meta["info"].get("bgr", False)) != bgr:  # teacher and student read the same batch
+        order = "BGR" if meta["info"].get("bgr") else "RGB"
+        raise DataError(f"{path}: the teacher takes {order} input, but train.bgr is {str(bgr).lower()}; set train.bgr: "
+                        f"{str(not bgr).lower()} in params.yaml (official checkpoints take BGR) or use another teacher")
     teacher.requires_grad_(False)
     return teacher, meta["inputs"]
 
@@ -315,7 +321,7 @@ class Trainer:
         self.criterion = build_loss(run, self.arch["variant"], sync_selection=self.dist.enabled,
                                     ce_reduction=t.ce_reduction).to(self.device)
         self.objective = self._wrap(Objective(self.model, self.criterion))
-        self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device) if run.kd is not None
+        self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device, t.bgr) if run.kd is not None
                                              else (None, []))
         if self.teacher is not None:
             self.precision.prepare(self.teacher)
@@ -563,7 +569,8 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
                "threads": threads.as_dict() if threads is not None else None,
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
-               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
+               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),
+               **({"teacher_source": run.info["teacher_source"]} if "teacher_source" in run.info else {})}
     write_json(out_dir / "train.json", summary)
     _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)
     save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t.epochs})

@@ -482,6 +482,7 @@ def test_a_teacher_file_reruns_its_teacher_stage_and_its_students_only(inputs_wo
     assert snakemake_stale(smk_root, decl) == downstream(ran, decl)
     assert not {"train_teacher@depth", "train_cmx@0"} & downstream(ran, decl)
     assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params"}
+    run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], smk_root, tool_env(smk_root, stub_dir))
     for root in (dvc_root, smk_root):
         (root / RELEASED_CMX).write_bytes(b"released CMX")
     assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params", "evaluate_released"}

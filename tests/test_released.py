@@ -65,3 +65,52 @@ def test_a_missing_or_unfitting_file_gets_one_line(tmp_path, caplog):
     assert "predicts 3 classes, the prepared dataset has 4" in results["teacher_rgb"]["note"]
     assert results["cmx"]["note"] in caplog.text and "\n" not in results["cmx"]["note"]
     assert read_json(tmp_path / "released_cmx.json") == results["cmx"]
+
+
+def test_the_teacher_stage_imports_a_teacher_file_and_a_student_distils_from_it(tmp_path):
+    """kd.teachers.rgb names an official-format teacher: `primkd train --role teacher` imports it (nothing trained:
+    no epoch, empty curves, its SHA-256 in train.json) and a student distils from it; while the file is missing the
+    teacher is trained and train.json says it is a fallback."""
+    import hashlib
+    import json
+
+    import yaml
+
+    from primkd.cli import main
+    from primkd.models.io import load_model
+
+    torch.set_num_threads(1)
+    data = make_dataset(tmp_path / "data", n_train=2, n_test=2, classes=3)
+    teacher = _networks()["teacher_rgb"]
+    released = save_released(tmp_path / "nyu-rgb.pth", teacher)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    smoke = params["presets"]["smoke"]
+    smoke["kd"] = {"teachers": {"rgb": str(released)}}
+    smoke["train"].update(epochs=1, batch_size=2, crop=[32, 48], bgr=True)  # official teachers take BGR
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = ["--params", str(tmp_path / "params.yaml"), "--preset", "smoke", "--data", str(data), "--hha",
+              str(data / "hha"), "--no-progress"]
+    models = tmp_path / "models"
+    main(["train", *common, "--role", "teacher", "--modality", "rgb", "--out-dir", str(models / "teacher_rgb")])
+    summary = json.loads((models / "teacher_rgb" / "train.json").read_text())
+    sha = hashlib.sha256(released.read_bytes()).hexdigest()
+    assert summary["epochs"] == 0 and summary["teacher_source"].startswith(f"the file {released} (sha256 {sha})")
+    assert (models / "teacher_rgb" / "curves.csv").read_text() == "epoch,loss\n"
+    imported, _ = load_model(models / "teacher_rgb" / "model.pt")
+    best, _ = load_model(models / "teacher_rgb" / "model_best.pt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(imported(x)["logits"], teacher(x)["logits"]) and torch.equal(best(x)["logits"],
+                                                                                      teacher(x)["logits"])
+    main(["train", *common, "--role", "student", "--experiment", "primkd", "--seed", "0", "--teacher-dir",
+          str(models), "--out-dir", str(models / "primkd")])
+    student = torch.load(models / "primkd" / "model.pt", weights_only=True)["info"]
+    assert student["kd"]["teachers"]["rgb"] == str(released) and student["bgr"] is True
+    released.unlink()  # the official preset without the file: the teacher is trained, and says so
+    main(["train", *common, "--role", "teacher", "--modality", "rgb", "--out-dir", str(models / "fallback"), "--log",
+          str(tmp_path / "fallback.log")])
+    fallback = json.loads((models / "fallback" / "train.json").read_text())
+    assert fallback["epochs"] == 1 and fallback["teacher_source"].startswith(
+        f"trained (fallback: kd.teachers.rgb names {released}, which is not there")
+    assert (f"kd.teachers.rgb names {released}, which is not there: training the rgb teacher instead"
+            in (tmp_path / "fallback.log").read_text())

@@ -520,6 +520,9 @@ def test_released_checkpoints_are_rows_beside_the_runs(tmp_path):
     line = "PrimKD's released RGB teacher (MiT-B4, NYU Depth V2): data/released/nyu-rgb.pth not found; download it"
     write_json(results / "eval" / "released_teacher_rgb.json", {"status": "missing", "note": line})
     write_counts_run(results, "cmx", [[50] * 4])
+    write_json(results / "eval" / "teacher_rgb.json", evaluation({None: 0.5}))
+    fallback = "trained (fallback: kd.teachers.rgb names data/released/nyu-rgb.pth, which is not there)"
+    write_json(results / "models" / "teacher_rgb" / "train.json", {"backbone": "mit_b2", "teacher_source": fallback})
     cfg = load_params(REPO / "params.yaml", "nyuv2_b2")
     out = build_report(results, "nyuv2_b2", results / "report", decoder_embed_dim=16, cfg=cfg)
     t2 = Path(out["tables"]["table2"][0]).read_text()
@@ -529,3 +532,4 @@ def test_released_checkpoints_are_rows_beside_the_runs(tmp_path):
     assert "| RGB only (released checkpoint) | — |" in md and line in md
     report = Path(out["report"]).read_text()
     assert "| `released_cmx` | once |" in report and "released_teacher_rgb`" not in report.split("## Runs")[-1]
+    assert f"Teachers: `teacher_rgb`: {fallback}." in report  # said in the report, not only in the log

@@ -457,6 +457,10 @@ def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables:
     agreement = _agreement_text(tables)
     if agreement:
         parts.append(agreement)
+    sources = {name: group[0].train["teacher_source"] for name, group in runs.items()
+               if group[0].train is not None and "teacher_source" in group[0].train}
+    if sources:  # a teacher taken from a file (kd.teachers), or trained because that file is missing
+        parts.append("Teachers: " + "; ".join(f"`{name}`: {text}" for name, text in sources.items()) + ".\n")
     for key, table in tables.items():
         spec = table.spec
         parts.append(f"## {key.replace('table', 'Table ')}: {spec.title}\n\n{spec.caption}\n\n{to_markdown(table)}")

@@ -1,11 +1,15 @@
-"""A random prepared dataset for tests that train, evaluate or check data (tests/ is on pytest's pythonpath)."""
+"""A random prepared dataset for tests that train, evaluate or check data, and tiny checkpoints in the released
+files' format (tests/ is on pytest's pythonpath)."""
 
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from primkd.data.layout import IGNORE_INDEX, write_split
 from primkd.io import write_json, write_png
+from primkd.models import CMX, cmx_to_official, teacher_to_official
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,3 +50,18 @@ def write_evaluation(path: Path, last: dict, best: dict | None = None, per_image
     from primkd.engine.results import Evaluation
 
     Evaluation(model, 4, {"last": last, **({"best": best} if best else {})}, per_image).write(path)
+
+
+# The released checkpoints' format (engine/engine.py `save_checkpoint` of CMX e251d86 and PrimKD c816fd7, which writes
+# PrimKD's RGB teacher nyu-rgb.pth and CMX's NYU model): {"model": state dict with the official names, "module."
+# removed, "optimizer": AdamW state, "epoch", "iteration"}.
+def save_released(path: Path, model: nn.Module) -> Path:
+    """Write ``model`` (a ``SegFormer`` teacher or a ``CMX``) as its released checkpoint would be written."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5, weight_decay=0.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # an optimiser state with moments, as a trained run saves; zero gradients leave the weights
+    names = cmx_to_official if isinstance(model, CMX) else teacher_to_official
+    torch.save({"model": names(model.state_dict()), "optimizer": optimizer.state_dict(), "epoch": 500,
+                "iteration": 99500}, path)
+    return path

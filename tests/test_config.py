@@ -188,6 +188,10 @@ def test_typed_settings_are_the_resolved_values_of_every_preset(raw):
                                                           cfg["eval"]["checkpoint"])
     official = resolve(raw, "nyuv2_b4_official")
     assert TrainConfig.of(official).first_step_full_lr and ModelConfig.of(official).drop_path_stage2 == "constant"
+    for name in raw["presets"]:  # the released recipe: fp32, per-image CE, per-image fusion BatchNorm; else the paper's
+        t = TrainConfig.of(resolve(raw, name))
+        released = ("none", "per_image", "per_image") if name.endswith("_official") else ("auto", "per_pixel", "batch")
+        assert (t.amp, t.ce_reduction, t.fusion_bn) == released, name
     with pytest.raises(FrozenInstanceError):
         TrainConfig.of(official).lr = 1.0
 
@@ -223,13 +227,48 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(f"{path.name}\0{inner}\n".encode()).hexdigest()
 
 
+def test_the_official_presets_name_the_released_teacher_and_its_digest_is_an_input(raw, tmp_path, monkeypatch):
+    """kd.teachers: the official presets distil from PrimKD's released RGB teacher; the teacher stage depends on the
+    file's SHA-256 (inputs.teachers), an experiment naming its own file on that file's (experiments.<name>
+    .teacher_file); the other presets train their teachers."""
+    monkeypatch.chdir(tmp_path)
+    for name in raw["presets"]:
+        cfg = resolve(raw, name)
+        rgb = experiment_kd(cfg, "primkd").teacher_file
+        assert rgb == {"nyuv2_b4_official": "data/released/nyu-rgb.pth",
+                       "sunrgbd_b4_official": "data/released/sun-rgb.pth"}.get(name), name
+        assert experiment_kd(cfg, "kd_teacher_depth").teacher_file is None  # the depth teacher is trained
+    cfg = resolve(raw, "nyuv2_b4_official")
+    effective = effective_params(cfg)
+    assert effective["inputs"]["teachers"] == {"rgb": "missing", "depth": None}
+    assert effective["experiments"]["primkd"]["teacher_file"] == "missing"
+    assert effective["experiments"]["primkd"]["teacher_source"] == "data/released/nyu-rgb.pth"
+    assert effective["experiments"]["kd_teacher_depth"]["teacher_source"] == "train"
+    assert "teachers" not in effective["experiments"]["primkd"]["kd"]  # every experiment has the same keys
+    released = tmp_path / "data" / "released" / "nyu-rgb.pth"
+    released.parent.mkdir(parents=True)
+    released.write_bytes(b"teacher v1")
+    sha = hashlib.sha256(b"teacher v1").hexdigest()
+    assert effective_params(cfg)["inputs"]["teachers"]["rgb"] == sha
+    assert effective_params(cfg)["inputs"]["released"]["teacher_rgb"] == sha  # eval.released names it too
+    assert effective_params(cfg)["experiments"]["primkd"]["teacher_file"] == sha
+    cfg["experiments"]["mine"] = {"teacher": "rgb", "kd": {"teachers": {"rgb": "mine.pt"}}}
+    (tmp_path / "mine.pt").write_bytes(b"mine")
+    effective = effective_params(cfg)
+    assert effective["experiments"]["mine"]["teacher_file"] == hashlib.sha256(b"mine").hexdigest()
+    assert effective["inputs"]["teachers"]["rgb"] == sha  # the preset's, which the teacher stage imports
+
+
 def test_effective_inputs_hold_the_imagenet_weights_digest(raw, tmp_path, monkeypatch):
     """inputs.pretrained: the training stages' dependency on the weights file model.pretrained resolves to."""
     monkeypatch.chdir(tmp_path)  # relative paths are taken from where the stage runs
-    assert effective_params(resolve(raw, "smoke"))["inputs"] == {"pretrained": None, "folder": None}  # from scratch
+    trained, released = {"rgb": None, "depth": None}, {"teacher_rgb": "missing", "cmx": "missing"}
+    assert effective_params(resolve(raw, "smoke"))["inputs"] == {"pretrained": None, "folder": None,
+                                                                 "teachers": trained, "released": released}
     cfg = resolve(raw, "nyuv2_b2")  # imagenet, data/pretrained/mit_b2.pth or .../mit-b2/
     # not downloaded yet: the parameter step still works (training stops with the download hint)
-    assert effective_params(cfg)["inputs"] == {"pretrained": "missing", "folder": None}
+    assert effective_params(cfg)["inputs"] == {"pretrained": "missing", "folder": None, "teachers": trained,
+                                               "released": released}
     weights = tmp_path / "data" / "pretrained" / "mit_b2.pth"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"weights v1")

@@ -319,3 +319,57 @@ def test_mismatched_shapes_raise():
         prediction_kl(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="stage 2"):
         stage_feature_losses([torch.zeros(1, 2, 2, 2)] * 2, [torch.zeros(1, 2, 2, 2), torch.zeros(1, 3, 2, 2)])
+
+
+# ---- per-image cross-entropy (train.ce_reduction) ----------------------------------------------------------------
+
+def four_images_unequal_labels():
+    """Four 4x4 two-class images whose labelled pixels (label 0; 255 elsewhere) number 16, 12, 1 and 4, with
+    logits (a_i, 0) everywhere: image i's CE is softplus(-a_i) = ln 2, ln(4/3), ln 4 and ln(8/7)."""
+    a = torch.tensor([0.0, math.log(3.0), -math.log(3.0), math.log(7.0)])
+    logits = torch.stack([a, torch.zeros(4)], dim=1)[:, :, None, None].expand(4, 2, 4, 4).clone()  # (B, K, H, W)
+    labels = torch.full((4, 16), 255)
+    for i, n in enumerate([16, 12, 1, 4]):
+        labels[i, :n] = 0
+    return logits, labels.reshape(4, 4, 4), [math.log(2), math.log(4 / 3), math.log(4), math.log(8 / 7)]
+
+
+def test_per_image_cross_entropy_is_the_mean_of_the_images_means():
+    logits, labels, per_image = four_images_unequal_labels()
+    counts = [16, 12, 1, 4]
+    image_mean = sum(per_image) / 4  # 0.625164: each image weighs 1/4, as 4 GPUs x 1 image average
+    pixel_mean = sum(n * ce for n, ce in zip(counts, per_image)) / sum(counts)  # 0.498788: the third image weighs 1/33
+    by_image = PrimKDLoss(channels=[1] * 4, ce_reduction="per_image")(logits, labels)["seg"]
+    by_pixel = PrimKDLoss(channels=[1] * 4)(logits, labels)["seg"]
+    assert by_image.item() == pytest.approx(image_mean, rel=1e-6)
+    assert by_pixel.item() == pytest.approx(pixel_mean, rel=1e-6)
+    assert image_mean - pixel_mean > 0.1
+    alone = [PrimKDLoss(channels=[1] * 4)(logits[i:i + 1], labels[i:i + 1])["seg"].item() for i in range(4)]
+    assert alone == pytest.approx(per_image, rel=1e-6)
+    # an image without labelled pixels contributes 0 and still counts among the four
+    labels[3] = 255
+    empty = PrimKDLoss(channels=[1] * 4, ce_reduction="per_image")(logits, labels)["seg"]
+    assert empty.item() == pytest.approx(sum(per_image[:3]) / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="ce_reduction 'image'"):
+        PrimKDLoss(channels=[1] * 4, ce_reduction="image")
+
+
+def test_kl_and_per_sample_feature_terms_already_weigh_images_equally():
+    """One process with 4 images computes every term as the mean over 4 one-image ranks: the CE only with per-image
+    weighting; the KL (a mean over all H x W pixels, ignored ones included, the same count in every image) and the
+    per-sample feature term (a mean over C x H x W per sample) without any change."""
+    torch.manual_seed(0)
+    channels = [2, 3, 4, 5]
+    logits, labels, _ = four_images_unequal_labels()
+    logits = logits + torch.randn(logits.shape)
+    teacher_logits = torch.randn(logits.shape)
+    fused = [torch.randn(4, c, 8 >> k, 8 >> k) for k, c in enumerate(channels)]
+    teacher = [torch.randn(f.shape) for f in fused]
+    module = PrimKDLoss(channels=channels, per_sample=True, ce_reduction="per_image")
+    batch = module(logits, labels, fused, teacher_logits, teacher)
+    ranks = [module(logits[i:i + 1], labels[i:i + 1], [f[i:i + 1] for f in fused], teacher_logits[i:i + 1],
+                    [t[i:i + 1] for t in teacher]) for i in range(4)]
+    for term in ("seg", "pred", "feat", "loss"):
+        assert batch[term].item() == pytest.approx(sum(r[term].item() for r in ranks) / 4, rel=1e-6), term
+    per_pixel = PrimKDLoss(channels=channels, per_sample=True)(logits, labels, fused, teacher_logits, teacher)
+    assert abs(per_pixel["seg"].item() - batch["seg"].item()) > 1e-3

@@ -19,7 +19,24 @@ def smoke_copy(root):
     copy_workflow(root, preset="smoke")
     set_param(root, ["experiments"], EXPERIMENTS)
     set_param(root, ["seeds"], [0, 1])
+    place_released(root)
     return root
+
+
+def place_released(root):
+    """Tiny checkpoints in the released files' format, where params.yaml eval.released expects them, for the 40
+    classes of the synthetic data: the evaluate_released stage scores them and the report shows their rows."""
+    import torch
+
+    from primkd.models import build_student, build_teacher
+
+    from fake_data import save_released
+
+    torch.manual_seed(7)
+    folder = root / "data" / "released"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_released(folder / "nyu-rgb.pth", build_teacher("mit_tiny", 40, decoder_embed_dim=16).eval())
+    save_released(folder / "cmx_nyuv2_mit_b2.pth", build_student("mit_tiny", 40, decoder_embed_dim=16).eval())
 
 
 def eval_metrics(root) -> dict[str, dict]:
@@ -63,6 +80,7 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
             assert (folder / "curves.csv").is_file() and (folder / "model.pt").is_file(), folder
     report = (dvc_run / "results/smoke/REPORT.md").read_text()
     assert "## Table 8" in report and "| RGB (PrimKD) |" in report
+    assert_released_rows(dvc_run)
     cka = json.loads((dvc_run / "results/smoke/analysis/cka.json").read_text())
     assert len(cka["rows"]) == 2 * 2 * 4  # (cmx, primkd) x (rgb, depth) x 4 stages
     second = run(["dvc", "repro"], dvc_run).stdout
@@ -87,11 +105,31 @@ def test_changing_beta_reruns_only_the_distilled_students(own_dvc):
                                                                                     "resolve_params"}
 
 
+def assert_released_rows(root) -> None:
+    """The released checkpoints were scored (both modes) and fill their report rows: Table 1 and Figure 1 (the
+    released RGB teacher), Table 2 (CMX's released model)."""
+    for entry in ("teacher_rgb", "cmx"):
+        m = json.loads((root / f"results/smoke/eval/released_{entry}.json").read_text())
+        assert m["status"] == "evaluated" and 0 <= m["last"]["single"]["miou_pct"] <= 100, entry
+        assert "multi_scale_flip" in m["last"], entry
+    tables = root / "results/smoke/report/tables"
+    assert "| RGB only (released checkpoint) | — |" not in (tables / "table1.md").read_text()
+    assert "| RGB only (released checkpoint) | " in (tables / "table1.md").read_text()
+    row = next(line for line in (tables / "table2.md").read_text().splitlines()
+               if line.startswith("| CMX, MiT-B2 (released checkpoint) |"))
+    assert row.split("|")[2].strip() != "—"
+
+
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
     smk, dvc = eval_metrics(snakemake_run), eval_metrics(dvc_run)
     for name in ("teacher_rgb", "teacher_depth", "cmx"):
         assert smk[name]["last"]["single"]["miou_pct"] == pytest.approx(dvc[name]["last"]["single"]["miou_pct"],
                                                                         abs=1e-7), name
+    assert_released_rows(snakemake_run)
+    for entry in ("teacher_rgb", "cmx"):
+        smk_m, dvc_m = (json.loads((r / f"results/smoke/eval/released_{entry}.json").read_text())
+                        for r in (snakemake_run, dvc_run))
+        assert smk_m["last"]["single"]["miou_pct"] == dvc_m["last"]["single"]["miou_pct"], entry
     dry = run(["snakemake", "--cores", "2", "--dry-run"], snakemake_run).stdout
     assert "Nothing to be done" in dry
 

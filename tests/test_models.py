@@ -3,6 +3,7 @@ weight-name conversion."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from primkd.models import (
     teacher_to_official,
 )
 from primkd.models.decoder import MLPDecoder
+from primkd.models.fusion import PerImageBatchNorm2d, per_image_batchnorm
 from primkd.models.ops import pointwise
 
 TOLERANCE = 1e-4  # max|ours − ref| <= TOLERANCE · max|ref| per tensor (fixtures/README.md)
@@ -241,6 +243,59 @@ def test_student_forward_backward() -> None:
     assert [f.shape[1:] for f in out["fused"]] == [(16, 16, 16), (32, 8, 8), (64, 4, 4), (96, 2, 2)]
     out["logits"].square().mean().backward()
     _assert_all_grads_finite(model)
+
+
+def _normalised(x: Tensor, dims: tuple[int, ...], bn: nn.BatchNorm2d) -> Tensor:
+    """BatchNorm's training output computed by hand with the statistics over ``dims`` (biased variance)."""
+    mean, var = x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight[:, None, None] + bn.bias[:, None, None]
+
+
+def test_per_image_batchnorm_gives_each_image_its_own_statistics() -> None:
+    torch.manual_seed(0)
+    x0 = torch.randn(1, 3, 4, 5)
+    x = torch.cat([x0, 3 * x0 + 2])  # (2, 3, 4, 5): the batch's statistics are neither image's
+    plain = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 2.0)
+        plain.bias.normal_()
+    ours = per_image_batchnorm(copy.deepcopy(plain)).train()
+    assert type(ours) is PerImageBatchNorm2d and ours.state_dict().keys() == plain.state_dict().keys()
+    with torch.no_grad():
+        y = ours(x)
+        torch.testing.assert_close(y, _normalised(x, (2, 3), plain), rtol=1e-5, atol=1e-5)
+        assert (copy.deepcopy(plain).train()(x) - y).abs().max() > 0.5  # batch statistics give another output
+        # running statistics from the first image only (momentum 0.1, unbiased variance), as rank 0 keeps them
+        torch.testing.assert_close(ours.running_mean, 0.1 * x0.mean((0, 2, 3)))
+        torch.testing.assert_close(ours.running_var, 0.9 + 0.1 * x0.var((0, 2, 3), unbiased=True))
+        assert int(ours.num_batches_tracked) == 1
+        ref = copy.deepcopy(plain).train()
+        ref(x0)
+        assert torch.equal(ours.eval()(x), ref.eval()(x))  # evaluation: the running statistics, as BatchNorm2d
+    with pytest.raises(ValueError, match=r"train\.fusion_bn"):
+        ours.train()(torch.randn(2, 3, 1, 1))
+
+
+def test_per_image_fusion_batchnorm_and_batch_decoder_batchnorm_in_a_student() -> None:
+    """With the FFMs per image (train.fusion_bn: per_image) each of their 8 BatchNorms normalises each image by its
+    own statistics, while the decoder's BatchNorm normalises over the batch."""
+    torch.manual_seed(0)
+    model = build_student("mit_tiny", 3, decoder_embed_dim=16).train()
+    per_image_batchnorm(model.ffms)
+    seen: dict[str, tuple[Tensor, Tensor, nn.BatchNorm2d]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, (args[0], out, m)))
+    rgb, modal = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(torch.cat([rgb, 2 * rgb + 1]), torch.cat([modal, -3 * modal]))
+    assert sorted(seen) == ["decoder.fuse_bn", *sorted(f"ffms.{i}.channel_embed.{n}" for i in range(4)
+                                                       for n in ("bn", "norm"))]
+    for name, (x, y, bn) in seen.items():
+        per_image, batch = _normalised(x, (2, 3), bn), _normalised(x, (0, 2, 3), bn)
+        expected, other = (batch, per_image) if name == "decoder.fuse_bn" else (per_image, batch)
+        torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+        assert (y - other).abs().max() > 0.05, name
 
 
 def test_official_names_round_trip(cmx_fixture: dict[str, Any], teacher_fixture: dict[str, Any]) -> None:

@@ -177,7 +177,9 @@ def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint(monkeypatch)
     # and the fingerprint's pretrained_sha256 is the stage's inputs.pretrained (the same digest of the same weights)
     assert "pretrained_sha256" in saved
     fingerprint |= {"inputs.pretrained"}
-    assert keys == fingerprint
+    # kd.teachers and its file's digest decide whether the stage trains at all (or imports the file), not what
+    # training computes
+    assert keys - {"kd.teachers.{modality}", "inputs.teachers.{modality}"} == fingerprint
     assert "train.num_workers" not in keys and "train.checkpoint_every" not in keys and "train.lr" in keys
     # The evaluation during training (model_best.pt, eval_curve.csv) slides eval.windows over the test images: a
     # checkpoint of other windows is another run; eval.batch_size changes no score, eval.scales/flip are not read.
@@ -190,8 +192,10 @@ def test_training_depends_on_the_keys_of_its_checkpoint_fingerprint(monkeypatch)
     item = {"exp": "kd_pred_only", "seed": 0}
     student = set(stages.param_keys(stages.stage("train_student"), effective_params(cfg), item))
     # a student's seed is its stage's own (in its command and outputs), not train.seed
-    assert student == (fingerprint - {"train.seed"}) | {"experiments.kd_pred_only.teacher"} | {
-        f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"]}
+    # and its teacher: the modality, where that teacher comes from (kd.teachers) and the digest of a teacher file
+    teacher = {f"experiments.kd_pred_only.{k}" for k in ("teacher", "teacher_source", "teacher_file")}
+    assert student == (fingerprint - {"train.seed"}) | teacher | {
+        f"experiments.kd_pred_only.kd.{k}" for k in cfg["kd"] if k != "teachers"}
 
 
 def test_evaluation_depends_on_the_training_crop_of_its_sliding_windows():

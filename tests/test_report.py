@@ -236,13 +236,18 @@ def test_every_paper_number_is_in_the_report_file():
 
 
 def test_paper_runs_are_pipeline_runs():
-    """Every run a table names is trained by the pipeline (a teacher, cmx or an experiment of params.yaml), and
-    every experiment appears in some table."""
+    """Every run a table names is trained by the pipeline (a teacher, cmx or an experiment of params.yaml) or is a
+    released checkpoint of eval.released, and every experiment appears in some table."""
+    from primkd.engine.released import released_name
+
     paper = load_paper()
-    experiments = set(yaml.safe_load((REPO / "params.yaml").read_text())["experiments"])
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    experiments = set(params["experiments"])
     rows = [*(r for t in paper.tables.values() for r in t.rows), *paper.figure1.rows]
     runs = {r.run for r in rows if r.run} | {r.student for r in rows if r.student}
-    assert runs - {"teacher_rgb", "teacher_depth", "cmx"} <= experiments, runs - experiments
+    released = {released_name(entry) for entry in params["eval"]["released"]}
+    assert {r.run for r in rows if r.released} == released
+    assert runs - {"teacher_rgb", "teacher_depth", "cmx"} - released <= experiments, runs - experiments
     assert experiments <= runs, f"experiments in no table of paper.yaml: {sorted(experiments - runs)}"
 
 
@@ -323,7 +328,8 @@ def test_modes_checkpoints_and_settings_of_the_packaged_tables(tmp_path):
     out = build_report(results, "smoke", results / "report", decoder_embed_dim=16, cfg=cfg)
     t2 = Path(out["tables"]["table2"][0]).read_text().splitlines()
     assert t2[2].startswith("| CMX | 30.0 | 56.3 | — |")  # multi-scale block, NYU MiT-B4 paper value, no Δ
-    assert "| ACNet (ResNet-50) | — | 48.3 | — |" in t2[4]
+    assert "| ACNet (ResNet-50) | — | 48.3 | — |" in t2[5]
+    assert t2[4].startswith("| CMX, MiT-B2 (released checkpoint) | — | 54.4 | — |")  # not evaluated here
     assert any("Δ omitted: the paper measured these numbers in NYU Depth V2 with MiT-B4" in line for line in t2)
     t5 = Path(out["tables"]["table5"][0]).read_text().splitlines()
     assert t5[2] == "| single layer | 40.0 | 57.2 | — |" and t5[3] == "| multi layer | 40.0 | 57.5 | — |"
@@ -331,9 +337,10 @@ def test_modes_checkpoints_and_settings_of_the_packaged_tables(tmp_path):
     assert "Ours: multi-scale (scales 0.5, 1, 1.5) + flip, the last epoch." in report
     assert "| `primkd` | 0 | — | — | — | 40.0 | 45.0 (epoch 1) |" in report  # both checkpoints in the runs table
     assert "Ours: single-scale (scale 1, no flip), the last epoch." in report
+    single_modal = {"RGB only (the teacher)", "RGB only (released checkpoint)"}  # Table 1: no paper value
     for key in ("table1", "table3", "table4", "table5", "table6", "table7", "table8"):  # every paper cell filled
         assert all(cell != "" for row in csv.DictReader(Path(out["tables"][key][1]).open())
-                   for k, cell in row.items() if k.endswith("_paper"))
+                   for k, cell in row.items() if k.endswith("_paper") and row["row"] not in single_modal)
     # The best test-split epoch (test-set selection), when eval.checkpoint asks for it.
     cfg["eval"]["checkpoint"] = "best"
     out = build_report(results, "smoke", tmp_path / "best", decoder_embed_dim=16, cfg=cfg)
@@ -442,8 +449,9 @@ def test_significance_blocks_on_constructed_results(tmp_path):
     assert "table8_significance.csv" not in " ".join(out["tables"]["table8"])  # CKA: no mIoU, no block
     report = Path(out["report"]).read_text()
     # Table 1: depth n.s., RGB agrees; Table 2: PrimKD disagrees; Table 3: prediction-only disagrees, PrimKD agrees;
-    # feature-only and Tables 4-7's rows other than primkd have no counts (1 + 6 + 1 + 2 + 3).
-    assert ("over 18 comparisons: **2 agree, 2 disagree**, 1 not significant, 0 without a paper value, 13 without an "
+    # feature-only, the teacher row of Table 1 and Tables 4-7's rows other than primkd have no counts (1 + 1 + 6 + 1 +
+    # 2 + 3); the released checkpoints' rows are not tested.
+    assert ("over 19 comparisons: **2 agree, 2 disagree**, 1 not significant, 0 without a paper value, 14 without an "
             "interval") in report
     assert "kd_stage1_per_image" not in report  # not evaluated at all: the table's own note says so, once
     runs = {line.split(" | ")[0]: line for line in report.splitlines() if line.startswith("| `")}
@@ -501,3 +509,32 @@ def test_demo_headline_and_compare_interval_on_constructed_results(tmp_path, cap
     assert capsys.readouterr().out == text
     (results / "eval" / "primkd_per_image.npz").unlink()
     assert "PrimKD − CMX   no interval: `primkd`: no per-image counts" in headline(results)
+
+
+def test_released_checkpoints_are_rows_beside_the_runs(tmp_path):
+    """eval/released_<entry>.json of the evaluate_released stage: an evaluated checkpoint fills its "released
+    checkpoint" rows (Table 2 beside the printed 54.4, Table 1 and Figure 1 as the RGB single-modal model) and is not
+    tested; a missing one leaves its rows empty with the stage's line as the note."""
+    from primkd.config import load_params
+
+    results = tmp_path / "results" / "nyuv2_b2"
+    released = results / "eval" / "released_cmx.json"
+    write_evaluation(released, {"single": fake_mode({None: 0.539}),
+                                "multi_scale_flip": fake_mode({None: 0.542}, scales=(0.5, 1.0), flip=True)})
+    write_json(released, {"status": "evaluated", "file": "data/released/x.pth", **json.loads(released.read_text())})
+    line = "PrimKD's released RGB teacher (MiT-B4, NYU Depth V2): data/released/nyu-rgb.pth not found; download it"
+    write_json(results / "eval" / "released_teacher_rgb.json", {"status": "missing", "note": line})
+    write_counts_run(results, "cmx", [[50] * 4])
+    write_evaluation(results / "eval" / "teacher_rgb.json", {"single": fake_mode({None: 0.5})})
+    fallback = "trained (fallback: kd.teachers.rgb names data/released/nyu-rgb.pth, which is not there)"
+    write_json(results / "models" / "teacher_rgb" / "train.json", {"backbone": "mit_b2", "teacher_source": fallback})
+    cfg = load_params(REPO / "params.yaml", "nyuv2_b2")
+    out = build_report(results, "nyuv2_b2", results / "report", decoder_embed_dim=16, cfg=cfg)
+    t2 = Path(out["tables"]["table2"][0]).read_text()
+    assert "| CMX, MiT-B2 (released checkpoint) | 54.2 | 54.4 | -0.2 |" in t2  # multi-scale + flip, Δ printed
+    assert "CMX, MiT-B2 (released checkpoint)" not in Path(out["tables"]["table2"][3]).read_text()  # not tested
+    md = Path(out["tables"]["table1"][0]).read_text()
+    assert "| RGB only (released checkpoint) | — |" in md and line in md
+    report = Path(out["report"]).read_text()
+    assert "| `released_cmx` | once |" in report and "released_teacher_rgb`" not in report.split("## Runs")[-1]
+    assert f"Teachers: `teacher_rgb`: {fallback}." in report  # said in the report, not only in the log

@@ -160,7 +160,8 @@ ENUMS = {"source": ["synthetic", "nyuv2"], "modality": ["depth", "hha"], "teache
          "backbone": ["mit_tiny", "mit_nano"], "device": ["auto", "cpu"], "amp": ["auto", "bf16"],
          "rule": ["max", "min"], "aligner": ["multi", "single"], "kl_direction": ["teacher_student", "student_teacher"],
          "intrinsics": ["auto", "nyuv2"], "drop_path_stage2": ["linear", "constant"],
-         "decoder_bias_init": ["zero", "default"], "windows": ["official", "corrected"], "checkpoint": ["last", "best"]}
+         "decoder_bias_init": ["zero", "default"], "windows": ["official", "corrected"], "checkpoint": ["last", "best"],
+         "fusion_bn": ["batch", "per_image"], "ce_reduction": ["per_pixel", "per_image"]}
 
 
 def new_value(key: str, value):
@@ -392,6 +393,7 @@ def test_every_parameter_reruns_exactly_the_stages_that_read_it(workflow):
 # --- Input files whose path is a parameter: the ImageNet weights, a folder source ---------------------------------
 
 WEIGHTS, FOLDER = "inputs/mit_tiny.pth", "inputs/nyu"  # relative to the workflow copy, where both tools run
+TEACHER, RELEASED_CMX = "inputs/nyu-rgb.pth", "inputs/cmx.pth"  # the RGB teacher file (kd.teachers), eval.released
 
 
 def ran_stages(log: Path, decl: dict[str, dict]) -> set[str]:
@@ -412,8 +414,11 @@ def inputs_workflow(tmp_path_factory):
         set_param(root, ["presets", "smoke", "model", "pretrained"], WEIGHTS)
         set_param(root, ["presets", "smoke", "data", "source"], "folder")
         set_param(root, ["presets", "smoke", "data", "folder"], {"path": FOLDER})
+        set_param(root, ["presets", "smoke", "kd", "teachers"], {"rgb": TEACHER})
+        set_param(root, ["eval", "released"], {"teacher_rgb": TEACHER, "cmx": RELEASED_CMX})
         (root / WEIGHTS).parent.mkdir()
         (root / WEIGHTS).write_bytes(b"ImageNet weights, release 1")
+        (root / TEACHER).write_bytes(b"released teacher, release 1")
         for sub in ("RGB", "Depth", "Label"):
             (root / FOLDER / sub).mkdir(parents=True)
             (root / FOLDER / sub / "0001.png").write_bytes(f"{sub} of image 1".encode())
@@ -461,3 +466,24 @@ def test_an_edited_image_of_a_folder_source_reruns_prepare(inputs_workflow, tmp_
     assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params", "prepare"}  # its outputs came out the same
     assert snakemake_stale(smk_root, decl) == downstream({"resolve_params", "prepare"}, decl)
     assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params"}
+
+
+def test_a_teacher_file_reruns_its_teacher_stage_and_its_students_only(inputs_workflow, tmp_path):
+    """kd.teachers.rgb names a file: replacing it reruns train_teacher@rgb (which imports it, never trains) and the
+    RGB teacher's students (their teacher's digest), and evaluate_released (it scores that file too); the depth
+    teacher and its students stay; placing the released CMX file reruns evaluate_released alone."""
+    decl, stub_dir = inputs_workflow["decl"], inputs_workflow["stub_dir"]
+    dvc_root, smk_root = copies(inputs_workflow, tmp_path)
+    for root in (dvc_root, smk_root):
+        (root / TEACHER).write_bytes(b"released teacher, release 2")
+    rgb_students = {f"train_student@{exp}-{seed}" for exp in ("primkd", "kd_pred_only") for seed in (0, 1)}
+    ran = {"resolve_params", "train_teacher@rgb", *rgb_students, "evaluate_released"}
+    assert dvc_repro(dvc_root, stub_dir, decl) == ran
+    assert snakemake_stale(smk_root, decl) == downstream(ran, decl)
+    assert not {"train_teacher@depth", "train_cmx@0"} & downstream(ran, decl)
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params"}
+    run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], smk_root, tool_env(smk_root, stub_dir))
+    for root in (dvc_root, smk_root):
+        (root / RELEASED_CMX).write_bytes(b"released CMX")
+    assert dvc_repro(dvc_root, stub_dir, decl) == {"resolve_params", "evaluate_released"}
+    assert snakemake_stale(smk_root, decl) == downstream({"resolve_params", "evaluate_released"}, decl)

@@ -4,6 +4,7 @@ reference fixtures, import/export round trips and the messages for missing or mi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -30,9 +31,13 @@ from primkd.models.io import export_safetensors, load_exported, load_model
 from primkd.pretrained import resolve_pretrained
 from primkd.weights import (
     import_official,
+    import_teacher,
     init_from_imagenet,
     load_official_student,
+    read_teacher,
 )
+
+from fake_data import save_released
 
 TOLERANCE = 1e-4  # max|ours − ref| <= TOLERANCE · max|ref| per tensor (fixtures/README.md)
 ALIGNERS = {f"decode_head.align_loss{k}.{p}": torch.ones(2) for k in range(1, 5) for p in ("weight", "bias")}
@@ -337,3 +342,77 @@ def test_import_official_refuses_an_absurd_number_of_classes(tmp_path: Path, cap
         cli.main(["import-official", "--checkpoint", str(tmp_path / "x.pth"), "--kind", "student", "--variant",
                   "mit_b2", "--num-classes", "1000000000", "--out", str(tmp_path / "m.pt")])
     assert str(info.value) == "--num-classes 1000000000: a model predicts 1 to 255 classes (NYU 40, SUN-RGBD 37)"
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_cli_imports_the_released_file_formats(tmp_path: Path, kind: str) -> None:
+    """PrimKD's nyu-rgb.pth and CMX's NYU model as their engines save them (official names, AdamW state, epoch):
+    `primkd import-official` with its defaults reads kind, variant, classes and decoder width from the file, records
+    BGR input and reproduces the network."""
+    torch.manual_seed(3)
+    build = build_teacher if kind == "teacher" else build_student
+    model = build("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5)  # the official evaluation's eps
+    with torch.no_grad():  # running statistics that eval-mode BatchNorm must read from the file
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    path = save_released(tmp_path / ("nyu-rgb.pth" if kind == "teacher" else "NYU-MiT-B2.pth"), model.eval())
+    _cli(["import-official", "--checkpoint", str(path), "--out", str(tmp_path / "model.pt")])
+    imported, meta = load_model(tmp_path / "model.pt")
+    assert meta["info"]["bgr"] is True and meta["info"]["source"] == str(path)
+    assert (meta["arch"]["kind"], meta["arch"]["variant"], meta["arch"]["num_classes"],
+            meta["arch"]["decoder_embed_dim"]) == (kind, "mit_tiny", 3, 16)
+    assert meta["inputs"] == (["rgb"] if kind == "teacher" else ["rgb", "modal"])
+    inputs = [torch.randn(2, 3, 64, 64) for _ in meta["inputs"]]
+    with torch.no_grad():
+        assert torch.equal(imported(*inputs)["logits"], model(*inputs)["logits"])
+
+
+def test_an_encoder_of_no_known_variant_or_a_foreign_file_is_named(tmp_path: Path) -> None:
+    sd = teacher_to_official(build_teacher("mit_tiny", 3, decoder_embed_dim=16).state_dict())
+    torch.save({"model": {k: v for k, v in sd.items() if not k.startswith("backbone.block4.")}}, tmp_path / "cut.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"cut\.pth: an encoder of stage widths \[16, 32, 64, 96\] "
+                                                      r"and depths \[2, 1, 1, 0\]"):
+        _cli(["import-official", "--checkpoint", str(tmp_path / "cut.pth"), "--out", str(tmp_path / "m.pt")])
+    torch.save({"model": {"conv.weight": torch.ones(1)}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"other\.pth: not an official CMX / PrimKD checkpoint"):
+        _cli(["import-official", "--checkpoint", str(tmp_path / "other.pth"), "--out", str(tmp_path / "m.pt")])
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_teacher_file_is_a_model_file_or_the_released_checkpoint(tmp_path: Path) -> None:
+    """kd.teachers may name a model file or an official single-stream checkpoint; a CMX checkpoint is refused."""
+    torch.manual_seed(4)
+    teacher = build_teacher("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5).eval()
+    released = save_released(tmp_path / "nyu-rgb.pth", teacher)
+    import_official(released, None, None, None, tmp_path / "teacher.pt")
+    x = torch.randn(1, 3, 64, 64)
+    for path in (released, tmp_path / "teacher.pt"):
+        model, meta = read_teacher(path)
+        assert meta["inputs"] == ["rgb"] and meta["info"]["bgr"] is True and meta["arch"]["kind"] == "teacher"
+        with torch.no_grad():
+            assert torch.equal(model(x)["logits"], teacher(x)["logits"])
+    cmx = save_released(tmp_path / "cmx.pth", build_student("mit_tiny", 3, decoder_embed_dim=16))
+    with pytest.raises(DataError, match=r"cmx\.pth: an RGB-D \(CMX\) checkpoint, not a single-stream teacher"):
+        read_teacher(cmx)
+    with pytest.raises(DataError, match=r"absent\.pth: teacher file not found; place it there or set its "
+                                        r"kd\.teachers entry to train"):
+        read_teacher(tmp_path / "absent.pth")
+
+
+def test_import_teacher_records_the_file_and_checks_the_classes(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    teacher = build_teacher("mit_tiny", 3, decoder_embed_dim=16, decoder_bn_eps=1e-5).eval()
+    released = save_released(tmp_path / "nyu-rgb.pth", teacher)
+    import_teacher(released, tmp_path / "model.pt", ["a", "b", "c"], {"run": "teacher_rgb"})
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta["info"]["run"] == "teacher_rgb" and meta["info"]["source"] == str(released)
+    assert meta["info"]["sha256"] == hashlib.sha256(released.read_bytes()).hexdigest()
+    assert meta["info"]["bgr"] is True and meta["info"]["classes"] == ["a", "b", "c"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["logits"], teacher(x)["logits"])
+    with pytest.raises(DataError, match=r"nyu-rgb\.pth: the teacher predicts 3 classes, the prepared dataset has 2"):
+        import_teacher(released, tmp_path / "other.pt", ["a", "b"], {})
+    assert not (tmp_path / "other.pt").exists()

@@ -33,6 +33,11 @@ RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "tr
 # it. The training stages depend on them and a checkpoint's fingerprint holds them (engine.checkpoint). Of the other
 # eval keys training reads only eval.batch_size, which changes no score (RESULT_FREE_KEYS).
 TRAINING_EVAL_KEYS = ("eval.windows",)
+# `kd.teachers` value of a modality whose teacher the pipeline trains (any other value names a teacher file).
+TRAINED_TEACHER = "train"
+# The entries of `eval.released` (the published checkpoints the evaluate_released stage scores), in params.yaml's
+# order; each writes results/<preset>/eval/released_<entry>.json.
+RELEASED_ENTRIES = ("teacher_rgb", "cmx")
 
 
 class ConfigError(ValueError):
@@ -293,6 +298,8 @@ class TrainConfig:
     channels_last: bool  # NHWC tensors on CUDA
     compile: bool  # torch.compile the network (CUDA only)
     cudnn_benchmark: bool  # cuDNN autotuning on CUDA (off when deterministic)
+    fusion_bn: str  # the student's FFM BatchNorms in training: batch | per_image (each image its own statistics)
+    ce_reduction: str  # cross-entropy weighting: per_pixel (batch mean) | per_image (mean of the images' means)
 
     @classmethod
     def of(cls, cfg: dict) -> TrainConfig:
@@ -309,6 +316,7 @@ class EvalConfig:
     windows: str  # sliding-window arithmetic above the crop size: official | corrected
     checkpoint: str  # which epoch the tables report: last | best (test-split selection)
     batch_size: int  # test images per forward pass
+    released: dict[str, str]  # published checkpoint files scored by the evaluate_released stage, by name
 
     @classmethod
     def of(cls, cfg: dict) -> EvalConfig:
@@ -331,7 +339,14 @@ class KDConfig:
     per_sample: bool  # choose the stage per sample (else once per global mini-batch, synchronised over ranks)
     kl_direction: str  # teacher_student = KL(p_t || p_s) | student_teacher
     temperature: float  # softmax temperature of the KL term
+    teachers: dict[str, str]  # where each modality's teacher comes from: train | a teacher file (kd.teachers)
     teacher_modality: str  # the experiment's teacher: rgb | depth
+
+    @property
+    def teacher_file(self) -> str | None:
+        """The file the experiment distils from instead of the trained teacher of its modality (None: trained)."""
+        source = self.teachers[self.teacher_modality]
+        return None if source == TRAINED_TEACHER else source
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for run metadata and checkpoint fingerprints."""
@@ -360,8 +375,12 @@ def effective_params(cfg: dict) -> dict:
     out["seeds"] = list(cfg["seeds"])
     out["experiments"] = {}
     for name in cfg["experiments"]:
-        kd = experiment_kd(cfg, name).as_dict()
-        out["experiments"][name] = {"teacher": kd.pop("teacher_modality"), "kd": kd}
+        settings = experiment_kd(cfg, name)
+        kd = settings.as_dict()
+        teacher = kd.pop("teacher_modality")
+        source = kd.pop("teachers")[teacher]  # the other modality's teacher is not this student's
+        out["experiments"][name] = {"teacher": teacher, "kd": kd, "teacher_source": source,
+                                    "teacher_file": file_input(settings.teacher_file)}
     out["inputs"] = input_digests(cfg)
     return out
 
@@ -370,6 +389,10 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
     """Contents of the input files whose location a parameter gives, so that neither tool can declare them as file
     dependencies (dvc.yaml is the same for every preset): stages depend on these values instead.
 
+    - ``released``: per entry of ``eval.released``, :func:`file_input` (the evaluate_released stage's inputs).
+    - ``teachers``: per modality, :func:`teacher_input` of ``kd.teachers`` (the file the teacher stage imports
+      instead of training); each experiment's teacher source and file digest are beside it (``experiments.<name>
+      .teacher_source`` and ``.teacher_file`` of the effective parameters).
     - ``pretrained``: :func:`primkd.pretrained.pretrained_input` of ``model.pretrained`` (the ImageNet weights the
       training stages load; None when training from scratch, ``"missing"`` while the weights are not there).
     - ``folder``: with ``data.source: folder``, one SHA-256 over :func:`primkd.io.path_digest` (every file's
@@ -392,4 +415,18 @@ def input_digests(cfg: dict) -> dict[str, str | None]:
         else:
             folder = MISSING
     return {"pretrained": pretrained_input(model["pretrained"], model["backbone"], model["pretrained_dir"]),
-            "folder": folder}
+            "folder": folder,
+            "teachers": {m: file_input(None if source == TRAINED_TEACHER else source)
+                         for m, source in cfg["kd"]["teachers"].items()},
+            "released": {name: file_input(path) for name, path in cfg["eval"]["released"].items()}}
+
+
+def file_input(path: str | None) -> str | None:
+    """The SHA-256 of an input file (a teacher file of ``kd.teachers``, a checkpoint of ``eval.released``): None when
+    there is none (a trained teacher), ``"missing"`` while the file is not there (placing it changes the value)."""
+    from primkd.io import sha256_file
+    from primkd.pretrained import MISSING
+
+    if path is None:
+        return None
+    return sha256_file(path) if Path(path).is_file() else MISSING

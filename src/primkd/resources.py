@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 # The `resources` entry each stage command reads (analyze runs as an evaluation job in both pipelines).
 STAGE_RESOURCES = {"prepare": "prepare", "hha": "hha", "train": "train", "evaluate": "evaluate",
-                   "analyze": "evaluate"}
+                   "evaluate-released": "evaluate", "analyze": "evaluate"}
 # The parameter holding each stage's requested worker processes, and whether the workers run the stage's own work
 # (a process pool: the main process waits) or feed the main process (DataLoader workers: the main process computes).
 STAGE_WORKERS = {"prepare": (("data", "workers"), "pool"), "hha": (("hha", "workers"), "pool"),
                  "train": (("train", "num_workers"), "loader"), "evaluate": (("train", "num_workers"), "loader"),
+                 "evaluate-released": (("train", "num_workers"), "loader"),
                  "analyze": (("train", "num_workers"), "loader")}
 
 

@@ -23,17 +23,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from primkd.distill.losses import OFFICIAL_ALIGNER_PREFIX
+from primkd.io import DataError, sha256_file
 from primkd.models.convert import StateDict
 from primkd.models.io import (
+    MODEL_FORMAT,
     CheckpointMismatchError,
+    load_model,
     load_state_dict_checked,
     read_mit_pretrained,
     read_state_dict,
     save_model,
 )
+from primkd.models.mit import MIT_VARIANTS
 from primkd.models.segmentors import (
     CMX,
     SegFormer,
@@ -145,15 +150,70 @@ def load_official_student(path: str | os.PathLike, variant: str | Mapping[str, A
                           decoder_embed_dim=decoder_embed_dim, drop_path_rate=drop_path_rate)
 
 
-def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[str, Any], num_classes: int,
-                    out_path: str | os.PathLike, bgr: bool = True, decoder_bn_eps: float = 1e-5,
-                    decoder_embed_dim: int = 512, classes: Sequence[str] | None = None) -> dict:
+def official_architecture(path: str | os.PathLike) -> dict[str, Any]:
+    """What an official CMX / PrimKD checkpoint holds, read from its tensors' names and shapes.
+
+    Returns:
+        ``kind`` (``"student"`` when it has the second branch ``backbone.extra_*``, else ``"teacher"``), ``variant``
+        (the ``MIT_VARIANTS`` entry of its stage widths and depths), ``num_classes`` and ``decoder_embed_dim``.
+
+    Raises:
+        DataError: unreadable file. CheckpointMismatchError: not an official MiT + MLP-decoder checkpoint.
+    """
+    sd = read_state_dict(path)
+    dims = [sd[f"backbone.patch_embed{s}.proj.weight"].shape[0] for s in range(1, 5)
+            if f"backbone.patch_embed{s}.proj.weight" in sd]
+    depths = [len({k.split(".")[2] for k in sd if k.startswith(f"backbone.block{s}.")}) for s in range(1, 5)]
+    heads = [sd.get(f"decode_head.linear_{n}.weight") for n in ("fuse.0", "pred")]
+    if len(dims) < 4 or any(h is None for h in heads):
+        raise CheckpointMismatchError(f"{path}: not an official CMX / PrimKD checkpoint (no backbone.patch_embed1-4 "
+                                      f"or decode_head.linear_fuse / linear_pred); pass the .pth of their releases")
+    variant = next((name for name, v in MIT_VARIANTS.items()
+                    if list(v["embed_dims"]) == dims and list(v["depths"]) == depths), None)
+    if variant is None:
+        raise CheckpointMismatchError(f"{path}: an encoder of stage widths {dims} and depths {depths}, none of the "
+                                      f"MiT variants {sorted(MIT_VARIANTS)}")
+    kind = "student" if any(k.startswith("backbone.extra_") for k in sd) else "teacher"
+    return {"kind": kind, "variant": variant, "num_classes": heads[1].shape[0], "decoder_embed_dim": heads[0].shape[0]}
+
+
+def official_model(path: str | os.PathLike, kind: str | None = None, variant: str | Mapping[str, Any] | None = None,
+                   num_classes: int | None = None, bgr: bool = True, decoder_bn_eps: float = 1e-5,
+                   decoder_embed_dim: int | None = None) -> tuple[nn.Module, dict]:
+    """An official checkpoint as a network (eval mode) and the metadata of a model file (``arch``, ``inputs``,
+    ``info``; ``info["bgr"]`` holds the channel order).
+
+    ``kind``, ``variant``, ``num_classes`` and ``decoder_embed_dim`` given as None are read from the checkpoint
+    (:func:`official_architecture`); given ones must fit it (a mismatch names what differs). See
+    :func:`import_official` for the arguments.
+    """
+    if None in (kind, variant, num_classes, decoder_embed_dim):
+        found = official_architecture(path)
+        kind = kind or found["kind"]
+        variant = variant or found["variant"]
+        num_classes = num_classes or found["num_classes"]
+        decoder_embed_dim = decoder_embed_dim or found["decoder_embed_dim"]
+    if kind not in OFFICIAL_INPUTS:
+        raise ValueError(f"kind must be one of {sorted(OFFICIAL_INPUTS)}, got {kind!r}")
+    model = _load_official(path, kind, variant, num_classes, decoder_bn_eps=decoder_bn_eps,
+                           decoder_embed_dim=decoder_embed_dim, drop_path_rate=OFFICIAL_DROP_PATH)
+    arch = {"kind": kind, "variant": variant if isinstance(variant, str) else dict(variant),
+            "num_classes": num_classes, "decoder_embed_dim": decoder_embed_dim,
+            "drop_path_rate": OFFICIAL_DROP_PATH, "decoder_bn_eps": decoder_bn_eps}
+    info: dict[str, Any] = {"run": f"official_{kind}", "source": str(path), "bgr": bool(bgr)}
+    return model, {"arch": arch, "inputs": OFFICIAL_INPUTS[kind], "info": info}
+
+
+def import_official(path: str | os.PathLike, kind: str | None, variant: str | Mapping[str, Any] | None,
+                    num_classes: int | None, out_path: str | os.PathLike, bgr: bool = True,
+                    decoder_bn_eps: float = 1e-5, decoder_embed_dim: int | None = None,
+                    classes: Sequence[str] | None = None) -> dict:
     """Convert an official checkpoint into a project model file (:mod:`primkd.models.io` format), atomically.
 
     Args:
         path: the official checkpoint.
         kind: ``"student"`` (CMX / PrimKD student, inputs ``["rgb", "modal"]``) or ``"teacher"`` (PrimKD RGB
-            teacher, inputs ``["rgb"]``).
+            teacher, inputs ``["rgb"]``); None: read from the checkpoint, as the next three.
         variant: MiT variant name (``mit_b2``, ``mit_b4``) or settings mapping.
         num_classes: classes of the checkpoint.
         out_path: model file to write (``.pt``).
@@ -163,20 +223,64 @@ def import_official(path: str | os.PathLike, kind: str, variant: str | Mapping[s
         classes: class names to store with the model (optional; inference colours labels by index anyway).
 
     Returns:
-        The metadata written (``arch``, ``inputs``, ``info``); ``info["bgr"]`` holds the channel order.
+        The metadata written (``arch``, ``inputs``, ``info``).
     """
-    if kind not in OFFICIAL_INPUTS:
-        raise ValueError(f"kind must be one of {sorted(OFFICIAL_INPUTS)}, got {kind!r}")
-    model = _load_official(path, kind, variant, num_classes, decoder_bn_eps=decoder_bn_eps,
-                           decoder_embed_dim=decoder_embed_dim, drop_path_rate=OFFICIAL_DROP_PATH)
-    arch = {"kind": kind, "variant": variant if isinstance(variant, str) else dict(variant),
-            "num_classes": num_classes, "decoder_embed_dim": decoder_embed_dim,
-            "drop_path_rate": OFFICIAL_DROP_PATH, "decoder_bn_eps": decoder_bn_eps}
-    info: dict[str, Any] = {"run": f"official_{kind}", "source": str(path), "bgr": bool(bgr)}
+    model, meta = official_model(path, kind, variant, num_classes, bgr, decoder_bn_eps, decoder_embed_dim)
+    arch, info = meta["arch"], meta["info"]
     if classes is not None:
-        if len(classes) != num_classes:
-            raise ValueError(f"{len(classes)} class names given for a {num_classes}-class checkpoint")
+        if len(classes) != arch["num_classes"]:
+            raise ValueError(f"{len(classes)} class names given for a {arch['num_classes']}-class checkpoint")
         info["classes"] = list(classes)
-    save_model(out_path, model, arch, OFFICIAL_INPUTS[kind], info)
-    log.info("wrote %s (%s %s, %d classes, bgr=%s)", out_path, kind, arch["variant"], num_classes, bgr)
-    return {"arch": arch, "inputs": OFFICIAL_INPUTS[kind], "info": info}
+    save_model(out_path, model, arch, meta["inputs"], info)
+    log.info("wrote %s (%s %s, %d classes, bgr=%s)", out_path, arch["kind"], arch["variant"], arch["num_classes"], bgr)
+    return meta
+
+
+def _is_model_file(path: Path) -> bool:
+    """Whether ``path`` is a readable model file of this package (an official checkpoint is not)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises several types for foreign or truncated files
+        return False
+    return isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT
+
+
+def read_teacher(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """A teacher file as ``kd.teachers`` names it: a model file (``primkd train`` / ``primkd import-official``) or an
+    official single-stream checkpoint (PrimKD's ``nyu-rgb.pth``: official names, BGR input), converted on the fly.
+
+    Returns:
+        The network (eval mode, on ``device``) and its model-file metadata (``arch``, ``inputs``, ``info``).
+
+    Raises:
+        DataError: missing or unreadable file, or an official checkpoint of a two-stream (CMX) network.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: teacher file not found; place it there or set its kd.teachers entry to train")
+    if _is_model_file(path):
+        return load_model(path, device)
+    if official_architecture(path)["kind"] != "teacher":
+        raise DataError(f"{path}: an RGB-D (CMX) checkpoint, not a single-stream teacher; kd.teachers names a teacher")
+    model, meta = official_model(path, kind="teacher")
+    return model.to(device), meta
+
+
+def import_teacher(path: str | os.PathLike, out_path: str | os.PathLike, classes: Sequence[str],
+                   info: Mapping[str, Any]) -> dict:
+    """Write the teacher file ``path`` (see :func:`read_teacher`) as the model file ``out_path``, for a dataset of
+    ``classes``, with ``info`` added to its metadata (``source``: the file, ``sha256``: its contents' digest).
+
+    Raises:
+        DataError: the file is not a teacher, or predicts another number of classes than the dataset has.
+    """
+    model, meta = read_teacher(path)
+    if meta["arch"]["kind"] != "teacher":
+        raise DataError(f"{path}: a {meta['arch']['kind']} model, not a teacher; kd.teachers names a teacher file")
+    if meta["arch"]["num_classes"] != len(classes):
+        raise DataError(f"{path}: the teacher predicts {meta['arch']['num_classes']} classes, the prepared dataset has "
+                        f"{len(classes)}; name a teacher of this dataset in kd.teachers, or train (kd.teachers: train)")
+    meta["info"] = {**meta["info"], "classes": list(classes), **info, "source": str(path), "sha256": sha256_file(path)}
+    save_model(out_path, model, meta["arch"], meta["inputs"], meta["info"])
+    log.info("teacher %s from %s (%s, %s)", out_path, path, meta["arch"]["variant"], meta["info"]["sha256"][:12])
+    return meta

@@ -239,3 +239,82 @@ rule evaluate_student:
         "results/{wildcards.preset}/models/{wildcards.exp} --data data/{wildcards.preset}/prepared --hha "
         "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/{wildcards.exp}.json --confusion "
         "results/{wildcards.preset}/eval/{wildcards.exp}_confusion.csv --log {log}"
+
+
+# The published checkpoints of eval.released (PrimKD's RGB teacher, CMX's NYU Depth V2 MiT-B2 model) imported from
+# their official files and scored as the runs are, in both modes; a missing file is one line in its JSON and the
+# report. inputs.released: the files' digests.
+rule evaluate_released:
+    input:
+        "src/primkd/__init__.py",
+        "src/primkd/cli/__init__.py",
+        "src/primkd/cli/options.py",
+        "src/primkd/cli/pipeline.py",
+        "src/primkd/config.py",
+        "src/primkd/data/__init__.py",
+        "src/primkd/data/dataset.py",
+        "src/primkd/data/layout.py",
+        "src/primkd/distill/__init__.py",
+        "src/primkd/distill/losses.py",
+        "src/primkd/engine/__init__.py",
+        "src/primkd/engine/counts.py",
+        "src/primkd/engine/distributed.py",
+        "src/primkd/engine/evaluate.py",
+        "src/primkd/engine/evaluate_run.py",
+        "src/primkd/engine/metrics.py",
+        "src/primkd/engine/released.py",
+        "src/primkd/engine/results.py",
+        "src/primkd/engine/runtime.py",
+        "src/primkd/engine/seeds.py",
+        "src/primkd/io.py",
+        "src/primkd/models/__init__.py",
+        "src/primkd/models/convert.py",
+        "src/primkd/models/decoder.py",
+        "src/primkd/models/fusion.py",
+        "src/primkd/models/io.py",
+        "src/primkd/models/mit.py",
+        "src/primkd/models/ops.py",
+        "src/primkd/models/segmentors.py",
+        "src/primkd/pretrained.py",
+        "src/primkd/resources.py",
+        "src/primkd/runlog.py",
+        "src/primkd/weights.py",
+        "data/{preset}/prepared",
+        "data/{preset}/hha",
+    output:
+        "results/{preset}/eval/released_teacher_rgb.json",
+        "results/{preset}/eval/released_cmx.json",
+    params:
+        values=lambda w: effective(
+            w,
+            [
+                "eval.scales",
+                "eval.flip",
+                "eval.windows",
+                "eval.checkpoint",
+                "eval.released.teacher_rgb",
+                "eval.released.cmx",
+                "train.device",
+                "train.crop",
+                "inputs.released.teacher_rgb",
+                "inputs.released.cmx",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "results/{preset}/eval/released_teacher_rgb.json",
+                "results/{preset}/eval/released_cmx.json",
+            ],
+        ),
+    log:
+        "results/{preset}/logs/evaluate_released.log",
+    threads: CFG["resources"]["evaluate"]["cpus_per_task"]
+    resources:
+        **job_resources("evaluate"),
+    conda:
+        "../../environment.yml"
+    shell:
+        "primkd evaluate-released --params params.yaml --preset {wildcards.preset} --data "
+        "data/{wildcards.preset}/prepared --hha data/{wildcards.preset}/hha --out-dir "
+        "results/{wildcards.preset}/eval --log {log}"

@@ -22,7 +22,7 @@ log = logging.getLogger("primkd")
 # Each sub-command -> the module whose `register(sub)` adds it (tests/test_pipelines.py checks the two agree).
 COMMANDS = {
     "params": "pipeline", "download": "pipeline", "prepare": "pipeline", "hha": "pipeline", "train": "pipeline",
-    "evaluate": "pipeline",
+    "evaluate": "pipeline", "evaluate-released": "pipeline",
     "analyze": "report", "report": "report",
     "infer": "weights", "export": "weights", "import-official": "weights",
     "check-data": "check",

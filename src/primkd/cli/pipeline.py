@@ -105,7 +105,32 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
                          f"--teacher-dir (which holds teacher_{kd.teacher_modality}/model.pt)")
     teacher = Path(args.teacher) if args.teacher else Path(args.teacher_dir) / f"teacher_{kd.teacher_modality}" \
         / "model.pt"
+    if kd.teacher_file is not None and kd.teacher_file != cfg["kd"]["teachers"][kd.teacher_modality]:
+        teacher = Path(kd.teacher_file)  # the experiment's own teacher file (the preset's is the teacher stage's)
+        if not teacher.is_file():
+            raise ConfigError(f"experiment {args.experiment!r}: its kd.teachers.{kd.teacher_modality} names {teacher}, "
+                              f"which is not there; place the file there or remove the entry from the experiment")
     return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
+
+
+def _teacher_from_file(args: argparse.Namespace, cfg: dict, run) -> bool:
+    """``kd.teachers.<modality>`` names a file: import it when it is there (True: nothing to train); while it is
+    missing, say that the teacher is trained instead and record it in the run (its train.json and the report)."""
+    from primkd.config import TRAINED_TEACHER
+
+    source = cfg["kd"]["teachers"][args.modality]
+    if source == TRAINED_TEACHER:
+        return False
+    if Path(source).is_file():
+        from primkd.engine.released import teacher_from_file
+
+        teacher_from_file(source, args.modality, args.data, args.out_dir)
+        return True
+    note = (f"kd.teachers.{args.modality} names {source}, which is not there: training the {args.modality} teacher "
+            f"instead (fallback); place the file there to distil from it (README, Released checkpoints)")
+    log.warning("%s: %s", run.name, note)
+    run.info["teacher_source"] = f"trained (fallback: {note})"
+    return False
 
 
 TRAIN_ENTRY = "primkd.cli.pipeline:cmd_train"
@@ -135,6 +160,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     threads = use_threads(args, cfg)
     cfg = threads.fit(cfg)
     run = _run_from_args(args, cfg)
+    if run.kind == "teacher" and _teacher_from_file(args, cfg, run):
+        return
     run.code = training_code()
     if args.seed is not None:
         cfg["train"]["seed"] = args.seed
@@ -153,6 +180,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cfg = load_config(args)
     evaluate_run(args.model, args.data, args.hha, use_threads(args, cfg).fit(cfg), args.out, per_image=args.per_image,
                  confusion=args.confusion, progress=not args.no_progress)
+
+
+def cmd_evaluate_released(args: argparse.Namespace) -> None:
+    from primkd.engine.released import evaluate_released
+
+    cfg = load_config(args)
+    evaluate_released(use_threads(args, cfg).fit(cfg), args.data, args.hha, args.out_dir,
+                      progress=not args.no_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -202,6 +237,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Resumable training-state checkpoints (default <out-dir>/checkpoints); rerunning resumes "
                         "from them.")
     p.add_argument("--out-dir", required=True, help="Folder of model.pt, curves.csv, eval_curve.csv, train.json.")
+
+    p = add_command(sub, "evaluate-released", cmd_evaluate_released,
+                    "Import and evaluate the published checkpoints of eval.released that are there (both modes).")
+    p.add_argument("--data", required=True, help="Prepared dataset folder.")
+    p.add_argument("--hha", help="HHA folder (the CMX checkpoint reads depth).")
+    p.add_argument("--out-dir", required=True,
+                   help="Folder of the released_<entry>.json files (results/<preset>/eval).")
 
     p = add_command(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
     p.add_argument("--model", required=True,

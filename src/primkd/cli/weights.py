@@ -114,14 +114,18 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "import-official", cmd_import_official,
                     "Convert an official CMX / PrimKD checkpoint into a primkd model file.", params=False)
     p.add_argument("--checkpoint", required=True, help="Official checkpoint (.pth) from the CMX or PrimKD release.")
-    p.add_argument("--kind", required=True, choices=["student", "teacher"],
-                   help="student: CMX or PrimKD RGB-D model; teacher: PrimKD RGB teacher (nyu-rgb.pth).")
-    p.add_argument("--variant", required=True, choices=sorted(backbones()), help="MiT variant it was trained with.")
-    p.add_argument("--num-classes", type=int, required=True, help="Classes of the checkpoint (NYU 40, SUN-RGBD 37).")
+    p.add_argument("--kind", choices=["student", "teacher"],
+                   help="student: CMX or PrimKD RGB-D model; teacher: PrimKD RGB teacher (nyu-rgb.pth); default: a "
+                        "student when the checkpoint has the depth branch.")
+    p.add_argument("--variant", choices=sorted(backbones()),
+                   help="MiT variant it was trained with (default: the one of its stage widths and depths).")
+    p.add_argument("--num-classes", type=int,
+                   help="Classes of the checkpoint (NYU 40, SUN-RGBD 37; default: its classifier's).")
     p.add_argument("--out", required=True, help="Model file to write (.pt).")
     p.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=True,
                    help="Record that the model takes BGR input, as the official code feeds it (default: yes).")
     p.add_argument("--decoder-bn-eps", type=float, default=1e-5,
                    help="Decoder BatchNorm eps: 1e-5 as the official evaluation builds it, 1e-3 as training does.")
-    p.add_argument("--decoder-embed-dim", type=int, default=512, help="Decoder width (512 in CMX and PrimKD).")
+    p.add_argument("--decoder-embed-dim", type=int,
+                   help="Decoder width (512 in CMX and PrimKD; default: the checkpoint's).")
     p.add_argument("--classes-from", help="Prepared dataset whose meta.json class names are stored with the model.")

@@ -2,7 +2,8 @@
 
 ``L = L_seg + α·L_pred + β·L_feat`` (docs/design.md §3):
 
-- ``L_seg``: cross-entropy, mean over labelled pixels (label != ``ignore_index``).
+- ``L_seg``: cross-entropy, mean over labelled pixels (label != ``ignore_index``), or with ``ce_reduction:
+  per_image`` the mean over images of each image's mean (the released one-image-per-GPU weighting).
 - ``L_pred``: per-pixel KL divergence between the teacher's and the student's class distributions, summed over
   classes and averaged over **all** B·H·W pixels, ignored pixels included (as the official code does).
 - ``L_feat``: per stage, MSE between an aligner applied to the student's fused feature and the teacher's stage
@@ -253,11 +254,25 @@ def select_feature_loss(stage_losses: Tensor, rule: str = "max", sync: bool = Fa
     return selected.mean()  # per-sample: mean over samples; per-batch: already a scalar
 
 
-def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
-    """CE mean over labelled pixels; 0 (still attached to the graph) when every pixel is ignored."""
-    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
-    count = (labels != ignore_index).sum().clamp_min(1)
-    return total / count
+CE_REDUCTIONS = ("per_pixel", "per_image")
+
+
+def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int, reduction: str = "per_pixel") -> Tensor:
+    """Cross-entropy over the labelled pixels (label != ``ignore_index``).
+
+    ``per_pixel``: one mean over every labelled pixel of the batch. ``per_image``: the mean over each image's labelled
+    pixels, then the mean over the B images, so that each image weighs the same whatever its labelled-pixel count:
+    what the released code computes with one image per GPU (``CrossEntropyLoss(reduction='mean')`` per rank, ranks
+    averaged by DDP). An image (or, per pixel, a batch) without labelled pixels contributes 0, still attached to the
+    graph.
+    """
+    if reduction == "per_pixel":
+        total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+        count = (labels != ignore_index).sum().clamp_min(1)
+        return total / count
+    pixels = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")  # (B, H, W)
+    counts = (labels != ignore_index).flatten(1).sum(dim=1).clamp_min(1)  # (B,)
+    return (pixels.flatten(1).sum(dim=1) / counts).mean()
 
 
 class PrimKDLoss(nn.Module):
@@ -281,21 +296,26 @@ class PrimKDLoss(nn.Module):
             none enters the optimiser or a checkpoint untrained.
         ignore_index: label value excluded from the cross-entropy (not from the KL, as in the official code).
         sync_selection: all-reduce the detached stage losses across ranks before choosing (per-batch mode).
+        ce_reduction: ``"per_pixel"`` (one mean over the batch's labelled pixels) or ``"per_image"`` (the mean of the
+            images' means, as the released one-image-per-GPU training): see :func:`_masked_cross_entropy`.
     """
 
     def __init__(self, *, channels: Sequence[int], alpha: float = 1.0, beta: float = 0.05, rule: str = "max",
                  aligner: str = "single", mask_keep: float = 0.75, per_sample: bool = False,
                  kl_direction: str = "teacher_student", temperature: float = 1.0, use_pred: bool = True,
-                 use_feat: bool = True, ignore_index: int = 255, sync_selection: bool = False) -> None:
+                 use_feat: bool = True, ignore_index: int = 255, sync_selection: bool = False,
+                 ce_reduction: str = "per_pixel") -> None:
         super().__init__()
         if kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"kl_direction {kl_direction!r} is not one of {KL_DIRECTIONS}")
+        if ce_reduction not in CE_REDUCTIONS:
+            raise ValueError(f"ce_reduction {ce_reduction!r} is not one of {CE_REDUCTIONS}")
         check_rule(rule, len(channels))
         self.channels = list(channels)
         self.alpha, self.beta, self.rule = alpha, beta, rule
         self.per_sample, self.kl_direction, self.temperature = per_sample, kl_direction, temperature
         self.use_pred, self.use_feat = use_pred, use_feat
-        self.ignore_index, self.sync_selection = ignore_index, sync_selection
+        self.ignore_index, self.sync_selection, self.ce_reduction = ignore_index, sync_selection, ce_reduction
         self.aligners = build_aligners(self.channels, aligner, mask_keep) if use_feat else nn.ModuleList()
 
     def forward(self, student_logits: Tensor, labels: Tensor, student_fused: Sequence[Tensor] | None = None,
@@ -317,7 +337,7 @@ class PrimKDLoss(nn.Module):
             (batch means; zeros when the feature term is off).
         """
         zero = student_logits.new_zeros((), dtype=torch.float32)
-        seg = _masked_cross_entropy(student_logits, labels, self.ignore_index)
+        seg = _masked_cross_entropy(student_logits, labels, self.ignore_index, self.ce_reduction)
         pred = zero
         if self.use_pred and teacher_logits is not None:
             pred = prediction_kl(student_logits, teacher_logits, self.kl_direction, self.temperature)

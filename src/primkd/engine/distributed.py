@@ -119,14 +119,17 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Synchronise every BatchNorm over the ranks: ``nn.SyncBatchNorm`` on GPUs, :class:`GlooSyncBatchNorm` on CPUs
-    (weights and running statistics carried over; state-dict names unchanged)."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    """Synchronise every plain ``BatchNorm2d`` over the ranks: ``nn.SyncBatchNorm`` on GPUs,
+    :class:`GlooSyncBatchNorm` on CPUs (weights and running statistics carried over; state-dict names unchanged).
+
+    Subclasses are left alone: the fusion modules' per-image BatchNorms (``train.fusion_bn: per_image``,
+    :class:`primkd.models.fusion.PerImageBatchNorm2d`) normalise each image by itself, as the released code's plain
+    ``BatchNorm2d`` does on its one image per GPU, so only the decoder's BatchNorm spans the ranks there.
+    """
+    synced_type = nn.SyncBatchNorm if device.type == "cuda" else GlooSyncBatchNorm
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            synced = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                       child.track_running_stats)
+            synced = synced_type(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             synced.load_state_dict(child.state_dict())
             setattr(module, name, synced)
         else:

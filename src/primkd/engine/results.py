@@ -37,6 +37,7 @@ from primkd.io import DataError, read_json, write_json
 CHECKPOINTS = ("last", "best")
 MODES = ("single", "multi_scale_flip")
 SCALARS = ("miou", "macc", "pacc")  # each seed's metrics; the file's keys are ``<name>_pct``
+NOT_SCORED = ("missing", "skipped")  # ``status`` of a released checkpoint's file that holds no evaluation
 
 
 def _pct(value: float | None) -> float | None:
@@ -124,7 +125,11 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, data: Mapping, source: str = "evaluation") -> Evaluation:
-        """Raises DataError on a file of another layout (e.g. one written before this schema)."""
+        """Raises DataError on a file of another layout (e.g. one written before this schema). A released
+        checkpoint that was not scored (``status`` missing or skipped, :mod:`primkd.engine.released`) has no
+        results."""
+        if data.get("status") in NOT_SCORED:
+            return cls(data.get("model"), 0, {})
         if "single" not in (data.get("last") or {}):
             raise DataError(f"{source}: not an evaluation of this version (no `last.single` block: written before the "
                             f"evaluation schema of primkd.engine.results, or not by `primkd evaluate`); re-run its "

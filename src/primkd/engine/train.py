@@ -21,7 +21,8 @@ Scale (:mod:`primkd.engine.precision`, :mod:`primkd.engine.distributed`):
 - **One GPU**: bf16 autocast (or fp16 with loss scaling), channels-last tensors, optional ``torch.compile``, cuDNN
   autotuning, pinned memory and non-blocking copies; the frozen teacher runs in eval mode without autograd.
 - **Several GPUs** (``torchrun --nproc_per_node=N -m primkd train ...``): DistributedDataParallel over the student and
-  the PrimKD aligners, SyncBatchNorm in the student, each rank a shard of the shared data order, gradient
+  the PrimKD aligners, SyncBatchNorm in the student (not in its fusion modules with ``train.fusion_bn: per_image``,
+  whose statistics are each image's own), each rank a shard of the shared data order, gradient
   accumulation so that ranks × ``train.micro_batch`` × steps = ``train.batch_size`` whatever N is, the feature-loss
   stage chosen from losses averaged over ranks (every rank picks the same stage, as one process with the whole batch
   would), the test set sharded and its confusion matrices summed; rank 0 alone logs, checkpoints and writes outputs.
@@ -78,11 +79,11 @@ from primkd.engine.runtime import (
 )
 from primkd.io import DataError, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
+from primkd.models.fusion import per_image_batchnorm
 from primkd.models.io import (
     MODEL_FORMAT,
     architecture,
     build_model,
-    load_model,
     read_torch_file,
     save_model,
     save_torch_file,
@@ -193,15 +194,17 @@ def official_stage2_drop_path(model: nn.Module, drop_path_rate: float) -> None:
                 block.drop_path.drop_prob = rate
 
 
-def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module, list[str]]:
+def load_teacher(run: Run, arch: dict, device: torch.device, bgr: bool = False) -> tuple[nn.Module, list[str]]:
     """The frozen teacher (eval mode, no gradients), checked against the student; returns it with its batch keys.
 
     Raises:
         DataError: the file is not a teacher, reads another modality than the experiment's ``teacher``, predicts
             another number of classes, or (with feature distillation) has other stage widths than the student.
     """
+    from primkd.weights import read_teacher
+
     path = run.teacher_path
-    teacher, meta = load_model(path, device)
+    teacher, meta = read_teacher(path, device)  # a model file, or an official checkpoint named by kd.teachers
     t_arch, fix = meta["arch"], "pass the model.pt of `primkd train --role teacher` trained with the same params"
     if t_arch["kind"] != "teacher":
         raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
@@ -217,14 +220,19 @@ def load_teacher(run: Run, arch: dict, device: torch.device) -> tuple[nn.Module,
     if run.kd.beta > 0 and tuple(widths[0]) != tuple(widths[1]):
         raise DataError(f"{path}: the teacher's backbone {t_arch['variant']} has stage widths {widths[0]}, the "
                         f"student's {arch['variant']} has {widths[1]}; feature distillation needs equal widths: {fix}")
+    if bool(meta["info"].get("bgr", False)) != bgr:  # teacher and student read the same batch
+        order = "BGR" if meta["info"].get("bgr") else "RGB"
+        raise DataError(f"{path}: the teacher takes {order} input, but train.bgr is {str(bgr).lower()}; set train.bgr: "
+                        f"{str(not bgr).lower()} in params.yaml (official checkpoints take BGR) or use another teacher")
     teacher.requires_grad_(False)
     return teacher, meta["inputs"]
 
 
-def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLoss:
+def build_loss(run: Run, variant: str, sync_selection: bool = False, ce_reduction: str = "per_pixel") -> PrimKDLoss:
     """PrimKD loss for a distilled student, plain cross-entropy (no teacher terms) otherwise.
 
-    With ``sync_selection`` (several ranks) the stage losses are averaged over ranks before the stage is chosen.
+    With ``sync_selection`` (several ranks) the stage losses are averaged over ranks before the stage is chosen;
+    ``ce_reduction`` is ``train.ce_reduction``.
     """
     channels, kd = MIT_VARIANTS[variant]["embed_dims"], run.kd
     if kd is None or kd.beta == 0:
@@ -233,11 +241,11 @@ def build_loss(run: Run, variant: str, sync_selection: bool = False) -> PrimKDLo
         # them (tests/test_engine.py compares the two).
         build_aligners(channels, *((kd.aligner, kd.mask_lambda) if kd is not None else ()))
     if kd is None:
-        return PrimKDLoss(channels=channels, use_pred=False, use_feat=False)
+        return PrimKDLoss(channels=channels, use_pred=False, use_feat=False, ce_reduction=ce_reduction)
     return PrimKDLoss(channels=channels, alpha=kd.alpha, beta=kd.beta, rule=kd.rule, aligner=kd.aligner,
                       mask_keep=kd.mask_lambda, per_sample=kd.per_sample, kl_direction=kd.kl_direction,
                       temperature=kd.temperature, use_pred=kd.alpha > 0, use_feat=kd.beta > 0,
-                      sync_selection=sync_selection)
+                      sync_selection=sync_selection, ce_reduction=ce_reduction)
 
 
 class Objective(nn.Module):
@@ -324,12 +332,15 @@ class Trainer:
         if m.drop_path_stage2 == "constant":
             official_stage2_drop_path(self.model, m.drop_path_rate)
         self.pretrained = self._init_pretrained(m)
+        if t.fusion_bn == "per_image" and run.kind == "student":
+            per_image_batchnorm(self.model.ffms)  # left out of the synchronisation below
         if self.dist.enabled and run.kind == "student":
             self.model = convert_sync_batchnorm(self.model, self.device)
         self.model = self.precision.prepare(self.model.to(self.device))
-        self.criterion = build_loss(run, self.arch["variant"], sync_selection=self.dist.enabled).to(self.device)
+        self.criterion = build_loss(run, self.arch["variant"], sync_selection=self.dist.enabled,
+                                    ce_reduction=t.ce_reduction).to(self.device)
         self.objective = self._wrap(Objective(self.model, self.criterion))
-        self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device) if run.kd is not None
+        self.teacher, self.teacher_inputs = (load_teacher(run, self.arch, self.device, t.bgr) if run.kd is not None
                                              else (None, []))
         if self.teacher is not None:
             self.precision.prepare(self.teacher)
@@ -609,7 +620,8 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
                "threads": threads.as_dict() if threads is not None else None,
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
-               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou")}
+               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),
+               **({"teacher_source": run.info["teacher_source"]} if "teacher_source" in run.info else {})}
     write_json(out_dir / "train.json", summary)
     _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)
     save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t.epochs})

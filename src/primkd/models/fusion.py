@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from primkd.models.convert import NameTable
@@ -149,6 +150,54 @@ class ChannelEmbed(nn.Module):
         hidden = torch.relu(self.dwconv(pointwise(z, self.conv_in.weight, self.conv_in.bias)))
         main = self.bn(pointwise(hidden, self.conv_out.weight, self.conv_out.bias))
         return self.norm(pointwise(z, self.residual.weight) + main)
+
+
+class PerImageBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that in training normalises each image of the batch with that image's own statistics.
+
+    This is what the released CMX / PrimKD fusion modules compute: the training script passes SyncBatchNorm, but
+    the ``mit_b*`` classes do not forward ``norm_fuse`` (``mit_b4``: CMX e251d86 models/encoders/dual_segformer.py
+    504-509, PrimKD c816fd7 the same file, 528-533), so the eight FFM BatchNorms are plain ``BatchNorm2d`` and, with
+    one image per GPU, each normalises a single image (mean and biased variance over its H×W positions). In
+    training that is an instance normalisation with the BatchNorm's affine parameters.
+
+    Running statistics, for one process: updated once per forward pass, from the **first** image of the batch only.
+    In the released 4 GPUs × 1 image launch each GPU's layer updates its buffers from its own image and DDP
+    broadcasts rank 0's buffers, which are the ones saved. Rank ``r`` of ``N`` ranks here takes images ``r``,
+    ``r + N``, … of the shared order (``EpochSampler``), so the first image of a one-process batch is the image rank
+    0 would see, and one process with a batch of N matches N ranks × 1 image in its saved statistics too.
+    With gradient accumulation each micro-batch is a forward pass and updates them once. Evaluation uses the running
+    statistics, as ``BatchNorm2d`` does. State-dict names and contents are those of ``BatchNorm2d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``B×C×H×W`` to the same shape."""
+        if not self.training:
+            return super().forward(x)
+        H, W = x.shape[-2:]
+        if H * W < 2:
+            raise ValueError(f"a per-image BatchNorm needs more than one position per image, got {H}x{W}; use a "
+                             f"larger train.crop or train.fusion_bn: batch")
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                F.batch_norm(x[:1].detach(), self.running_mean, self.running_var, None, None, True, momentum,
+                             self.eps)  # updates the running statistics in place; the output is discarded
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def per_image_batchnorm(module: nn.Module) -> nn.Module:
+    """Turn every plain ``BatchNorm2d`` inside ``module`` into a :class:`PerImageBatchNorm2d`, in place; apply it to
+    a CMX's ``ffms`` to train its fusion modules as released.
+
+    Returns:
+        ``module``.
+    """
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = PerImageBatchNorm2d  # adds no state: parameters, buffers and their names stay as they are
+    return module
 
 
 class FeatureFusionModule(nn.Module):

@@ -39,8 +39,11 @@ def load_evaluations(results_dir: str | os.PathLike) -> dict[str, Evaluation]:
 
 
 def seed_stats(evaluation: Evaluation) -> dict[str, Stat | None]:
-    """Mean ± sample std over the seeds of the last epoch's single-scale evaluation for each of :data:`EVAL_KEYS`."""
+    """Mean ± sample std over the seeds of the last epoch's single-scale evaluation for each of :data:`EVAL_KEYS`
+    (None each for a released checkpoint that was not scored)."""
     block = evaluation.get("last", "single")
+    if block is None:
+        return dict.fromkeys(EVAL_KEYS)
     return {k: Stat.of([getattr(entry, k) for entry in block.per_seed]) for k in EVAL_KEYS}
 
 

@@ -153,6 +153,7 @@ class _Gatherer:
         self.by_mode = {mode: collect_runs(results_dir, checkpoint, mode) for mode in EVAL_MODES}
         self.input_size, self.decoder_embed_dim = input_size, decoder_embed_dim
         self.complexity: dict[tuple, dict[str, int]] = {}
+        self.released: set[str] = set()  # the runs of released-checkpoint rows (build_report sets them)
         self._counts: dict[tuple, tuple[Counts | None, str | None]] = {}
 
     def counts(self, run: str, mode: str, checkpoint: str | None = None) -> tuple[Counts | None, str | None]:
@@ -187,7 +188,7 @@ class _Gatherer:
         paper_ref = spec.paper_value(spec.rows[ref], column, setting)
         rows = []
         for i, (row, name) in enumerate(zip(spec.rows, names)):
-            if row.paper_only:
+            if row.paper_only or row.released:  # a released checkpoint is shown beside the runs, not tested
                 continue
             own = reference if i == ref else counts(name)
             ours = None if own is None else Stat.of(list(100 * seed_mious(own)))
@@ -203,6 +204,13 @@ class _Gatherer:
             rows.append(SignificanceRow(row.label, ours, comparison, paper_delta,
                                         direction_agreement(comparison, paper_delta)))
         return rows, spec.rows[ref].label, notes
+
+    def released_note(self, run: str) -> str:
+        """Why a released checkpoint's row is empty: the evaluate_released stage's line, or that it has not run."""
+        path = self.results_dir / "eval" / f"{run}.json"
+        if not path.is_file():
+            return f"`{run}`: no {path}: run the evaluate_released stage"
+        return read_json(path).get("note") or f"`{run}`: {path} has no evaluation in this table's mode"
 
     def mode_text(self, spec: TableSpec) -> str:
         """How this table's values were evaluated, for its caption: mode (from the JSON) and checkpoint."""
@@ -231,7 +239,8 @@ class _Gatherer:
         resolved = [resolve_run(row, self.cfg) for row in spec.rows]
         notes += list(dict.fromkeys(note for _, note in resolved if note))
         missing = [f"`{name}`" for row, (name, _) in zip(spec.rows, resolved)
-                   if name is not None and not row.paper_only and name not in runs]
+                   if name is not None and not row.paper_only and not row.released and name not in runs]
+        notes += [self.released_note(row.run) for row in spec.rows if row.released and row.run not in runs]
         if missing:
             what = {"single": "evaluation", "multi_scale_flip": "multi-scale + flip evaluation"}[spec.eval_mode]
             where = " of the best test-split epoch (model_best.pt)" if self.checkpoint == "best" else ""
@@ -327,7 +336,7 @@ def _versus_baseline(gatherer: _Gatherer, runs: Mapping[str, list[RunResult]]) -
     notes = [note] if note else []
     out = {}
     for name in runs:
-        if base is None or name == "cmx":
+        if base is None or name == "cmx" or name in gatherer.released:  # released checkpoints: shown, not tested
             continue
         own, note = gatherer.counts(name, "single", "last")
         if own is None:
@@ -394,6 +403,10 @@ def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables:
     agreement = _agreement_text(tables)
     if agreement:
         parts.append(agreement)
+    sources = {name: group[0].train["teacher_source"] for name, group in runs.items()
+               if group[0].train is not None and "teacher_source" in group[0].train}
+    if sources:  # a teacher taken from a file (kd.teachers), or trained because that file is missing
+        parts.append("Teachers: " + "; ".join(f"`{name}`: {text}" for name, text in sources.items()) + ".\n")
     for key, table in tables.items():
         spec = table.spec
         parts.append(f"## {key.replace('table', 'Table ')}: {spec.title}\n\n{spec.caption}\n\n{to_markdown(table)}")
@@ -446,6 +459,8 @@ def build_report(results_dir: str | os.PathLike, preset: str, out_dir: str | os.
     checkpoint = cfg["eval"]["checkpoint"] if cfg is not None else "last"
     gatherer = _Gatherer(results_dir, load_cka(results_dir / "analysis" / "cka.json"),
                          tuple(paper.settings[setting]["input"]), decoder_embed_dim, cfg, checkpoint)
+    gatherer.released = {row.run for spec in (*paper.tables.values(), paper.figure1) for row in spec.rows
+                         if row.released}
     # 2. Tables 1–8, each in the evaluation mode the paper used, with Δ only in the paper's setting.
     tables, written = {}, {}
     for key, spec in paper.tables.items():

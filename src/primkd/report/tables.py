@@ -54,6 +54,7 @@ class Row:
     paper: Mapping = field(default_factory=dict)
     kd: Mapping | None = None  # the distillation keys the row stands for (see paper.yaml)
     paper_only: bool = False  # another method of the paper: no run of ours
+    released: bool = False  # a published checkpoint (the evaluate_released stage): shown, not tested
 
 
 @dataclass(frozen=True)

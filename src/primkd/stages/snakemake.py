@@ -22,7 +22,7 @@ from primkd.stages.table import LOOPS, STAGES, Out, Stage, param_keys, substitut
 # Rule file -> its stages, in the table's order.
 RULE_FILES = {"data": ("resolve_params", "download", "prepare", "hha"),
               "train": ("train_teacher", "train_cmx", "train_student"),
-              "evaluate": ("evaluate_teacher", "evaluate_cmx", "evaluate_student"),
+              "evaluate": ("evaluate_teacher", "evaluate_cmx", "evaluate_student", "evaluate_released"),
               "report": ("analyze", "report")}
 LOCAL_RULES = ("resolve_params", "download")
 LOCAL_COMMENT = """\

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
+from primkd.config import RELEASED_ENTRIES, RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
 
 EFFECTIVE_PARAMS = "results/{preset}/effective_params.yaml"
 MODALITIES = ("rgb", "depth")
@@ -132,6 +132,7 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
              f"--log {{log}}"),
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
         params=("eval", "train.device", "train.crop", "train.bgr", *(("seeds",) if over_seeds else ())),
+        exclude=tuple(f"eval.released.{entry}" for entry in RELEASED_ENTRIES),  # the evaluate_released stage's
         deps=(DATA, HHA, model, *((best,) if best else ())),
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv"),
               Out(f"results/{{preset}}/eval/{run}_per_image.npz"),
@@ -185,12 +186,16 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="train_teacher", entry="primkd.cli.pipeline:cmd_train", loop=("modality",), resources="train",
         comment="Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as "
-                "outputs: the tools delete outputs before a rerun, which is exactly when a checkpoint is needed.",
+                "outputs: the tools delete outputs before a rerun, which is exactly when a checkpoint is needed. "
+                "When kd.teachers names a file for the modality (the official presets: PrimKD's released RGB "
+                "teacher) and it is there, the stage imports it instead of training; while it is missing it trains "
+                "the teacher and says so.",
         cmd=(f"primkd train --params params.yaml --preset {{preset}} --role teacher --modality {{modality}} "
              f"--data {DATA} --hha {HHA} --out-dir {MODELS}/teacher_{{modality}} "
              f"--checkpoint-dir results/{{preset}}/checkpoints/teacher_{{modality}} --log {{log}}"),
         log="results/{preset}/logs/train_teacher_{modality}.log",
-        params=TRAIN_PARAMS,
+        # kd.teachers.<modality>: train, or a file the stage imports instead (inputs.teachers: its digest)
+        params=(*TRAIN_PARAMS, "kd.teachers.{modality}", "inputs.teachers.{modality}"),
         deps=(DATA, HHA),
         outs=(Out(f"{MODELS}/teacher_{{modality}}/model.pt"),
               Out(f"{MODELS}/teacher_{{modality}}/model_best.pt"),
@@ -230,6 +235,18 @@ STAGES: tuple[Stage, ...] = (
               loop=("modality",), over_seeds=False, best=f"{MODELS}/teacher_{{modality}}/model_best.pt"),
     _evaluate(name="evaluate_cmx", run="cmx", model=f"{MODELS}/cmx", over_seeds=True),
     _evaluate(name="evaluate_student", run="{exp}", model=f"{MODELS}/{{exp}}", loop=("exp",), over_seeds=True),
+    Stage(
+        name="evaluate_released", entry="primkd.cli.pipeline:cmd_evaluate_released", resources="evaluate",
+        comment="The published checkpoints of eval.released (PrimKD's RGB teacher, CMX's NYU Depth V2 MiT-B2 model) "
+                "imported from their official files and scored as the runs are, in both modes; a missing file is "
+                "one line in its JSON and the report. inputs.released: the files' digests.",
+        cmd=(f"primkd evaluate-released --params params.yaml --preset {{preset}} --data {DATA} --hha {HHA} "
+             f"--out-dir results/{{preset}}/eval --log {{log}}"),
+        log="results/{preset}/logs/evaluate_released.log",
+        params=("eval", "train.device", "train.crop", "inputs.released"),
+        deps=(DATA, HHA),
+        outs=tuple(Out(f"results/{{preset}}/eval/released_{entry}.json", kind="metric", cache=False)
+                   for entry in RELEASED_ENTRIES)),
     Stage(
         name="analyze", entry="primkd.cli.report:cmd_analyze", resources="evaluate",
         comment="Table 8 (CKA), Figure 4 (feature histograms), Figure 3 (predictions): CMX and PrimKD against both "
@@ -339,11 +356,13 @@ def param_keys(s: Stage, effective: dict, item: dict | None = None) -> list[str]
     """
     keys = []
     for entry in s.params:
-        exp = item["exp"] if item is not None and "exp" in item else next(iter(effective["experiments"]))
-        concrete = entry.replace("{exp}", exp)
+        concrete = entry
+        for var in (v for v in LOOPS if "{" + v + "}" in entry):  # {exp}, {modality}: this instance's, or the first
+            value = item[var] if item is not None and var in item else LOOPS[var].values(effective)[0]
+            concrete = concrete.replace("{" + var + "}", str(value))
         node = value_at(effective, concrete)
         leaves = leaf_keys(node, f"{concrete}.") if isinstance(node, dict) else [concrete]
-        if item is None and "{exp}" in entry:
+        if item is None and concrete != entry:
             leaves = [k.replace(concrete, entry, 1) for k in leaves]
         keys += [k for k in leaves if k not in s.exclude and k not in RESULT_FREE_KEYS]
     return keys

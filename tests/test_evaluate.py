@@ -233,7 +233,7 @@ def test_evaluation_json_of_hand_made_confusions_in_both_modes_and_back(tmp_path
             for seed in (0, 1)}
     best = {0: ({"single": metrics_from_confusion(np.array([[4, 0], [0, 4]]))}, 7),
             1: ({"single": metrics_from_confusion(np.array([[3, 1], [1, 3]]))}, 9)}
-    ev = EvalConfig(scales=(0.5, 1.0), flip=True, windows="official", checkpoint="last", batch_size=1)
+    ev = EvalConfig(scales=(0.5, 1.0), flip=True, windows="official", checkpoint="last", batch_size=1, released={})
     evaluation = Evaluation("primkd", 8, evaluation_report({"last": last, "best": best}, ["a", "b"], ev),
                             {"file": "primkd_per_image.npz", "checkpoint": "last", "modes": ["single"]})
     evaluation.write(tmp_path / "primkd.json")

@@ -12,6 +12,7 @@ import torch
 
 from primkd import cli
 from primkd.cli.weights import register
+from primkd.config import ConfigError
 from primkd.data.dataset import normalize
 from primkd.data.hha import compute_hha
 from primkd.data.synthetic import render_scene
@@ -173,10 +174,10 @@ def test_cli_infer_pair_and_folder_from_export(student_file: Path, tmp_path: Pat
     _cli(["infer", "--model", str(student_file), "--rgb-dir", str(tmp_path / "rgb"), "--depth-dir",
           str(tmp_path / "depth"), "--out", str(tmp_path / "many"), "--no-progress", "--device", "cpu"])
     np.testing.assert_array_equal(read_image(tmp_path / "many" / "scene4.png"), expected)
-    with pytest.raises(SystemExit, match="--depth or --hha"):
+    with pytest.raises(ConfigError, match="--depth or --hha"):
         _cli(["infer", "--model", str(student_file), "--rgb", str(tmp_path / "rgb" / "scene4.png"), "--out",
               str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="missing: --cy"):
+    with pytest.raises(ConfigError, match="missing: --cy"):
         _cli(["infer", "--model", str(student_file), "--rgb", str(tmp_path / "rgb" / "scene4.png"), "--depth",
               str(tmp_path / "depth" / "scene4.png"), "--fx=1", "--fy=1", "--cx=1", "--out", str(tmp_path / "x.png")])
 

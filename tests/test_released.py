@@ -7,6 +7,7 @@ from torch import nn
 from primkd.config import load_params
 from primkd.engine.evaluate_run import evaluate_run
 from primkd.engine.released import evaluate_released
+from primkd.engine.results import Evaluation
 from primkd.io import read_json
 from primkd.models import build_student, build_teacher
 from primkd.models.io import save_model
@@ -44,12 +45,15 @@ def test_released_files_are_imported_and_scored_as_their_networks(tmp_path):
         save_model(tmp_path / f"{name}.pt", net, arch, inputs, {"run": name, "bgr": True})
         direct = evaluate_run(tmp_path / f"{name}.pt", data, data / "hha", cfg, tmp_path / f"{name}.json",
                               progress=False)
-        assert entry["miou"] == direct["miou"] and entry["iou"] == direct["iou"]
-        assert entry["multi_scale_flip"]["miou"] == direct["multi_scale_flip"]["miou"]
+        scored, own = Evaluation.from_json(entry), direct
+        for mode in ("single", "multi_scale_flip"):
+            assert scored.get("last", mode).per_seed[0].miou == own.get("last", mode).per_seed[0].miou
+        assert scored.get().iou == own.get().iou and scored.model == f"released_{name}"
     # the official files take BGR input: the same teacher fed RGB scores otherwise
     save_model(tmp_path / "rgb.pt", nets["teacher_rgb"], {**arch, "kind": "teacher"}, ["rgb"], {"run": "t"})
     rgb = evaluate_run(tmp_path / "rgb.pt", data, None, cfg, tmp_path / "rgb.json", progress=False)
-    assert rgb["iou"] != results["teacher_rgb"]["iou"]
+    assert rgb.get().iou != Evaluation.from_json(results["teacher_rgb"]).get().iou
+
 
 def test_a_missing_or_unfitting_file_gets_one_line(tmp_path, caplog):
     data = make_dataset(tmp_path / "data", n_train=2, n_test=2, classes=4)

@@ -72,11 +72,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_import_official(args: argparse.Namespace) -> None:
     """Convert an official CMX / PrimKD checkpoint into a project model file."""
+    from primkd.config import ConfigError
     from primkd.data.layout import read_meta
     from primkd.weights import import_official
 
-    if not 1 <= args.num_classes <= 255:  # labels are 8-bit PNGs with 255 = ignore
-        raise SystemExit(f"--num-classes {args.num_classes}: a model predicts 1 to 255 classes (NYU 40, SUN-RGBD 37)")
+    if args.num_classes is not None and not 1 <= args.num_classes <= 255:  # labels: 8-bit PNGs, 255 = ignore
+        raise ConfigError(f"--num-classes {args.num_classes}: a model predicts 1 to 255 classes (NYU 40, SUN-RGBD 37)")
     classes = read_meta(args.classes_from)["classes"] if args.classes_from else None
     import_official(args.checkpoint, args.kind, args.variant, args.num_classes, args.out, bgr=args.bgr,
                     decoder_bn_eps=args.decoder_bn_eps, decoder_embed_dim=args.decoder_embed_dim, classes=classes)

@@ -124,3 +124,25 @@ def test_repeated_split_entries_and_shared_images_are_refused_naming_file_and_na
     assert shared in check_dataset(root, progress=False)
     write_split(root, "train", ["tr0", "tr1", "tr2"])
     assert RGBDDataset(root, "train").names == ["tr0", "tr1", "tr2"]
+
+
+def test_a_link_out_of_the_dataset_is_refused_one_to_its_folder_source_is_kept(tmp_path):
+    """An RGB/ entry linked to a file outside the dataset (and outside the folder meta.json says it was prepared
+    from) reads what no stage tracks: refused in one line naming the link; a link into the recorded source is fine."""
+    import json
+    import os
+
+    root = make_dataset(tmp_path / "data", n_train=2, n_test=1)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    rgb = root / "RGB" / "tr1.png"
+    os.replace(rgb, outside / "tr1.png")
+    rgb.symlink_to(outside / "tr1.png")
+    with pytest.raises(DataError) as info:
+        RGBDDataset(root, "train")
+    assert str(info.value) == (f"{rgb}: a link to {outside / 'tr1.png'}, outside the dataset and the folder it was "
+                               f"prepared from; copy the file into the dataset, or prepare it again from a folder "
+                               f"that holds it")
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "source": str(outside)}))  # as data/folder.py records it
+    assert RGBDDataset(root, "train").names == ["tr0", "tr1"]

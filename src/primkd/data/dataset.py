@@ -143,6 +143,15 @@ class RGBDDataset(Dataset):
             shown = ", ".join(str(p) for p in missing[:5]) + more
             raise DataError(f"{self.layout.split_path(split)} lists samples whose files are missing: {shown}; re-run "
                             f"the stage that writes them (prepare, hha) or remove those names from the list")
+        # A prepared folder may link its images to the folder source it was prepared from (meta.json `source`,
+        # `hha_dir`), nowhere else: a link out of those reads files no pipeline stage tracks.
+        roots = [Path(r).resolve() for r in (self.layout.root, self.hha_root, self.meta.get("source"),
+                                             self.meta.get("hha_dir")) if r is not None]
+        for path in (p for name in self.names for p in self.paths(name) if p.is_symlink()):
+            target = path.resolve()
+            if not any(target.is_relative_to(root) for root in roots):
+                raise DataError(f"{path}: a link to {target}, outside the dataset and the folder it was prepared from; "
+                                f"copy the file into the dataset, or prepare it again from a folder that holds it")
 
     def paths(self, name: str) -> list[Path]:
         """The files sample ``name`` is read from: RGB, label and (when used) HHA."""

@@ -20,7 +20,7 @@ export UV_SYSTEM_CERTS := 1
 # on any platform. `make lock` regenerates it after a change to pyproject.toml's dependencies.
 LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version 3.11 -o requirements.lock
 
-.PHONY: demo all compare exp-show check-params test lint venv venv-test lock snakemake-demo clean-results
+.PHONY: demo all compare exp-show check-params test lint venv venv-test lock snakemake-demo clean-results rehearse
 
 # Printed after the demo: where the results are, the teachers', CMX's and PrimKD's test-split mIoU (mean ± std over
 # seeds) and the PrimKD − CMX bootstrap interval (= primkd compare --headline; make compare lists every run).
@@ -117,6 +117,15 @@ exp-show: venv
 ## snakemake-demo: the same pipeline through Snakemake
 snakemake-demo: venv
 	$(BIN)/snakemake --cores all main
+
+## rehearse: PRESET=<paper preset> end to end at its real sizes, only the schedule cut, on generated raw files in the
+## dataset's format, in a scratch copy (rehearsal/<preset>/), through DVC and Snakemake (TOOL=dvc|snakemake|both);
+## prints step times, memory, evaluation time, FLOPs, the projected full wall time and the H100 floor (README)
+PRESET ?= nyuv2_b2
+TOOL ?= both
+REHEARSE_ARGS ?=
+rehearse: venv
+	$(BIN)/python bench/rehearse.py --preset $(PRESET) --tool $(TOOL) $(REHEARSE_ARGS)
 
 lint: venv-test
 	$(BIN)/ruff check src tests bench

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The one-GPU check, about 8 minutes on one H100-class GPU (most of it torch.compile); installs nothing.
+# The one-GPU check: steps 1-3 about 8 minutes on one H100-class GPU (most of it torch.compile), step 4 (the rehearsal)
+# about 4 more, not yet run on a GPU; a 10-minute device slot takes GPU_CHECK=throughput or GPU_CHECK=rehearsal. Installs
+# nothing.
 #
 #   bench/gpu_check.sh [OUT_DIR]          # default results/bench/gpu_check; PYTHON=... picks the interpreter
 #   OFFICIAL_CMX=.refs/RGBX_Semantic_Segmentation OFFICIAL_PRIMKD=.refs/PrimKD bench/gpu_check.sh
@@ -10,6 +12,9 @@
 #    (fp32_eager), and the project optimised: bf16 autocast, fused attention, channels-last, torch.compile;
 # 2. a 300-iteration PrimKD training on synthetic 480×640 scenes whose loss must fall (bench/gpu_train_check.py);
 # 3. evaluation throughput, single scale and multi-scale + flip, fp32 eager vs optimised;
+# 4. the rehearsal of nyuv2_b4_official (bench/rehearse.py through DVC: its real sizes, 3 iterations per training, 2
+#    test images), fp32 eager as released and the project's bf16 / channels-last / torch.compile (about 4 minutes;
+#    GPU_CHECK=rehearsal runs it alone, GPU_CHECK=throughput steps 1-3 alone);
 # then the ratio tables. Exit status 1 if a step failed (the tables are printed anyway).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +51,8 @@ step() {  # step NAME COMMAND...: run, time, remember a failure
     "$@" || status=1
     echo "   ($((SECONDS - t0)) s)"
 }
+WHICH=${GPU_CHECK:-all}
+if [[ $WHICH != rehearsal ]]; then
 step "training throughput, side by side" "$PYTHON" bench/train_throughput.py --device cuda \
     --tasks train_cmx train_student --compile --iters 8 --warmup 3 --rounds 3 "${official[@]}" \
     --out "$OUT/train_throughput.json"
@@ -53,6 +60,19 @@ step "PrimKD training, 300 iterations" "$PYTHON" bench/gpu_train_check.py --devi
     --out "$OUT/train_check.json"
 step "evaluation throughput" "$PYTHON" bench/train_throughput.py --device cuda --tasks eval_single eval_multi \
     --configs fp32_eager optimised --iters 5 --warmup 2 --rounds 3 --out "$OUT/eval_throughput.json"
+fi
+if [[ $WHICH != throughput ]]; then
+    # The stage commands run from DVC subprocesses: the interpreter's folder must be on PATH.
+    PATH="$(dirname "$PYTHON"):$PATH"
+    for pair in "fp32_released:amp=none channels_last=false compile=false" \
+                "optimised:amp=bf16 channels_last=true compile=true"; do
+        name=${pair%%:*} sets=()
+        for kv in ${pair#*:}; do sets+=(--set "train.$kv"); done
+        step "rehearsal of nyuv2_b4_official, $name" "$PYTHON" bench/rehearse.py --preset nyuv2_b4_official \
+            --tool dvc --iterations 3 --test-images 2 --scratch "$OUT/rehearsal_$name" "${sets[@]}" \
+            --out "$OUT/rehearsal_$name.json"
+    done
+fi
 
 echo "== summary ($((SECONDS - start)) s in all)"
 "$PYTHON" - "$OUT" <<'EOF' || status=1
@@ -68,6 +88,20 @@ reports = {name: json.loads((out / name).read_text()) for name in ("train_throug
 for name in ("train_throughput.json", "eval_throughput.json"):
     if name in reports:
         print(f"{reports[name]['device']}, {name}:\n{table(reports[name])}")
+for name in ("fp32_released", "optimised"):
+    path = out / f"rehearsal_{name}.json"
+    if path.is_file():
+        r = json.loads(path.read_text())
+        print(f"rehearsal of nyuv2_b4_official, {name} ({r['device']}): pipeline {r['pipeline_wall_s']:.0f} s")
+        for run, m in r["measured"]["runs"].items():
+            mem = m["peak_memory_train_json"] or {}
+            print(f"  {run}: step {m['step_s']} s (first {m['step_first_s']} s), GPU peak "
+                  f"{mem.get('cuda_allocated_mib')} MiB, eval s/image {m['eval_s_per_image']}")
+        for scope in ("main", "grid"):
+            if scope in r["projection"]:
+                p = r["projection"][scope]
+                print(f"  PROJECTION {scope}: {p['projected_wall_days']} days on this GPU; floor {p['h100_floor_s']} s "
+                      f"at {r['h100_share']:.0%} of an H100's bf16 peak")
 check = reports.get("train_check.json")
 if check:
     print(f"PrimKD training, {check['iters']} iterations at {check['images_per_s']:.1f} img/s: loss "

@@ -230,3 +230,24 @@ def test_download_stage_links_the_raw_files_of_the_source(httpd, tmp_path, fixtu
     missing = r"nyu_depth_v2_labeled\.mat: not found \(and 2 more raw files\); run the download stage"
     with pytest.raises(DataError, match=missing):
         raw_files(data, tmp_path / "synthetic")
+
+
+def test_checksum_override_replaces_the_published_one(httpd, tmp_path):
+    """data.checksums: a file other than the published one (the rehearsal's generated toolbox) passes its own checksum
+    and fails the published one, which "" keeps."""
+    from primkd.data.prepare import fetch_sources
+
+    data = dict(load_params(REPO / "params.yaml", "sunrgbd_b2")["data"], raw_dir=str(tmp_path / "raw"))
+    for key in ("sunrgbd", "sunrgbd_toolbox"):
+        httpd.routes[f"/{key}"] = {"body": BODY, "truncate": 0}
+    data["urls"] = {**data["urls"], **{k: f"{httpd.base}/{k}" for k in ("sunrgbd", "sunrgbd_toolbox")}}
+    assert data["checksums"]["sunrgbd_toolbox"] == ""
+    with pytest.raises(DataError, match="does not match the checksum"):  # the published MD5 of SUNRGBDtoolbox.zip
+        fetch_sources(data)
+    data["checksums"] = {**data["checksums"], "sunrgbd_toolbox": f"sha256:{BODY_SHA}"}
+    files = fetch_sources(data)
+    assert files["sunrgbd_toolbox"].read_bytes() == BODY
+    data["checksums"] = {**data["checksums"], "sunrgbd": f"md5:{hashlib.md5(b'other').hexdigest()}"}
+    (tmp_path / "raw" / "sunrgbd" / "SUNRGBD.zip").unlink()
+    with pytest.raises(DataError, match="does not match the checksum"):
+        fetch_sources(data)

@@ -51,6 +51,8 @@ def test_train_teacher_and_distilled_student_end_to_end(tmp_path):
     cfg["train"].update(epochs=2, batch_size=2, crop=[32, 48])
     teacher = train(cfg, Run("teacher_rgb", "teacher", ["rgb"]), root, root / "hha", tmp_path / "t", progress=False)
     assert teacher["epochs"] == 2 and 0 <= teacher["test_miou_single_scale"] <= 1
+    assert teacher["step_seconds"]["steps"] == teacher["iterations"] == 4  # 4 images, batch 2, 2 epochs
+    assert teacher["peak_memory"]["rss_mib"] > 0 and teacher["peak_memory"]["cuda_allocated_mib"] is None
     kd = KDConfig(**dict(cfg["kd"], beta=0.5), teacher_modality="rgb")
     run = Run("primkd", "student", ["rgb", "modal"], kd=kd, teacher_path=tmp_path / "t" / "model.pt")
     student = train(cfg, run, root, root / "hha", tmp_path / "s", progress=False)

@@ -106,3 +106,25 @@ def test_bad_inputs_raise_and_leave_no_output(tiny_nyu, fixtures_dir, tmp_path):
     with pytest.raises(DataError, match=r"indices must lie in 1\.\.4"):  # the real split needs 1449 images
         prepare_nyuv2(labeled, fixtures_dir / "nyuv2" / "splits.mat", mapping, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_generated_raw_files_prepare_to_the_rendered_scenes(tmp_path):
+    """fake_data.write_nyuv2_raw (the rehearsal's raw files): the prepared labels are the rendered NYU-40 classes,
+    unlabelled only where the sensor had no reading, the RGB and the metric depth are the rendered ones."""
+    from primkd.data.synthetic import render_scene
+
+    from fake_data import write_nyuv2_raw
+
+    files = write_nyuv2_raw(tmp_path / "raw", n_train=3, n_test=2, size=(24, 32), seed=5)
+    out = prepare_nyuv2(files["nyuv2_labeled"], files["nyuv2_splits"], files["nyuv2_class_mapping"], tmp_path / "nyu")
+    assert read_split(out, "test") == ["000001", "000003"] and read_split(out, "train") == ["000002", "000004",
+                                                                                            "000005"]
+    layout = Layout(out)
+    for i in range(5):
+        scene, name = render_scene(5 + i, 24, 32), f"{i + 1:06d}"
+        label = read_image(layout.label(name), "gray")
+        labelled = label != 255
+        assert np.array_equal(label[labelled], scene["label"][labelled]) and labelled.mean() > 0.5
+        assert np.all(scene["depth_mm"][~labelled] == 0)
+        assert np.array_equal(read_image(layout.rgb(name)), scene["rgb"])
+        assert np.array_equal(read_image(layout.missing(name), "gray") == 1, scene["depth_mm"] == 0)

@@ -373,6 +373,23 @@ def test_official_preset_compares_in_its_setting_without_multi_scale_delta(tmp_p
     assert "| RGB (PrimKD) | 55.0 | 57.5 | -2.5 |" in t1  # NYU, MiT-B4: the ablation setting, Δ printed
 
 
+@pytest.mark.parametrize("epochs, warned", [(2, True), (500, False)])
+def test_a_schedule_shorter_than_the_papers_is_called_meaningless(tmp_path, epochs, warned):
+    from primkd.config import load_params
+
+    results = tmp_path / "results" / "nyuv2_b2"
+    write_evaluation(results / "eval" / "cmx.json", {"single": fake_mode({0: 0.40}),
+                                                      "multi_scale_flip": fake_mode({0: 0.40})})
+    write_json(results / "models" / "cmx" / "seed0" / "train.json", {"backbone": "mit_b2", "seed": 0,
+                                                                     "epochs": epochs, "train_seconds": 1.0})
+    cfg = load_params(REPO / "params.yaml", "nyuv2_b2")
+    out = build_report(results, "nyuv2_b2", results / "report", decoder_embed_dim=16, cfg=cfg)
+    text = Path(out["report"]).read_text()
+    assert ("Short schedule: these runs trained 2 epochs, the paper 500" in text) is warned
+    assert ("numbers are meaningless" in text) is warned
+    assert "| CMX | 40.0 |" in Path(out["tables"]["table2"][0]).read_text()  # the comparison is still filled in
+
+
 def write_counts_run(results: Path, run: str, inter_single, inter_multi=None, union: int = 100,
                      checkpoint: str = "last") -> None:
     """eval/<run>.json and eval/<run>_per_image.npz from per-seed per-image intersections (S×N, one class; the

@@ -1,11 +1,8 @@
 """SUN-RGBD preparation end to end on a tiny archive in the real layout (3 images, .mat files written by scipy)."""
 
 import shutil
-import zipfile
 from pathlib import Path
 
-import cv2
-import h5py
 import numpy as np
 import pytest
 import scipy.io
@@ -14,7 +11,8 @@ from primkd.data.layout import Layout, read_meta, read_split
 from primkd.data.sunrgbd import SUNRGBD37_CLASSES, decode_depth, parse_intrinsics, prepare_sunrgbd
 from primkd.io import DataError, read_image
 
-SERVER = "/n/fs/sun3d/data/SUNRGBD"
+from fake_data import SUNRGBD_SERVER, rotate_left3, write_sunrgbd_archive, write_sunrgbd_toolbox, zip_folder
+
 # (scene folder, file stem, H, W, split, intrinsics.txt)
 SCENES = [
     ("kv1/NYUdata/NYU0001", "NYU0001", 4, 6, "train", "518.857901 0 284.582449\n0 519.469611 208.736166\n0 0 1\n"),
@@ -25,16 +23,11 @@ SCENES = [
 ]
 
 
-def _rotate_left3(mm: np.ndarray) -> np.ndarray:
-    """How SUN-RGBD stores depth in mm: uint16 rotated left by 3 bits (inverse of the toolbox's reading)."""
-    return (np.left_shift(mm, np.uint16(3)) | np.right_shift(mm, np.uint16(13))).astype(np.uint16)
-
-
 def _scene_arrays(i: int, h: int, w: int) -> dict:
     r, c = np.mgrid[0:h, 0:w]
     rgb = np.stack([40 * r, 30 * c, 100 + 20 * i + 0 * r], axis=-1).astype(np.uint8)  # asymmetric in r and c
     depth_mm = (1000 + 100 * r + 10 * c + 1000 * i).astype(np.uint16)
-    stored_bfx = _rotate_left3(depth_mm)
+    stored_bfx = rotate_left3(depth_mm)
     stored_bfx[h - 1, w - 1] |= 1  # low bit set: decodes above 8 m (+8192 mm), which the toolbox clips to 8000
     stored_raw = stored_bfx.copy()
     stored_raw[0, w - 1] = 0  # the sensor had no reading here
@@ -42,58 +35,10 @@ def _scene_arrays(i: int, h: int, w: int) -> dict:
     return {"rgb": rgb, "depth_mm": depth_mm, "stored_bfx": stored_bfx, "stored_raw": stored_raw, "seglabel": seglabel}
 
 
-def _write_archive(root: Path, arrays: list[dict]) -> dict:
-    """SUNRGBD/<scene>/{image,depth,depth_bfx,intrinsics.txt} under ``root``; returns the decoded RGB per scene."""
-    decoded = {}
-    for (scene, stem, _, _, _, intrinsics), a in zip(SCENES, arrays):
-        folder = root / "SUNRGBD" / scene
-        for sub in ("image", "depth", "depth_bfx"):
-            (folder / sub).mkdir(parents=True)
-        _, jpg = cv2.imencode(".jpg", a["rgb"][..., ::-1])
-        (folder / "image" / f"{stem}.jpg").write_bytes(jpg.tobytes())
-        decoded[scene] = cv2.imdecode(jpg, cv2.IMREAD_COLOR)[..., ::-1]
-        cv2.imwrite(str(folder / "depth" / f"{stem}.png"), a["stored_raw"])
-        cv2.imwrite(str(folder / "depth_bfx" / f"{stem}.png"), a["stored_bfx"])
-        (folder / "intrinsics.txt").write_text(intrinsics)
-    return decoded
-
-
-def _write_toolbox(root: Path, arrays: list[dict], seg_format: str, with_names: bool) -> None:
-    """SUNRGBDtoolbox/{Metadata,traintestSUNRGBD} under ``root``, as scipy.io.savemat (or h5py for v7.3) writes."""
-    meta_dir, split_dir = root / "SUNRGBDtoolbox" / "Metadata", root / "SUNRGBDtoolbox" / "traintestSUNRGBD"
-    meta_dir.mkdir(parents=True)
-    split_dir.mkdir(parents=True)
-    meta = np.zeros((1, len(SCENES)), dtype=[("rgbpath", object), ("depthpath", object), ("sequenceName", object)])
-    for i, (scene, stem, *_) in enumerate(SCENES):
-        meta[0, i] = (f"{SERVER}/{scene}/image/{stem}.jpg", f"{SERVER}/{scene}/depth/{stem}.png", f"SUNRGBD/{scene}")
-    scipy.io.savemat(meta_dir / "SUNRGBDMeta.mat", {"SUNRGBDMeta": meta})
-    cells = {f"all{split}": np.array([f"{SERVER}/{s[0]}" for s in SCENES if s[4] == split], dtype=object)[None]
-             for split in ("train", "test")}
-    scipy.io.savemat(split_dir / "allsplit.mat", cells)
-    if with_names:
-        scipy.io.savemat(meta_dir / "seg37list.mat", {"seg37list": np.array(SUNRGBD37_CLASSES, dtype=object)[None]})
-    if seg_format == "v5":
-        seg = np.zeros((1, len(SCENES)), dtype=[("seglabel", object)])
-        for i, a in enumerate(arrays):
-            seg["seglabel"][0, i] = a["seglabel"]
-        scipy.io.savemat(meta_dir / "SUNRGBD2Dseg.mat", {"SUNRGBD2Dseg": seg})
-        return
-    with h5py.File(meta_dir / "SUNRGBD2Dseg.mat", "w", userblock_size=512) as f:  # MATLAB v7.3 layout
-        refs = [f.create_dataset(f"#refs#/l{i}", data=a["seglabel"].T).ref for i, a in enumerate(arrays)]
-        f.create_dataset("SUNRGBD2Dseg/seglabel", data=np.array(refs, dtype=h5py.ref_dtype).reshape(-1, 1))
-
-
-def _zip(folder: Path, zip_path: Path) -> Path:
-    with zipfile.ZipFile(zip_path, "w") as z:
-        for path in sorted(folder.rglob("*")):
-            z.write(path, path.relative_to(folder).as_posix())
-    return zip_path
-
-
 @pytest.fixture
 def tiny(tmp_path):
     arrays = [_scene_arrays(i, h, w) for i, (_, _, h, w, _, _) in enumerate(SCENES)]
-    decoded = _write_archive(tmp_path / "data", arrays)
+    decoded = write_sunrgbd_archive(tmp_path / "data", SCENES, arrays)
     return tmp_path, arrays, decoded
 
 
@@ -115,10 +60,10 @@ def _check_output(out: Path, arrays: list[dict], decoded: dict, indices: list[in
     assert meta["classes"] == list(SUNRGBD37_CLASSES) and meta["ignore_index"] == 255 and meta["depth_scale"] == 1000
 
 
-def test_prepare_from_folder_and_toolbox_zip(tiny):
+def test_prepare_from_folder_and_toolboxzip_folder(tiny):
     tmp_path, arrays, decoded = tiny
-    _write_toolbox(tmp_path / "tb", arrays, seg_format="v5", with_names=True)
-    toolbox_zip = _zip(tmp_path / "tb", tmp_path / "SUNRGBDtoolbox.zip")
+    write_sunrgbd_toolbox(tmp_path / "tb", SCENES, arrays, seg_format="v5", with_names=True)
+    toolbox_zip = zip_folder(tmp_path / "tb", tmp_path / "SUNRGBDtoolbox.zip")
     out = prepare_sunrgbd(tmp_path / "data", toolbox_zip, tmp_path / "sun")
     assert read_split(out, "train") == ["000001", "000003"] and read_split(out, "test") == ["000002"]
     _check_output(out, arrays, decoded, [0, 1, 2])
@@ -130,8 +75,8 @@ def test_prepare_from_folder_and_toolbox_zip(tiny):
 
 def test_prepare_from_zip_with_v73_labels_and_limit(tiny):
     tmp_path, arrays, decoded = tiny
-    _write_toolbox(tmp_path / "tb", arrays, seg_format="v73", with_names=False)
-    data_zip = _zip(tmp_path / "data", tmp_path / "SUNRGBD.zip")
+    write_sunrgbd_toolbox(tmp_path / "tb", SCENES, arrays, seg_format="v73", with_names=False)
+    data_zip = zip_folder(tmp_path / "data", tmp_path / "SUNRGBD.zip")
     out = prepare_sunrgbd(data_zip, tmp_path / "tb" / "SUNRGBDtoolbox", tmp_path / "sun", limit=1)
     assert read_split(out, "train") == ["000001"] and read_split(out, "test") == ["000002"]
     assert sorted(p.stem for p in Layout(out).rgb_dir.iterdir()) == ["000001", "000002"]
@@ -142,7 +87,7 @@ def test_inconsistent_inputs_raise_and_leave_no_output(tiny):
     tmp_path, arrays, _ = tiny
     bad = [dict(a) for a in arrays]
     bad[2]["seglabel"] = bad[2]["seglabel"][:, :-1]  # label one column narrower than the image
-    _write_toolbox(tmp_path / "tb", bad, seg_format="v5", with_names=False)
+    write_sunrgbd_toolbox(tmp_path / "tb", SCENES, bad, seg_format="v5", with_names=False)
     with pytest.raises(DataError, match=r"realsense/lg/.*sizes disagree"):
         prepare_sunrgbd(tmp_path / "data", tmp_path / "tb", tmp_path / "sun")
     assert not (tmp_path / "sun").exists()
@@ -153,10 +98,10 @@ def test_inconsistent_inputs_raise_and_leave_no_output(tiny):
 
 def test_split_must_cover_every_image(tiny):
     tmp_path, arrays, _ = tiny
-    _write_toolbox(tmp_path / "tb", arrays, seg_format="v5", with_names=False)
+    write_sunrgbd_toolbox(tmp_path / "tb", SCENES, arrays, seg_format="v5", with_names=False)
     split = tmp_path / "tb" / "SUNRGBDtoolbox" / "traintestSUNRGBD" / "allsplit.mat"
-    scipy.io.savemat(split, {"alltrain": np.array([f"{SERVER}/{SCENES[0][0]}"], dtype=object)[None],
-                             "alltest": np.array([f"{SERVER}/{SCENES[1][0]}/"], dtype=object)[None]})
+    scipy.io.savemat(split, {"alltrain": np.array([f"{SUNRGBD_SERVER}/{SCENES[0][0]}"], dtype=object)[None],
+                             "alltest": np.array([f"{SUNRGBD_SERVER}/{SCENES[1][0]}/"], dtype=object)[None]})
     with pytest.raises(DataError, match="realsense/lg/2014_10_24-11_47_27-1311000073 \\(neither list\\)"):
         prepare_sunrgbd(tmp_path / "data", tmp_path / "tb", tmp_path / "sun")
 

@@ -84,6 +84,11 @@ rule download:
                 "data.urls.nyuv2_class_mapping",
                 "data.urls.sunrgbd",
                 "data.urls.sunrgbd_toolbox",
+                "data.checksums.nyuv2_labeled",
+                "data.checksums.nyuv2_splits",
+                "data.checksums.nyuv2_class_mapping",
+                "data.checksums.sunrgbd",
+                "data.checksums.sunrgbd_toolbox",
             ],
         ),
         outputs=lambda w: outputs_token(

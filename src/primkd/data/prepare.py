@@ -25,13 +25,14 @@ def fetch_sources(data: dict) -> dict[str, Path]:
     """Download (or find, when placed by hand) the raw files of ``data.source`` into ``data.raw_dir``; none for the
     synthetic and folder sources.
 
-    URLs come from ``data.urls`` (a mirror may replace any); checksums from the published values.
+    URLs come from ``data.urls`` (a mirror may replace any); checksums from ``data.checksums`` where one is given
+    (files other than the published ones: the rehearsal's), else the published values.
     """
     paths = {}
     for key in SOURCE_FILES.get(data["source"], ()):
         known = DEFAULT_SOURCES[key]
         paths[key] = fetch(data["urls"][key], Path(data["raw_dir"]) / data["source"], known["filename"],
-                           known["known_hash"])
+                           data["checksums"][key] or known["known_hash"])
     return paths
 
 

@@ -77,6 +77,7 @@ from primkd.engine.runtime import (
     select_device,
     stop_on_signal,
 )
+from primkd.engine.usage import StepClock, peak_memory
 from primkd.io import DataError, csv_text, write_json, write_text
 from primkd.models.decoder import reset_conv_biases
 from primkd.models.fusion import per_image_batchnorm
@@ -539,6 +540,7 @@ class Trainer:
     def fit(self, stop: StopRequest) -> float:
         """Train until the last epoch, checkpointing as configured; returns the total training seconds."""
         s, self.started = self.state, time.perf_counter()
+        self.clock = StepClock()
         log.info("training %s (%s, %s) on %s: %d images, %d iterations/epoch, %d epochs", self.run.name,
                  self.run.kind, self.arch["variant"], self.device, len(self.dataset), self.iters_per_epoch,
                  self.epochs)
@@ -550,7 +552,8 @@ class Trainer:
             bar = tqdm(range(s.position, self.iters_per_epoch), desc=f"{self.run.name} epoch {s.epoch + 1}/"
                        f"{self.epochs}", unit="it", disable=not (self.show and self.dist.is_main), leave=False)
             for _ in bar:
-                self.step([next(batches) for _ in range(self.accum)])
+                with self.clock.step(self.device):
+                    self.step([next(batches) for _ in range(self.accum)])
                 if s.position < self.iters_per_epoch:  # the epoch's last batch is checkpointed after its evaluation
                     self._stop_if_requested(stop)
                     if self._checkpoint_due():
@@ -621,6 +624,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "threads": threads.as_dict() if threads is not None else None,
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
                "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),
+               "step_seconds": trainer.clock.summary(), "peak_memory": peak_memory(trainer.device),
                **({"teacher_source": run.info["teacher_source"]} if "teacher_source" in run.info else {})}
     write_json(out_dir / "train.json", summary)
     _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)

@@ -305,6 +305,18 @@ def _setting_text(paper: PaperSpec, preset: str, matched: str | None) -> str:
             f"NYU Depth V2 with MiT-B4 only.")
 
 
+def _schedule_text(paper: PaperSpec, matched: str | None, runs: Mapping[str, list[RunResult]]) -> str:
+    """A warning when the runs trained for fewer epochs than the paper's schedule (a rehearsal, a trial run): their
+    numbers, and so the Δ columns, say nothing about the method then."""
+    paper_epochs = paper.settings[matched].get("epochs") if matched is not None else None
+    ours = sorted({r.train["epochs"] for group in runs.values() for r in group if r.train and "epochs" in r.train})
+    if paper_epochs is None or not ours or ours[0] >= paper_epochs:
+        return ""
+    return (f"**Short schedule: these runs trained {', '.join(map(str, ours))} epochs, the paper {paper_epochs}. "
+            f"After so few iterations the numbers are meaningless; the Δ columns show only that the comparison is "
+            f"filled in (a rehearsal, `make rehearse`, or a trial run), not how the method compares.**\n")
+
+
 def _comparison(spec: TableSpec, paper: PaperSpec, preset: str, matched: str | None,
                 gatherer: _Gatherer) -> tuple[str, bool, list[str]]:
     """The paper setting whose values a table shows, whether Δ is printed, and the note saying why not."""
@@ -400,6 +412,9 @@ def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables:
              f"Paper: {paper.source}. Each table gives ours, the paper's value and Δ = ours − paper; \"—\" marks a "
              f"value that is missing, and the notes under the table say why. {_setting_text(paper, preset, matched)} "
              f"Tables as CSV and LaTeX: `{os.path.relpath(out_dir / 'tables', report_dir)}/`.\n"]
+    schedule = _schedule_text(paper, matched, gatherer.runs)
+    if schedule:
+        parts.append(schedule)
     agreement = _agreement_text(tables)
     if agreement:
         parts.append(agreement)

@@ -166,14 +166,15 @@ STAGES: tuple[Stage, ...] = (
                 "committed, so that a pulled clone has it (`dvc push` carries the archives).",
         cmd=f"primkd download --params params.yaml --preset {{preset}} --out {RAW} --log {{log}}",
         log="results/{preset}/logs/download.log",
-        params=("data.source", "data.urls"),
+        params=("data.source", "data.urls", "data.checksums"),
         outs=(Out(RAW, folder=True),)),
     Stage(
         name="prepare", entry="primkd.cli.pipeline:cmd_prepare", resources="prepare",
         cmd=f"primkd prepare --params params.yaml --preset {{preset}} --raw {RAW} --out {DATA} --log {{log}}",
         log="results/{preset}/logs/prepare.log",
         # inputs.folder: the digest of the data.source=folder tree, wherever data.folder.path puts it
-        params=("data", "inputs.folder"), exclude=tuple(f"data.urls.{k}" for k in URL_KEYS),
+        params=("data", "inputs.folder"),
+        exclude=tuple(f"data.{s}.{k}" for s in ("urls", "checksums") for k in URL_KEYS),
         deps=(RAW,),
         outs=(Out(DATA, folder=True),)),
     Stage(

@@ -34,7 +34,7 @@ from primkd.models.io import architecture, build_model, load_model, save_model
 from fake_data import REPO, make_dataset
 
 OUTPUTS = ("model.pt", "train.json", "curves.csv", "eval_curve.csv")
-TIMING = ("train_seconds", "images_per_second", "resumed_at_iterations")
+TIMING = ("train_seconds", "images_per_second", "resumed_at_iterations", "step_seconds", "peak_memory")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_TRAIN = 8  # batch 2 → 4 iterations per epoch; 2 epochs; a checkpoint every 2 iterations: 2, 4 (epoch end), 6, 8

@@ -26,7 +26,7 @@ LOCAL_CLUSTER_FLAGS = ["--slurm-status-command", "squeue", "--slurm-no-account",
 # and gets Snakemake's defaults. A new rule must be added here, with the resources it should request.
 STAGE_OF_RULE = {"prepare": "prepare", "hha": "hha", "train_teacher": "train", "train_cmx": "train",
                  "train_student": "train", "evaluate_teacher": "evaluate", "evaluate_cmx": "evaluate",
-                 "evaluate_student": "evaluate", "analyze": "evaluate"}
+                 "evaluate_student": "evaluate", "evaluate_released": "evaluate", "analyze": "evaluate"}
 # resolve_params and download run on the submitting machine (localrules: nodes may have no internet access).
 LOCAL_RULES = {"resolve_params", "download"}
 UNDECLARED = {"report"} | LOCAL_RULES
@@ -73,8 +73,8 @@ def test_each_rule_requests_its_stage_resources(tmp_path, preset):
     if preset == "smoke":  # a CPU preset asks for no GPU anywhere
         assert gpu_rules == []
     else:  # the paper's setting: training, evaluation and analysis on one GPU each, data preparation on CPUs
-        assert gpu_rules == ["analyze", "evaluate_cmx", "evaluate_student", "evaluate_teacher", "train_cmx",
-                             "train_student", "train_teacher"]
+        assert gpu_rules == ["analyze", "evaluate_cmx", "evaluate_released", "evaluate_student", "evaluate_teacher",
+                             "train_cmx", "train_student", "train_teacher"]
         assert all(job["gpu"] == "1" for job in jobs if "gpu" in job)
 
 
@@ -125,9 +125,10 @@ def test_smoke_preset_through_slurm_equals_a_local_run(tmp_path):
     log = proc.stdout + proc.stderr
     submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", log)
     planned = [job["rule"] for job in dry_run_jobs(slurm, "smoke") if job["rule"] != "all"]
-    # download, resolve_params, prepare, hha, 2 teachers, CMX, PrimKD, 4 evaluations, analyze, report
-    assert len(planned) == 14 and set(planned) == set(STAGE_OF_RULE) | UNDECLARED
+    # download, resolve_params, prepare, hha, 2 teachers, CMX, PrimKD, 4 evaluations, the released checkpoints'
+    # evaluation, analyze, report
+    assert len(planned) == 15 and set(planned) == set(STAGE_OF_RULE) | UNDECLARED
     assert sorted(submitted) == sorted(rule for rule in planned if rule not in LOCAL_RULES)
     metrics = eval_metrics(slurm)
-    assert sorted(metrics) == ["cmx", "primkd", "teacher_depth", "teacher_rgb"]
+    assert sorted(metrics) == ["cmx", "primkd", "released_cmx", "released_teacher_rgb", "teacher_depth", "teacher_rgb"]
     assert metrics == eval_metrics(local)  # CPU training is deterministic: bit-identical metrics

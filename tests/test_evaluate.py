@@ -1,6 +1,7 @@
 """Multi-scale + flip scoring as the official evaluator: sums worked out by hand on tiny stand-in models."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -204,3 +205,22 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
     assert seed_mious(read_counts(counts_file))[0] == pytest.approx(best["miou"], abs=1e-12)
     if summary["best_test_epoch"] == 2:  # the same weights: the same numbers
         assert best["miou"] == m["miou"] and best["multi_scale_flip"]["miou"] == multi["miou"]
+
+
+def test_evaluate_modes_logs_each_modes_time_per_image_and_reuses_an_equal_mode(caplog):
+    """The rehearsal's evaluation time per image (bench/rehearse.py) is read from these lines: one per mode run, none
+    for a multi-scale mode equal to the single one (not rerun)."""
+    from primkd.config import EvalConfig
+    from primkd.engine.evaluate import evaluate_modes
+
+    loader = torch.utils.data.DataLoader(_Named(), batch_size=2)
+    base = {"scales": [1.0], "flip": False, "windows": "official", "checkpoint": "last", "batch_size": 2}
+    for scales, flip, logged in (([1.0], False, ["single"]), ([1.0, 1.5], True, ["single", "multi_scale_flip"])):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="primkd.engine.evaluate"):
+            modes = evaluate_modes(Echo(), loader, 2, ["rgb"], torch.device("cpu"), EvalConfig(**dict(
+                base, scales=scales, flip=flip)), None, progress=False)
+        lines = [r.getMessage() for r in caplog.records]
+        assert [line.split(" mode:")[0] for line in lines] == logged
+        assert all(re.fullmatch(r"\w+ mode: 4 test images in [\d.]+ s \([\d.]+ s per image\)", x) for x in lines)
+        assert (modes["multi_scale_flip"] is modes["single"]) is (len(logged) == 1)

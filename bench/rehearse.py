@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -63,6 +62,7 @@ MAIN_RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 HEADER = re.compile(r"^===== (\S+) pid \d+: primkd ")
 EVAL_LINE = re.compile(r"\((last|best), (\w+)\): mIoU")
+EVAL_TIME = re.compile(r" (\w+) mode: \d+ test images in [\d.]+ s \(([\d.]+) s per image\)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,17 +217,20 @@ def _stamp(line: str) -> float | None:
 
 def log_timings(log: Path) -> dict:
     """Wall seconds of the last run in a stage log (its header to its last line) and, for an evaluation, the seconds
-    from each ``(checkpoint, mode): mIoU`` line's predecessor to it: that mode's pass over the test split."""
+    per test image of each checkpoint and mode (engine.evaluate logs each mode's time; the ``(checkpoint, mode):
+    mIoU`` line that follows names the checkpoint)."""
     lines = log.read_text(errors="replace").splitlines()
     start = max((i for i, line in enumerate(lines) if HEADER.match(line)), default=0)
     stamped = [(t, line) for line in lines[start:] if (t := _stamp(line)) is not None]
     if not stamped:
         return {}
     out: dict = {"wall_s": round(stamped[-1][0] - stamped[0][0], 1), "modes": {}}
-    for (t0, _), (t1, line) in itertools.pairwise(stamped):
-        m = EVAL_LINE.search(line)
-        if m:
-            out["modes"][f"{m.group(1)}/{m.group(2)}"] = round(t1 - t0, 2)
+    pending: dict[str, float] = {}
+    for _, line in stamped:
+        if m := EVAL_TIME.search(line):
+            pending[m.group(1)] = float(m.group(2))
+        elif (m := EVAL_LINE.search(line)) and m.group(2) in pending:
+            out["modes"][f"{m.group(1)}/{m.group(2)}"] = pending.pop(m.group(2))
     return out
 
 
@@ -390,7 +393,7 @@ def measurements(root: Path, cfg: dict, memory: dict) -> dict:
         log_name = f"train_{run}" if run.startswith("teacher") else f"train_{run}_seed0"
         eval_log = logs.get(f"evaluate_{run}" if not run.startswith("teacher") else
                             f"evaluate_teacher_{run.removeprefix('teacher_')}", {})
-        modes = {k: round(v / n_test, 3) for k, v in eval_log.get("modes", {}).items()} if n_test else {}
+        modes = eval_log.get("modes", {})
         runs[run] = {"iterations": tj.get("iterations"), "step_first_s": step.get("first"), "step_s": step_s,
                      "s_per_image": round(step_s / batch, 3) if step_s else None,
                      "peak_memory_train_json": tj.get("peak_memory"), "peak_memory_polled": memory.get(log_name),

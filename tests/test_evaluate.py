@@ -1,6 +1,7 @@
 """Multi-scale + flip scoring as the official evaluator: sums worked out by hand on tiny stand-in models."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -286,3 +287,23 @@ def test_dvc_metrics_show_names_the_headline_by_checkpoint_mode_and_unit(tmp_pat
     values = dict(zip(header, row))
     assert values["last.single.miou_pct"] == "51.0" and values["last.single.miou_pct_std"] == "1.41421"
     assert values["last.multi_scale_flip.miou_pct"] == "50.0" and values["model"] == "x"
+
+
+def test_evaluate_modes_logs_each_modes_time_per_image_and_reuses_an_equal_mode(caplog):
+    """The rehearsal's evaluation time per image (bench/rehearse.py) is read from these lines: one per mode run, none
+    for a multi-scale mode equal to the single one (not rerun)."""
+    from primkd.config import EvalConfig
+    from primkd.engine.evaluate import evaluate_modes
+
+    loader = torch.utils.data.DataLoader(_Named(), batch_size=2)
+    base = {"scales": [1.0], "flip": False, "windows": "official", "checkpoint": "last", "batch_size": 2,
+            "released": {}}
+    for scales, flip, logged in (([1.0], False, ["single"]), ([1.0, 1.5], True, ["single", "multi_scale_flip"])):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="primkd.engine.evaluate"):
+            modes = evaluate_modes(Echo(), loader, 2, ["rgb"], torch.device("cpu"), EvalConfig(**dict(
+                base, scales=scales, flip=flip)), None, progress=False)
+        lines = [r.getMessage() for r in caplog.records]
+        assert [line.split(" mode:")[0] for line in lines] == logged
+        assert all(re.fullmatch(r"\w+ mode: 4 test images in [\d.]+ s \([\d.]+ s per image\)", x) for x in lines)
+        assert (modes["multi_scale_flip"] is modes["single"]) is (len(logged) == 1)

@@ -73,10 +73,15 @@ def test_log_timings_of_the_last_run(tmp_path):
                    "2026-12-07 10:00:05,000 INFO x: (last, single): mIoU 0.1\n"
                    "===== 2026-12-07T11:00:00+00:00 pid 2: primkd evaluate --params params.yaml\n"
                    "2026-12-07 11:00:02,500 INFO primkd: loaded\n"
-                   "2026-12-07 11:00:12,500 INFO x: m.pt (last, single): mIoU 0.1, mean acc 0.2\n"
-                   "2026-12-07 11:01:12,750 INFO x: m.pt (last, multi_scale_flip): mIoU 0.1, mean acc 0.2\n")
-    assert rehearse.log_timings(log) == {"wall_s": 72.8, "modes": {"last/single": 10.0,
-                                                                   "last/multi_scale_flip": 60.25}}
+                   "2026-12-07 11:00:12,000 INFO e: single mode: 2 test images in 9.00 s (4.500 s per image)\n"
+                   "2026-12-07 11:01:12,000 INFO e: multi_scale_flip mode: 2 test images in 60.00 s (30.000 s per "
+                   "image)\n"
+                   "2026-12-07 11:01:12,500 INFO x: m.pt (last, single): mIoU 0.1, mean acc 0.2\n"
+                   "2026-12-07 11:01:12,500 INFO x: m.pt (last, multi_scale_flip): mIoU 0.1, mean acc 0.2\n"
+                   "2026-12-07 11:01:17,000 INFO e: single mode: 2 test images in 4.00 s (2.000 s per image)\n"
+                   "2026-12-07 11:01:17,750 INFO x: m_best.pt (best, single): mIoU 0.1, mean acc 0.2\n")
+    assert rehearse.log_timings(log) == {"wall_s": 77.8, "modes": {"last/single": 4.5, "last/multi_scale_flip": 30.0,
+                                                                   "best/single": 2.0}}
 
 
 def test_projection_by_hand():

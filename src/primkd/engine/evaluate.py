@@ -3,7 +3,9 @@ as the official CMX/PrimKD evaluator does (:func:`predict_scores`)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -18,6 +20,8 @@ from primkd.config import EvalConfig
 from primkd.engine.distributed import all_reduce_sum
 from primkd.engine.metrics import confusion_matrix, metrics_from_confusion
 from primkd.engine.results import ModeResult, SeedResult
+
+log = logging.getLogger(__name__)
 
 
 class ShardSampler(Sampler):
@@ -261,8 +265,12 @@ def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, input
         if mode != "single" and (scales, flip) == ([1.0], False):
             out[mode] = out["single"]
             continue
+        start = time.perf_counter()
         out[mode] = evaluate(model, loader, num_classes, inputs, device, scales, flip, progress, crop,
                              ev.windows, per_image)
+        seconds = time.perf_counter() - start  # the rehearsal reads it (bench/rehearse.py: evaluation per image)
+        log.info("%s mode: %d test images in %.2f s (%.3f s per image)", mode, len(loader.dataset), seconds,
+                 seconds / max(len(loader.dataset), 1))
     return out
 
 

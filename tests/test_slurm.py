@@ -105,7 +105,8 @@ def smoke_copy(root: Path) -> Path:
     set_param(root, ["experiments"], {"primkd": {"teacher": "rgb"}})
     set_param(root, ["seeds"], [0])
     small = {"gpus": 0, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 10}
-    set_param(root, ["presets", "smoke", "resources"], {stage: small for stage in set(STAGE_OF_RULE.values())})
+    # one dict per stage: a shared one would be written as a YAML alias, which parameter files refuse
+    set_param(root, ["presets", "smoke", "resources"], {stage: dict(small) for stage in set(STAGE_OF_RULE.values())})
     return root
 
 

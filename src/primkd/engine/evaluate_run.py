@@ -1,5 +1,6 @@
 """The evaluate stage's work: every seed of a run (or one model file or export), last and best epoch, written as
-the metrics JSON, the per-image counts for the report's bootstrap and the confusion matrix."""
+the metrics JSON, the per-image counts for the report's bootstrap and the confusion matrix; beside them the last
+epoch's single-scale score on the train split (``eval/<run>.train.json``), the train − test gap."""
 
 from __future__ import annotations
 

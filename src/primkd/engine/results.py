@@ -10,7 +10,7 @@ The file is ``{checkpoint: {mode: metrics}}`` beside four records of what was ev
 
 - ``split``: the split of the prepared dataset that was scored, ``test`` or ``train`` (an older file without the key
   scored the test split), and ``num_<split>_images`` its size. The evaluate stages also score each run's training
-  split (last epoch, single scale) into ``eval/<run>.train.json`` (:func:`evaluation_path`), the same schema without
+  split (last epoch, single scale) into ``eval/<run>.train.json`` (:func:`evaluation_files`), the same schema without
   per-image counts: train − test mIoU tells a data-limited regime (the network fits its training images far better
   than unseen ones, as the paper's on NYU) from a compute-limited one;
 
@@ -163,18 +163,13 @@ class Evaluation:
         write_json(path, self.to_json())
 
 
-def evaluation_path(folder: str | os.PathLike, run: str, split: str = "test") -> Path:
-    """Where run ``run``'s evaluation of ``split`` lies in an ``eval/`` folder: ``<run>.json`` (test split, the
-    headline of the tables and of ``dvc metrics show``) or ``<run>.<split>.json``."""
-    return Path(folder) / (f"{run}.json" if split == "test" else f"{run}.{split}.json")
-
-
 def evaluation_files(folder: str | os.PathLike, split: str = "test") -> dict[str, Path]:
-    """The evaluations of ``split`` in an ``eval/`` folder by run name, sorted (:func:`evaluation_path`'s names)."""
+    """The evaluations of ``split`` in an ``eval/`` folder by run name, sorted: ``<run>.json`` for the test split (the
+    headline of the tables and of ``dvc metrics show``), ``<run>.<split>.json`` for another."""
     out = {}
     for path in sorted(Path(folder).glob("*.json")):
         run, dot, suffix = path.stem.rpartition(".")
-        if (split != "test" and dot and suffix == split) or (split == "test" and not (dot and suffix in SPLITS)):
-            out[run if split != "test" else path.stem] = path
+        named = bool(dot) and suffix in SPLITS
+        if (suffix if named else "test") == split:
+            out[run if named else path.stem] = path
     return out
-

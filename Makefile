@@ -23,7 +23,8 @@ LOCK_CMD := pip compile pyproject.toml --extra test --universal --python-version
 .PHONY: demo all compare exp-show check-params test lint venv venv-test lock snakemake-demo clean-results rehearse
 
 # Printed after the demo: where the results are, the teachers', CMX's and PrimKD's test-split mIoU (mean ± std over
-# seeds) and the PrimKD − CMX bootstrap interval (= primkd compare --headline; make compare lists every run).
+# seeds), the PrimKD − CMX bootstrap interval, and the same models' train-split mIoU and train − test, the regime
+# (= primkd compare --headline; make compare lists every run).
 define SUMMARY
 import yaml
 from primkd.report.compare import headline
@@ -96,7 +97,8 @@ all: check-params
 check-params: venv
 	$(BIN)/primkd check-params
 
-## compare: the active preset's evaluated runs side by side: changed parameters, mIoU etc. (mean ± std over seeds)
+## compare: the active preset's evaluated runs side by side: changed parameters, mIoU etc. (mean ± std over seeds),
+## train-split mIoU and train − test
 compare: venv
 	$(BIN)/primkd compare
 

@@ -2,15 +2,20 @@
 
 One *round* = one set of ``data.synthetic`` knobs: generate the demo dataset with them, encode HHA, train the RGB
 teacher, the depth (HHA) teacher and the CMX baseline for each seed on the demo preset, evaluate each on the test
-split, and write ``<out>/<round>/result.json`` (knobs, mIoU and per-class IoU per model and seed, wall times, load
-averages). PrimKD students are trained only when asked (``models`` lists ``primkd``), never for calibration.
+split and (last epoch, single scale) on its train split, and write ``<out>/<round>/result.json`` (knobs, per model and
+seed the test mIoU, train mIoU, train − test and per-class test IoU, wall times, load averages; ``summary``: the
+round's means over seeds and its targets). PrimKD students are trained only when asked (``models`` lists ``primkd``),
+never for calibration.
 
     python bench/calibrate_synthetic.py run docs/calibration/r6.yaml --out results/calibration
     python bench/calibrate_synthetic.py plot docs/calibration --out docs/calibration.png
 
-A round file is YAML: ``name``, ``knobs`` (data.synthetic keys), optional ``preset`` (demo preset overrides),
-``seeds`` (default [0, 1, 2]), ``models`` (default [rgb, depth, cmx]), ``parallel`` (trainings at once, default 2),
-``note``. Trainings run with one torch thread each and no DataLoader workers, so two fit a 2-core machine.
+A round file is YAML: ``name``, ``knobs`` (data.synthetic keys, ``num_train`` included), optional ``preset`` (demo
+preset overrides: any key of params.yaml's sections, one level of nesting merged, e.g. ``{model: {pretrained:
+path/to/encoder.pth}, data: {synthetic: {num_train: 40}}, train: {epochs: 120, batch_size: 4}}``; params.yaml's
+schema checks them when the round prepares its data), ``seeds`` (default [0, 1, 2]), ``models`` (default [rgb, depth,
+cmx]), ``parallel`` (trainings at once, default 2), ``note``. Trainings run with one torch thread each and no
+DataLoader workers, so two fit a 2-core machine.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 STUDENTS = ("cmx", "primkd")
 TARGET_RATIO = (0.85, 0.97)  # RGB teacher / CMX, from NYU Depth V2's balance (issue 10)
 TARGET_GAP = -5.0  # depth teacher − RGB teacher, mIoU points, at most
+TARGET_TRAIN_GAP = 15.0  # CMX train − test split mIoU, points, at least: the data-limited regime of NYU (issue 23)
 
 
 def _load() -> str:
@@ -96,34 +102,81 @@ def run_round(spec: dict, out_root: Path) -> dict:
                 f"--checkpoint-dir {out}/ckpt_{model}_{seed} --no-progress", out / f"train_{model}_{seed}.log")
         load = _load()
         model_path = run if student else run / "model.pt"
+        # the evaluate stages' command: the test split in both modes, the train split single-scale beside it
         _sh(f"primkd evaluate --params {pfile} --model {model_path} --data {data} --hha {hha} --out {run}/eval.json "
-            f"--no-progress", out / f"eval_{model}_{seed}.log")
+            f"--train-out {run}/eval.train.json --no-progress", out / f"eval_{model}_{seed}.log")
         ev = Evaluation.read(run / "eval.json").get("last", "single")
-        miou, _, _ = ev.spread("miou")
-        return f"{model}_s{seed}", {"miou": miou, "wall_s": json.loads(done.read_text())["train_seconds"],
-                                    "load_end": load, "iou": {k: v for k, v in ev.iou.items() if v is not None}}
+        (miou, _, _), (train, _, _) = ev.spread("miou"), Evaluation.read(run / "eval.train.json").get().spread("miou")
+        return f"{model}_s{seed}", {"miou": miou, "train_miou": train, "train_gap": train - miou,
+                                    "wall_s": json.loads(done.read_text())["train_seconds"], "load_end": load,
+                                    "iou": {k: v for k, v in ev.iou.items() if v is not None}}
 
     with ThreadPoolExecutor(spec.get("parallel", 2)) as pool:
         for key, res in pool.map(work, jobs):
             result["runs"][key] = res
-            print(spec["name"], key, f"{100 * res['miou']:.1f}", f"{res['wall_s']:.0f}s", res["load_end"], flush=True)
+            print(spec["name"], key, f"test {100 * res['miou']:.1f}", f"train {100 * res['train_miou']:.1f}",
+                  f"{res['wall_s']:.0f}s", res["load_end"], flush=True)
     result["load_end"] = _load()
+    result["summary"] = summarize(result)
     (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(summary_text(result), end="", flush=True)
     return result
 
 
 def summarize(result: dict) -> dict:
-    """mIoU (points) mean and sample std over seeds per model, RGB/CMX ratio and depth − RGB gap."""
-    per_model: dict[str, list[float]] = {}
+    """``models``: per model ``test``, ``train`` (where measured) and ``train_gap`` (train − test, seed by seed), each
+    the mIoU (points) mean, sample std and count over seeds; per round, of the means: ``ratio`` RGB / CMX, ``gap``
+    depth − RGB, ``cmx_train_gap`` CMX's train − test."""
+    values: dict[str, dict[str, list[float]]] = {}
     for key, run in result["runs"].items():
-        per_model.setdefault(key.rsplit("_s", 1)[0], []).append(100 * run["miou"])
+        model = values.setdefault(key.rsplit("_s", 1)[0], {})
+        model.setdefault("test", []).append(100 * run["miou"])
+        if "train_miou" in run:  # rounds before issue 23 scored the test split only
+            model.setdefault("train", []).append(100 * run["train_miou"])
+            model.setdefault("train_gap", []).append(100 * run["train_gap"])
     # one seed has no spread: 0 here, where the tables print it as a number
-    out = {m: (mean, std or 0.0, n) for m, v in per_model.items() for mean, std, n in [seed_spread(v)]}
-    if "rgb" in out and "cmx" in out:
-        out["ratio"] = out["rgb"][0] / out["cmx"][0]
-    if "rgb" in out and "depth" in out:
-        out["gap"] = out["depth"][0] - out["rgb"][0]
+    models = {m: {split: (mean, std or 0.0, n) for split, v in by.items() for mean, std, n in [seed_spread(v)]}
+              for m, by in values.items()}
+    out: dict = {"models": models}
+    if "rgb" in models and "cmx" in models:
+        out["ratio"] = models["rgb"]["test"][0] / models["cmx"]["test"][0]
+    if "rgb" in models and "depth" in models:
+        out["gap"] = models["depth"]["test"][0] - models["rgb"]["test"][0]
+    if "train_gap" in models.get("cmx", {}):
+        out["cmx_train_gap"] = models["cmx"]["train_gap"][0]
     return out
+
+
+# The round's targets (docs/calibration.md): label, key of summarize(), target as printed, value format, test.
+TARGETS = (("RGB / CMX", "ratio", f"{TARGET_RATIO[0]}-{TARGET_RATIO[1]}", ".3f",
+            lambda v: TARGET_RATIO[0] <= v <= TARGET_RATIO[1]),
+           ("depth − RGB", "gap", f"<= {TARGET_GAP:+g}", "+.1f", lambda v: v <= TARGET_GAP),
+           ("CMX train − test", "cmx_train_gap", f">= {TARGET_TRAIN_GAP:+g}", "+.1f", lambda v: v >= TARGET_TRAIN_GAP))
+
+
+def _spread(stat: tuple[float, float, int], sign: str = "") -> str:
+    return f"{stat[0]:{sign}.1f} ± {stat[1]:.1f}"
+
+
+def summary_text(result: dict) -> str:
+    """What a round prints at its end: per model and seed the test and train mIoU and train − test, per model their
+    means over seeds, and the round's targets, each marked met or not."""
+    s = summarize(result)
+    lines = [f"round {result['name']}: mIoU (points), last epoch, single scale",
+             "  model   seed   test   train  train − test"]
+    for key, run in result["runs"].items():
+        model, seed = key.rsplit("_s", 1)
+        train = (f"{100 * run['train_miou']:6.1f}  {100 * run['train_gap']:+6.1f}" if "train_miou" in run
+                 else "     —       —")
+        lines.append(f"  {model:<7}{seed:>5} {100 * run['miou']:6.1f}  {train}")
+    for model, stats in s["models"].items():
+        train = (f", train {_spread(stats['train'])}, train − test {_spread(stats['train_gap'], '+')}"
+                 if "train" in stats else "")
+        lines.append(f"  {model}: test {_spread(stats['test'])} (n = {stats['test'][2]}){train}")
+    for label, key, target, fmt, met in TARGETS:
+        value = f"{s[key]:{fmt}} ({'met' if met(s[key]) else 'NOT met'})" if key in s else "not measured"
+        lines.append(f"  {label}: {value}; target {target}")
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: list[dict], out_png: Path) -> None:
@@ -136,8 +189,8 @@ def plot(results: list[dict], out_png: Path) -> None:
     stats = [summarize(r) for r in results]
     x = np.arange(len(results))
     for model, color in (("rgb", "tab:blue"), ("depth", "tab:orange"), ("cmx", "tab:green")):
-        mean = [s[model][0] if model in s else np.nan for s in stats]
-        std = [s[model][1] if model in s else np.nan for s in stats]
+        mean = [s["models"][model]["test"][0] if model in s["models"] else np.nan for s in stats]
+        std = [s["models"][model]["test"][1] if model in s["models"] else np.nan for s in stats]
         ax_miou.errorbar(x, mean, yerr=std, fmt="o", color=color, capsize=3, label=model)
     ax_miou.set(xticks=x, xticklabels=names, title="mIoU (points; mean ± std over seeds)")
     ax_miou.legend(fontsize=8)

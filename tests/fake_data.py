@@ -59,11 +59,12 @@ def fake_mode(per_seed: dict, macc: float = 0.6, pacc: float = 0.7, scales=(1.0,
 
 
 def write_evaluation(path: Path, last: dict, best: dict | None = None, per_image: dict | None = None,
-                     model: str = "x") -> None:
-    """``eval/<run>.json`` as ``primkd evaluate`` writes it, from ``{mode: fake_mode(...)}`` per checkpoint."""
+                     model: str = "x", split: str = "test") -> None:
+    """``eval/<run>.json`` (or ``<run>.train.json`` of ``split`` train) as ``primkd evaluate`` writes it, from
+    ``{mode: fake_mode(...)}`` per checkpoint."""
     from primkd.engine.results import Evaluation
 
-    Evaluation(model, 4, {"last": last, **({"best": best} if best else {})}, per_image).write(path)
+    Evaluation(model, 4, {"last": last, **({"best": best} if best else {})}, per_image, split).write(path)
 
 
 # The released checkpoints' format (engine/engine.py `save_checkpoint` of CMX e251d86 and PrimKD c816fd7, which writes

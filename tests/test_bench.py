@@ -112,3 +112,93 @@ def test_threads_grid_tiny_records_each_configuration_split(tmp_path):
     plan = result["2:1"]["plan"]
     assert plan["torch_threads"] + plan["workers"] == min(2, plan["cores_given"]) and plan["cpus_per_task"] == 2
     assert len(result["2:1"]["wall_s"]) == 1 and result["2:1"]["cpu_s"][0] > 0
+
+
+def test_calibration_round_summary_shows_train_and_test_split_and_the_targets():
+    """Per model and seed the test and train mIoU and their gap, per model the means, per round the three targets
+    (RGB / CMX 51/57 = 0.895, depth − RGB 40 − 51, CMX train − test (20 + 16) / 2), from a hand-made result.json."""
+    calibrate = _load("calibrate_synthetic")
+    result = {"name": "rX", "runs": {
+        "rgb_s0": {"miou": 0.50, "train_miou": 0.60, "train_gap": 0.10},
+        "rgb_s1": {"miou": 0.52, "train_miou": 0.64, "train_gap": 0.12},
+        "depth_s0": {"miou": 0.40},  # a round before the train split was scored
+        "cmx_s0": {"miou": 0.56, "train_miou": 0.76, "train_gap": 0.20},
+        "cmx_s1": {"miou": 0.58, "train_miou": 0.74, "train_gap": 0.16}}}
+    summary = calibrate.summarize(result)
+    assert summary["ratio"] == pytest.approx(51 / 57) and summary["gap"] == pytest.approx(-11.0)
+    assert summary["cmx_train_gap"] == pytest.approx(18.0) and "train" not in summary["models"]["depth"]
+    assert calibrate.summary_text(result) == (
+        "round rX: mIoU (points), last epoch, single scale\n"
+        "  model   seed   test   train  train − test\n"
+        "  rgb        0   50.0    60.0   +10.0\n"
+        "  rgb        1   52.0    64.0   +12.0\n"
+        "  depth      0   40.0       —       —\n"
+        "  cmx        0   56.0    76.0   +20.0\n"
+        "  cmx        1   58.0    74.0   +16.0\n"
+        "  rgb: test 51.0 ± 1.4 (n = 2), train 62.0 ± 2.8, train − test +11.0 ± 1.4\n"
+        "  depth: test 40.0 ± 0.0 (n = 1)\n"
+        "  cmx: test 57.0 ± 1.4 (n = 2), train 75.0 ± 1.4, train − test +18.0 ± 2.8\n"
+        "  RGB / CMX: 0.895 (met); target 0.85-0.97\n"
+        "  depth − RGB: -11.0 (met); target <= -5\n"
+        "  CMX train − test: +18.0 (met); target >= +15\n")
+    result["runs"]["cmx_s1"].update(train_miou=0.60, train_gap=0.02)
+    assert calibrate.summary_text(result).endswith("  CMX train − test: +11.0 (NOT met); target >= +15\n")
+
+
+def test_calibration_round_sets_the_pretrained_encoder_the_training_set_size_and_the_schedule(tmp_path):
+    """A round's ``preset`` overrides reach the demo preset as params.yaml's loader resolves it (after the round's
+    knobs and its pinned evaluation schedule)."""
+    import yaml
+
+    from primkd.config import load_params
+
+    calibrate = _load("calibrate_synthetic")
+    base = calibrate._params({"knobs": {"depth_noise": 2.0}, "preset": {
+        "model": {"pretrained": "data/pretrained/demo_encoder.pth"}, "data": {"synthetic": {"num_train": 30}},
+        "train": {"epochs": 120, "batch_size": 4}}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base))
+    cfg = load_params(tmp_path / "params.yaml", "demo")
+    assert cfg["model"]["pretrained"] == "data/pretrained/demo_encoder.pth"
+    assert (cfg["data"]["synthetic"]["num_train"], cfg["data"]["synthetic"]["depth_noise"]) == (30, 2.0)
+    assert cfg["data"]["synthetic"]["height"] == 96  # the demo preset's own keys of the section stay
+    assert (cfg["train"]["epochs"], cfg["train"]["batch_size"], cfg["train"]["eval_every"]) == (120, 4, 0)
+
+
+def test_calibration_round_evaluates_both_splits_into_result_json(tmp_path, monkeypatch, capsys):
+    """run_round's commands with the stages' work replaced by files of known mIoU: every evaluation also scores the
+    train split (--train-out), and result.json holds each run's test and train mIoU, their gap and the summary."""
+    import itertools
+    import shlex
+
+    from fake_data import fake_mode, write_evaluation
+
+    calibrate = _load("calibrate_synthetic")
+    scores = {"rgb": (0.50, 0.70), "cmx": (0.55, 0.80)}  # (test, train) of each model's every seed
+    commands = []
+
+    def fake_sh(cmd: str, log: Path) -> float:
+        commands.append(cmd)
+        words = shlex.split(cmd)
+        arg = dict(itertools.pairwise(words))
+        if words[1] == "prepare":
+            (Path(arg["--out"]) / "meta.json").parent.mkdir(parents=True, exist_ok=True)
+            (Path(arg["--out"]) / "meta.json").write_text("{}")
+        elif words[1] == "train":
+            Path(arg["--out-dir"]).mkdir(parents=True, exist_ok=True)
+            (Path(arg["--out-dir"]) / "train.json").write_text(json.dumps({"train_seconds": 7.0}))
+        elif words[1] == "evaluate":
+            test, train = scores[Path(arg["--out"]).parent.name.rsplit("_s", 1)[0]]
+            write_evaluation(Path(arg["--out"]), {"single": fake_mode({None: test})})
+            write_evaluation(Path(arg["--train-out"]), {"single": fake_mode({None: train})}, split="train")
+        return 1.0
+
+    monkeypatch.setattr(calibrate, "_sh", fake_sh)
+    result = calibrate.run_round({"name": "rT", "seeds": [0], "models": ["rgb", "cmx"], "parallel": 1}, tmp_path)
+    assert sum("--train-out" in c for c in commands if " evaluate " in c) == 2
+    saved = json.loads((tmp_path / "rT" / "result.json").read_text())
+    assert saved["runs"]["cmx_s0"]["miou"] == 0.55 and saved["runs"]["cmx_s0"]["train_miou"] == 0.80
+    assert saved["runs"]["cmx_s0"]["train_gap"] == pytest.approx(0.25)
+    assert saved["summary"]["cmx_train_gap"] == pytest.approx(25.0) and saved["summary"]["ratio"] == pytest.approx(
+        50 / 55)
+    assert json.loads(json.dumps(result["summary"])) == saved["summary"]  # tuples saved as lists
+    assert capsys.readouterr().out.endswith("  CMX train − test: +25.0 (met); target >= +15\n")

@@ -168,7 +168,8 @@ def test_evaluate_command_writes_both_modes_and_both_checkpoints(tmp_path):
           str(tmp_path / "t" / "model.pt"), "--data", str(root), "--hha", str(root / "hha"), "--out", str(out),
           "--no-progress"])
     m = read_json(out)
-    assert set(m) == {"model", "num_test_images", "last", "best", "per_image"} and m["model"] == "teacher_rgb"
+    assert set(m) == {"model", "split", "num_test_images", "last", "best", "per_image"} and m["model"] == "teacher_rgb"
+    assert m["split"] == "test"
     assert m["last"]["single"]["scales"] == [1.0] and m["last"]["single"]["flip"] is False
     # Per-image counts of the last epoch, both modes: summed over images they give the JSON's mIoU (in %).
     import numpy as np
@@ -256,7 +257,8 @@ def test_evaluation_json_of_hand_made_confusions_in_both_modes_and_back(tmp_path
     assert [e["epoch"] for e in raw["best"]["single"]["per_seed"]] == [7, 9]
     # Read back: the same results (fractions again), and written again: the same file.
     back = Evaluation.read(tmp_path / "primkd.json")
-    assert back.model == "primkd" and back.num_test_images == 8 and back.per_image == raw["per_image"]
+    assert back.model == "primkd" and back.num_images == 8 and back.per_image == raw["per_image"]
+    assert back.split == raw["split"] == "test" and raw["num_test_images"] == 8
     spread = back.get("last", "multi_scale_flip").spread("miou")
     assert spread == (pytest.approx(0.8), pytest.approx(0.4 / math.sqrt(2)), 2)
     assert back.get("best", "multi_scale_flip") is None and back.get("best").seeds == [0, 1]
@@ -307,3 +309,86 @@ def test_evaluate_modes_logs_each_modes_time_per_image_and_reuses_an_equal_mode(
         assert [line.split(" mode:")[0] for line in lines] == logged
         assert all(re.fullmatch(r"\w+ mode: 4 test images in [\d.]+ s \([\d.]+ s per image\)", x) for x in lines)
         assert (modes["multi_scale_flip"] is modes["single"]) is (len(logged) == 1)
+
+
+def _constant_student(path, predicted: int) -> None:
+    """A CMX model file whose every pixel is class ``predicted``: zero classifier weights, bias 5 for that class."""
+    from primkd.models.io import save_model
+    from primkd.models.segmentors import build_student
+
+    net = build_student("mit_tiny", 3, decoder_embed_dim=16)
+    with torch.no_grad():
+        net.decoder.classifier.weight.zero_()
+        net.decoder.classifier.bias.copy_(torch.tensor([5.0 if c == predicted else 0.0 for c in range(3)]))
+    arch = {"kind": "student", "variant": "mit_tiny", "num_classes": 3, "decoder_embed_dim": 16,
+            "drop_path_rate": 0.1, "decoder_bn_eps": 1e-3}
+    save_model(path, net, arch, ["rgb", "modal"], {"run": "cmx", "epoch": 3})
+
+
+def _split_dataset(root):
+    """4×4 images, classes 0-2. Train: tr0 all class 1; tr1 rows 0-1 class 1 (pixel (0, 0) ignored), rows 2-3 class
+    0: 23 pixels of class 1, 8 of class 0. Test: te0 row 0 class 1, rows 1-3 class 2: 4 of class 1, 12 of class 2."""
+    from primkd.data.layout import IGNORE_INDEX, write_split
+    from primkd.io import write_json, write_png
+
+    tr1 = np.array([[IGNORE_INDEX, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.uint8)
+    labels = {"tr0": np.ones((4, 4), np.uint8), "tr1": tr1, "te0": np.array([[1] * 4] + [[2] * 4] * 3, np.uint8)}
+    rng = np.random.default_rng(0)
+    for name, label in labels.items():
+        write_png(root / "RGB" / f"{name}.png", rng.integers(0, 255, (4, 4, 3), dtype=np.uint8))
+        write_png(root / "Depth" / f"{name}.png", rng.integers(500, 4000, (4, 4)).astype(np.uint16))
+        write_png(root / "hha" / f"{name}.png", rng.integers(0, 255, (4, 4, 3), dtype=np.uint8))
+        write_png(root / "Label" / f"{name}.png", label)
+    write_split(root, "train", ["tr0", "tr1"])
+    write_split(root, "test", ["te0"])
+    write_json(root / "meta.json", {"name": "by hand", "classes": ["c0", "c1", "c2"],
+                                    "intrinsics": {"fx": 5.0, "fy": 5.0, "cx": 2.5, "cy": 2.5}})
+    return root
+
+
+def test_train_split_evaluation_by_hand(tmp_path):
+    """Seed 0 predicts class 1 everywhere, seed 1 class 0. Train split: seed 0 IoU(1) 23/31, IoU(0) 0 (class 2 is
+    neither present nor predicted: left out), mIoU 23/62; seed 1 IoU(0) 8/31, IoU(1) 0, mIoU 8/62; mean 25 %. Test
+    split: seed 0 IoU(1) 4/16, IoU(2) 0, mIoU 1/8; seed 1 predicts an absent class: 0; mean 6.25 %."""
+    from primkd.cli import main
+    from primkd.engine.results import Evaluation
+    from primkd.io import read_json
+
+    from fake_data import REPO
+
+    torch.set_num_threads(1)
+    root = _split_dataset(tmp_path / "data")
+    for seed, predicted in ((0, 1), (1, 0)):
+        _constant_student(tmp_path / "cmx" / f"seed{seed}" / "model.pt", predicted)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = ["evaluate", "--params", str(tmp_path / "params.yaml"), "--preset", "smoke", "--model",
+              str(tmp_path / "cmx"), "--data", str(root), "--hha", str(root / "hha"), "--no-progress"]
+    # The pipeline's evaluate stage: the test split in both modes, the train split single-scale beside it.
+    main([*common, "--out", str(tmp_path / "cmx.json"), "--train-out", str(tmp_path / "cmx.train.json")])
+    test, train = read_json(tmp_path / "cmx.json"), read_json(tmp_path / "cmx.train.json")
+    assert (test["split"], test["num_test_images"], train["split"], train["num_train_images"]) == ("test", 1, "train",
+                                                                                                   2)
+    assert [e["miou_pct"] for e in test["last"]["single"]["per_seed"]] == pytest.approx([12.5, 0.0])
+    assert test["last"]["single"]["miou_pct"] == pytest.approx(6.25)
+    assert set(train) == {"model", "split", "num_train_images", "last", "per_image"} and list(train["last"]) == [
+        "single"] and train["per_image"] is None
+    block = train["last"]["single"]
+    assert [e["miou_pct"] for e in block["per_seed"]] == pytest.approx([2300 / 62, 800 / 62])
+    assert [(e["seed"], e["epoch"]) for e in block["per_seed"]] == [(0, 3), (1, 3)]
+    assert block["miou_pct"] == pytest.approx(25.0) and block["miou_pct_std"] == pytest.approx(1500 / 62 / 2 ** 0.5)
+    # pixel accuracy (23/31 + 8/31) / 2; per class, mean over seeds: c0 (0 + 8/31) / 2, c1 (23/31 + 0) / 2
+    assert block["pacc_pct"] == pytest.approx(50.0) and block["iou_pct"] == {
+        "c0": pytest.approx(400 / 31), "c1": pytest.approx(1150 / 31), "c2": None}
+    back = Evaluation.read(tmp_path / "cmx.train.json")
+    assert back.split == "train" and back.num_images == 2 and back.get().spread("miou")[0] == pytest.approx(0.25)
+    # `--split train` alone: that split in both modes, with its per-image counts (constant predictions: the same).
+    main([*common, "--split", "train", "--out", str(tmp_path / "on_train.json")])
+    alone = read_json(tmp_path / "on_train.json")
+    assert alone["split"] == "train" and alone["num_train_images"] == 2
+    for mode in ("single", "multi_scale_flip"):
+        assert alone["last"][mode]["miou_pct"] == pytest.approx(25.0), mode
+    from primkd.engine.counts import read_counts
+
+    assert read_counts(tmp_path / "on_train_per_image.npz", "single").images == ("tr0", "tr1")

@@ -39,8 +39,9 @@ def place_released(root):
     save_released(folder / "cmx_nyuv2_mit_b2.pth", build_student("mit_tiny", 40, decoder_embed_dim=16).eval())
 
 
-def eval_metrics(root) -> dict[str, dict]:
-    return {r: json.loads((root / "results" / "smoke" / "eval" / f"{r}.json").read_text()) for r in RUNS}
+def eval_metrics(root, split: str = "") -> dict[str, dict]:
+    """Each run's evaluation JSON of the test split, or with ``split`` ".train" of the train split."""
+    return {r: json.loads((root / "results" / "smoke" / "eval" / f"{r}{split}.json").read_text()) for r in RUNS}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,11 @@ def test_dvc_produces_every_result_and_reruns_nothing(dvc_run):
         for seed in seeds:
             folder = dvc_run / "results/smoke/models" / name / ("" if seed is None else f"seed{seed}")
             assert (folder / "curves.csv").is_file() and (folder / "model.pt").is_file(), folder
+    # every evaluate stage also scored its models' last epoch single-scale on the 8 training images
+    for name, m in eval_metrics(dvc_run, ".train").items():
+        seeds = [None] if name.startswith("teacher") else [0, 1]
+        assert (m["split"], m["num_train_images"], list(m["last"])) == ("train", 8, ["single"]), name
+        assert [e["seed"] for e in m["last"]["single"]["per_seed"]] == seeds and "best" not in m, name
     report = (dvc_run / "results/smoke/REPORT.md").read_text()
     assert "## Table 8" in report and "| RGB (PrimKD) |" in report
     assert_released_rows(dvc_run)
@@ -121,10 +127,11 @@ def assert_released_rows(root) -> None:
 
 
 def test_snakemake_matches_dvc_and_reruns_nothing(snakemake_run, dvc_run):
-    smk, dvc = eval_metrics(snakemake_run), eval_metrics(dvc_run)
-    for name in ("teacher_rgb", "teacher_depth", "cmx"):
-        assert smk[name]["last"]["single"]["miou_pct"] == pytest.approx(dvc[name]["last"]["single"]["miou_pct"],
-                                                                        abs=1e-7), name
+    for split in ("", ".train"):
+        smk, dvc = eval_metrics(snakemake_run, split), eval_metrics(dvc_run, split)
+        for name in ("teacher_rgb", "teacher_depth", "cmx"):
+            assert smk[name]["last"]["single"]["miou_pct"] == pytest.approx(dvc[name]["last"]["single"]["miou_pct"],
+                                                                            abs=1e-7), (name, split)
     assert_released_rows(snakemake_run)
     for entry in ("teacher_rgb", "cmx"):
         smk_m, dvc_m = (json.loads((r / f"results/smoke/eval/released_{entry}.json").read_text())
@@ -150,7 +157,8 @@ def test_snakemake_report_files_every_table_and_figure_under_its_category(snakem
         "Figures": sorted([f"{r}/report/figure1.png", f"{r}/analysis/figure3_qualitative.png",
                            f"{r}/analysis/figure4_histograms.png"]),
         "Training": sorted(f"{r}/report/curves/{name}.png" for name in (*RUNS, "ablation")),
-        "Per run": sorted([f"{r}/summary.json", *(f"{r}/eval/{name}.json" for name in RUNS)])}
+        "Per run": sorted([f"{r}/summary.json", *(f"{r}/eval/{name}{split}.json" for name in RUNS
+                                                  for split in ("", ".train"))])}
     assert "Table 2, main comparison" in html and "Training curves of kd_teacher_depth:" in html
     assert "| Method | mIoU (%) ours |" in html  # Table 2's Markdown, included by its caption
 

@@ -62,6 +62,8 @@ def write_results(root: Path) -> Path:
     write_json(root / "models" / "a" / "train.json", {"backbone": "mit_tiny", "seed": 0, "epochs": 2,
                                                       "train_seconds": 12.0})
     write_evaluation(root / "eval" / "b.json", {"single": fake_mode({0: 0.50, 1: 0.52})})
+    # b on its train split: 72.5 ± 3.5; train − test per seed 0.20, 0.23: +21.5 ± 2.1. a has none.
+    write_evaluation(root / "eval" / "b.train.json", {"single": fake_mode({0: 0.70, 1: 0.75})}, split="train")
     for seed, seconds in ((0, 10.0), (1, 14.0)):
         write_json(root / "models" / "b" / f"seed{seed}" / "train.json", {"backbone": "mit_tiny", "seed": seed,
                                                                          "epochs": 2, "train_seconds": seconds})
@@ -129,8 +131,11 @@ def test_cka_table_and_report_markdown(report):
     # Figure 1 row C has no run: the figure still draws, with the table's note under it.
     assert "![Figure 1: single-modal models, CMX and PrimKD](report/figure1.png)\n\n- no evaluation in" in text
     assert "## Figure 3: qualitative predictions\n\nNot found: run the analyze stage." in text
-    assert "| `a` | once (seed 0) | mit_tiny | 2 | 12 | 50.0 | — |" in text  # runs table: mean train time over seeds
-    assert "| `b` | 0, 1 | mit_tiny | 2 | 12 | 51.0 ± 1.4 | — |" in text
+    # runs table: mean train time over seeds, the train split and train − test where evaluated
+    assert "| `a` | once (seed 0) | mit_tiny | 2 | 12 | 50.0 | — | — | — | — |" in text
+    assert "| `b` | 0, 1 | mit_tiny | 2 | 12 | 51.0 ± 1.4 | 72.5 ± 3.5 | +21.5 ± 2.1 | — | — |" in text
+    assert "- mIoU (%) train split: the last epoch's models scored single-scale on their own training images" in text
+    assert "b.train" not in text.replace("eval/<run>.train.json", "")  # the train split is no run of its own
     assert all(Path(p).is_file() for p in out["figure1"])
 
 
@@ -335,7 +340,8 @@ def test_modes_checkpoints_and_settings_of_the_packaged_tables(tmp_path):
     assert t5[2] == "| single layer | 40.0 | 57.2 | — |" and t5[3] == "| multi layer | 40.0 | 57.5 | — |"
     report = Path(out["report"]).read_text()
     assert "Ours: multi-scale (scales 0.5, 1, 1.5) + flip, the last epoch." in report
-    assert "| `primkd` | 0 | — | — | — | 40.0 | 45.0 (epoch 1) |" in report  # both checkpoints in the runs table
+    # both checkpoints in the runs table
+    assert "| `primkd` | 0 | — | — | — | 40.0 | — | — | 45.0 (epoch 1) |" in report
     assert "Ours: single-scale (scale 1, no flip), the last epoch." in report
     single_modal = {"RGB only (the teacher)", "RGB only (released checkpoint)"}  # Table 1: no paper value
     for key in ("table1", "table3", "table4", "table5", "table6", "table7", "table8"):  # every paper cell filled

@@ -90,3 +90,21 @@ def test_every_reported_output_has_a_caption_a_category_and_patterns_for_a_folde
         "report(", '    directory("results/{preset}/report/tables"),', '    caption="../report/tables.rst",',
         '    category="Tables",', '    patterns=["{name}.{ext,(md|csv)}"],',
         '    labels={"table": "{name}", "format": "{ext}"},', "),"]
+
+
+def test_the_test_and_train_split_captions_each_show_their_own_file(tmp_path):
+    """An evaluate job has two metrics files; Snakemake renders a caption with the job's outputs, not the file's, so
+    each split has its caption, which picks its own file."""
+    (tmp_path / "primkd.json").write_text('{"split": "test"}\n')
+    (tmp_path / "primkd.train.json").write_text('{"split": "train"}\n')
+    outputs = [str(tmp_path / name) for name in ("primkd_per_image.npz", "primkd.json", "primkd.train.json")]
+    test_text, test_html = render_html("evaluation.rst", outputs)
+    train_text, train_html = render_html("evaluation_train.rst", outputs)
+    assert test_text.startswith("Evaluation of primkd on the test split:") and "&quot;test&quot;" in test_html
+    assert "&quot;train&quot;" not in test_html
+    assert train_text.startswith("Evaluation of primkd on its train split") and "single-scale, of the last epoch" in (
+        train_text.splitlines()[0])
+    assert "&quot;train&quot;" in train_html and "&quot;test&quot;" not in train_html
+    reported = {o.path: o.report.caption for s in STAGES for o in s.outs if o.report is not None}
+    assert reported["results/{preset}/eval/cmx.train.json"] == "evaluation_train.rst"
+    assert reported["results/{preset}/eval/cmx.json"] == "evaluation.rst"

@@ -47,6 +47,12 @@ rule evaluate_teacher:
             category="Per run",
             labels={"run": "teacher_{modality}"},
         ),
+        report(
+            "results/{preset}/eval/teacher_{modality}.train.json",
+            caption="../report/evaluation_train.rst",
+            category="Per run",
+            labels={"run": "teacher_{modality} (train split)"},
+        ),
     params:
         values=lambda w: effective(
             w,
@@ -66,6 +72,7 @@ rule evaluate_teacher:
                 "results/{preset}/eval/teacher_{modality}_confusion.csv",
                 "results/{preset}/eval/teacher_{modality}_per_image.npz",
                 "results/{preset}/eval/teacher_{modality}.json",
+                "results/{preset}/eval/teacher_{modality}.train.json",
             ],
         ),
     log:
@@ -79,7 +86,8 @@ rule evaluate_teacher:
         "primkd evaluate --params params.yaml --preset {wildcards.preset} --model "
         "results/{wildcards.preset}/models/teacher_{wildcards.modality}/model.pt --data "
         "data/{wildcards.preset}/prepared --hha data/{wildcards.preset}/hha --out "
-        "results/{wildcards.preset}/eval/teacher_{wildcards.modality}.json --confusion "
+        "results/{wildcards.preset}/eval/teacher_{wildcards.modality}.json --train-out "
+        "results/{wildcards.preset}/eval/teacher_{wildcards.modality}.train.json --confusion "
         "results/{wildcards.preset}/eval/teacher_{wildcards.modality}_confusion.csv --log {log}"
 
 
@@ -126,6 +134,12 @@ rule evaluate_cmx:
             category="Per run",
             labels={"run": "cmx"},
         ),
+        report(
+            "results/{preset}/eval/cmx.train.json",
+            caption="../report/evaluation_train.rst",
+            category="Per run",
+            labels={"run": "cmx (train split)"},
+        ),
     params:
         values=lambda w: effective(
             w,
@@ -146,6 +160,7 @@ rule evaluate_cmx:
                 "results/{preset}/eval/cmx_confusion.csv",
                 "results/{preset}/eval/cmx_per_image.npz",
                 "results/{preset}/eval/cmx.json",
+                "results/{preset}/eval/cmx.train.json",
             ],
         ),
     log:
@@ -158,7 +173,8 @@ rule evaluate_cmx:
     shell:
         "primkd evaluate --params params.yaml --preset {wildcards.preset} --model "
         "results/{wildcards.preset}/models/cmx --data data/{wildcards.preset}/prepared --hha "
-        "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/cmx.json --confusion "
+        "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/cmx.json --train-out "
+        "results/{wildcards.preset}/eval/cmx.train.json --confusion "
         "results/{wildcards.preset}/eval/cmx_confusion.csv --log {log}"
 
 
@@ -205,6 +221,12 @@ rule evaluate_student:
             category="Per run",
             labels={"run": "{exp}"},
         ),
+        report(
+            "results/{preset}/eval/{exp}.train.json",
+            caption="../report/evaluation_train.rst",
+            category="Per run",
+            labels={"run": "{exp} (train split)"},
+        ),
     params:
         values=lambda w: effective(
             w,
@@ -225,6 +247,7 @@ rule evaluate_student:
                 "results/{preset}/eval/{exp}_confusion.csv",
                 "results/{preset}/eval/{exp}_per_image.npz",
                 "results/{preset}/eval/{exp}.json",
+                "results/{preset}/eval/{exp}.train.json",
             ],
         ),
     log:
@@ -237,7 +260,8 @@ rule evaluate_student:
     shell:
         "primkd evaluate --params params.yaml --preset {wildcards.preset} --model "
         "results/{wildcards.preset}/models/{wildcards.exp} --data data/{wildcards.preset}/prepared --hha "
-        "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/{wildcards.exp}.json --confusion "
+        "data/{wildcards.preset}/hha --out results/{wildcards.preset}/eval/{wildcards.exp}.json --train-out "
+        "results/{wildcards.preset}/eval/{wildcards.exp}.train.json --confusion "
         "results/{wildcards.preset}/eval/{wildcards.exp}_confusion.csv --log {log}"
 
 

@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     cfg = load_config(args)
     evaluate_run(args.model, args.data, args.hha, use_threads(args, cfg).fit(cfg), args.out, per_image=args.per_image,
-                 confusion=args.confusion, progress=not args.no_progress)
+                 confusion=args.confusion, progress=not args.no_progress, split=args.split, train_out=args.train_out)
 
 
 def cmd_evaluate_released(args: argparse.Namespace) -> None:
@@ -245,12 +245,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True,
                    help="Folder of the released_<entry>.json files (results/<preset>/eval).")
 
-    p = add_command(sub, "evaluate", cmd_evaluate, "Evaluate a model on the test split (single- or multi-scale).")
+    p = add_command(sub, "evaluate", cmd_evaluate,
+                    "Evaluate a model on the test (or train) split, single-scale and multi-scale + flip.")
     p.add_argument("--model", required=True,
                    help="Model file, exported folder, or a student folder of seed<k>/model.pt (averaged over seeds).")
     p.add_argument("--data", required=True, help="Prepared dataset folder.")
     p.add_argument("--hha", help="HHA folder (needed by models that read depth).")
     p.add_argument("--out", required=True, help="Metrics JSON to write.")
+    p.add_argument("--split", choices=["test", "train"], default="test",
+                   help="Split of the prepared dataset to score, without augmentation either way (the JSON's `split`).")
+    p.add_argument("--train-out",
+                   help="Also score the last epoch's model single-scale on the train split into this JSON (the "
+                        "evaluate stages' eval/<run>.train.json: the train − test gap).")
     p.add_argument("--confusion", help="Confusion matrix CSV to write (rows ground truth).")
     p.add_argument("--per-image", help="Per-image counts (.npz) to write for the report's bootstrap (default: "
                                        "<out stem>_per_image.npz beside --out).")

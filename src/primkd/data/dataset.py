@@ -125,6 +125,7 @@ class RGBDDataset(Dataset):
     def __init__(self, data_root: str | os.PathLike, split: str, hha_root: str | os.PathLike | None = None,
                  augmentation: Augment | None = None, seed: int = 0, bgr: bool = False):
         self.layout = Layout(Path(data_root))
+        self.split = split
         self.names = read_split(data_root, split)
         check_disjoint(data_root)
         self.meta = read_meta(data_root)

@@ -269,8 +269,8 @@ def evaluate_modes(model: nn.Module, loader: DataLoader, num_classes: int, input
         out[mode] = evaluate(model, loader, num_classes, inputs, device, scales, flip, progress, crop,
                              ev.windows, per_image)
         seconds = time.perf_counter() - start  # the rehearsal reads it (bench/rehearse.py: evaluation per image)
-        log.info("%s mode: %d test images in %.2f s (%.3f s per image)", mode, len(loader.dataset), seconds,
-                 seconds / max(len(loader.dataset), 1))
+        log.info("%s mode: %d %s images in %.2f s (%.3f s per image)", mode, len(loader.dataset),
+                 getattr(loader.dataset, "split", "test"), seconds, seconds / max(len(loader.dataset), 1))
     return out
 
 

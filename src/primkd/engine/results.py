@@ -1,12 +1,18 @@
 """The evaluation result of one run, ``eval/<run>.json``: one schema for its writer (``primkd evaluate``) and its
 readers (the report, ``primkd compare``, the significance tests, bench/).
 
-The file is ``{checkpoint: {mode: metrics}}`` beside three records of what was evaluated::
+The file is ``{checkpoint: {mode: metrics}}`` beside four records of what was evaluated::
 
-    {"model": "primkd", "num_test_images": 654,
+    {"model": "primkd", "split": "test", "num_test_images": 654,
      "last": {"single": {...}, "multi_scale_flip": {...}},
      "best": {"single": {...}},
      "per_image": {"file": "primkd_per_image.npz", "checkpoint": "last", "modes": ["single", "multi_scale_flip"]}}
+
+- ``split``: the split of the prepared dataset that was scored, ``test`` or ``train`` (an older file without the key
+  scored the test split), and ``num_<split>_images`` its size. The evaluate stages also score each run's training
+  split (last epoch, single scale) into ``eval/<run>.train.json`` (:func:`evaluation_files`), the same schema without
+  per-image counts: train − test mIoU tells a data-limited regime (the network fits its training images far better
+  than unseen ones, as the paper's on NYU) from a compute-limited one;
 
 - checkpoint ``last``: the model of the last epoch (``model.pt``); ``best``: the best test-split evaluation of the
   training curve (``model_best.pt``: test-set selection, the official practice), present when training kept one and,
@@ -30,11 +36,13 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from primkd.engine.metrics import seed_spread
 from primkd.io import DataError, read_json, write_json
 
 CHECKPOINTS = ("last", "best")
+SPLITS = ("test", "train")  # the prepared dataset's splits an evaluation scores
 MODES = ("single", "multi_scale_flip")
 SCALARS = ("miou", "macc", "pacc")  # each seed's metrics; the file's keys are ``<name>_pct``
 NOT_SCORED = ("missing", "skipped")  # ``status`` of a released checkpoint's file that holds no evaluation
@@ -111,9 +119,10 @@ class Evaluation:
     """The evaluation JSON of one run (see the module docstring): ``results[checkpoint][mode]``."""
 
     model: str | None
-    num_test_images: int
+    num_images: int  # of the split scored
     results: dict[str, dict[str, ModeResult]]
     per_image: dict | None = None  # the per-image counts file: ``file``, ``checkpoint``, ``modes``
+    split: str = "test"
 
     def get(self, checkpoint: str = "last", mode: str = "single") -> ModeResult | None:
         """One checkpoint in one mode; None when the run has none (no best-epoch model, or not evaluated so)."""
@@ -121,7 +130,8 @@ class Evaluation:
 
     def to_json(self) -> dict:
         results = {c: {m: r.to_json() for m, r in modes.items()} for c, modes in self.results.items()}
-        return {"model": self.model, "num_test_images": self.num_test_images, **results, "per_image": self.per_image}
+        return {"model": self.model, "split": self.split, f"num_{self.split}_images": self.num_images, **results,
+                "per_image": self.per_image}
 
     @classmethod
     def from_json(cls, data: Mapping, source: str = "evaluation") -> Evaluation:
@@ -130,6 +140,9 @@ class Evaluation:
         results."""
         if data.get("status") in NOT_SCORED:
             return cls(data.get("model"), 0, {})
+        split = data.get("split", "test")
+        if split not in SPLITS:
+            raise DataError(f"{source}: split {split!r} is not one of {SPLITS}; re-run its evaluate stage")
         if "single" not in (data.get("last") or {}):
             raise DataError(f"{source}: not an evaluation of this version (no `last.single` block: written before the "
                             f"evaluation schema of primkd.engine.results, or not by `primkd evaluate`); re-run its "
@@ -140,7 +153,7 @@ class Evaluation:
         except (KeyError, TypeError) as err:
             raise DataError(f"{source}: incomplete evaluation ({type(err).__name__}: {err}); re-run its evaluate "
                             f"stage") from err
-        return cls(data.get("model"), data.get("num_test_images"), results, data.get("per_image"))
+        return cls(data.get("model"), data.get(f"num_{split}_images"), results, data.get("per_image"), split)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Evaluation:
@@ -149,3 +162,14 @@ class Evaluation:
     def write(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_json())
 
+
+def evaluation_files(folder: str | os.PathLike, split: str = "test") -> dict[str, Path]:
+    """The evaluations of ``split`` in an ``eval/`` folder by run name, sorted: ``<run>.json`` for the test split (the
+    headline of the tables and of ``dvc metrics show``), ``<run>.<split>.json`` for another."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        run, dot, suffix = path.stem.rpartition(".")
+        named = bool(dot) and suffix in SPLITS
+        if (suffix if named else "test") == split:
+            out[run if named else path.stem] = path
+    return out

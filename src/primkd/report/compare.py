@@ -7,6 +7,10 @@ teachers, CMX and PrimKD, and the PrimKD − CMX interval). All report the mean 
 seeds, as the report's tables do; a run trained once (the teachers) has no std. Where a run's per-image counts exist
 (``eval/<run>_per_image.npz``, of the last epoch), its difference to CMX comes with the paired bootstrap interval of
 :mod:`primkd.report.significance`, the same as the report's runs table.
+
+Beside each run's test-split mIoU all three show its train-split mIoU (``eval/<run>.train.json``, last epoch, single
+scale) and train − test, the regime: a network that fits its training images far better than unseen ones is
+data-limited (the paper's, ImageNet-initialised on NYU's 795 images), one that scores both alike is compute-limited.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from primkd.engine.results import Evaluation
+from primkd.engine.results import Evaluation, evaluation_files
 from primkd.io import DataError, write_json
 from primkd.report.significance import (
     CONFIDENCE,
@@ -30,12 +34,26 @@ TEACHERS = ("teacher_rgb", "teacher_depth")
 BASELINE = "cmx"
 
 
-def load_evaluations(results_dir: str | os.PathLike) -> dict[str, Evaluation]:
-    """Every ``eval/<run>.json`` of a preset's results folder, by run name (confusion matrices are CSV, skipped)."""
+def load_evaluations(results_dir: str | os.PathLike, split: str = "test") -> dict[str, Evaluation]:
+    """Every evaluation of ``split`` in a preset's results folder (``eval/<run>.json``, ``eval/<run>.train.json``), by
+    run name (confusion matrices are CSV, skipped)."""
     folder = Path(results_dir) / "eval"
     if not folder.is_dir():
         raise DataError(f"{folder}: no evaluations found; run the pipeline first (make demo, or dvc repro)")
-    return {path.stem: Evaluation.read(path) for path in sorted(folder.glob("*.json"))}
+    return {run: Evaluation.read(path) for run, path in evaluation_files(folder, split).items()}
+
+
+def regime(test: Evaluation, train: Evaluation | None) -> tuple[Stat | None, Stat | None]:
+    """The last epoch's single-scale train-split mIoU and train − test mIoU (fractions), each mean ± sample std over
+    seeds; the gap is taken seed by seed (the seeds evaluated on both splits) before its mean and std. None each
+    without a train-split evaluation."""
+    train_block, test_block = (train.get("last", "single") if train is not None else None), test.get("last", "single")
+    if train_block is None:
+        return None, None
+    tested = {s.seed: s.miou for s in test_block.per_seed} if test_block is not None else {}
+    gaps = [s.miou - tested[s.seed] for s in train_block.per_seed
+            if s.miou is not None and tested.get(s.seed) is not None]
+    return Stat.of([s.miou for s in train_block.per_seed if s.miou is not None]), Stat.of(gaps)
 
 
 def seed_stats(evaluation: Evaluation) -> dict[str, Stat | None]:
@@ -90,15 +108,18 @@ def _pct(value: float | None) -> float | None:
 
 
 def build_summary(results_dir: str | os.PathLike, cfg: Mapping) -> dict:
-    """The preset's compact record: common parameters and, per evaluated run, seeds, metric means and stds, and
-    (where per-image counts exist) ``vs_cmx``: the mIoU difference to CMX with its bootstrap interval; metrics in %
-    (the unit in the key, as in the evaluation JSON), rounded to 4 decimals."""
-    evaluations = load_evaluations(results_dir)
+    """The preset's compact record: common parameters and, per evaluated run, seeds, test-split metric means and
+    stds, the train-split mIoU and train − test mIoU (``train_miou_pct``, ``train_gap_miou_pct``: :func:`regime`;
+    null without a train-split evaluation) and (where per-image counts exist) ``vs_cmx``: the mIoU difference to CMX
+    with its bootstrap interval; metrics in % (the unit in the key, as in the evaluation JSON), rounded to 4
+    decimals."""
+    evaluations, on_train = load_evaluations(results_dir), load_evaluations(results_dir, "train")
     runs = {}
     for name in _order(list(evaluations), cfg):
         stats = seed_stats(evaluations[name])
+        train, gap = regime(evaluations[name], on_train.get(name))
         entry: dict = {"seeds": max((s.n for s in stats.values() if s is not None), default=0)}
-        for key, stat in stats.items():
+        for key, stat in {**stats, "train_miou": train, "train_gap_miou": gap}.items():
             entry[f"{key}_pct"] = None if stat is None else _pct(stat.mean)
             entry[f"{key}_pct_std"] = None if stat is None else _pct(stat.std)
         c, _ = versus_baseline(results_dir, name) if name != BASELINE else (None, None)
@@ -129,15 +150,16 @@ def _describe(params: Mapping) -> str:
     return ", ".join(changed) or "kd as in params.yaml"
 
 
-def _percent(mean: float | None, std: float | None) -> str:
+def _percent(mean: float | None, std: float | None, sign: str = "") -> str:
     if mean is None:
         return "—"
-    return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
+    return f"{mean:{sign}.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
 def compare_table(summary: Mapping) -> str:
-    """A Markdown table of the runs of :func:`build_summary`: changed parameters, seeds, metrics in % (mean ± sample
-    std over seeds) and the mIoU difference to the CMX baseline."""
+    """A Markdown table of the runs of :func:`build_summary`: changed parameters, seeds, test-split metrics in % (mean
+    ± sample std over seeds), the train-split mIoU and train − test (the regime), and the mIoU difference to the CMX
+    baseline."""
     base = summary["runs"].get(BASELINE, {}).get("miou_pct")
     p = summary["params"]
     kd = ", ".join(f"{k} {v}" for k, v in p["kd"].items())
@@ -147,18 +169,27 @@ def compare_table(summary: Mapping) -> str:
         f" (scales {p['eval_scales']}" + (" + flip" if p["eval_flip"] else "") + ": REPORT.md Table 2)")
     lines = [f"preset {summary['preset']}: {p['backbone']}, {p['epochs']} epochs, batch {p['batch_size']}, "
              f"lr {p['lr']}, seeds {p['seeds']}; evaluation single scale; kd: {kd}{multi}", "",
-             f"| run | changed parameters | seeds | mIoU % | mAcc % | pAcc % | Δ mIoU vs cmx "
-             f"[{100 * CONFIDENCE:g}% interval] |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             f"| run | changed parameters | seeds | mIoU % | mAcc % | pAcc % | train mIoU % | train − test | "
+             f"Δ mIoU vs cmx [{100 * CONFIDENCE:g}% interval] |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, run in summary["runs"].items():
         miou = run["miou_pct"]
         delta = "—" if base is None or miou is None or name == BASELINE else f"{miou - base:+.2f}"
         if "vs_cmx" in run and delta != "—":
             v = run["vs_cmx"]
             delta += f" [{v['ci_low_pct']:+.2f}, {v['ci_high_pct']:+.2f}]" + (" *" if v["significant"] else "")
-        metrics = " | ".join(_percent(run[f"{k}_pct"], run[f"{k}_pct_std"]) for k in EVAL_KEYS)
+        metrics = " | ".join([*(_percent(run[f"{k}_pct"], run[f"{k}_pct_std"]) for k in EVAL_KEYS),
+                              _percent(run["train_miou_pct"], run["train_miou_pct_std"]),
+                              _percent(run["train_gap_miou_pct"], run["train_gap_miou_pct_std"], "+")])
         lines.append(f"| {name} | {_describe(run['params'])} | {run['seeds']} | {metrics} | {delta} |")
+    lines += ["", "mIoU, mAcc, pAcc: the test split. train mIoU: the same models on their own training images (no "
+              "augmentation); train − test far above 0: data-limited (the paper's regime), near 0: compute-limited."]
     return "\n".join(lines) + "\n"
+
+
+def _stat_text(stat: Stat | None, sign: str = "") -> str:
+    """A fraction's mean ± std in points, as :func:`headline` prints it."""
+    return "—" if stat is None else _percent(100 * stat.mean, None if stat.std is None else 100 * stat.std, sign)
 
 
 HEADLINE_RUNS = {"teacher_rgb": "RGB teacher", "teacher_depth": "depth teacher", "cmx": "CMX", "primkd": "PrimKD"}
@@ -166,8 +197,9 @@ HEADLINE_RUNS = {"teacher_rgb": "RGB teacher", "teacher_depth": "depth teacher",
 
 def headline(results_dir: str | os.PathLike) -> str:
     """What ``make demo`` prints: the mIoU (mean ± sample std over seeds) of the teachers, CMX and PrimKD (those
-    evaluated) and PrimKD − CMX with its paired bootstrap interval over the test images, pooled over seeds."""
-    evaluations = load_evaluations(results_dir)
+    evaluated), PrimKD − CMX with its paired bootstrap interval over the test images, pooled over seeds, and the
+    same models' train-split mIoU and train − test (:func:`regime`; those with a train-split evaluation)."""
+    evaluations, on_train = load_evaluations(results_dir), load_evaluations(results_dir, "train")
     lines = ["Test-split mIoU (%), last epoch, single scale (mean ± sample std over seeds):"]
     for run, label in HEADLINE_RUNS.items():
         if run not in evaluations:
@@ -185,4 +217,11 @@ def headline(results_dir: str | os.PathLike) -> str:
             lines.append(f"  PrimKD − CMX   {interval_text(c, 2)} points: {100 * c.confidence:g}% paired bootstrap "
                          f"interval over {c.num_images} test images pooled over seeds ({c.num_boot} resamples), "
                          f"{verdict}")
+    regimes = {label: regime(evaluations[run], on_train[run]) for run, label in HEADLINE_RUNS.items()
+               if run in evaluations and run in on_train}
+    if regimes:
+        lines.append("Train-split mIoU (%) of the same models, and train − test (points; far above 0: data-limited, "
+                     "near 0: compute-limited):")
+        for label, (train, gap) in regimes.items():
+            lines.append(f"  {label:<14} {_stat_text(train)}   train − test {_stat_text(gap, '+')}")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,9 @@ Inputs under ``results_dir`` (``results/<preset>``), all optional (whatever is m
   row (:func:`primkd.report.tables.reference_row`) by a paired bootstrap over test images pooled over seeds
   (:mod:`primkd.report.significance`) and says whether the direction agrees with the paper's, and the runs table
   gives each run's last-epoch difference to CMX with its interval;
+- ``eval/<run>.train.json``: the same models scored on their own train split (last epoch, single scale; the
+  evaluate stages write it beside the test split's): the runs table gives each run's train-split mIoU and train − test,
+  the regime the numbers come from (data-limited: far above 0, as the paper's; compute-limited: near 0);
 - ``models/<run>/seed<k>/train.json`` (students) or ``models/<run>/train.json`` (teachers): backbone, epochs,
   training time;
 - ``analysis/cka.json`` (Table 8) and ``analysis/figure3_qualitative.png``, ``analysis/figure4_histograms.png``.
@@ -28,8 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from primkd.engine.results import Evaluation
+from primkd.engine.results import Evaluation, evaluation_files
 from primkd.io import read_json, write_text
+from primkd.report.compare import regime
 from primkd.report.figures import figure1
 from primkd.report.significance import (
     BOOTSTRAP_RESAMPLES,
@@ -107,8 +111,8 @@ def collect_runs(results_dir: str | os.PathLike, checkpoint: str = "last",
     """Every evaluated run under ``results_dir/eval`` by run name, one :class:`RunResult` per seed (or just one), for
     one checkpoint and evaluation mode (runs whose file lacks that block are left out)."""
     results_dir = Path(results_dir)
-    runs = {path.stem: run_results(results_dir, path.stem, Evaluation.read(path), checkpoint, mode)
-            for path in sorted((results_dir / "eval").glob("*.json"))}
+    runs = {name: run_results(results_dir, name, Evaluation.read(path), checkpoint, mode)
+            for name, path in evaluation_files(results_dir / "eval").items()}
     return {name: group for name, group in runs.items() if group}
 
 
@@ -359,14 +363,31 @@ def _versus_baseline(gatherer: _Gatherer, runs: Mapping[str, list[RunResult]]) -
     return out, notes
 
 
+def _regimes(results_dir: Path) -> dict[str, tuple[Stat | None, Stat | None]]:
+    """Each run's train-split mIoU and train − test (:func:`primkd.report.compare.regime`), for the runs with both
+    evaluations."""
+    folder = results_dir / "eval"
+    tested = evaluation_files(folder)
+    return {name: regime(Evaluation.read(tested[name]), Evaluation.read(path))
+            for name, path in evaluation_files(folder, "train").items() if name in tested}
+
+
+def _points(stat: Stat | None, sign: str = "") -> str:
+    return "—" if stat is None else f"{100 * stat.mean:{sign}.1f}" + (
+        f" ± {100 * stat.std:.1f}" if stat.std is not None else "")
+
+
 def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[RunResult]],
-                versus: Mapping[str, str] | None = None) -> str:
-    """One line per run: seeds, backbone, epochs, time, the single-scale mIoU of the last epoch and of the best
-    test-split epoch (test-set selection, as the official code reports; its epochs in brackets), and the last epoch's
-    difference to CMX with its paired bootstrap interval (``versus``, from :func:`_versus_baseline`)."""
-    versus = versus or {}
-    lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) last epoch "
-             "| mIoU (%) best test-split epoch | Δ vs cmx [interval] |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+                versus: Mapping[str, str] | None = None,
+                regimes: Mapping[str, tuple[Stat | None, Stat | None]] | None = None) -> str:
+    """One line per run: seeds, backbone, epochs, time, the single-scale mIoU of the last epoch, its train-split mIoU
+    and train − test (``regimes``, from :func:`_regimes`), the mIoU of the best test-split epoch (test-set selection,
+    as the official code reports; its epochs in brackets), and the last epoch's difference to CMX with its paired
+    bootstrap interval (``versus``, from :func:`_versus_baseline`)."""
+    versus, regimes = versus or {}, regimes or {}
+    lines = ["| run | seeds | backbone | epochs | train time (s) | mIoU (%) last epoch | mIoU (%) train split "
+             "| train − test | mIoU (%) best test-split epoch | Δ vs cmx [interval] |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, group in sorted(runs.items()):
         trains = [r.train for r in group if r.train is not None]
         seconds = Stat.of([t["train_seconds"] for t in trains if "train_seconds" in t])
@@ -378,8 +399,9 @@ def _runs_table(runs: Mapping[str, list[RunResult]], best: Mapping[str, list[Run
         seeds = ", ".join(str(r.seed) for r in group if r.seed is not None)
         if not seeds:  # a teacher: trained once, with train.seed
             seeds = f"once (seed {trains[0]['seed']})" if trains and "seed" in trains[0] else "once"
+        train, gap = regimes.get(name, (None, None))
         cells = [f"`{name}`", seeds, str(backbone), str(epochs), "—" if seconds is None else f"{seconds.mean:.0f}",
-                 _miou_text(group), best_text, versus.get(name, MISSING)]
+                 _miou_text(group), _points(train), _points(gap, "+"), best_text, versus.get(name, MISSING)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -434,7 +456,13 @@ def _report_markdown(paper: PaperSpec, preset: str, matched: str | None, tables:
                         "Not found: run the analyze stage."))
     if runs:
         versus, notes = _versus_baseline(gatherer, runs)
-        text = _runs_table(runs, collect_runs(results_dir, "best"), versus)
+        regimes = _regimes(results_dir)
+        if regimes:
+            notes.append("mIoU (%) train split: the last epoch's models scored single-scale on their own training "
+                         "images (eval/<run>.train.json, no augmentation); train − test taken seed by seed (mean ± "
+                         "std): far above 0, the networks fit their training set beyond unseen images (data-limited, "
+                         "the paper's regime on NYU); near 0, they are still learning both alike (compute-limited)")
+        text = _runs_table(runs, collect_runs(results_dir, "best"), versus, regimes)
         text += ("\n" + "\n".join(f"- {n}" for n in dict.fromkeys(notes)) + "\n") if notes else ""
         parts.append("## Runs\n\n" + text)
     else:

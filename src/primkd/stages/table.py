@@ -124,12 +124,15 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
               best: str | None = None) -> Stage:
     """The evaluation of run ``run`` (the name of its eval/ files and log) from ``model``;
     ``over_seeds``: a student's run folder, whose seed<k>/ models of `seeds` are averaged; ``best``: the model file of
-    a teacher's best test-split epoch, read beside ``model``. It reads train.crop: the size of its sliding windows."""
+    a teacher's best test-split epoch, read beside ``model``. It reads train.crop: the size of its sliding windows.
+    Besides the test split in both modes it scores the last epoch single-scale on the train split (``<run>.train.json``:
+    the train − test gap that tells a data-limited regime from a compute-limited one), in the same process, from the
+    networks it has loaded: one more pass over the training images, no more stages to run."""
     return Stage(
         name=name, entry="primkd.cli.pipeline:cmd_evaluate", loop=loop, resources="evaluate",
         cmd=(f"primkd evaluate --params params.yaml --preset {{preset}} --model {model} --data {DATA} --hha {HHA} "
-             f"--out results/{{preset}}/eval/{run}.json --confusion results/{{preset}}/eval/{run}_confusion.csv "
-             f"--log {{log}}"),
+             f"--out results/{{preset}}/eval/{run}.json --train-out results/{{preset}}/eval/{run}.train.json "
+             f"--confusion results/{{preset}}/eval/{run}_confusion.csv --log {{log}}"),
         log=f"results/{{preset}}/logs/evaluate_{run}.log",
         params=("eval", "train.device", "train.crop", "train.bgr", *(("seeds",) if over_seeds else ())),
         exclude=tuple(f"eval.released.{entry}" for entry in RELEASED_ENTRIES),  # the evaluate_released stage's
@@ -137,7 +140,9 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
         outs=(Out(f"results/{{preset}}/eval/{run}_confusion.csv"),
               Out(f"results/{{preset}}/eval/{run}_per_image.npz"),
               Out(f"results/{{preset}}/eval/{run}.json", kind="metric", cache=False,
-                  report=Report("evaluation.rst", "Per run", labels=(("run", run),)))))
+                  report=Report("evaluation.rst", "Per run", labels=(("run", run),))),
+              Out(f"results/{{preset}}/eval/{run}.train.json", kind="metric", cache=False,
+                  report=Report("evaluation_train.rst", "Per run", labels=(("run", f"{run} (train split)"),)))))
 
 
 # Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.training_settings): model and

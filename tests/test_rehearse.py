@@ -105,6 +105,27 @@ def test_projection_by_hand():
     assert p["grid"]["runs"] == 2 + seeds * (1 + len(cfg["experiments"]))
 
 
+def test_count_only_gives_the_floor_without_running(tmp_path, monkeypatch, capsys):
+    flops = {"teacher_train": 30, "teacher_forward": 10, "cmx_train": 60, "primkd_train": 70, "student_forward": 20}
+    monkeypatch.setattr(rehearse, "training_flops", lambda cfg, num_classes: dict(flops, crop=cfg["train"]["crop"],
+                                                                                 classes=num_classes))
+    summary, = rehearse.main(["--preset", "sunrgbd_b4_official", "--count-only", "--scratch", str(tmp_path / "s"),
+                              "--out", str(tmp_path / "floor.json")])
+    assert not (tmp_path / "s").exists()  # nothing generated, served or run
+    assert summary["flops"]["crop"] == [530, 730] and summary["flops"]["classes"] == 37
+    p = summary["projection"]
+    # 5285 SUN-RGBD training images, batch 16, the official epoch: 330 + 1 steps; 300 epochs; every 10th from 100
+    assert p["steps_per_run"] == 331 * 300 and p["evaluations_during_training"] == 21
+    images, tests = 331 * 300 * 16, 22 * 5050
+    seeds = p["seeds"]
+    main_flops = 2 * (images * 30 + tests * 10) + seeds * (images * 60 + tests * 20 + images * 70 + tests * 20)
+    assert p["main"] == {"runs": 2 + 2 * seeds, "flops": main_flops,
+                         "h100_floor_s": round(main_flops / (0.4 * 989e12), 1)}
+    assert json.loads((tmp_path / "floor.json").read_text())["projection"]["main"] == p["main"]
+    out = capsys.readouterr().out
+    assert "PROJECTION" not in out and f"({main_flops / 1e15:.1f} PFLOP)" in out
+
+
 @pytest.mark.rehearsal
 def test_reduced_rehearsal_at_real_size_end_to_end(tmp_path, capsys):
     """The smallest configuration at NYU's real sizes (480×640 raw images and crop) through every stage in DVC; what

@@ -187,7 +187,12 @@ class StageMemory:
             children: dict[str, list[str]] = {}
             for pid, status in procs.items():
                 children.setdefault(status.get("PPid", "").strip(), []).append(pid)
-            for pid in procs:
+            # only this process's descendants: on a shared machine other pipelines run stages of the same names
+            below, todo = [], list(children.get(str(os.getpid()), ()))
+            while todo:
+                below.append(pid := todo.pop())
+                todo.extend(children.get(pid, ()))
+            for pid in below:
                 try:
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
                 except OSError:

@@ -3,6 +3,10 @@ arithmetic (log timings, FLOPs of grouped convolutions, the projection), and the
 (marked `rehearsal`: MiT-B0 at NYU's 480×640, one iteration, two test images, one scale, through DVC)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,6 +107,22 @@ def test_projection_by_hand():
     assert p["main"]["flops"] == main_flops
     assert p["main"]["h100_floor_s"] == round(main_flops / (0.5 * 989e12), 1)
     assert p["grid"]["runs"] == 2 + seeds * (1 + len(cfg["experiments"]))
+
+
+def test_stage_memory_polls_only_its_own_stages(tmp_path):
+    """Another pipeline's stage of the same name (a shared machine) is not this rehearsal's: only descendants count."""
+    stage = tmp_path / "primkd"  # a stand-in stage command: argv[1] ends in primkd and it has a --log
+    stage.write_text("import sys, time\nheld = b'x' * (64 << 20)\ntime.sleep(float(sys.argv[1]))\n")
+    other = subprocess.run(["sh", "-c", f'"{sys.executable}" "{stage}" 30 --log "{tmp_path}/train_cmx_seed0.log" '
+                            ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
+    try:  # the shell has exited: that stage is nobody's child here
+        with rehearse.StageMemory(interval=0.1) as memory:
+            subprocess.run([sys.executable, str(stage), "2", "--log", str(tmp_path / "train_primkd_seed0.log")],
+                           check=True)
+    finally:
+        os.kill(int(other.stdout), signal.SIGTERM)
+    assert set(memory.peaks) == {"train_primkd_seed0"}
+    assert memory.peaks["train_primkd_seed0"]["main_mib"] > 64
 
 
 def test_count_only_gives_the_floor_without_running(tmp_path, monkeypatch, capsys):

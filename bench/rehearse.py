@@ -2,6 +2,7 @@
 
     make rehearse PRESET=nyuv2_b2                      # = .venv/bin/python bench/rehearse.py --preset nyuv2_b2
     python bench/rehearse.py --preset nyuv2_b4_official --tool both --iterations 2 --test-images 2
+    python bench/rehearse.py --preset sunrgbd_b2 --count-only         # the FLOPs and the floor alone, no run
 
 The rehearsal runs in its own scratch copy of the workflow (``rehearsal/<preset>/<tool>/``, git-ignored; the
 repository's params.yaml and results are never touched), with a params.yaml that is the repository's plus only
@@ -186,7 +187,12 @@ class StageMemory:
             children: dict[str, list[str]] = {}
             for pid, status in procs.items():
                 children.setdefault(status.get("PPid", "").strip(), []).append(pid)
-            for pid in procs:
+            # only this process's descendants: on a shared machine other pipelines run stages of the same names
+            below, todo = [], list(children.get(str(os.getpid()), ()))
+            while todo:
+                below.append(pid := todo.pop())
+                todo.extend(children.get(pid, ()))
+            for pid in below:
                 try:
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
                 except OSError:
@@ -249,6 +255,13 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+def num_classes(source: str) -> int:
+    from primkd.data.layout import NYU40_CLASSES
+    from primkd.data.sunrgbd import SUNRGBD37_CLASSES
+
+    return len({"nyuv2": NYU40_CLASSES, "sunrgbd": SUNRGBD37_CLASSES}[source])
+
+
 def training_flops(cfg: dict, num_classes: int) -> dict:
     """FLOPs of one training image at the crop (batch 1; the counts are linear in the batch), counted on the meta
     device (shapes only): each teacher's forward and backward, CMX's forward and backward, PrimKD's teacher forward
@@ -306,17 +319,41 @@ def evaluations_during_training(epochs: int, every: int, start: int) -> int:
     return sum(evaluation_due(e, epochs, every, start) for e in range(1, epochs + 1))
 
 
-def project(cfg_full: dict, measured: dict, flops: dict, share: float) -> dict:
-    """The full preset's wall time on this machine (a PROJECTION from the measured per-step and per-image times) and
-    its floor at ``share`` of an H100's dense bf16 peak, for the main comparison (both teachers, CMX and PrimKD at
-    every seed of the repository's ``seeds``) and for the whole grid (every experiment of params.yaml)."""
+def _schedule(cfg_full: dict) -> dict:
     t = cfg_full["train"]
     split = REAL_SPLITS[cfg_full["data"]["source"]]
     steps = steps_per_epoch(split["train"], t["batch_size"], t["fill_last_batch"]) * t["epochs"]
-    images = steps * t["batch_size"]
-    evals = evaluations_during_training(t["epochs"], t["eval_every"], t["eval_from"])
-    seeds = len(cfg_full["seeds"])
-    per_run, floor_flops = {}, {}
+    return {"real_split": split, "steps_per_run": steps, "train_images_per_run": steps * t["batch_size"],
+            "evaluations_during_training": evaluations_during_training(t["epochs"], t["eval_every"], t["eval_from"]),
+            "seeds": len(cfg_full["seeds"]), "students": {"main": 1, "grid": len(cfg_full["experiments"])}}
+
+
+def floors(cfg_full: dict, flops: dict, share: float) -> dict:
+    """The full preset's FLOPs and its floor at ``share`` of an H100's dense bf16 peak, for the main comparison (both
+    teachers, CMX and PrimKD at every seed of the repository's ``seeds``) and for the whole grid (every experiment of
+    params.yaml): counted from the FLOPs of one image alone, so it needs no rehearsal (``--count-only``)."""
+    s = _schedule(cfg_full)
+    test, evals = s["real_split"]["test"], s["evaluations_during_training"]
+    run_flops = {}
+    for run in MAIN_RUNS:
+        train, forward = ("teacher_train", "teacher_forward") if run.startswith("teacher") else (f"{run}_train",
+                                                                                                   "student_forward")
+        run_flops[run] = s["train_images_per_run"] * flops[train] + (evals + 1) * test * flops[forward]
+    out = {**s}
+    for scope, students in s["students"].items():
+        fl = (run_flops["teacher_rgb"] + run_flops["teacher_depth"]
+              + s["seeds"] * (run_flops["cmx"] + students * run_flops["primkd"]))
+        out[scope] = {"runs": 2 + s["seeds"] * (1 + students), "flops": fl,
+                      "h100_floor_s": round(fl / (share * H100_BF16_DENSE_TFLOPS * 1e12), 1)}
+    return out
+
+
+def project(cfg_full: dict, measured: dict, flops: dict, share: float) -> dict:
+    """The full preset's wall time on this machine (a PROJECTION from the measured per-step and per-image times) and
+    its floor (:func:`floors`)."""
+    out = floors(cfg_full, flops, share)
+    split, steps, evals = out["real_split"], out["steps_per_run"], out["evaluations_during_training"]
+    per_run = {}
     for run in MAIN_RUNS:
         m = measured["runs"].get(run)
         if not m or m.get("step_s") is None:
@@ -324,24 +361,15 @@ def project(cfg_full: dict, measured: dict, flops: dict, share: float) -> dict:
         single = m.get("eval_single_s_per_image") or 0.0
         final = sum(m.get("eval_s_per_image", {}).values())  # the evaluate stage: every mode and checkpoint
         per_run[run] = round(steps * m["step_s"] + evals * split["test"] * single + split["test"] * final, 0)
-        train_flops = flops["teacher_train" if run.startswith("teacher") else f"{run}_train"]
-        forward = flops["teacher_forward" if run.startswith("teacher") else "student_forward"]
-        floor_flops[run] = images * train_flops + (evals + 1) * split["test"] * forward
-    n_students = {"main": 1, "grid": len(cfg_full["experiments"])}
     hha = measured.get("hha_s_per_image")
     data_s = (hha or 0.0) * (split["train"] + split["test"])
-    out = {"real_split": split, "steps_per_run": steps, "train_images_per_run": images,
-           "evaluations_during_training": evals, "seeds": seeds, "hha_s": round(data_s)}
-    for scope, students in n_students.items():
+    out["hha_s"] = round(data_s)
+    for scope, students in out["students"].items():
         if not {"teacher_rgb", "cmx", "primkd"} <= set(per_run):
             break
         teachers = per_run["teacher_rgb"] + per_run.get("teacher_depth", per_run["teacher_rgb"])
-        wall = data_s + teachers + seeds * (per_run["cmx"] + students * per_run["primkd"])
-        fl = (floor_flops["teacher_rgb"] + floor_flops.get("teacher_depth", floor_flops["teacher_rgb"])
-              + seeds * (floor_flops["cmx"] + students * floor_flops["primkd"]))
-        out[scope] = {"runs": 2 + seeds * (1 + students), "projected_wall_s": round(wall),
-                      "projected_wall_days": round(wall / 86400, 2), "flops": fl,
-                      "h100_floor_s": round(fl / (share * H100_BF16_DENSE_TFLOPS * 1e12), 1)}
+        wall = data_s + teachers + out["seeds"] * (per_run["cmx"] + students * per_run["primkd"])
+        out[scope].update(projected_wall_s=round(wall), projected_wall_days=round(wall / 86400, 2))
     out["per_run_projected_s"] = per_run
     return out
 
@@ -424,22 +452,29 @@ def report_text(summary: dict) -> str:
                      f"{r['s_per_image']!s:>7}  {pm.get('rss_mib')!s:>8} | {polled.get('with_workers_mib')!s:<8}"
                      f"{cuda}  {json.dumps(r['eval_s_per_image'])}")
     lines.append(f"  HHA: {m['hha_s_per_image']} s/image; test images {m['test_images']}")
+    return "\n".join(lines + flops_text(summary))
+
+
+def flops_text(summary: dict) -> list[str]:
+    """The FLOPs of one training image and the full preset's floor, with the PROJECTION where a rehearsal measured
+    one (``--count-only`` has none)."""
     f = summary["flops"]
-    lines.append(f"  FLOPs of one training image at the crop (GFLOP): teacher fwd+bwd {f['teacher_train'] / 1e9:.0f}, "
-                 f"CMX fwd+bwd {f['cmx_train'] / 1e9:.0f}, PrimKD (teacher fwd + student fwd+bwd) "
-                 f"{f['primkd_train'] / 1e9:.0f}; inference forward: teacher {f['teacher_forward'] / 1e9:.0f}, "
-                 f"student {f['student_forward'] / 1e9:.0f}")
+    lines = [f"  FLOPs of one training image at the crop (GFLOP): teacher fwd+bwd {f['teacher_train'] / 1e9:.0f}, "
+             f"CMX fwd+bwd {f['cmx_train'] / 1e9:.0f}, PrimKD (teacher fwd + student fwd+bwd) "
+             f"{f['primkd_train'] / 1e9:.0f}; inference forward: teacher {f['teacher_forward'] / 1e9:.0f}, "
+             f"student {f['student_forward'] / 1e9:.0f}"]
     p = summary["projection"]
-    lines.append(f"  PROJECTION (not measured) of the full preset on this machine: {p['steps_per_run']} steps per "
-                 f"run, {p['evaluations_during_training']} evaluations during training, {p['seeds']} seeds")
+    projected = "projected_wall_s" in p["main"]
+    lines.append(f"  {'PROJECTION (not measured) of the full preset on this machine' if projected else 'Full preset'}"
+                 f": {p['steps_per_run']} steps per run, {p['evaluations_during_training']} evaluations during "
+                 f"training, {p['seeds']} seeds")
     for scope in ("main", "grid"):
-        if scope in p:
-            s = p[scope]
-            lines.append(f"    {scope:<5} ({s['runs']} trainings): {s['projected_wall_s']} s = "
-                         f"{s['projected_wall_days']} days here; floor at {summary['h100_share']:.0%} of an H100's "
-                         f"{H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s bf16: {s['h100_floor_s']} s "
-                         f"({s['flops'] / 1e15:.1f} PFLOP)")
-    return "\n".join(lines)
+        s = p[scope]
+        here = f"{s['projected_wall_s']} s = {s['projected_wall_days']} days here; " if "projected_wall_s" in s else ""
+        lines.append(f"    {scope:<5} ({s['runs']} trainings): {here}floor at {summary['h100_share']:.0%} of an "
+                     f"H100's {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s bf16: {s['h100_floor_s']} s "
+                     f"({s['flops'] / 1e15:.1f} PFLOP)")
+    return lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -454,7 +489,35 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a further preset override (YAML value), e.g. train.batch_size=2: not a rehearsal of the "
                         "preset any more (the CI's reduced form); listed in the summary")
     p.add_argument("--out", type=Path, help="summary JSON (default <scratch>/<preset>/summary_<tool>.json)")
+    p.add_argument("--count-only", action="store_true",
+                   help="only count the FLOPs of one training image and the full preset's floor (seconds, runs "
+                        "nothing, writes only --out)")
     return p.parse_args(argv)
+
+
+def full_config(raw: dict, preset: str, overrides: dict[str, object]) -> dict:
+    """The preset's effective configuration with its full schedule, and the further overrides (the CI's reduced form
+    projects what it ran)."""
+    full = effective({**raw, "preset": preset})
+    for key, value in overrides.items():
+        section, *path = key.split(".")
+        node = full[section]
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+    return full
+
+
+def count_only(raw: dict, preset: str, overrides: dict[str, object], share: float, out: Path | None) -> dict:
+    full = full_config(raw, preset, overrides)
+    flops = training_flops(full, num_classes(full["data"]["source"]))
+    summary = {"preset": preset, "overrides": overrides, "flops": flops, "h100_share": share,
+               "projection": floors(full, flops, share)}
+    if out:
+        out.write_text(json.dumps(summary, indent=1))
+    print("\n".join([f"FLOPs and floor of {preset} (counted, nothing run); overrides: {overrides or 'none'}",
+                     *flops_text(summary)]), flush=True)
+    return summary
 
 
 def main(argv=None) -> list[dict]:
@@ -466,6 +529,8 @@ def main(argv=None) -> list[dict]:
     if source not in REAL_SPLITS:
         raise SystemExit(f"bench/rehearse.py: preset {args.preset} reads data.source {source!r}; a rehearsal needs a "
                          f"real dataset's format ({', '.join(REAL_SPLITS)})")
+    if args.count_only:
+        return [count_only(raw, args.preset, overrides, args.share, args.out)]
     n_train = batch * args.iterations
     base = args.scratch / args.preset
     if base.exists():
@@ -478,8 +543,7 @@ def main(argv=None) -> list[dict]:
     params = rehearsal_params(raw, args.preset, urls, checksums, overrides)
     cfg = effective(params)
     cfg["_train_images"] = n_train
-    num_classes = 40 if source == "nyuv2" else 37
-    flops = training_flops(cfg, num_classes)
+    flops = training_flops(cfg, num_classes(source))
     summaries = []
     try:
         for tool in (("dvc", "snakemake") if args.tool == "both" else (args.tool,)):
@@ -501,13 +565,6 @@ def main(argv=None) -> list[dict]:
             import torch
 
             measured = measurements(root, cfg, memory.peaks)
-            full = effective({**raw, "preset": args.preset})
-            for key, value in overrides.items():  # the CI's reduced form projects what it ran
-                section, *path = key.split(".")
-                node = full[section]
-                for part in path[:-1]:
-                    node = node[part]
-                node[path[-1]] = value
             summary = {"preset": args.preset, "tool": tool, "date": datetime.datetime.now(datetime.UTC)
                        .isoformat(timespec="seconds"), "device": "cuda: " + torch.cuda.get_device_name()
                        if torch.cuda.is_available() and cfg["train"]["device"] != "cpu" else
@@ -515,7 +572,8 @@ def main(argv=None) -> list[dict]:
                        "load_after": round(os.getloadavg()[0], 2), "pipeline_wall_s": round(wall, 1),
                        "overrides": overrides, "train_images": n_train, "report": str(report),
                        "measured": measured, "flops": flops, "h100_share": args.share,
-                       "projection": project(full, measured, flops, args.share)}
+                       "projection": project(full_config(raw, args.preset, overrides), measured, flops,
+                                             args.share)}
             out = args.out or base / f"summary_{tool}.json"
             out.write_text(json.dumps(summary, indent=1))
             print(report_text(summary), flush=True)

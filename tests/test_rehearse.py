@@ -3,6 +3,10 @@ arithmetic (log timings, FLOPs of grouped convolutions, the projection), and the
 (marked `rehearsal`: MiT-B0 at NYU's 480×640, one iteration, two test images, one scale, through DVC)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,6 +107,43 @@ def test_projection_by_hand():
     assert p["main"]["flops"] == main_flops
     assert p["main"]["h100_floor_s"] == round(main_flops / (0.5 * 989e12), 1)
     assert p["grid"]["runs"] == 2 + seeds * (1 + len(cfg["experiments"]))
+
+
+def test_stage_memory_polls_only_its_own_stages(tmp_path):
+    """Another pipeline's stage of the same name (a shared machine) is not this rehearsal's: only descendants count."""
+    stage = tmp_path / "primkd"  # a stand-in stage command: argv[1] ends in primkd and it has a --log
+    stage.write_text("import sys, time\nheld = b'x' * (64 << 20)\ntime.sleep(float(sys.argv[1]))\n")
+    other = subprocess.run(["sh", "-c", f'"{sys.executable}" "{stage}" 30 --log "{tmp_path}/train_cmx_seed0.log" '
+                            ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
+    try:  # the shell has exited: that stage is nobody's child here
+        with rehearse.StageMemory(interval=0.1) as memory:
+            subprocess.run([sys.executable, str(stage), "2", "--log", str(tmp_path / "train_primkd_seed0.log")],
+                           check=True)
+    finally:
+        os.kill(int(other.stdout), signal.SIGTERM)
+    assert set(memory.peaks) == {"train_primkd_seed0"}
+    assert memory.peaks["train_primkd_seed0"]["main_mib"] > 64
+
+
+def test_count_only_gives_the_floor_without_running(tmp_path, monkeypatch, capsys):
+    flops = {"teacher_train": 30, "teacher_forward": 10, "cmx_train": 60, "primkd_train": 70, "student_forward": 20}
+    monkeypatch.setattr(rehearse, "training_flops", lambda cfg, num_classes: dict(flops, crop=cfg["train"]["crop"],
+                                                                                 classes=num_classes))
+    summary, = rehearse.main(["--preset", "sunrgbd_b4_official", "--count-only", "--scratch", str(tmp_path / "s"),
+                              "--out", str(tmp_path / "floor.json")])
+    assert not (tmp_path / "s").exists()  # nothing generated, served or run
+    assert summary["flops"]["crop"] == [530, 730] and summary["flops"]["classes"] == 37
+    p = summary["projection"]
+    # 5285 SUN-RGBD training images, batch 16, the official epoch: 330 + 1 steps; 300 epochs; every 10th from 100
+    assert p["steps_per_run"] == 331 * 300 and p["evaluations_during_training"] == 21
+    images, tests = 331 * 300 * 16, 22 * 5050
+    seeds = p["seeds"]
+    main_flops = 2 * (images * 30 + tests * 10) + seeds * (images * 60 + tests * 20 + images * 70 + tests * 20)
+    assert p["main"] == {"runs": 2 + 2 * seeds, "flops": main_flops,
+                         "h100_floor_s": round(main_flops / (0.4 * 989e12), 1)}
+    assert json.loads((tmp_path / "floor.json").read_text())["projection"]["main"] == p["main"]
+    out = capsys.readouterr().out
+    assert "PROJECTION" not in out and f"({main_flops / 1e15:.1f} PFLOP)" in out
 
 
 @pytest.mark.rehearsal

@@ -92,13 +92,14 @@ def cmd_hha(args: argparse.Namespace) -> None:
 
 def _run_from_args(args: argparse.Namespace, cfg: dict):
     from primkd.config import ConfigError, experiment_kd
+    from primkd.data.dataset import MODALITY_INPUTS, STUDENT_INPUTS
     from primkd.engine.train import Run
 
     if args.role == "teacher":
-        inputs = ["rgb"] if args.modality == "rgb" else ["modal"]
-        return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=inputs, info={"modality": args.modality})
+        return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=list(MODALITY_INPUTS[args.modality]),
+                   info={"modality": args.modality})
     if args.experiment is None:
-        return Run(name="cmx", kind="student", inputs=["rgb", "modal"])
+        return Run(name="cmx", kind="student", inputs=list(STUDENT_INPUTS))
     kd = experiment_kd(cfg, args.experiment)
     if args.teacher is None and args.teacher_dir is None:
         raise ConfigError(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
@@ -110,7 +111,7 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
         if not teacher.is_file():
             raise ConfigError(f"experiment {args.experiment!r}: its kd.teachers.{kd.teacher_modality} names {teacher}, "
                               f"which is not there; place the file there or remove the entry from the experiment")
-    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
+    return Run(name=args.experiment, kind="student", inputs=list(STUDENT_INPUTS), kd=kd, teacher_path=teacher)
 
 
 def _teacher_from_file(args: argparse.Namespace, cfg: dict, run) -> bool:

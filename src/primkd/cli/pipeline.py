@@ -10,7 +10,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from primkd.cli.options import add_command, load_config, use_threads
+from primkd.cli.options import add_command, load_config, stage_config, use_threads
 
 log = logging.getLogger("primkd")
 
@@ -51,8 +51,7 @@ def cmd_download(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
-    cfg = load_config(args)
-    data = use_threads(args, cfg).fit(cfg)["data"]
+    data = stage_config(args)[0]["data"]
     prepare_dataset(data, args.out, raw_dir=args.raw)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
@@ -157,9 +156,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from primkd.engine.distributed import cleanup
     from primkd.engine.train import train
 
-    cfg = load_config(args)
-    threads = use_threads(args, cfg)
-    cfg = threads.fit(cfg)
+    cfg, threads = stage_config(args)
     run = _run_from_args(args, cfg)
     if run.kind == "teacher" and _teacher_from_file(args, cfg, run):
         return
@@ -178,17 +175,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.engine.evaluate_run import evaluate_run
 
-    cfg = load_config(args)
-    evaluate_run(args.model, args.data, args.hha, use_threads(args, cfg).fit(cfg), args.out, per_image=args.per_image,
+    evaluate_run(args.model, args.data, args.hha, stage_config(args)[0], args.out, per_image=args.per_image,
                  confusion=args.confusion, progress=not args.no_progress)
 
 
 def cmd_evaluate_released(args: argparse.Namespace) -> None:
     from primkd.engine.released import evaluate_released
 
-    cfg = load_config(args)
-    evaluate_released(use_threads(args, cfg).fit(cfg), args.data, args.hha, args.out_dir,
-                      progress=not args.no_progress)
+    evaluate_released(stage_config(args)[0], args.data, args.hha, args.out_dir, progress=not args.no_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -426,7 +426,7 @@ def test_bad_batches_within_the_allowance_are_skipped_with_a_warning(env, tmp_pa
 def test_weights_that_turned_non_finite_are_never_checkpointed(env, tmp_path):
     cfg = env["teacher_cfg"]
     trainer = T.Trainer(cfg, TrainConfig.of(cfg), T.Run("teacher_rgb", "teacher", ["rgb"]), env["data"], None,
-                        tmp_path, progress=False)
+                        tmp_path / "out", tmp_path, progress=False)
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("inf"))
     with pytest.raises(FloatingPointError, match="became non-finite by iteration 0"):
@@ -476,7 +476,8 @@ def test_the_same_weights_give_the_same_bytes(env, tmp_path):
         save_checkpoint(tmp_path / folder, 5, {"net": net}, {"it": 5}, {"a": 1}, complete=True, keep=1)
     assert sha256_file(tmp_path / "c1" / "step-000000005.pt") == sha256_file(tmp_path / "c2" / "step-000000005.pt")
     for out in ("x", "y"):
-        T._write_best_model(tmp_path / "a.pt", tmp_path / out / "model_best.pt", {}, {"run": "teacher_rgb"})
+        T._write_best_model(tmp_path / out / "model_best.pt", torch.load(tmp_path / "a.pt", weights_only=True), {},
+                            {"run": "teacher_rgb"})
     assert sha256_file(tmp_path / "x" / "model_best.pt") == sha256_file(tmp_path / "y" / "model_best.pt")
 
 

@@ -33,6 +33,10 @@ RESULT_FREE_KEYS = frozenset({"data.workers", "data.raw_dir", "hha.workers", "tr
 # it. The training stages depend on them and a checkpoint's fingerprint holds them (engine.checkpoint). Of the other
 # eval keys training reads only eval.batch_size, which changes no score (RESULT_FREE_KEYS).
 TRAINING_EVAL_KEYS = ("eval.windows",)
+# What training reads of the parameters (sections less RESULT_FREE_KEYS, and single keys): the settings of a
+# checkpoint's fingerprint (engine.checkpoint.training_settings) and the training stages' parameter dependencies
+# (stages.table.TRAIN_PARAMS), one list so that the two cannot disagree.
+TRAINING_KEYS = ("model", "train", *TRAINING_EVAL_KEYS)
 # `kd.teachers` value of a modality whose teacher the pipeline trains (any other value names a teacher file).
 TRAINED_TEACHER = "train"
 # The entries of `eval.released` (the published checkpoints the evaluate_released stage scores), in params.yaml's

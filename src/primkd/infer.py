@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from primkd.data.dataset import normalize
+from primkd.data.dataset import DEPTH_KEY, normalize, reads_depth
 from primkd.data.hha import compute_hha, read_depth
 from primkd.data.layout import scaled_intrinsics
 from primkd.data.viz import label_palette
@@ -37,10 +37,10 @@ def prepare_inputs(meta: dict, rgb: np.ndarray, hha: np.ndarray | None = None) -
     Args:
         meta: model metadata (``load_model`` / ``load_exported``): ``inputs`` and ``info["bgr"]``.
         rgb: H×W×3 uint8, RGB order.
-        hha: H×W×3 uint8 HHA (disparity, height, angle), required when the model reads ``"modal"``.
+        hha: H×W×3 uint8 HHA (disparity, height, angle), required when the model reads depth.
     """
     bgr = bool(meta["info"].get("bgr", False))
-    images = {"rgb": rgb, "modal": hha}
+    images = {"rgb": rgb, DEPTH_KEY: hha}
     missing = [k for k in meta["inputs"] if images[k] is None]
     if missing:
         raise ValueError(f"the model reads {meta['inputs']}; give the HHA image or the depth map for {missing}")
@@ -67,7 +67,7 @@ def segment(model: nn.Module, meta: dict, rgb: np.ndarray, depth_m: np.ndarray |
     Returns:
         H×W uint8 class indices 0..K-1 (K ≤ 256).
     """
-    if "modal" in meta["inputs"] and hha is None and depth_m is not None:
+    if reads_depth(meta["inputs"]) and hha is None and depth_m is not None:
         if intrinsics is None:
             raise ValueError("computing HHA from depth needs the camera intrinsics fx, fy, cx, cy (1-based)")
         hha = compute_hha(depth_m, intrinsics)
@@ -128,10 +128,10 @@ def infer_one(model: nn.Module, meta: dict, rgb_path: str | os.PathLike, out_png
         The files written.
     """
     rgb = read_image(rgb_path, "rgb")
-    reads_depth = "modal" in meta["inputs"]
-    hha = read_image(hha_path, "rgb") if reads_depth and hha_path is not None else None
+    depth_read = reads_depth(meta["inputs"])
+    hha = read_image(hha_path, "rgb") if depth_read and hha_path is not None else None
     depth = None
-    if reads_depth and hha is None and depth_path is not None:
+    if depth_read and hha is None and depth_path is not None:
         depth = read_depth(depth_path, depth_scale)
         if depth.shape != rgb.shape[:2]:
             raise DataError(f"{depth_path}: depth size {depth.shape} differs from the RGB image {rgb.shape[:2]}")
@@ -174,15 +174,15 @@ def infer_folder(model: nn.Module, meta: dict, rgb_dir: str | os.PathLike, out_d
         raise DataError(f"{rgb_dir}: {' and '.join(clash)} would both be written as {Path(clash[0]).stem}.png; "
                         f"rename one of them (each image's file name without extension names its outputs)")
     names = sorted(by_stem)
-    reads_depth = "modal" in meta["inputs"]
-    if reads_depth and depth_dir is None and hha_dir is None:
+    depth_read = reads_depth(meta["inputs"])
+    if depth_read and depth_dir is None and hha_dir is None:
         raise DataError(f"the model reads {meta['inputs']}: give a depth folder or an HHA folder")
-    if reads_depth and hha_dir is None and intrinsics is None:
+    if depth_read and hha_dir is None and intrinsics is None:
         log.info("no intrinsics given: using the NYU Depth V2 camera scaled to each image's size")
     for name in tqdm(names, desc="infer", unit="img", disable=not progress):
         rgb_path = _find(rgb_dir, name, IMAGE_SUFFIXES, "RGB image")
-        hha_path = _find(Path(hha_dir), name, (".png",), "HHA image") if reads_depth and hha_dir is not None else None
-        depth_path = (_find(Path(depth_dir), name, DEPTH_SUFFIXES, "depth map") if reads_depth and hha_path is None
+        hha_path = _find(Path(hha_dir), name, (".png",), "HHA image") if depth_read and hha_dir is not None else None
+        depth_path = (_find(Path(depth_dir), name, DEPTH_SUFFIXES, "depth map") if depth_read and hha_path is None
                       else None)
         infer_one(model, meta, rgb_path, out_dir / f"{name}.png", depth_path, hha_path, intrinsics, depth_scale,
                   scales, flip, overlay_alpha)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from primkd.data.dataset import MODALITY_INPUTS, STUDENT_INPUTS
 from primkd.distill.losses import OFFICIAL_ALIGNER_PREFIX
 from primkd.io import DataError, sha256_file
 from primkd.models.convert import StateDict
@@ -50,7 +51,7 @@ from primkd.models.segmentors import (
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_INPUTS = {"student": ["rgb", "modal"], "teacher": ["rgb"]}
+OFFICIAL_INPUTS = {"student": list(STUDENT_INPUTS), "teacher": list(MODALITY_INPUTS["rgb"])}
 OFFICIAL_DROP_PATH = 0.1  # the official mit_b* builders' stochastic depth (matters only when fine-tuning)
 
 
@@ -212,7 +213,7 @@ def import_official(path: str | os.PathLike, kind: str | None, variant: str | Ma
 
     Args:
         path: the official checkpoint.
-        kind: ``"student"`` (CMX / PrimKD student, inputs ``["rgb", "modal"]``) or ``"teacher"`` (PrimKD RGB
+        kind: ``"student"`` (CMX / PrimKD student, inputs ``STUDENT_INPUTS``) or ``"teacher"`` (PrimKD RGB
             teacher, inputs ``["rgb"]``); None: read from the checkpoint, as the next three.
         variant: MiT variant name (``mit_b2``, ``mit_b4``) or settings mapping.
         num_classes: classes of the checkpoint.

@@ -22,7 +22,7 @@ from primkd.models.io import load_any
 
 @dataclass
 class LoadedModel:
-    """A network in eval mode with the batch keys it takes (``["rgb"]``, ``["modal"]`` or ``["rgb", "modal"]``)."""
+    """A network in eval mode with the batch keys it takes (a model file's ``inputs``)."""
 
     model: nn.Module
     inputs: list[str]

@@ -29,7 +29,7 @@ from primkd.analysis.features import LoadedModel, PairwiseStageCKA, iterate_feat
 from primkd.analysis.histograms import StageHistograms, histogram_rows, plot_histograms
 from primkd.analysis.qualitative import predict_samples, qualitative_figure
 from primkd.config import ConfigError
-from primkd.data.dataset import RGBDDataset, hha_input
+from primkd.data.dataset import RGBDDataset, hha_input, reads_depth
 from primkd.engine.seeds import model_files
 from primkd.io import csv_text, write_json, write_text
 
@@ -153,7 +153,8 @@ def analyze(student_models: Mapping[str, str | os.PathLike], rgb_model: str | os
     models = {name: resolve_model(path, seeds) for name, path in given.items()}
     students, references = _load_all(models, device)
     nets = {**references, **students}
-    hha = hha_input(hha_root, any("modal" in net.inputs for net in nets.values()), "a student or the depth-only model")
+    depth_read = any(reads_depth(net.inputs) for net in nets.values())
+    hha = hha_input(hha_root, depth_read, "a student or the depth-only model")
     dataset = RGBDDataset(data_root, "test", hha, bgr=bgr)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, num_workers=num_workers)

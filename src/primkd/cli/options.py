@@ -43,3 +43,11 @@ def use_threads(args: argparse.Namespace, cfg: dict) -> ThreadPlan:
     plan = thread_plan(cfg, args.stage)
     apply_threads(plan)
     return plan
+
+
+def stage_config(args: argparse.Namespace) -> tuple[dict, ThreadPlan]:
+    """The command's parameters (:func:`load_config`) with the worker count of its stage's thread plan, and the plan,
+    applied to this process (:func:`use_threads`)."""
+    cfg = load_config(args)
+    plan = use_threads(args, cfg)
+    return plan.fit(cfg), plan

@@ -10,7 +10,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from primkd.cli.options import add_command, load_config, use_threads
+from primkd.cli.options import add_command, load_config, stage_config, use_threads
 
 log = logging.getLogger("primkd")
 
@@ -51,8 +51,7 @@ def cmd_download(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from primkd.data.prepare import prepare_dataset
 
-    cfg = load_config(args)
-    data = use_threads(args, cfg).fit(cfg)["data"]
+    data = stage_config(args)[0]["data"]
     prepare_dataset(data, args.out, raw_dir=args.raw)
     log.info("prepared %s dataset in %s", data["source"], args.out)
 
@@ -92,13 +91,14 @@ def cmd_hha(args: argparse.Namespace) -> None:
 
 def _run_from_args(args: argparse.Namespace, cfg: dict):
     from primkd.config import ConfigError, experiment_kd
+    from primkd.data.dataset import MODALITY_INPUTS, STUDENT_INPUTS
     from primkd.engine.train import Run
 
     if args.role == "teacher":
-        inputs = ["rgb"] if args.modality == "rgb" else ["modal"]
-        return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=inputs, info={"modality": args.modality})
+        return Run(name=f"teacher_{args.modality}", kind="teacher", inputs=list(MODALITY_INPUTS[args.modality]),
+                   info={"modality": args.modality})
     if args.experiment is None:
-        return Run(name="cmx", kind="student", inputs=["rgb", "modal"])
+        return Run(name="cmx", kind="student", inputs=list(STUDENT_INPUTS))
     kd = experiment_kd(cfg, args.experiment)
     if args.teacher is None and args.teacher_dir is None:
         raise ConfigError(f"experiment {args.experiment!r} distils from a teacher: pass --teacher MODEL.pt or "
@@ -110,7 +110,7 @@ def _run_from_args(args: argparse.Namespace, cfg: dict):
         if not teacher.is_file():
             raise ConfigError(f"experiment {args.experiment!r}: its kd.teachers.{kd.teacher_modality} names {teacher}, "
                               f"which is not there; place the file there or remove the entry from the experiment")
-    return Run(name=args.experiment, kind="student", inputs=["rgb", "modal"], kd=kd, teacher_path=teacher)
+    return Run(name=args.experiment, kind="student", inputs=list(STUDENT_INPUTS), kd=kd, teacher_path=teacher)
 
 
 def _teacher_from_file(args: argparse.Namespace, cfg: dict, run) -> bool:
@@ -156,9 +156,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from primkd.engine.distributed import cleanup
     from primkd.engine.train import train
 
-    cfg = load_config(args)
-    threads = use_threads(args, cfg)
-    cfg = threads.fit(cfg)
+    cfg, threads = stage_config(args)
     run = _run_from_args(args, cfg)
     if run.kind == "teacher" and _teacher_from_file(args, cfg, run):
         return
@@ -177,17 +175,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from primkd.engine.evaluate_run import evaluate_run
 
-    cfg = load_config(args)
-    evaluate_run(args.model, args.data, args.hha, use_threads(args, cfg).fit(cfg), args.out, per_image=args.per_image,
+    evaluate_run(args.model, args.data, args.hha, stage_config(args)[0], args.out, per_image=args.per_image,
                  confusion=args.confusion, progress=not args.no_progress, split=args.split, train_out=args.train_out)
 
 
 def cmd_evaluate_released(args: argparse.Namespace) -> None:
     from primkd.engine.released import evaluate_released
 
-    cfg = load_config(args)
-    evaluate_released(use_threads(args, cfg).fit(cfg), args.data, args.hha, args.out_dir,
-                      progress=not args.no_progress)
+    evaluate_released(stage_config(args)[0], args.data, args.hha, args.out_dir, progress=not args.no_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -43,12 +43,13 @@ def _check_infer_args(args: argparse.Namespace, reads_depth: bool) -> None:
 
 def cmd_infer(args: argparse.Namespace) -> None:
     """Segment one RGB(-D) pair or a folder of them and write coloured label PNGs (and overlays)."""
+    from primkd.data.dataset import reads_depth
     from primkd.engine.runtime import select_device
     from primkd.infer import infer_folder, infer_one
     from primkd.models.io import load_any
 
     model, meta = load_any(args.model, select_device(args.device, "--device"))
-    _check_infer_args(args, "modal" in meta["inputs"])
+    _check_infer_args(args, reads_depth(meta["inputs"]))
     intrinsics = _intrinsics(args)
     alpha = args.alpha if args.overlay else None
     if args.rgb_dir is not None:
@@ -56,7 +57,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
                              args.depth_scale, args.scales, args.flip, alpha, progress=not args.no_progress)
         log.info("segmented %d images into %s", len(names), args.out)
         return
-    if intrinsics is None and args.depth and not args.hha and "modal" in meta["inputs"]:
+    if intrinsics is None and args.depth and not args.hha and reads_depth(meta["inputs"]):
         log.info("no intrinsics given: using the NYU Depth V2 camera scaled to the image's size")
     written = infer_one(model, meta, args.rgb, args.out, args.depth, args.hha, intrinsics, args.depth_scale,
                         args.scales, args.flip, alpha)

@@ -33,6 +33,19 @@ class Augment:
     flip: float
 
 
+# The second modality is depth, which the networks read as its HHA image (the `hha` stage's folder). In a batch and
+# in a model file's `inputs` its key is "modal": a name of the model-file format (like CMX's weight names,
+# `encoder_modal`), kept so that every model file written stays readable.
+DEPTH_KEY = "modal"
+MODALITY_INPUTS = {"rgb": ("rgb",), "depth": (DEPTH_KEY,)}  # a teacher's modality (params: teacher: rgb | depth)
+STUDENT_INPUTS = ("rgb", DEPTH_KEY)  # CMX and the PrimKD students
+
+
+def reads_depth(inputs: Sequence[str]) -> bool:
+    """Whether a network of batch keys ``inputs`` (a model file's ``inputs``) reads depth (its HHA image)."""
+    return DEPTH_KEY in inputs
+
+
 def hha_input(hha_root: str | os.PathLike | None, needed: bool, reader: str) -> Path | None:
     """The HHA folder a network needs: ``hha_root`` when ``needed``, else None (an RGB-only network ignores it).
 
@@ -199,7 +212,7 @@ class RGBDDataset(Dataset):
             tensors = [normalize(im, self.bgr) for im in images]
         item = {"rgb": tensors[0], "label": torch.from_numpy(label.astype(np.int64)), "name": self.names[index]}
         if len(tensors) > 1:
-            item["modal"] = tensors[1]
+            item[DEPTH_KEY] = tensors[1]
         return item
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from primkd.config import RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
+from primkd.config import RESULT_FREE_KEYS, TRAINING_KEYS
 from primkd.io import STATE_PREFIX, DataError, files_digest, list_checkpoints, sha256_file
 from primkd.models.io import load_state_dict_checked, read_torch_file, save_torch_file
 from primkd.pretrained import pretrained_digest
@@ -198,11 +198,16 @@ def result_settings(cfg: dict, section: str) -> dict:
 
 
 def training_settings(cfg: dict) -> dict:
-    """The parameters training reads, by section: ``model`` and ``train`` without
-    :data:`~primkd.config.RESULT_FREE_KEYS`, and the :data:`~primkd.config.TRAINING_EVAL_KEYS` of ``eval``; the same
-    keys as the training stages' parameter dependencies in :mod:`primkd.stages`."""
-    evaluation = {key.split(".", 1)[1]: cfg["eval"][key.split(".", 1)[1]] for key in TRAINING_EVAL_KEYS}
-    return {"model": result_settings(cfg, "model"), "train": result_settings(cfg, "train"), "eval": evaluation}
+    """The parameters training reads (:data:`~primkd.config.TRAINING_KEYS`), by section: a whole section without
+    :data:`~primkd.config.RESULT_FREE_KEYS`, or the single keys named of it."""
+    settings: dict = {}
+    for key in TRAINING_KEYS:
+        section, _, name = key.partition(".")
+        if name:
+            settings.setdefault(section, {})[name] = cfg[section][name]
+        else:
+            settings[section] = result_settings(cfg, section)
+    return settings
 
 
 def run_fingerprint(cfg: dict, run: Any, arch: dict, train_set: Any, test_set: Any, pretrained: str | None,

@@ -38,7 +38,7 @@ class ShardSampler(Sampler):
 
 
 def model_inputs(batch: dict, inputs: Sequence[str], device: torch.device) -> list[Tensor]:
-    """The tensors a model takes, in order: ``("rgb",)``, ``("modal",)`` or ``("rgb", "modal")``."""
+    """The tensors a model takes, in the order of its batch keys ``inputs`` (a model file's ``inputs``)."""
     return [batch[k].to(device, non_blocking=True) for k in inputs]
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from primkd.config import EvalConfig, TrainConfig
-from primkd.data.dataset import RGBDDataset, hha_input
+from primkd.data.dataset import RGBDDataset, hha_input, reads_depth
 from primkd.engine.counts import counts_by_mode, write_counts
 from primkd.engine.evaluate import evaluate_modes, evaluation_report
 from primkd.engine.results import Evaluation
@@ -55,7 +55,7 @@ def evaluate_run(model: str | os.PathLike, data: str | os.PathLike, hha: str | o
     for seed, path in files.items():
         network, meta = load_any(path, device)
         if not loaders:  # the seeds of a run share inputs; imported official weights record that they expect BGR
-            hha_root = hha_input(hha, "modal" in meta["inputs"], str(path))
+            hha_root = hha_input(hha, reads_depth(meta["inputs"]), str(path))
             loaders = {s: DataLoader(RGBDDataset(data, s, hha_root, bgr=meta["info"].get("bgr", t.bgr)),
                                      batch_size=ev.batch_size, num_workers=t.num_workers)
                        for s in dict.fromkeys((split, *(("train",) if train_out else ())))}

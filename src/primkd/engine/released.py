@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from primkd.config import RELEASED_ENTRIES
+from primkd.data.dataset import MODALITY_INPUTS
 from primkd.data.layout import read_meta
 from primkd.engine.evaluate_run import evaluate_run
 from primkd.io import DataError, atomic_path, sha256_file, write_json, write_text
@@ -102,7 +103,7 @@ def teacher_from_file(path: str | os.PathLike, modality: str, data: str | os.Pat
     """
     out_dir, name = Path(out_dir), f"teacher_{modality}"
     meta = import_teacher(path, out_dir / "model.pt", read_meta(data)["classes"], {"run": name, "modality": modality})
-    wanted = ["rgb"] if modality == "rgb" else ["modal"]
+    wanted = list(MODALITY_INPUTS[modality])
     if meta["inputs"] != wanted:
         (out_dir / "model.pt").unlink()
         raise DataError(f"{path}: a teacher of inputs {meta['inputs']}, but kd.teachers.{modality} names it for the "

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from primkd.config import ConfigError, EvalConfig, KDConfig, ModelConfig, TrainConfig
-from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, hha_input
+from primkd.data.dataset import Augment, EpochSampler, RGBDDataset, hha_input, reads_depth
 from primkd.distill.losses import PrimKDLoss, build_aligners
 from primkd.engine.checkpoint import (
     fingerprint_differences,
@@ -85,6 +85,7 @@ from primkd.models.io import (
     MODEL_FORMAT,
     architecture,
     build_model,
+    model_blob,
     read_torch_file,
     save_model,
     save_torch_file,
@@ -104,7 +105,8 @@ class Run:
     Attributes:
         name: run name (``teacher_rgb``, ``cmx``, an experiment name).
         kind: ``"teacher"`` (single-stream SegFormer) or ``"student"`` (CMX).
-        inputs: batch keys fed to the network: ``["rgb"]``, ``["modal"]`` (depth/HHA teacher) or both.
+        inputs: batch keys fed to the network (:data:`~primkd.data.dataset.MODALITY_INPUTS` of a teacher,
+            :data:`~primkd.data.dataset.STUDENT_INPUTS`).
         kd: distillation settings (:func:`primkd.config.experiment_kd`) or None for plain cross-entropy.
         teacher_path: model file of the frozen teacher, required with ``kd``.
         code: SHA-256 of each source file the training command may run, by repository path (``primkd train`` fills
@@ -120,9 +122,9 @@ class Run:
     code: dict = field(default_factory=dict)
 
     @property
-    def reads_hha(self) -> bool:
+    def reads_depth(self) -> bool:
         """Whether the network or its teacher reads depth (the HHA images)."""
-        return "modal" in self.inputs or (self.kd is not None and self.kd.teacher_modality == "depth")
+        return reads_depth(self.inputs) or (self.kd is not None and self.kd.teacher_modality == "depth")
 
 
 @dataclass
@@ -159,7 +161,7 @@ def build_loaders(t: TrainConfig, test_batch_size: int, run: Run, data_root: Pat
     and the augmentation depend only on (seed, epoch, index).
     """
     dist = dist or DistInfo()
-    hha = hha_input(hha_root, run.reads_hha, f"run {run.name!r}")
+    hha = hha_input(hha_root, run.reads_depth, f"run {run.name!r}")
     aug = Augment(crop=t.crop, scales=t.scales, flip=t.flip)
     train_set = RGBDDataset(data_root, "train", hha, augmentation=aug, seed=t.seed, bgr=t.bgr)
     test_set = RGBDDataset(data_root, "test", hha, bgr=t.bgr)
@@ -209,7 +211,7 @@ def load_teacher(run: Run, arch: dict, device: torch.device, bgr: bool = False) 
     t_arch, fix = meta["arch"], "pass the model.pt of `primkd train --role teacher` trained with the same params"
     if t_arch["kind"] != "teacher":
         raise DataError(f"{path}: is a {t_arch['kind']} model, not a teacher; {fix}")
-    modality = "rgb" if meta["inputs"] == ["rgb"] else "depth"
+    modality = "depth" if reads_depth(meta["inputs"]) else "rgb"
     wanted = run.kd.teacher_modality
     if modality != wanted:
         raise DataError(f"{path}: a {modality} teacher, but this experiment names teacher {wanted!r} in params.yaml; "
@@ -299,14 +301,16 @@ def best_evaluation(curve: list[dict]) -> dict | None:
 
 
 class Trainer:
-    """One run's training loop over checkpointed state (see the module docstring for the reliability rules)."""
+    """One run: built in five numbered steps (``__init__``), trained by :meth:`fit`, which writes the outputs (see
+    the module docstring for the reliability rules)."""
 
-    def __init__(self, cfg: dict, t: TrainConfig, run: Run, data_root: Path, hha_root: Path | None,
-                 checkpoint_dir: Path, progress: bool):
-        # `cfg` (the resolved parameters) only feeds the checkpoint fingerprint; the loop reads the typed settings.
+    def __init__(self, cfg: dict, t: TrainConfig, run: Run, data_root: Path, hha_root: Path | None, out_dir: Path,
+                 checkpoint_dir: Path, progress: bool, threads: ThreadPlan | None = None):
+        # `cfg` (the resolved parameters) feeds the checkpoint fingerprint and train.json's preset; the loop reads the
+        # typed settings.
         self.cfg, self.t, self.run, self.epochs, self.show = cfg, t, run, t.epochs, progress
         self.model_cfg, self.eval_cfg = ModelConfig.of(cfg), EvalConfig.of(cfg)
-        self.checkpoint_dir = checkpoint_dir
+        self.out_dir, self.checkpoint_dir, self.threads = out_dir, checkpoint_dir, threads
         # 1. Ranks, seeds, device and speed switches.
         self.dist = init_distributed(t.device)
         seed_everything(t.seed)
@@ -357,6 +361,7 @@ class Trainer:
         self.fingerprint = run_fingerprint(cfg, run, self.arch, self.dataset, self.test_loader.dataset,
                                            self.pretrained, run.code)
         self.last_checkpoint: Path | None = None
+        self.best_model: dict | None = None  # the contents of best.pt, kept for model_best.pt
         self.state = self._resume()
         self.started = time.perf_counter()
 
@@ -400,7 +405,8 @@ class Trainer:
                                f"{why}.\nAll differences:\n" + "\n".join(changed))
             log.warning("%s: training from scratch: %s; moved its files to %s", self.run.name, why, aside)
             return Progress()
-        problem, best_epoch = self._best_problem(best, blob), blob["progress"]["best"].get("epoch")
+        self.best_model, problem = self._read_best(best, blob)
+        best_epoch = blob["progress"]["best"].get("epoch")
         last_is_best = blob["complete"] and best_epoch == self.epochs
         if problem and not last_is_best:  # the best evaluation's weights are in no checkpoint: only retraining helps
             why = f"{best} {problem}, and the weights of the best evaluation (epoch {best_epoch}) are in no checkpoint"
@@ -415,23 +421,30 @@ class Trainer:
         if problem:  # finished, and its best evaluation is the last epoch: the final weights are the best ones
             if best.exists():
                 move_aside(self.checkpoint_dir, [best], f"{best} {problem}")
-            save_model(best, self.model, self.arch, self.run.inputs, dict(state.best))
+            self._keep_best(state.best)
             log.warning("%s: %s; rebuilt it from the final weights (the best evaluation is the last epoch's)",
                         self.run.name, f"{best} {problem}")
         return state
 
     @staticmethod
-    def _best_problem(best: Path, blob: dict) -> str | None:
-        """What is wrong with the best model file of a checkpoint that has a best evaluation, or None."""
+    def _read_best(best: Path, blob: dict) -> tuple[dict | None, str | None]:
+        """The best model file of a checkpoint that has a best evaluation, and what is wrong with it (or None)."""
         if not blob["progress"]["best"]:
-            return None
+            return None, None
         if not best.is_file():
-            return "is missing"
+            return None, "is missing"
         try:
-            read_torch_file(best, MODEL_FORMAT, "best model", "")
+            return read_torch_file(best, MODEL_FORMAT, "best model", ""), None
         except DataError as e:  # "<path>: cannot read the best model (<torch's words>); delete it and "
-            return f"is unreadable ({str(e).split(': ', 1)[-1].split('; delete it')[0].splitlines()[0][:200]})"
-        return None
+            return None, f"is unreadable ({str(e).split(': ', 1)[-1].split('; delete it')[0].splitlines()[0][:200]})"
+
+    def _keep_best(self, point: dict) -> None:
+        """Keep the current weights as the best evaluation's (``point``): in memory and as best.pt beside the
+        checkpoints, which a resumed run reads back."""
+        if self.dist.is_main:
+            self.best_model = model_blob(self.model, self.arch, self.run.inputs, dict(point))
+            save_torch_file(self.checkpoint_dir / BEST_FILE, self.best_model)
+        barrier()
 
     def save(self, complete: bool = False) -> Path:
         """Write a checkpoint of the current state (rank 0; the others wait), refusing non-finite weights."""
@@ -447,13 +460,21 @@ class Trainer:
         barrier()
         return self.last_checkpoint
 
-    def _stop_if_requested(self, stop: StopRequest) -> None:
-        if stop.signum is not None:
+    def checkpoint(self, stop: StopRequest) -> None:
+        """The one checkpoint decision, after every iteration (and the evaluation that ends its epoch): the run's
+        last iteration writes the final checkpoint (a signal then lets the run finish); a SIGTERM or SIGINT writes one
+        and stops the run; otherwise one is written every ``train.checkpoint_every`` iterations."""
+        s, every = self.state, self.t.checkpoint_every
+        if s.epoch == self.epochs:
+            self.save(complete=True)
+        elif stop.signum is not None:
             path = self.save()
             message = (f"{self.run.name}: stopped by {signal.Signals(stop.signum).name} at iteration "
-                       f"{self.state.iteration}; saved {path}; run the same command again to resume")
+                       f"{s.iteration}; saved {path}; run the same command again to resume")
             log.error("%s", message)
             raise TrainingInterrupted(message, stop.signum)
+        elif every and s.iteration % every == 0:
+            self.save()
 
     def _non_finite(self, terms: dict[str, torch.Tensor], batch: dict) -> None:
         """Skip a batch whose loss is not finite (within ``max_bad_batches``) or stop with an error naming it."""
@@ -522,23 +543,18 @@ class Trainer:
                          progress=self.show, crop=t.crop, windows=self.eval_cfg.windows)
             point = {"epoch": s.epoch + 1, "miou": m["miou"], "macc": m["macc"], "pacc": m["pacc"]}
             s.eval_curve.append(point)
-            if best_evaluation(s.eval_curve) is point:  # a new best: keep its weights beside the checkpoints
+            if best_evaluation(s.eval_curve) is point:
                 s.best = dict(point)
-                if self.dist.is_main:
-                    save_model(self.checkpoint_dir / BEST_FILE, self.model, self.arch, self.run.inputs, dict(point))
-                barrier()
+                self._keep_best(point)
             log.info("%s epoch %d: loss %.4f, test mIoU %.4f (best %.4f at epoch %d)", self.run.name, s.epoch + 1,
                      row["loss"], m["miou"], s.best["miou"], s.best["epoch"])
         else:
             log.info("%s epoch %d: loss %.4f", self.run.name, s.epoch + 1, row["loss"])
         s.start_epoch()
 
-    def _checkpoint_due(self) -> bool:
-        every = self.t.checkpoint_every
-        return bool(every) and self.state.iteration % every == 0
-
-    def fit(self, stop: StopRequest) -> float:
-        """Train until the last epoch, checkpointing as configured; returns the total training seconds."""
+    def fit(self, stop: StopRequest) -> dict:
+        """Train until the last epoch, then write the outputs (:meth:`write_outputs`); returns the summary written to
+        train.json (empty on ranks other than 0)."""
         s, self.started = self.state, time.perf_counter()
         self.clock = StepClock()
         log.info("training %s (%s, %s) on %s: %d images, %d iterations/epoch, %d epochs", self.run.name,
@@ -554,23 +570,44 @@ class Trainer:
             for _ in bar:
                 with self.clock.step(self.device):
                     self.step([next(batches) for _ in range(self.accum)])
-                if s.position < self.iters_per_epoch:  # the epoch's last batch is checkpointed after its evaluation
-                    self._stop_if_requested(stop)
-                    if self._checkpoint_due():
-                        self.save()
-            due = self._checkpoint_due()
-            self.end_epoch()
-            if s.epoch < self.epochs:
-                self._stop_if_requested(stop)
-                if due:
-                    self.save()
-        self.save(complete=True)
-        return s.seconds + time.perf_counter() - self.started
+                if s.position == self.iters_per_epoch:
+                    self.end_epoch()
+                self.checkpoint(stop)
+        elapsed = s.seconds + time.perf_counter() - self.started
+        return self.write_outputs(elapsed) if self.dist.is_main else {}
+
+    def write_outputs(self, elapsed: float) -> dict:
+        """Write ``curves.csv``, ``eval_curve.csv``, ``train.json``, ``model_best.pt`` and ``model.pt`` (last), each
+        atomically, into the output folder; returns the summary of train.json."""
+        s, t, run, out_dir = self.state, self.t, self.run, self.out_dir
+        write_text(out_dir / "curves.csv", csv_text(s.curves))
+        write_text(out_dir / "eval_curve.csv", csv_text(s.eval_curve))
+        summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": self.arch["variant"],
+                   "seed": t.seed, "deterministic": t.deterministic, "device": str(self.device),
+                   "epochs": t.epochs, "iterations": s.iteration, "skipped_batches": s.bad_batches,
+                   "resumed_at_iterations": s.resumed_at, "train_seconds": round(elapsed, 2),
+                   "images_per_second": round(s.seen / max(elapsed, 1e-9), 2),
+                   "parameters": sum(p.numel() for p in self.model.parameters()),
+                   "world_size": self.dist.world_size, "micro_batch": self.micro, "accumulation_steps": self.accum,
+                   "precision": self.precision.as_dict(), "pretrained": self.pretrained,
+                   "threads": self.threads.as_dict() if self.threads is not None else None,
+                   "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
+                   "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),
+                   "step_seconds": self.clock.summary(), "peak_memory": peak_memory(self.device),
+                   **({"teacher_source": run.info["teacher_source"]} if "teacher_source" in run.info else {})}
+        write_json(out_dir / "train.json", summary)
+        info = {"run": run.name, "preset": self.cfg["preset"], "seed": t.seed, "deterministic": t.deterministic,
+                "classes": self.dataset.classes, "kd": run.kd.as_dict() if run.kd is not None else None,
+                "bgr": t.bgr, "pretrained": self.pretrained, **run.info}
+        _write_best_model(out_dir / "model_best.pt", self.best_model, s.best, info)
+        save_model(out_dir / "model.pt", self.model, self.arch, run.inputs, {**info, "epoch": t.epochs})
+        return summary
 
 
 def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: Path, progress: bool = True,
           checkpoint_dir: Path | None = None, threads: ThreadPlan | None = None) -> dict:
-    """Train one network and write ``model.pt``, ``curves.csv``, ``eval_curve.csv`` and ``train.json``.
+    """Train one network and write ``model.pt``, ``model_best.pt``, ``curves.csv``, ``eval_curve.csv`` and
+    ``train.json`` (:meth:`Trainer.write_outputs`).
 
     Started again after an interruption, the run continues from its newest checkpoint in ``checkpoint_dir``. The
     outputs are written only once training has finished, ``model.pt`` last, each atomically.
@@ -587,56 +624,29 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
         threads: the stage's thread plan, recorded in ``train.json`` (``cfg`` holds the worker count it allows).
 
     Returns:
-        The summary written to ``train.json``.
+        The summary written to ``train.json`` (empty on ranks other than 0).
 
     Raises:
         TrainingInterrupted: SIGTERM or SIGINT arrived; a checkpoint was saved (a ``SystemExit`` with status 143 or
             130).
         FloatingPointError: a non-finite loss beyond ``train.max_bad_batches``.
-        DataError: bad input files, or HHA needed (:attr:`Run.reads_hha`) but ``hha_root`` None.
+        DataError: bad input files, or HHA needed (:attr:`Run.reads_depth`) but ``hha_root`` None.
         ConfigError: settings that cannot run (``train.device``, ``train.batch_size``, ``train.micro_batch``).
     """
     t, out_dir = TrainConfig.of(cfg), Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
     with deterministic_algorithms(t.deterministic), stop_on_signal(signal.SIGTERM, signal.SIGINT) as stop, \
             checkpoint_lock(checkpoint_dir, run.name):
-        trainer = Trainer(cfg, t, run, Path(data_root), hha_root, checkpoint_dir, progress)
+        trainer = Trainer(cfg, t, run, Path(data_root), hha_root, out_dir, checkpoint_dir, progress, threads)
         if not trainer.dist.is_main:  # one log per run: rank 0's
             logging.getLogger("primkd").setLevel(logging.WARNING)
-        elapsed = trainer.fit(stop)
-    # 6. Outputs (rank 0), model.pt last.
-    s, model = trainer.state, trainer.model
-    info = {"run": run.name, "preset": cfg["preset"], "seed": t.seed, "deterministic": t.deterministic,
-            "classes": trainer.dataset.classes, "kd": run.kd.as_dict() if run.kd is not None else None,
-            "bgr": t.bgr, "pretrained": trainer.pretrained, **run.info}
-    if not trainer.dist.is_main:
-        return {}
-    write_text(out_dir / "curves.csv", csv_text(s.curves))
-    write_text(out_dir / "eval_curve.csv", csv_text(s.eval_curve))
-    summary = {"run": run.name, "kind": run.kind, "inputs": run.inputs, "backbone": trainer.arch["variant"],
-               "seed": t.seed, "deterministic": t.deterministic, "device": str(trainer.device),
-               "epochs": t.epochs, "iterations": s.iteration, "skipped_batches": s.bad_batches,
-               "resumed_at_iterations": s.resumed_at, "train_seconds": round(elapsed, 2),
-               "images_per_second": round(s.seen / max(elapsed, 1e-9), 2),
-               "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
-               "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
-               "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
-               "threads": threads.as_dict() if threads is not None else None,
-               "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
-               "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),
-               "step_seconds": trainer.clock.summary(), "peak_memory": peak_memory(trainer.device),
-               **({"teacher_source": run.info["teacher_source"]} if "teacher_source" in run.info else {})}
-    write_json(out_dir / "train.json", summary)
-    _write_best_model(checkpoint_dir / BEST_FILE, out_dir / "model_best.pt", s.best, info)
-    save_model(out_dir / "model.pt", model, trainer.arch, run.inputs, {**info, "epoch": t.epochs})
-    return summary
+        return trainer.fit(stop)
 
 
-def _write_best_model(source: Path, dest: Path, best: dict, info: dict) -> None:
-    """Copy the best-evaluation weights to ``dest`` with the run's metadata and the epoch they come from."""
-    blob = read_torch_file(source, MODEL_FORMAT, "best model", "move the run's checkpoint folder aside and train again")
+def _write_best_model(dest: Path, blob: dict, best: dict, info: dict) -> None:
+    """Write the best evaluation's model (the contents of best.pt) to ``dest`` with the run's metadata and the epoch
+    its weights come from."""
     if blob["info"].get("epoch") != best.get("epoch"):  # a crash between a new best and the next checkpoint
-        log.warning("%s holds epoch %s, the resumed curve's best is epoch %s; keeping the file's weights and epoch",
-                    source, blob["info"].get("epoch"), best.get("epoch"))
-    blob["info"] = {**info, **blob["info"], "checkpoint": "best_test_epoch"}
-    save_torch_file(dest, blob)
+        log.warning("the kept best model holds epoch %s, the resumed curve's best is epoch %s; keeping its weights "
+                    "and epoch", blob["info"].get("epoch"), best.get("epoch"))
+    save_torch_file(dest, {**blob, "info": {**info, **blob["info"], "checkpoint": "best_test_epoch"}})

@@ -163,19 +163,24 @@ def build_model(arch: dict) -> nn.Module:
     return build_teacher(**kwargs) if arch["kind"] == "teacher" else build_student(**kwargs)
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, arch: dict, inputs: list[str], info: dict) -> None:
-    """Write ``{format, arch, inputs, info, state_dict}`` to ``path`` atomically.
+def model_blob(model: nn.Module, arch: dict, inputs: list[str], info: dict) -> dict:
+    """The contents of a model file, ``{format, arch, inputs, info, state_dict}``, the weights copied to the CPU (so
+    that the blob keeps them while the network trains on).
 
     Args:
-        path: destination ``.pt``.
         model: the trained network (a DDP wrapper is unwrapped).
         arch: builder arguments (:func:`architecture`).
         inputs: the batch keys the network takes, e.g. ``["rgb"]`` or ``["rgb", "modal"]``.
         info: run metadata (preset, seed, experiment, classes, ...).
     """
     model = getattr(model, "module", model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch_file(path, {"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state})
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {"format": MODEL_FORMAT, "arch": arch, "inputs": inputs, "info": info, "state_dict": state}
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, arch: dict, inputs: list[str], info: dict) -> None:
+    """Write the model file of ``model`` (:func:`model_blob`) to ``path`` atomically."""
+    save_torch_file(path, model_blob(model, arch, inputs, info))
 
 
 def save_torch_file(path: str | os.PathLike, blob: dict) -> None:

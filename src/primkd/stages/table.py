@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from primkd.config import RELEASED_ENTRIES, RESULT_FREE_KEYS, TRAINING_EVAL_KEYS
+from primkd.config import RELEASED_ENTRIES, RESULT_FREE_KEYS, TRAINING_KEYS
 
 EFFECTIVE_PARAMS = "results/{preset}/effective_params.yaml"
 MODALITIES = ("rgb", "depth")
@@ -145,12 +145,11 @@ def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), ov
                   report=Report("evaluation_train.rst", "Per run", labels=(("run", f"{run} (train split)"),)))))
 
 
-# Training reads the same keys as its checkpoint fingerprint (primkd.engine.checkpoint.training_settings): model and
-# train without primkd.config.RESULT_FREE_KEYS, and the eval keys of its evaluation during training, which picks
-# model_best.pt; a student's seed is its stage's `{seed}`, not train.seed. inputs.pretrained is the content digest of
-# the ImageNet weights model.pretrained resolves to (the fingerprint's pretrained_sha256): a file whose path depends
-# on the preset, which dvc.yaml cannot list as a dependency.
-TRAIN_PARAMS = ("model", "train", *TRAINING_EVAL_KEYS, "inputs.pretrained")
+# Training depends on the keys of its checkpoint fingerprint (primkd.config.TRAINING_KEYS; RESULT_FREE_KEYS are left
+# out of every stage); a student's seed is its stage's `{seed}`, not train.seed. inputs.pretrained is the content
+# digest of the ImageNet weights model.pretrained resolves to (the fingerprint's pretrained_sha256): a file whose path
+# depends on the preset, which dvc.yaml cannot list as a dependency.
+TRAIN_PARAMS = (*TRAINING_KEYS, "inputs.pretrained")
 
 STAGES: tuple[Stage, ...] = (
     Stage(

@@ -621,6 +621,7 @@ def train(cfg: dict, run: Run, data_root: Path, hha_root: Path | None, out_dir: 
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": trainer.dist.world_size,
                "micro_batch": trainer.micro, "accumulation_steps": trainer.accum,
                "precision": trainer.precision.as_dict(), "pretrained": trainer.pretrained,
+               "pretrained_sha256": trainer.fingerprint["pretrained_sha256"],  # = inputs.pretrained (None: scratch)
                "threads": threads.as_dict() if threads is not None else None,
                "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
                "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),

@@ -41,18 +41,3 @@ rule main:
     input:
         expand("results/{preset}/eval/{model}.json", preset=PRESET, model=MAIN_MODELS),
 
-
-# The input that reruns a stage whose committed outputs are out of date (common.smk: shipped_outdated).
-rule shipped_outdated:
-    output:
-        temp(".snakemake/primkd-shipped/{stage}-{key}.outdated"),
-    log:
-        ".snakemake/primkd-shipped/{stage}-{key}.log",
-    conda:
-        "environment.yml"
-    shell:
-        "touch {output} 2> {log}"
-
-
-localrules:
-    shipped_outdated,

@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from primkd.io import read_json, sha256_file
 
 from pipeline_utils import BIN, REPO, copy_run, copy_workflow, run, set_param
 from test_staleness import (
+    ALWAYS,
     UP_TO_DATE,
     downstream,
     dvc_changes,
@@ -144,7 +147,7 @@ def test_a_fresh_clone_plans_no_pretrain_job_whatever_the_file_times(tmp_path):
     assert "train_teacher@rgb" in status  # the rest of the pipeline never ran here
     plan = run([str(BIN / "snakemake"), "--dry-run", "--cores", "1", "all"], clone).stdout
     assert "rule train_teacher:" in plan and "rule resolve_params:" in plan
-    assert "rule pretrain:" not in plan and "rule shipped_outdated:" not in plan
+    assert "rule pretrain:" not in plan
     assert git(clone, "status", "--porcelain").stdout == ""
 
 
@@ -176,11 +179,31 @@ def _edit_params(root: Path, key: list[str]) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def _write_record(root: Path) -> None:
-    """What `primkd pretrain` writes into its summary (the stand-in writes only its command line there)."""
-    effective = effective_params(load_params(root / "params.yaml"))
-    summary = {**ST.record(STAGE, effective, root), "outputs": ST.output_digests(STAGE, root)}
-    (root / "pretrain/pretrain.json").write_text(json.dumps(summary))
+# The stand-in `primkd` of test_staleness, which for `primkd pretrain` also writes the record the real command puts in
+# its summary (the digests Snakemake compares), as the real command does before the job ends.
+RECORDING_STUB = """#!{python}
+import json, subprocess, sys
+from pathlib import Path
+
+subprocess.run([{stub!r}, *sys.argv[1:]], check=True)
+if sys.argv[1] == "pretrain":
+    from primkd import stages as ST
+    from primkd.config import load_params
+
+    stage = ST.stage("pretrain")
+    record = ST.record(stage, {{"pretrain": load_params("params.yaml")["pretrain"]}}, ".")
+    Path(ST.shipped.summary_path(stage)).write_text(json.dumps({{**record, "outputs": ST.output_digests(stage)}}))
+"""
+
+
+def recording_env(root: Path, stub_dir: Path, log: Path) -> dict:
+    own = stub_dir.parent / "recording"
+    own.mkdir(exist_ok=True)
+    script = own / "primkd"
+    script.write_text(RECORDING_STUB.format(python=sys.executable, stub=str(stub_dir / "primkd")))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    env = tool_env(root, stub_dir)
+    return {**env, "PATH": f"{own}{os.pathsep}{env['PATH']}", "PRIMKD_STUB_LOG": str(log)}
 
 
 @pytest.mark.parametrize("edit", ["parameter", "code"])
@@ -196,7 +219,7 @@ def test_an_edit_of_the_stage_reruns_it_and_everything_that_starts_from_its_enco
             path.write_text(path.read_text() + "\n# edited\n")
     trainings = {name for name in decl if name.startswith("train_")}
     if edit == "parameter":
-        assert dvc_changes(dvc_root) == {**UP_TO_DATE, "pretrain": {"pretrain.epochs"}}
+        assert dvc_changes(dvc_root) == {"resolve_params": {ALWAYS, "params.yaml"}, "pretrain": {"pretrain.epochs"}}
     else:
         assert dvc_changes(dvc_root) == {**UP_TO_DATE, "pretrain": {"src/primkd/engine/pretrain.py"}}
     # DVC: pretrain, then resolve_params (it reads the encoder) finds a new inputs.pretrained, so every training
@@ -207,12 +230,10 @@ def test_an_edit_of_the_stage_reruns_it_and_everything_that_starts_from_its_enco
     expected = {"pretrain", "resolve_params"} | downstream(trainings, decl)
     assert snakemake_stale(smk_root, decl) == expected
     assert not {"download", "prepare", "hha"} & expected
-    log = stub_dir.parent / "smk.log"
+    log = tmp_path / "smk.log"
     run_tool([str(BIN / "snakemake"), "--cores", "1", "--quiet", "all"], smk_root,
-             {**tool_env(smk_root, stub_dir), "PRIMKD_STUB_LOG": str(log)})
+             recording_env(smk_root, stub_dir, log))
     assert log.read_text().count("pretrain --params") == 1
-    log.unlink()
-    _write_record(smk_root)
     # once: the trainings depend on the digest of what the encoder is made from, not on the file read before the run
     assert snakemake_stale(smk_root, decl) == set()
 

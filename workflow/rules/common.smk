@@ -2,7 +2,9 @@
 # active preset, resolved by the same code the stage commands use, the lists their wildcards run over, and the two
 # helpers of their `params` (effective, outputs_token) and `resources`.
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 from primkd.config import effective_params, resolve
@@ -20,6 +22,17 @@ MAIN_MODELS = ["teacher_rgb", "cmx", "primkd"]
 # Stages whose outputs are committed (the pretrain stage): up to date when the digests their summary records are the
 # current code's, parameters' and outputs' (primkd.stages.shipped), whatever the file times of a fresh clone.
 SHIPPED = {s.name: ST.shipped_state(s, EFFECTIVE) for s in ST.STAGES if s.shipped}
+# An out-of-date one gets an input written now (shipped_outdated): newer than its outputs and with new contents, the
+# two things Snakemake looks at (a missing input that a rule could make would rerun nothing while the outputs exist).
+if workflow.is_main_process:
+    for name, state in SHIPPED.items():
+        if not state.current:
+            flag = Path(f".snakemake/primkd-shipped/{name}.outdated")
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            flag.write_text(f"{state.key} {state.why} {time.time_ns()}\n")
+            newest = max([time.time(), *(Path(o.path).stat().st_mtime + 1 for o in ST.stage(name).outs
+                                         if Path(o.path).exists())])
+            os.utime(flag, (newest, newest))
 # The pretrain stage's encoder, when model.pretrained names it (the demo), else None. The trainings then depend on
 # it as a file (pretrained_input) and, as parameter, on the digest of the code and parameters it is made from: the
 # same before and after the stage reruns, so that a rerun of pretrain reruns them once (its file digest, computed
@@ -77,8 +90,7 @@ def pretrained_input(wildcards):
 
 
 def shipped_outdated(stage):
-    """Nothing while the committed outputs of `stage` are up to date; else a flag file that rule shipped_outdated
-    makes (named after the current code and parameters, deleted after the run), so that the job runs."""
-    state = SHIPPED[stage]
-    return [] if state.current else [f".snakemake/primkd-shipped/{stage}-{state.key[:16]}.outdated"]
+    """Nothing while the committed outputs of `stage` are up to date; else the flag file written above (newer than
+    the outputs), so that the job runs."""
+    return [] if SHIPPED[stage].current else [f".snakemake/primkd-shipped/{stage}.outdated"]
 

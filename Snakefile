@@ -40,3 +40,4 @@ rule all:
 rule main:
     input:
         expand("results/{preset}/eval/{model}.json", preset=PRESET, model=MAIN_MODELS),
+

@@ -13,7 +13,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("params.yaml", "dvc.yaml", "Snakefile", "workflow", "src", ".dvcignore", "environment.yml")
+# pretrain/: the pretrain stage's committed outputs, its dvc.yaml and dvc.lock
+WORKFLOW_FILES = ("params.yaml", "dvc.yaml", "Snakefile", "workflow", "src", ".dvcignore", "environment.yml",
+                  "pretrain")
 
 
 def copy_workflow(dest: Path, preset: str | None = None) -> Path:

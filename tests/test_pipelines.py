@@ -23,6 +23,15 @@ def test_dvc_and_snakemake_declare_the_same_stages(tmp_path, preset):
     dvc = {" ".join(cmd.split()): s for cmd, s in dvc.items()}
     only_dvc, only_smk = set(dvc) - set(smk), set(smk) - set(dvc)
     assert not only_dvc and not only_smk, f"commands only in DVC: {only_dvc}\nonly in Snakemake: {only_smk}"
+    # The one difference: where model.pretrained names the pretrain stage's encoder (the demo), Snakemake's trainings
+    # read it as a file, to run after that stage; DVC's depend on its digest (inputs.pretrained) and run after
+    # resolve_params, which reads the encoder (its dependency in both tools).
+    pretrained = load_params(root / "params.yaml")["model"]["pretrained"] == stages.PRETRAINED
+    trainings = {cmd for cmd in smk if cmd.startswith("primkd train ")}
+    assert trainings and all((stages.PRETRAINED in smk[cmd]["deps"]) == pretrained for cmd in trainings)
+    for cmd in trainings:
+        smk[cmd]["deps"] = smk[cmd]["deps"] - {stages.PRETRAINED}
+    assert stages.PRETRAINED in dvc[next(c for c in dvc if c.startswith("primkd params "))]["deps"]
     for cmd in dvc:
         assert dvc[cmd] == smk[cmd], cmd
     assert len(dvc) >= 8 and any(f"results/{preset}/eval/primkd.json" in s["outs"] for s in dvc.values())
@@ -37,8 +46,8 @@ def dvc_out_stage(stages_by_cmd: dict[str, dict], fragment: str) -> set[str]:
 
 def test_dvc_yaml_and_the_snakemake_rules_are_generated_from_the_stage_table():
     files = stages.generated_files(REPO)
-    assert {str(p.relative_to(REPO)) for p in files} == {"dvc.yaml", *(f"workflow/rules/{n}.smk" for n in
-                                                                       ("data", "train", "evaluate", "report"))}
+    assert {str(p.relative_to(REPO)) for p in files} == {"dvc.yaml", "pretrain/dvc.yaml", *(
+        f"workflow/rules/{n}.smk" for n in ("data", "train", "evaluate", "report"))}
     for path, text in files.items():
         assert path.read_text() == text, (
             f"{path} is out of date with src/primkd/stages/table.py (or params.yaml's keys, or the package's "
@@ -233,7 +242,9 @@ def test_each_student_depends_on_its_own_teacher_and_the_demo_trains_the_rgb_tea
     assert {f"train_student@primkd-{k}" for k in seeds} | {f"train_student_depth@kd_teacher_depth-{k}"
                                                            for k in seeds} <= set(students)
     assert len(students) == len(cfg["experiments"]) * len(seeds)
-    assert needed == {"resolve_params", "download", "prepare", "hha", "train_teacher@rgb", "evaluate_teacher@rgb",
+    # pretrain (resolve_params reads its encoder) is checked and, up to date in a clone, not run
+    assert needed == {"pretrain/dvc.yaml:pretrain", "resolve_params", "download", "prepare", "hha",
+                      "train_teacher@rgb", "evaluate_teacher@rgb",
                       "evaluate_cmx", "evaluate_student@primkd", *(f"train_cmx@{k}" for k in seeds),
                       *(f"train_student@primkd-{k}" for k in seeds)}
 

@@ -30,6 +30,9 @@ STAGE_OF_RULE = {"prepare": "prepare", "hha": "hha", "train_teacher": "train", "
 # resolve_params and download run on the submitting machine (localrules: nodes may have no internet access).
 LOCAL_RULES = {"resolve_params", "download"}
 UNDECLARED = {"report"} | LOCAL_RULES
+# pretrain (the committed encoder, rerun only after an edit of its code or parameters) has no `resources` entry: it
+# asks for pretrain.threads cores, on the CPU, and gets Snakemake's default memory and time.
+OWN_THREADS = {"pretrain": "threads"}
 # Requests the executor plugin turns into sbatch options (--mem, -t, --cpus-per-task, --gpus, -p).
 SBATCH_KEYS = ("mem_mb", "runtime", "cpus_per_task", "gpu", "slurm_partition")
 
@@ -57,8 +60,11 @@ def test_each_rule_requests_its_stage_resources(tmp_path, preset):
     root = copy_workflow(tmp_path)
     cfg = load_params(root / "params.yaml", preset)
     jobs = [job for job in dry_run_jobs(root, preset) if job["rule"] != "all"]
-    assert {job["rule"] for job in jobs} == set(STAGE_OF_RULE) | UNDECLARED
+    assert {job["rule"] for job in jobs} == set(STAGE_OF_RULE) | UNDECLARED | set(OWN_THREADS)
     for job in jobs:
+        if job["rule"] in OWN_THREADS:
+            assert job["threads"] == cfg["pretrain"][OWN_THREADS[job["rule"]]] and "gpu" not in job, job
+            continue
         if job["rule"] in UNDECLARED:
             assert job["threads"] == 1 and "gpu" not in job and "cpus_per_task" not in job, job
             continue

@@ -292,8 +292,10 @@ def test_every_source_file_reruns_exactly_the_stages_that_run_it(workflow):
     # infer.py) or another command's module reruns no training or evaluation
     for f in ("cli/weights.py", "infer.py", "cli/report.py", "cli/check.py", "cli/experiments.py"):
         assert not {n for n in expected[f"src/primkd/{f}"] if n.startswith(("train_", "evaluate_"))}, f
-    # the scene generator (a lazy import of prepare_dataset) is prepare's, not download's, whatever the source
-    assert expected["src/primkd/data/synthetic.py"] == {"prepare"}
+    # the scene generator (a lazy import of prepare_dataset) is prepare's, not download's, whatever the source; the
+    # pretrain stage renders its corpus with it
+    assert expected["src/primkd/data/synthetic.py"] == {"prepare", "pretrain"}
+    assert "src/primkd/engine/pretrain.py" in expected and expected["src/primkd/engine/pretrain.py"] == {"pretrain"}
     assert "download" in expected["src/primkd/data/prepare.py"]
     originals = {f: ((root / f).read_text(), (root / f).stat()) for f in files}
     try:

@@ -108,7 +108,8 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
         preset: preset name; defaults to ``raw["preset"]``.
 
     Returns:
-        A dict with ``preset``, the sections (data, hha, model, train, kd, eval) and ``experiments``.
+        A dict with ``preset``, the sections (data, hha, model, train, kd, eval), ``experiments``, ``seeds`` and
+        ``pretrain`` (as params.yaml has it, whatever the preset).
     """
     name = preset or raw["preset"]
     if name not in raw["presets"]:
@@ -119,6 +120,7 @@ def resolve(raw: dict, preset: str | None = None) -> dict:
     cfg["preset"] = name
     cfg["experiments"] = copy.deepcopy(raw["experiments"])
     cfg["seeds"] = list(raw["seeds"])
+    cfg["pretrain"] = copy.deepcopy(raw["pretrain"])  # no preset overrides it: its output is one committed file
     return cfg
 
 
@@ -357,6 +359,39 @@ class KDConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The pretrain stage (the demo's ImageNet-1K): params.yaml ``pretrain``, which no preset overrides."""
+
+    backbone: str  # the MiT variant trained
+    seed: int  # generator seed of the corpus' scenes
+    num_images: int  # training images of the corpus
+    num_heldout: int  # held-out images, scored after every epoch
+    height: int  # image size in pixels
+    width: int
+    patch: int  # side of the square patches (a grid over each image)
+    epochs: int  # passes over the training patches
+    batch_size: int  # patches per optimiser step
+    lr: float  # AdamW peak learning rate
+    weight_decay: float  # AdamW decay of conv/linear weights
+    betas: tuple[float, float]  # AdamW betas
+    warmup_epochs: float  # epochs of linear warm-up, then poly decay per iteration
+    warmup_ratio: float  # learning-rate factor at the first warm-up iteration
+    poly_power: float  # exponent of the poly decay
+    drop_path_rate: float  # stochastic depth at the last encoder block
+    flip: float  # probability of a horizontal flip of a training patch
+    threads: int  # torch threads (CPU only: the output must be reproducible bit for bit)
+
+    @classmethod
+    def of(cls, cfg: dict) -> PretrainConfig:
+        """From resolved parameters (:func:`load_params`); the patch must tile the image."""
+        p = section_config(cls, cfg["pretrain"], "pretrain")
+        if p.height % p.patch or p.width % p.patch:
+            raise ConfigError(f"params.yaml: pretrain.patch {p.patch} does not divide the image size "
+                              f"{p.height}x{p.width}; choose a patch side that divides pretrain.height and .width")
+        return p
+
+
 def experiment_kd(cfg: dict, name: str) -> KDConfig:
     """The distillation settings of student experiment ``name``: ``kd`` with the experiment's overrides, plus
     ``teacher_modality`` (the experiment's ``teacher``)."""
@@ -377,6 +412,7 @@ def effective_params(cfg: dict) -> dict:
     (:func:`input_digests`)."""
     out = {section: copy.deepcopy(cfg[section]) for section in SECTIONS}
     out["seeds"] = list(cfg["seeds"])
+    out["pretrain"] = copy.deepcopy(cfg["pretrain"])
     out["experiments"] = {}
     for name in cfg["experiments"]:
         settings = experiment_kd(cfg, name)

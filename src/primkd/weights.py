@@ -93,8 +93,8 @@ def init_from_imagenet(model: SegFormer | CMX, path: str | os.PathLike) -> dict[
     for name, encoder in encoders.items():
         load_state_dict_checked(encoder, weights, f"ImageNet MiT weights {path} (offered to {name})")
     fresh = [name for name, _ in model.named_children() if name not in encoders]
-    log.info("initialised %s from ImageNet weights %s (%d tensors each); fresh: %s", ", ".join(encoders), path,
-             len(weights), ", ".join(fresh))
+    log.info("initialised %s from ImageNet weights %s: all %d encoder tensors matched (each); fresh: %s",
+             ", ".join(encoders), path, len(weights), ", ".join(fresh))
     return {"pretrained": str(path), "loaded": list(encoders), "fresh": fresh, "tensors": len(weights)}
 
 

@@ -11,7 +11,8 @@ localrules:
 
 # The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages). Always run:
 # its `inputs` are digests of files outside the pipeline (the ImageNet weights, a folder source), read anew each
-# time; the stages that depend on them rerun only when a digest changes.
+# time; the stages that depend on them rerun only when a digest changes. It reads the pretrain stage's encoder
+# after that stage: the demo's inputs.pretrained.
 rule resolve_params:
     input:
         "src/primkd/__init__.py",
@@ -27,10 +28,12 @@ rule resolve_params:
         "src/primkd/stages/closure.py",
         "src/primkd/stages/dvc.py",
         "src/primkd/stages/generate.py",
+        "src/primkd/stages/shipped.py",
         "src/primkd/stages/snakemake.py",
         "src/primkd/stages/table.py",
         "params.yaml",
         "workflow/schemas/params.schema.yaml",
+        "pretrain/encoder.pt",
     output:
         "results/{preset}/effective_params.yaml",
     params:

@@ -3,6 +3,85 @@
 # MODALITIES), CFG, effective() and job_resources() come from common.smk.
 
 
+# The demo's ImageNet-1K: the MiT encoder trained on patch classification of a synthetic corpus of its own
+# (params.yaml pretrain). Its outputs are committed with the repository (`make pretrain` regenerates them), so a
+# fresh clone finds it up to date; the presets whose model.pretrained names pretrain/encoder.pt (the demo) start
+# every network from it.
+rule pretrain:
+    input:
+        ancient("src/primkd/__init__.py"),
+        ancient("src/primkd/cli/__init__.py"),
+        ancient("src/primkd/cli/options.py"),
+        ancient("src/primkd/cli/pretrain.py"),
+        ancient("src/primkd/config.py"),
+        ancient("src/primkd/data/__init__.py"),
+        ancient("src/primkd/data/dataset.py"),
+        ancient("src/primkd/data/layout.py"),
+        ancient("src/primkd/data/synthetic.py"),
+        ancient("src/primkd/data/viz.py"),
+        ancient("src/primkd/data/workers.py"),
+        ancient("src/primkd/engine/__init__.py"),
+        ancient("src/primkd/engine/optim.py"),
+        ancient("src/primkd/engine/pretrain.py"),
+        ancient("src/primkd/engine/runtime.py"),
+        ancient("src/primkd/io.py"),
+        ancient("src/primkd/models/__init__.py"),
+        ancient("src/primkd/models/convert.py"),
+        ancient("src/primkd/models/decoder.py"),
+        ancient("src/primkd/models/fusion.py"),
+        ancient("src/primkd/models/io.py"),
+        ancient("src/primkd/models/mit.py"),
+        ancient("src/primkd/models/ops.py"),
+        ancient("src/primkd/models/segmentors.py"),
+        ancient("src/primkd/pretrained.py"),
+        ancient("src/primkd/resources.py"),
+        ancient("src/primkd/runlog.py"),
+        lambda w: shipped_outdated("pretrain"),
+    output:
+        "pretrain/encoder.pt",
+        "pretrain/pretrain.json",
+        "pretrain/curve.csv",
+    params:
+        values=lambda w: effective(
+            w,
+            [
+                "pretrain.backbone",
+                "pretrain.seed",
+                "pretrain.num_images",
+                "pretrain.num_heldout",
+                "pretrain.height",
+                "pretrain.width",
+                "pretrain.patch",
+                "pretrain.epochs",
+                "pretrain.batch_size",
+                "pretrain.lr",
+                "pretrain.weight_decay",
+                "pretrain.betas",
+                "pretrain.warmup_epochs",
+                "pretrain.warmup_ratio",
+                "pretrain.poly_power",
+                "pretrain.drop_path_rate",
+                "pretrain.flip",
+                "pretrain.threads",
+            ],
+        ),
+        outputs=lambda w: outputs_token(
+            w,
+            [
+                "pretrain/encoder.pt",
+                "pretrain/pretrain.json",
+                "pretrain/curve.csv",
+            ],
+        ),
+    log:
+        "results/pretrain.log",
+    threads: value_at(CFG, "pretrain.threads")
+    conda:
+        "../../environment.yml"
+    shell:
+        "primkd pretrain --params params.yaml --out-dir pretrain --log {log}"
+
+
 # Resumable checkpoints live in results/<preset>/checkpoints/<run>, deliberately not declared as outputs: the
 # tools delete outputs before a rerun, which is exactly when a checkpoint is needed. When kd.teachers names a file
 # for the modality (the official presets: PrimKD's released RGB teacher) and it is there, the stage imports it
@@ -49,6 +128,7 @@ rule train_teacher:
         "src/primkd/weights.py",
         "data/{preset}/prepared",
         "data/{preset}/hha",
+        pretrained_input,
     output:
         "results/{preset}/models/teacher_{modality}/model.pt",
         "results/{preset}/models/teacher_{modality}/model_best.pt",
@@ -169,6 +249,7 @@ rule train_cmx:
         "src/primkd/weights.py",
         "data/{preset}/prepared",
         "data/{preset}/hha",
+        pretrained_input,
     output:
         directory("results/{preset}/models/cmx/seed{seed}"),
     params:
@@ -282,6 +363,7 @@ rule train_student:
         "data/{preset}/prepared",
         "data/{preset}/hha",
         lambda w: f"results/{w.preset}/models/teacher_{CFG['experiments'][w.exp]['teacher']}/model.pt",
+        pretrained_input,
     output:
         directory("results/{preset}/models/{exp}/seed{seed}"),
     params:

@@ -25,7 +25,7 @@ COMMANDS = {
     "evaluate": "pipeline", "evaluate-released": "pipeline",
     "analyze": "report", "report": "report",
     "infer": "weights", "export": "weights", "import-official": "weights",
-    "check-data": "check",
+    "check-data": "check", "pretrain": "pretrain",
     "compare": "experiments", "check-params": "experiments",
 }
 

@@ -590,6 +590,7 @@ class Trainer:
                    "parameters": sum(p.numel() for p in self.model.parameters()),
                    "world_size": self.dist.world_size, "micro_batch": self.micro, "accumulation_steps": self.accum,
                    "precision": self.precision.as_dict(), "pretrained": self.pretrained,
+                   "pretrained_sha256": self.fingerprint["pretrained_sha256"],  # = inputs.pretrained (None: scratch)
                    "threads": self.threads.as_dict() if self.threads is not None else None,
                    "final_loss": s.curves[-1]["loss"], "test_miou_single_scale": s.eval_curve[-1]["miou"],
                    "best_test_epoch": s.best.get("epoch"), "test_miou_best_epoch": s.best.get("miou"),

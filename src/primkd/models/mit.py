@@ -340,6 +340,13 @@ def mit_from_segformer(sd: Mapping[str, Tensor]) -> StateDict:
     return convert_names(sd, OFFICIAL_NAMES, True, "SegFormer MiT weights", drop=("head.",))
 
 
+def mit_to_segformer(sd: Mapping[str, Tensor]) -> StateDict:
+    """``MixVisionTransformer`` names → the SegFormer release's (``mit_bX.pth``), which :func:`mit_from_segformer`
+    reads back: the format of the pretrain stage's encoder, so that ``model.pretrained`` loads it as ImageNet
+    weights."""
+    return convert_names(sd, OFFICIAL_NAMES, False, "MiT encoder weights")
+
+
 def _merge_kv(sd: StateDict) -> StateDict:
     """Stack separate ``attn.k.*`` and ``attn.v.*`` entries (rows k then v) into ``attn.kv.*``."""
     out = {k: v for k, v in sd.items() if ".attn.k." not in k and ".attn.v." not in k}

@@ -26,11 +26,13 @@ folder; ``--check`` fails when one is out of date.
 from primkd.stages.closure import PACKAGE_DIR, REPO_ROOT, code_closure
 from primkd.stages.dvc import check_dvc_groups, check_dvc_yaml, dvc_groups, dvc_name, instance_name, render_dvc
 from primkd.stages.generate import generated_files, main
+from primkd.stages.shipped import ShippedState, output_digests, record, shipped_state
 from primkd.stages.snakemake import render_smk
 from primkd.stages.table import (
     EFFECTIVE_PARAMS,
     LOOPS,
     MODALITIES,
+    PRETRAINED,
     STAGES,
     TRAIN_PARAMS,
     Out,
@@ -46,8 +48,9 @@ from primkd.stages.table import (
 )
 
 __all__ = [
-    "EFFECTIVE_PARAMS", "LOOPS", "MODALITIES", "PACKAGE_DIR", "REPO_ROOT", "STAGES", "TRAIN_PARAMS", "Out", "Stage",
-    "check_dvc_groups", "check_dvc_yaml", "code_closure", "dvc_groups", "dvc_name", "effective_values", "fill",
-    "generated_files", "instance_name", "leaf_keys", "loop_items", "main", "param_keys", "render_dvc", "render_smk",
-    "stage", "value_at", "with_group",
+    "EFFECTIVE_PARAMS", "LOOPS", "MODALITIES", "PACKAGE_DIR", "PRETRAINED", "REPO_ROOT", "STAGES", "TRAIN_PARAMS",
+    "Out", "ShippedState", "Stage", "check_dvc_groups", "check_dvc_yaml", "code_closure", "dvc_groups", "dvc_name",
+    "effective_values", "fill", "generated_files", "instance_name", "leaf_keys", "loop_items", "main",
+    "output_digests", "param_keys", "record", "render_dvc", "render_smk", "shipped_state", "stage", "value_at",
+    "with_group",
 ]

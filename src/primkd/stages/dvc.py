@@ -119,8 +119,8 @@ def dvc_stage(s: Stage, effective: dict, group: tuple[str, list[str]] | None = N
     body: dict = {"cmd": _dvc(" ".join(filter(None, (s.cmd, s.dvc_flags))), s, value),
                   "deps": [*code_closure(s.entry), *s.files, *(_dvc(d, s, value) for d in s.deps)]}
     keys = [_dvc(k, s) for k in param_keys(s, effective)]
-    if keys:
-        body["params"] = [{_dvc(EFFECTIVE_PARAMS, s): keys}]
+    if keys:  # a shipped stage's keys are params.yaml's own (its output is an input of resolve_params)
+        body["params"] = [{"params.yaml" if s.shipped else _dvc(EFFECTIVE_PARAMS, s): keys}]
     for kind, section in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
         entries = []
         for out in (o for o in s.outs if o.kind == kind):
@@ -130,6 +130,8 @@ def dvc_stage(s: Stage, effective: dict, group: tuple[str, list[str]] | None = N
             body[section] = entries
     if s.always_changed:
         body["always_changed"] = True
+    if s.shipped:  # run from the repository root, as the stages of dvc.yaml
+        body = {"wdir": "/".join(".." for _ in Path(s.shipped).parts), **body}
     if s.loop:
         loops = {v: LOOPS[v].dvc for v in s.loop}  # a grouped stage's experiments are written out
         if group:
@@ -145,7 +147,7 @@ def render_dvc(params_path: str | Path = "params.yaml") -> str:
     cfg = load_params(params_path)
     effective = effective_params(cfg)
     parts = [DVC_HEADER, "stages:\n"]
-    for s in STAGES:
+    for s in (s for s in STAGES if not s.shipped):
         entries = [(s.name, dvc_stage(s, effective), s.comment)]
         if s.group_by:
             entries = [(dvc_name(s, value), dvc_stage(s, effective, (value, exps)),
@@ -160,6 +162,27 @@ def render_dvc(params_path: str | Path = "params.yaml") -> str:
                  "stages.\n")
     parts.append(yaml.safe_dump({"plots": [{_dvc(k, STAGES[0]): v for k, v in p.items()} for p in DVC_PLOTS]},
                                 sort_keys=False, width=120))
+    return "".join(parts)
+
+
+SHIPPED_HEADER = """\
+# GENERATED from the stage table (src/primkd/stages/table.py) by `python -m primkd.stages --write`, as ../dvc.yaml is.
+# A stage whose outputs are committed with the repository, in a dvc.yaml of its own so that its dvc.lock is committed
+# with them (the main dvc.lock is not): a fresh clone finds it up to date. `make pretrain` reruns it; commit the
+# outputs and this folder's dvc.lock afterwards. Its parameters are params.yaml's own keys (no preset overrides them).
+"""
+
+
+def render_shipped_dvc(folder: str, params_path: str | Path = "params.yaml") -> str:
+    """The text of ``<folder>/dvc.yaml``: the shipped stages of ``folder`` (:attr:`Stage.shipped`)."""
+    from primkd.config import effective_params, load_params
+
+    effective = effective_params(load_params(params_path))
+    parts = [SHIPPED_HEADER, "stages:\n"]
+    for s in (s for s in STAGES if s.shipped == folder):
+        text = yaml.safe_dump({s.name: dvc_stage(s, effective)}, sort_keys=False, width=120)
+        comment = "".join(f"  # {line}\n" for line in wrap(s.comment)) if s.comment else ""
+        parts.append(f"\n{comment}" + "".join(f"  {line}\n" for line in text.splitlines()))
     return "".join(parts)
 
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from primkd.config import ConfigError
-from primkd.stages.dvc import render_dvc
+from primkd.stages.dvc import render_dvc, render_shipped_dvc
 from primkd.stages.snakemake import render_smk
+from primkd.stages.table import STAGES
 
 
 def generated_files(root: str | Path = ".") -> dict[Path, str]:
@@ -19,7 +20,9 @@ def generated_files(root: str | Path = ".") -> dict[Path, str]:
     root = Path(root)
     params = root / "params.yaml"
     smk = render_smk(effective_params(load_params(params)))
-    return {root / "dvc.yaml": render_dvc(params), **{root / name: text for name, text in smk.items()}}
+    shipped = {root / folder / "dvc.yaml": render_shipped_dvc(folder, params)
+               for folder in dict.fromkeys(s.shipped for s in STAGES if s.shipped)}
+    return {root / "dvc.yaml": render_dvc(params), **shipped, **{root / name: text for name, text in smk.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from primkd.stages.table import LOOPS, STAGES, Out, Stage, param_keys, substitut
 
 # Rule file -> its stages, in the table's order.
 RULE_FILES = {"data": ("resolve_params", "download", "prepare", "hha"),
-              "train": ("train_teacher", "train_cmx", "train_student"),
+              "train": ("pretrain", "train_teacher", "train_cmx", "train_student"),
               "evaluate": ("evaluate_teacher", "evaluate_cmx", "evaluate_student", "evaluate_released"),
               "report": ("analyze", "report")}
 LOCAL_RULES = ("resolve_params", "download")
@@ -77,7 +77,12 @@ def _expand(template: str, keep: set[str], bound: dict[str, str]) -> str:
 
 
 def rule_inputs(s: Stage) -> list[str]:
-    """A rule's inputs, as Snakemake expressions: code files, other files, the stage's inputs."""
+    """A rule's inputs, as Snakemake expressions: code files, other files, the stage's inputs. A shipped stage's are
+    ``ancient()`` (a clone writes files in any order), with the input common.smk's ``shipped_outdated`` gives it
+    when its outputs are not what the current code and parameters make (:mod:`primkd.stages.shipped`); a stage
+    reading ``inputs.pretrained`` also gets the pretrain stage's encoder when ``model.pretrained`` names it
+    (common.smk's ``pretrained_input``), so that it runs after that stage (DVC orders them through resolve_params,
+    which depends on the encoder)."""
     lines = [_q(f) for f in (*code_closure(s.entry), *s.files)]
     outputs = [o.path for t in STAGES for o in t.outs]
     keep = set(s.loop)
@@ -94,6 +99,10 @@ def rule_inputs(s: Stage) -> list[str]:
             lines.append(_q(dep))
         else:
             lines += [_expand(o, keep, m) for o, m in matches]
+    if s.shipped:
+        return [*(f"ancient({line})" for line in lines), f"lambda w: shipped_outdated({_q(s.name)})"]
+    if "inputs.pretrained" in s.params:
+        lines.append("pretrained_input")
     return lines
 
 
@@ -134,6 +143,8 @@ def render_rule(s: Stage, effective: dict) -> str:
     out += ["        outputs=lambda w: outputs_token(", "            w,", "            ["]
     out += [f"                {_q(o.path)}," for o in s.outs]
     out += ["            ],", "        ),", "    log:", f"        {_q(s.log)},"]
+    if s.threads:
+        out += [f"    threads: value_at(CFG, {_q(s.threads)})"]
     if s.resources and s.name not in LOCAL_RULES:
         out += [f"    threads: CFG[\"resources\"][{_q(s.resources)}][\"cpus_per_task\"]", "    resources:",
                 f"        **job_resources({_q(s.resources)}),"]

@@ -24,6 +24,9 @@ MODALITIES = ("rgb", "depth")
 DATA, HHA, RAW = "data/{preset}/prepared", "data/{preset}/hha", "data/{preset}/raw"
 URL_KEYS = ("nyuv2_labeled", "nyuv2_splits", "nyuv2_class_mapping", "sunrgbd", "sunrgbd_toolbox")
 MODELS = "results/{preset}/models"
+# The pretrain stage's folder: its outputs, committed with the repository, and its own dvc.yaml and dvc.lock.
+PRETRAIN = "pretrain"
+PRETRAINED = f"{PRETRAIN}/encoder.pt"  # the encoder it writes, which the demo's model.pretrained names
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,13 @@ class Stage:
         dvc_flags: arguments that only dvc.yaml's command passes (resolve_params checks that dvc.yaml lists the
             experiments of params.yaml, which a Snakemake run has no reason to wait for).
         comment: what dvc.yaml and the Snakemake rules say above the stage.
+        shipped: for a stage whose outputs git tracks, committed with the repository so that a fresh clone has them
+            up to date without running it (the pretrain stage): the folder of its own dvc.yaml and dvc.lock (run
+            from the repository root, ``wdir: ..``; the main dvc.lock is not committed). Its parameters are keys of
+            params.yaml that no preset overrides, read from params.yaml itself (its output feeds resolve_params).
+            Snakemake decides by content, not by file times, which a clone sets in any order:
+            :mod:`primkd.stages.shipped`.
+        threads: the dotted params.yaml key of its Snakemake threads, for a stage without ``resources``.
     """
 
     name: str
@@ -118,6 +128,8 @@ class Stage:
     always_changed: bool = False
     dvc_flags: str = ""
     comment: str = field(default="", compare=False)
+    shipped: str = ""
+    threads: str = ""
 
 
 def _evaluate(*, name: str, run: str, model: str, loop: tuple[str, ...] = (), over_seeds: bool,
@@ -153,11 +165,25 @@ TRAIN_PARAMS = (*TRAINING_KEYS, "inputs.pretrained")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
+        name="pretrain", entry="primkd.cli.pretrain:cmd_pretrain", shipped=PRETRAIN, threads="pretrain.threads",
+        comment="The demo's ImageNet-1K: the MiT encoder trained on patch classification of a synthetic corpus of "
+                "its own (params.yaml pretrain). Its outputs are committed with the repository (`make pretrain` "
+                "regenerates them), so a fresh clone finds it up to date; the presets whose model.pretrained names "
+                "pretrain/encoder.pt (the demo) start every network from it.",
+        cmd=f"primkd pretrain --params params.yaml --out-dir {PRETRAIN} --log {{log}}",
+        log="results/pretrain.log",
+        params=("pretrain",),
+        outs=(Out(PRETRAINED, cache=False),
+              Out(f"{PRETRAIN}/pretrain.json", kind="metric", cache=False),
+              Out(f"{PRETRAIN}/curve.csv", kind="plot", cache=False, plot={"x": "epoch", "y": "loss"}))),
+    Stage(
         name="resolve_params", entry="primkd.cli.pipeline:cmd_params",
         comment="The effective parameters of the preset, whose keys the other stages depend on (see primkd.stages). "
                 "Always run: its `inputs` are digests of files outside the pipeline (the ImageNet weights, a folder "
-                "source), read anew each time; the stages that depend on them rerun only when a digest changes.",
+                "source), read anew each time; the stages that depend on them rerun only when a digest changes. "
+                "It reads the pretrain stage's encoder after that stage: the demo's inputs.pretrained.",
         always_changed=True,
+        deps=(PRETRAINED,),
         cmd=f"primkd params --params params.yaml --preset {{preset}} --out {EFFECTIVE_PARAMS} --log {{log}}",
         dvc_flags="--dvc-yaml dvc.yaml",
         log="results/{preset}/logs/resolve_params.log",

@@ -62,7 +62,7 @@ REAL_SPLITS = {"nyuv2": {"train": 795, "test": 654}, "sunrgbd": {"train": 5285, 
 MAIN_RUNS = ("teacher_rgb", "teacher_depth", "cmx", "primkd")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 HEADER = re.compile(r"^===== (\S+) pid \d+: primkd ")
-EVAL_LINE = re.compile(r"\((last|best), (\w+)\): mIoU")
+EVAL_LINE = re.compile(r"\((last|best), (\w+), test split\): mIoU")  # engine.evaluate_run, the test split only
 EVAL_TIME = re.compile(r" (\w+) mode: \d+ test images in [\d.]+ s \(([\d.]+) s per image\)")
 
 

@@ -74,17 +74,20 @@ def test_grouped_convolution_backward_counts_twice_the_forward():
 def test_log_timings_of_the_last_run(tmp_path):
     log = tmp_path / "evaluate_cmx.log"
     log.write_text("===== 2026-12-07T10:00:00+00:00 pid 1: primkd evaluate --old\n"
-                   "2026-12-07 10:00:05,000 INFO x: (last, single): mIoU 0.1\n"
+                   "2026-12-07 10:00:05,000 INFO x: (last, single, test split): mIoU 0.1\n"
                    "===== 2026-12-07T11:00:00+00:00 pid 2: primkd evaluate --params params.yaml\n"
                    "2026-12-07 11:00:02,500 INFO primkd: loaded\n"
                    "2026-12-07 11:00:12,000 INFO e: single mode: 2 test images in 9.00 s (4.500 s per image)\n"
                    "2026-12-07 11:01:12,000 INFO e: multi_scale_flip mode: 2 test images in 60.00 s (30.000 s per "
                    "image)\n"
-                   "2026-12-07 11:01:12,500 INFO x: m.pt (last, single): mIoU 0.1, mean acc 0.2\n"
-                   "2026-12-07 11:01:12,500 INFO x: m.pt (last, multi_scale_flip): mIoU 0.1, mean acc 0.2\n"
+                   "2026-12-07 11:01:12,500 INFO x: m.pt (last, single, test split): mIoU 0.1, mean acc 0.2\n"
+                   "2026-12-07 11:01:12,500 INFO x: m.pt (last, multi_scale_flip, test split): mIoU 0.1, mean acc 0.2\n"
                    "2026-12-07 11:01:17,000 INFO e: single mode: 2 test images in 4.00 s (2.000 s per image)\n"
-                   "2026-12-07 11:01:17,750 INFO x: m_best.pt (best, single): mIoU 0.1, mean acc 0.2\n")
-    assert rehearse.log_timings(log) == {"wall_s": 77.8, "modes": {"last/single": 4.5, "last/multi_scale_flip": 30.0,
+                   "2026-12-07 11:01:17,750 INFO x: m_best.pt (best, single, test split): mIoU 0.1, mean acc 0.2\n"
+                   # the train split's pass (evaluate --train-out) is not a test-image time
+                   "2026-12-07 11:01:18,000 INFO e: single mode: 8 train images in 8.00 s (1.000 s per image)\n"
+                   "2026-12-07 11:01:18,000 INFO x: m.pt (last, single, train split): mIoU 0.3, mean acc 0.2\n")
+    assert rehearse.log_timings(log) == {"wall_s": 78.0, "modes": {"last/single": 4.5, "last/multi_scale_flip": 30.0,
                                                                    "best/single": 2.0}}
 
 

@@ -131,7 +131,8 @@ def test_smoke_preset_through_slurm_equals_a_local_run(tmp_path):
     # every job (but the target `all` and the local rules) ran as a SLURM job of its rule
     log = proc.stdout + proc.stderr
     submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", log)
-    planned = [job["rule"] for job in dry_run_jobs(slurm, "smoke") if job["rule"] != "all"]
+    # the forced dry run lists pretrain too; its committed output is up to date in the copy, so no job runs it
+    planned = [job["rule"] for job in dry_run_jobs(slurm, "smoke") if job["rule"] not in {"all", *OWN_THREADS}]
     # download, resolve_params, prepare, hha, 2 teachers, CMX, PrimKD, 4 evaluations, the released checkpoints'
     # evaluation, analyze, report
     assert len(planned) == 15 and set(planned) == set(STAGE_OF_RULE) | UNDECLARED

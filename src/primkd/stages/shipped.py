@@ -6,7 +6,8 @@ clone sets those in whatever order git writes the files, so the generated rule w
 and lets :func:`shipped_state` decide: the stage's summary (its ``metric`` output) records the digests of its code
 closure, its parameter values and its other outputs' digests (:func:`record`, written by the stage's command); while
 they all equal the current ones the outputs are up to date, and otherwise workflow/rules/common.smk gives the rule
-an input that does not exist yet, so that the job runs, with everything after it.
+an input file written when the workflow is read (newer than the outputs, with new contents), so that the job runs,
+with everything after it.
 """
 
 from __future__ import annotations
